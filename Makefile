@@ -1,0 +1,35 @@
+# typoattack developer commands. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CI_OUT ?= /tmp/typoattack-ci-run
+
+.PHONY: help install test test-fast reproduce-ci ci-run bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install typoattack with its pinned dependencies
+
+test: $(STAMP) ## Install if needed, then run the whole test suite (CI runs this)
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: $(STAMP) ## Run the tests that take seconds (skips the end-to-end CI reproduction)
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+ci-run: $(STAMP) ## Run the CI reproduction (tiny untrained model, 500 shared images) into $(CI_OUT)
+	$(BIN)/typoattack eval --config configs/ci.yaml --out $(CI_OUT) --overwrite
+
+reproduce-ci: $(STAMP) ## Regenerate the reference tables in results/ci/ from configs/ci.yaml
+	$(BIN)/typoattack eval --config configs/ci.yaml --out $(CI_OUT) --overwrite
+	cp $(CI_OUT)/per_word.csv $(CI_OUT)/confusion.csv $(CI_OUT)/per_word.md results/ci/
+
+clean: ## Remove the virtual environment and caches made by the tests
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,116 @@
+"""Zero-shot classification: the text classifier (built with open_clip, cached on disk) and the
+image loop, which returns raw logits; reductions to predictions are small pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+
+from typoattack.constants import LOGIT_SCALE, TOP_K
+from typoattack.models import LoadedModel, get_autocast
+
+# Classes encoded per open_clip builder call; progress is reported between calls.
+_CLASSES_PER_CALL = 50
+
+
+def get_classifier_cache_path(loaded: LoadedModel, classnames: Sequence[str], templates: Sequence[str],
+                              cache_dir: str | Path) -> Path:
+    """Path of the cached classifier for (model, weights, class names, templates)."""
+    key = json.dumps({"weights": loaded.weights_id, "classnames": list(classnames),
+                      "templates": list(templates), "open_clip": open_clip.__version__})
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in loaded.spec.label)[:80]
+    return Path(cache_dir).expanduser() / "classifiers" / f"{slug}-{digest}.pt"
+
+
+def build_classifier(loaded: LoadedModel, classnames: Sequence[str], templates: Sequence[str],
+                     cache_dir: str | Path, progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, bool]:
+    """Build (or load from the disk cache) the zero-shot classifier.
+
+    Per class, the templates are encoded, averaged and L2-normalised by open_clip's
+    `build_zero_shot_classifier`.
+
+    Args:
+        loaded: The model.
+        classnames: Class names, in class-index order.
+        templates: Format strings with one `{}`.
+        cache_dir: Cache folder (a `classifiers/` sub-folder is used).
+        progress: Called with the number of classes encoded since the last call.
+
+    Returns:
+        (weights float32 [embed_dim, n_classes] on the model's device, loaded_from_cache).
+    """
+    path = get_classifier_cache_path(loaded, classnames, templates, cache_dir)
+    if path.is_file():
+        weights = torch.load(path, map_location=loaded.device, weights_only=True)
+        if progress:
+            progress(len(classnames))
+        return weights, True
+    parts = []
+    with torch.inference_mode(), get_autocast(loaded.precision, loaded.device):
+        for start in range(0, len(classnames), _CLASSES_PER_CALL):
+            chunk = list(classnames[start:start + _CLASSES_PER_CALL])
+            parts.append(open_clip.build_zero_shot_classifier(
+                loaded.model, loaded.tokenizer, chunk, list(templates),
+                num_classes_per_batch=10, device=loaded.device,
+            ).float())
+            if progress:
+                progress(len(chunk))
+    weights = torch.cat(parts, dim=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(weights.cpu(), tmp)
+    os.replace(tmp, path)
+    return weights, False
+
+
+def encode_canvases(loaded: LoadedModel, classifier: torch.Tensor, canvases: np.ndarray) -> torch.Tensor:
+    """Zero-shot logits of a batch of canvases.
+
+    Args:
+        loaded: The model.
+        classifier: float32 [embed_dim, n_classes] from `build_classifier`.
+        canvases: uint8 [B, H, W, 3] RGB model-input canvases.
+
+    Returns:
+        float32 [B, n_classes] logits on the CPU: 100 * normalised image features @ classifier.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(canvases)).to(loaded.device)
+    x = x.permute(0, 3, 1, 2).float().div(255)
+    mean = torch.tensor(loaded.mean, device=loaded.device).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.std, device=loaded.device).view(1, 3, 1, 1)
+    x = x.sub(mean).div(std)
+    with torch.inference_mode(), get_autocast(loaded.precision, loaded.device):
+        features = loaded.model.encode_image(x, normalize=True)
+        logits = LOGIT_SCALE * features.float() @ classifier
+    return logits.float().cpu()
+
+
+def summarize_logits(logits: torch.Tensor, target_index: np.ndarray, true_index: np.ndarray) -> dict[str, np.ndarray]:
+    """Reduce logits to what a record keeps.
+
+    Args:
+        logits: float32 [B, C].
+        target_index: int [B], the attack's class (-1 for the clean condition).
+        true_index: int [B], the ground-truth class.
+
+    Returns:
+        pred_index int64 [B]; pred_top5 int64 [B, 5]; p_target float32 [B] (softmax probability
+        of the target, NaN where there is none); p_true float32 [B].
+    """
+    probs = torch.softmax(logits.float(), dim=1)
+    top = torch.topk(logits, k=min(TOP_K, logits.shape[1]), dim=1).indices
+    rows = torch.arange(len(logits))
+    target = torch.from_numpy(np.asarray(target_index, dtype=np.int64))
+    p_target = probs[rows, target.clamp(min=0)].numpy().astype(np.float32)
+    p_target[np.asarray(target_index) < 0] = np.nan
+    p_true = probs[rows, torch.from_numpy(np.asarray(true_index, dtype=np.int64))].numpy().astype(np.float32)
+    return {"pred_index": top[:, 0].numpy().astype(np.int64), "pred_top5": top.numpy().astype(np.int64),
+            "p_target": p_target, "p_true": p_true}

@@ -1,0 +1,527 @@
+"""Run configs and attack vocabularies: frozen dataclasses validated on load (YAML < CLI flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PIL import ImageColor
+
+from typoattack.constants import DEFAULT_CACHE_DIR, DEFAULT_FONT, FONTS_DIR, VOCAB_DIR
+from typoattack.errors import ConfigError, suggest
+
+
+class Placement(str, Enum):
+    """Where the attack word is drawn on the canvas."""
+
+    PAPER8 = "paper8"
+    CENTER = "center"
+    RANDOM = "random"
+
+
+class Precision(str, Enum):
+    """Numeric precision of the image encoder (bf16 and fp16 run under CUDA autocast)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+BUILTIN_TEMPLATES = ("openai", "simple")
+
+
+@dataclass(frozen=True)
+class AttackWord:
+    """One attack word and the class it aims at.
+
+    Attributes:
+        text: The text drawn on the image.
+        target_index: ImageNet class index 0-999 the attack tries to force.
+    """
+
+    text: str
+    target_index: int
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A named list of attack words, loaded from a YAML file in configs/vocab/."""
+
+    name: str
+    words: tuple[AttackWord, ...]
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate: an open_clip name (or hf-hub:/local-dir: id) and its weights.
+
+    Attributes:
+        name: open_clip model name, `hf-hub:org/repo` or `local-dir:/path`.
+        pretrained: open_clip pretrained tag, a checkpoint file path, `seed:N` (random weights
+            from seed N, only to test the pipeline), or None for hf-hub:/local-dir: ids.
+    """
+
+    name: str
+    pretrained: str | None = None
+
+    @property
+    def label(self) -> str:
+        """A short human-readable name, `name/pretrained`."""
+        return f"{self.name}/{self.pretrained}" if self.pretrained else self.name
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the images come from.
+
+    Attributes:
+        source: An ImageNet-val folder of WordNet-id sub-folders, a folder of images with a
+            labels CSV, or `hf:NAME` (a Hugging Face dataset name, a local dataset folder or a
+            folder written by `Dataset.save_to_disk`).
+        labels: The labels CSV (`file`, `class_index` columns); default `<source>/labels.csv`.
+        hf_split: Split of the Hugging Face dataset.
+        hf_image_column: Column holding the images.
+        hf_label_column: Column holding integer ImageNet class indices.
+    """
+
+    source: str
+    labels: str | None = None
+    hf_split: str = "validation"
+    hf_image_column: str = "image"
+    hf_label_column: str = "label"
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """How the attack text looks.
+
+    Attributes:
+        font: Path of a TrueType/OpenType font file.
+        fill: Text colour, RGB 0-255.
+        outline: Outline colour, RGB 0-255.
+        outline_width: Outline width in canvas pixels (0 = no outline).
+        opacity: Opacity of the text, in (0, 1].
+    """
+
+    font: str = str(DEFAULT_FONT)
+    fill: tuple[int, int, int] = (255, 255, 255)
+    outline: tuple[int, int, int] = (0, 0, 0)
+    outline_width: int = 1
+    opacity: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not Path(self.font).is_file():
+            raise ConfigError(
+                f"font file {self.font} does not exist; give a .ttf/.otf path or a file name in {FONTS_DIR}"
+            )
+        if not 0 <= self.outline_width <= 16:
+            raise ConfigError(f"outline_width must be 0-16 pixels, got {self.outline_width}")
+        if not 0 < self.opacity <= 1:
+            raise ConfigError(f"opacity must be in (0, 1], got {self.opacity}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines the records of a run. Written to run.json next to the results."""
+
+    models: tuple[ModelSpec, ...]
+    data: DataSpec
+    vocab: str = "goh2021"
+    limit: int | None = None
+    fractions: tuple[float, ...] = (0.07,)
+    placements: tuple[Placement, ...] = (Placement.PAPER8,)
+    style: RenderStyle = field(default_factory=RenderStyle)
+    templates: str = "openai"
+    batch_size: int = 256
+    device: str = "auto"
+    precision: Precision = Precision.FP32
+    seed: int = 0
+    out: str | None = None
+    cache_dir: str = str(DEFAULT_CACHE_DIR)
+    workers: int = 2
+    chunk_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("no model given; set `model` (and `pretrained`) in the config or pass --model")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError("the same model and pretrained weights are listed twice")
+        if not self.fractions:
+            raise ConfigError("`fractions` is empty; give at least one pixel fraction such as 0.07")
+        for f in self.fractions:
+            if not (isinstance(f, float) and 0 < f < 1):
+                raise ConfigError(f"fraction {f} must be in (0, 1), e.g. 0.07 for 7% of the canvas")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ConfigError(f"`fractions` lists a value twice: {list(self.fractions)}")
+        if not self.placements:
+            raise ConfigError("`placement` is empty; use paper8, center or random")
+        if len(set(self.placements)) != len(self.placements):
+            raise ConfigError("`placement` lists a value twice")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be a positive number of images, got {self.limit}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.chunk_size < 1:
+            raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
+        if self.templates not in BUILTIN_TEMPLATES and not Path(self.templates).is_file():
+            raise ConfigError(
+                f"templates {self.templates!r} is neither 'openai', 'simple' nor an existing YAML file"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict of the config (enums as their values)."""
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, Enum):
+                return value.value
+            if isinstance(value, (list, tuple)):
+                return [convert(v) for v in value]
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            return value
+
+        return convert(dataclasses.asdict(self))
+
+    def fingerprint(self) -> str:
+        """Return a JSON string of the settings that determine the records (not out, cache, workers)."""
+        d = self.to_dict()
+        for key in ("out", "cache_dir", "workers", "batch_size", "device"):
+            d.pop(key, None)
+        return json.dumps(d, sort_keys=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+_RUN_KEYS = (
+    "models", "model", "pretrained", "data", "labels", "hf_split", "hf_image_column",
+    "hf_label_column", "limit", "vocab", "fractions", "fraction", "placement", "placements",
+    "font", "fill", "outline", "outline_width", "opacity", "templates", "batch_size", "device",
+    "precision", "seed", "out", "cache_dir", "workers", "chunk_size",
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_int(key: str, value: Any, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(f"`{key}` must be an integer, got {value!r}")
+    return value
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"`{key}` must be a number, got {value!r}") from None
+    if not _is_number(value) or not math.isfinite(value):
+        raise ConfigError(f"`{key}` must be a number, got {value!r}")
+    return float(value)
+
+
+def _as_str(key: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"`{key}` must be a string, got {value!r}")
+    text = str(value).strip()
+    if not text:
+        raise ConfigError(f"`{key}` is empty")
+    return text
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _as_enum(key: str, enum: type[Enum], value: Any) -> Any:
+    if isinstance(value, enum):
+        return value
+    text = _as_str(key, value).lower()
+    try:
+        return enum(text)
+    except ValueError:
+        choices = [e.value for e in enum]
+        raise ConfigError(
+            f"`{key}` is {value!r}; choose one of {', '.join(choices)}.{suggest(text, choices)}"
+        ) from None
+
+
+def parse_color(key: str, value: Any) -> tuple[int, int, int]:
+    """Parse a colour given as a name ('white'), '#rrggbb' or a list of three 0-255 integers."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 3 and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+            return (int(value[0]), int(value[1]), int(value[2]))
+        raise ConfigError(f"`{key}` must be three integers 0-255, got {value!r}")
+    try:
+        rgb = ImageColor.getrgb(_as_str(key, value))
+    except ValueError:
+        raise ConfigError(f"`{key}` is not a colour: {value!r} (use a name, '#rrggbb' or [r, g, b])") from None
+    return (rgb[0], rgb[1], rgb[2])
+
+
+def _resolve_path(value: str, base: Path | None) -> str:
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return str(path)
+
+
+def resolve_font_path(value: str, base: Path | None = None) -> str:
+    """Resolve a font given as a path or as a file name shipped in fonts/."""
+    path = Path(_resolve_path(value, base))
+    if not path.exists() and (FONTS_DIR / value).is_file():
+        return str(FONTS_DIR / value)
+    return str(path)
+
+
+def resolve_vocab_path(value: str, base: Path | None = None) -> str:
+    """Resolve a vocabulary given as a path or as the name of a file in configs/vocab/."""
+    if "/" not in value and not value.endswith((".yaml", ".yml")):
+        return str(VOCAB_DIR / f"{value}.yaml")
+    return _resolve_path(value, base)
+
+
+def _parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
+    if "models" in raw and ("model" in raw or "pretrained" in raw):
+        raise ConfigError("give either `models` (a list) or `model` + `pretrained`, not both")
+    if "models" in raw:
+        specs = []
+        for item in _as_list(raw["models"]):
+            if isinstance(item, str):
+                specs.append(ModelSpec(_as_str("models", item)))
+                continue
+            if not isinstance(item, Mapping):
+                raise ConfigError(f"each entry of `models` must be a mapping with `name` and `pretrained`, got {item!r}")
+            unknown = set(item) - {"name", "pretrained"}
+            if unknown:
+                key = sorted(unknown)[0]
+                raise ConfigError(f"unknown key `{key}` in a `models` entry.{suggest(key, ['name', 'pretrained'])}")
+            if "name" not in item:
+                raise ConfigError(f"a `models` entry has no `name`: {dict(item)!r}")
+            pretrained = item.get("pretrained")
+            specs.append(ModelSpec(_as_str("name", item["name"]), None if pretrained is None else _as_str("pretrained", pretrained)))
+        return tuple(specs)
+    if "model" not in raw:
+        return ()
+    names = [_as_str("model", m) for m in _as_list(raw["model"])]
+    pretrained_raw = raw.get("pretrained")
+    pretrained = [None if p is None else _as_str("pretrained", p) for p in _as_list(pretrained_raw)]
+    if len(pretrained) == 1:
+        pretrained = pretrained * len(names)
+    if len(pretrained) != len(names):
+        raise ConfigError(f"`pretrained` has {len(pretrained)} entries for {len(names)} models")
+    return tuple(ModelSpec(n, p) for n, p in zip(names, pretrained))
+
+
+def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunConfig:
+    """Validate a mapping of run settings (YAML keys) and build a RunConfig.
+
+    Args:
+        raw: Settings keyed as in a run-config YAML file. Unknown keys are an error.
+        base: Directory that relative paths are resolved against (the YAML file's folder).
+
+    Raises:
+        ConfigError: A key is unknown, a value has the wrong type or is out of range.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"a run config must be a mapping of keys to values, got {type(raw).__name__}")
+    for key in raw:
+        if not isinstance(key, str) or key not in _RUN_KEYS:
+            raise ConfigError(f"unknown config key `{key}`.{suggest(str(key), _RUN_KEYS)}")
+    for a, b in (("fraction", "fractions"), ("placement", "placements")):
+        if a in raw and b in raw:
+            raise ConfigError(f"give `{a}` or `{b}`, not both")
+    if "data" not in raw or raw["data"] is None:
+        raise ConfigError("no data given; set `data` in the config or pass --data")
+
+    source = _as_str("data", raw["data"])
+    if not source.startswith("hf:"):
+        source = _resolve_path(source, base)
+    labels = raw.get("labels")
+    data = DataSpec(
+        source=source,
+        labels=None if labels is None else _resolve_path(_as_str("labels", labels), base),
+        hf_split=_as_str("hf_split", raw.get("hf_split", "validation")),
+        hf_image_column=_as_str("hf_image_column", raw.get("hf_image_column", "image")),
+        hf_label_column=_as_str("hf_label_column", raw.get("hf_label_column", "label")),
+    )
+    style = RenderStyle(
+        font=resolve_font_path(_as_str("font", raw["font"]), base) if raw.get("font") is not None else str(DEFAULT_FONT),
+        fill=parse_color("fill", raw.get("fill", "white")),
+        outline=parse_color("outline", raw.get("outline", "black")),
+        outline_width=_as_int("outline_width", raw.get("outline_width", 1)),
+        opacity=_as_float("opacity", raw.get("opacity", 1.0)),
+    )
+    fractions_raw = raw.get("fractions", raw.get("fraction", [0.07]))
+    placements_raw = raw.get("placements", raw.get("placement", ["paper8"]))
+    templates = _as_str("templates", raw.get("templates", "openai"))
+    if templates not in BUILTIN_TEMPLATES:
+        templates = _resolve_path(templates, base)
+    out = raw.get("out")
+    return RunConfig(
+        models=_parse_models(raw),
+        data=data,
+        vocab=resolve_vocab_path(_as_str("vocab", raw.get("vocab", "goh2021")), base),
+        limit=_as_int("limit", raw.get("limit"), allow_none=True),
+        fractions=tuple(_as_float("fractions", f) for f in _as_list(fractions_raw)),
+        placements=tuple(_as_enum("placement", Placement, p) for p in _as_list(placements_raw)),
+        style=style,
+        templates=templates,
+        batch_size=_as_int("batch_size", raw.get("batch_size", 256)),
+        device=_as_str("device", raw.get("device", "auto")),
+        precision=_as_enum("precision", Precision, raw.get("precision", "fp32")),
+        seed=_as_int("seed", raw.get("seed", 0)),
+        out=None if out is None else _resolve_path(_as_str("out", out), base),
+        cache_dir=str(Path(_as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR)))).expanduser()),
+        workers=_as_int("workers", raw.get("workers", 2)),
+        chunk_size=_as_int("chunk_size", raw.get("chunk_size", 1000)),
+    )
+
+
+def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{what} file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} file {path} is not UTF-8 text") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{what} file {path} must hold a mapping of keys to values, not a {type(doc).__name__}")
+    return doc
+
+
+def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Load a run config YAML and apply overrides (CLI flags win over YAML keys).
+
+    Args:
+        path: The YAML file, or None to build the config from the overrides alone.
+        overrides: Settings keyed as in the YAML file; None values are ignored. Relative paths in
+            overrides are taken as given (relative to the working directory).
+
+    Returns:
+        The validated config.
+    """
+    raw: dict[str, Any] = {}
+    base: Path | None = None
+    if path is not None:
+        raw = load_yaml_mapping(path, "run config")
+        base = Path(path).resolve().parent
+        # Paths in the YAML are relative to the YAML file; make them absolute before merging.
+        for key in ("data", "labels", "out", "templates"):
+            value = raw.get(key)
+            if isinstance(value, str) and value.strip() and not (key == "data" and value.startswith("hf:")) and not (key == "templates" and value in BUILTIN_TEMPLATES):
+                raw[key] = _resolve_path(value, base)
+        if isinstance(raw.get("vocab"), str):
+            raw["vocab"] = resolve_vocab_path(raw["vocab"], base)
+        if isinstance(raw.get("font"), str):
+            raw["font"] = resolve_font_path(raw["font"], base)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key in ("model", "pretrained") and "models" in raw:
+            raw.pop("models")
+        if key in ("fractions", "placement"):
+            raw.pop("fraction" if key == "fractions" else "placements", None)
+        raw[key] = value
+    return build_run_config(raw, base=None)
+
+
+def load_vocab(path: str | Path) -> Vocabulary:
+    """Load an attack vocabulary YAML.
+
+    The file holds `name` and `words`, a list of `{text: ..., target: ...}` where the target is an
+    open_clip ImageNet class name or index.
+
+    Raises:
+        ConfigError: The file is missing or malformed, the list is empty, a word repeats, or a
+            target matches no class.
+    """
+    from typoattack.classes import resolve_class
+
+    doc = load_yaml_mapping(path, "vocabulary")
+    unknown = set(doc) - {"name", "description", "source", "words"}
+    if unknown:
+        key = str(sorted(map(str, unknown))[0])
+        raise ConfigError(f"unknown key `{key}` in vocabulary {path}.{suggest(key, ['name', 'description', 'source', 'words'])}")
+    words_raw = doc.get("words")
+    if not isinstance(words_raw, list) or not words_raw:
+        raise ConfigError(f"vocabulary {path} has no words: add `words:` with a list of `{{text, target}}` entries")
+    words = []
+    seen: set[str] = set()
+    for i, item in enumerate(words_raw):
+        if not isinstance(item, Mapping) or "text" not in item or "target" not in item:
+            raise ConfigError(f"word {i + 1} of vocabulary {path} must be a mapping with `text` and `target`")
+        extra = set(item) - {"text", "target", "note"}
+        if extra:
+            key = str(sorted(map(str, extra))[0])
+            raise ConfigError(f"unknown key `{key}` in word {i + 1} of vocabulary {path}.{suggest(key, ['text', 'target', 'note'])}")
+        text = _as_str("text", item["text"])
+        if len(text) > 40:
+            raise ConfigError(f"word {text!r} in vocabulary {path} is longer than 40 characters")
+        if text in seen:
+            raise ConfigError(f"word {text!r} appears twice in vocabulary {path}")
+        seen.add(text)
+        try:
+            target = resolve_class(item["target"])
+        except ConfigError as e:
+            raise ConfigError(f"word {text!r} in vocabulary {path}: {e}") from None
+        words.append(AttackWord(text=text, target_index=target))
+    name = _as_str("name", doc.get("name", Path(path).stem))
+    return Vocabulary(name=name, words=tuple(words), path=str(path))
+
+
+def load_templates(name_or_path: str) -> tuple[str, ...]:
+    """Return zero-shot prompt templates as format strings with one `{}` for the class name.
+
+    Args:
+        name_or_path: 'openai' (open_clip's 80 ImageNet templates), 'simple' (its 7) or a YAML file
+            holding a list of strings (or a mapping with `templates:`) using `{}` or `{c}`.
+    """
+    from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    if name_or_path == "openai":
+        return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+    if name_or_path == "simple":
+        return tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(f"templates file {path} does not exist (or use 'openai' / 'simple')")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"templates file {path} is not valid YAML: {e}") from None
+    if isinstance(doc, Mapping):
+        doc = doc.get("templates")
+    if not isinstance(doc, list) or not doc or not all(isinstance(t, str) for t in doc):
+        raise ConfigError(f"templates file {path} must hold a non-empty list of strings")
+    templates = []
+    for t in doc:
+        t = t.replace("{c}", "{}")
+        if t.count("{}") != 1:
+            raise ConfigError(f"template {t!r} in {path} must contain exactly one {{}} (or {{c}}) for the class name")
+        templates.append(t)
+    return tuple(templates)

@@ -1,0 +1,43 @@
+"""Constants shared by the stages: paths of shipped files, defaults and the record schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+FONTS_DIR = PROJECT_DIR / "fonts"
+CONFIGS_DIR = PROJECT_DIR / "configs"
+VOCAB_DIR = CONFIGS_DIR / "vocab"
+MODEL_CONFIGS_DIR = PACKAGE_DIR / "model_configs"
+SYNSETS_FILE = PACKAGE_DIR / "data" / "imagenet_synsets.txt"
+
+DEFAULT_FONT = FONTS_DIR / "DejaVuSans-Bold.ttf"
+DEFAULT_CACHE_DIR = Path("~/.cache/typoattack")
+NUM_CLASSES = 1000
+LOGIT_SCALE = 100.0
+TOP_K = 5
+
+# Alpha below this is dropped from a text mask, so every masked pixel visibly changes
+# and the mask's coverage predicts the measured pixel cover.
+ALPHA_FLOOR = 0.1
+
+CLEAN_WORD = ""
+CLEAN_PLACEMENT = ""
+
+RECORD_COLUMNS = [
+    "image_id",
+    "true_index",
+    "model",
+    "pretrained",
+    "word",
+    "target_index",
+    "fraction",
+    "placement",
+    "font",
+    "pixel_cover",
+    "pred_index",
+    "pred_top5",
+    "p_target",
+    "p_true",
+]

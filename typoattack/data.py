@@ -1,0 +1,367 @@
+"""Image sources (ImageNet-val folder, folder + labels CSV, Hugging Face dataset), seeded subsets,
+and the on-disk cache of model-input canvases (decoded and resized once per image and canvas size)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+from typoattack.classes import list_synsets
+from typoattack.config import DataSpec
+from typoattack.constants import NUM_CLASSES
+from typoattack.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+CanvasTransform = Callable[[Image.Image], Image.Image]
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One labelled image of a source.
+
+    Attributes:
+        image_id: Stable identifier (relative path, or `split/row` for Hugging Face datasets).
+        true_index: ImageNet class index 0-999.
+    """
+
+    image_id: str
+    true_index: int
+
+
+def load_rgb(fp: str | Path | io.BytesIO) -> Image.Image:
+    """Decode an image file to an RGB PIL image, applying its EXIF orientation.
+
+    Grayscale, CMYK, RGBA (alpha dropped), palette and 16-bit images are converted to 8-bit RGB.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(fp)
+        img.load()
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(np.rint(arr / scale * 255), 0, 255).astype(np.uint8), "L")
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+class ImageSource:
+    """A list of labelled images and a way to open each one.
+
+    Attributes:
+        description: Identifies the source in cache keys and run.json.
+        items: The images in a stable order.
+    """
+
+    description: str
+    items: list[ImageItem]
+
+    def open_image(self, index: int) -> Image.Image:
+        """Return image `index` decoded as RGB."""
+        raise NotImplementedError
+
+
+class FileSource(ImageSource):
+    """Images stored as files under a root folder."""
+
+    def __init__(self, root: Path, files: Sequence[str], labels: Sequence[int], description: str) -> None:
+        self.root = root
+        self.files = list(files)
+        self.items = [ImageItem(f, int(y)) for f, y in zip(self.files, labels)]
+        self.description = description
+
+    def open_image(self, index: int) -> Image.Image:
+        return load_rgb(self.root / self.files[index])
+
+
+class HFSource(ImageSource):
+    """A Hugging Face dataset with an image column and an integer label column."""
+
+    def __init__(self, dataset: Any, image_column: str, label_column: str, description: str, split: str) -> None:
+        import datasets
+
+        self.dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+        self.image_column = image_column
+        labels = self.dataset[label_column]
+        self.items = [ImageItem(f"{split}/{i}", int(y)) for i, y in enumerate(labels)]
+        self.description = description
+
+    def open_image(self, index: int) -> Image.Image:
+        cell = self.dataset[index][self.image_column]
+        if cell.get("bytes"):
+            return load_rgb(io.BytesIO(cell["bytes"]))
+        if cell.get("path"):
+            return load_rgb(cell["path"])
+        raise DataError(f"row {index} has no image bytes or path")
+
+
+def _list_image_files(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _open_class_folders(root: Path) -> FileSource:
+    synsets = {s: i for i, s in enumerate(list_synsets())}
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    unknown = [p.name for p in folders if p.name not in synsets]
+    if unknown:
+        raise DataError(
+            f"{root}: sub-folder {unknown[0]!r} is not an ImageNet-1k WordNet id (like n01440764); "
+            "use class sub-folders named by WordNet id, or a labels CSV with `file` and `class_index`"
+        )
+    files, labels = [], []
+    for folder in folders:
+        for name in _list_image_files(folder):
+            files.append(f"{folder.name}/{name}")
+            labels.append(synsets[folder.name])
+    if not files:
+        raise DataError(f"{root}: the class sub-folders hold no image files")
+    return FileSource(root, files, labels, f"folder:{root}")
+
+
+def _open_labels_csv(root: Path, labels_path: Path) -> FileSource:
+    try:
+        table = pd.read_csv(labels_path)
+    except Exception as e:
+        raise DataError(f"cannot read labels CSV {labels_path}: {e}") from None
+    missing_cols = [c for c in ("file", "class_index") if c not in table.columns]
+    if missing_cols:
+        raise DataError(f"labels CSV {labels_path} lacks column(s) {missing_cols}; it needs `file` and `class_index`")
+    if table.empty:
+        raise DataError(f"labels CSV {labels_path} has no rows")
+    files = table["file"].astype(str).tolist()
+    dup = table["file"][table["file"].duplicated()].astype(str).tolist()
+    if dup:
+        raise DataError(f"labels CSV {labels_path} lists {len(dup)} file(s) twice, e.g. {dup[0]!r}")
+    labels = pd.to_numeric(table["class_index"], errors="coerce")
+    bad = table["file"][labels.isna() | (labels % 1 != 0) | (labels < 0) | (labels >= NUM_CLASSES)].astype(str).tolist()
+    if bad:
+        raise DataError(f"labels CSV {labels_path}: class_index of {bad[0]!r} (and {len(bad) - 1} more) is not an integer 0-999")
+    absent = [f for f in files if not (root / f).is_file()]
+    if absent:
+        raise DataError(
+            f"labels CSV {labels_path} lists {len(absent)} file(s) missing under {root}, e.g. {absent[0]!r}"
+        )
+    return FileSource(root, files, labels.astype(int).tolist(), f"csv:{labels_path.resolve()}")
+
+
+def _open_hf(spec: DataSpec) -> HFSource:
+    import datasets
+
+    name = spec.source[len("hf:"):]
+    if not name:
+        raise DataError("`hf:` needs a dataset name or folder, e.g. hf:imagenet-1k or hf:/data/my-dataset")
+    path = Path(name).expanduser()
+    try:
+        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                if spec.hf_split not in ds:
+                    raise DataError(f"dataset {name} has no split {spec.hf_split!r}; splits: {list(ds)}")
+                ds = ds[spec.hf_split]
+        else:
+            ds = datasets.load_dataset(str(path) if path.is_dir() else name, split=spec.hf_split)
+    except DataError:
+        raise
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"cannot load Hugging Face dataset {name!r} split {spec.hf_split!r}: {first}. "
+            "Offline, pass a local dataset folder (hf:/path) or a dataset already in the HF cache"
+        ) from None
+    for col, what in ((spec.hf_image_column, "image"), (spec.hf_label_column, "label")):
+        if col not in ds.column_names:
+            raise DataError(
+                f"dataset {name!r} has no {what} column {col!r}; columns: {ds.column_names} "
+                f"(set hf_{what}_column)"
+            )
+    labels = ds[spec.hf_label_column]
+    bad = [y for y in labels if not isinstance(y, (int, np.integer)) or not 0 <= int(y) < NUM_CLASSES]
+    if bad:
+        raise DataError(f"dataset {name!r}: label column {spec.hf_label_column!r} holds {bad[0]!r}, not an ImageNet index 0-999")
+    fingerprint = getattr(ds, "_fingerprint", "")
+    return HFSource(ds, spec.hf_image_column, spec.hf_label_column,
+                    f"hf:{name}:{spec.hf_split}:{fingerprint}", spec.hf_split)
+
+
+def open_image_source(spec: DataSpec) -> ImageSource:
+    """Open the data source a DataSpec names.
+
+    Raises:
+        DataError: The path does not exist, or the layout or labels are invalid.
+    """
+    if spec.source.startswith("hf:"):
+        return _open_hf(spec)
+    root = Path(spec.source)
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is not a folder")
+    labels = Path(spec.labels) if spec.labels else root / "labels.csv"
+    if spec.labels and not labels.is_file():
+        raise DataError(f"labels CSV {labels} does not exist")
+    if labels.is_file():
+        return _open_labels_csv(root, labels)
+    return _open_class_folders(root)
+
+
+def select_subset(items: Sequence[ImageItem], limit: int | None, seed: int) -> list[int]:
+    """Pick a fixed, seeded, class-balanced subset of `limit` images (all when None).
+
+    Classes take turns in a seeded order, each giving its next image (in a seeded order) until
+    `limit` images are chosen, so per-class counts differ by at most one where classes allow.
+
+    Returns:
+        Indices into `items`, sorted ascending.
+    """
+    if limit is None or limit >= len(items):
+        return list(range(len(items)))
+    rng = np.random.default_rng([seed, 0x5EED])
+    by_class: dict[int, list[int]] = {}
+    for i, item in enumerate(items):
+        by_class.setdefault(item.true_index, []).append(i)
+    queues = {c: list(rng.permutation(idx)) for c, idx in sorted(by_class.items())}
+    order = list(rng.permutation(sorted(queues)))
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        for c in order:
+            if queues[c] and len(chosen) < limit:
+                chosen.append(int(queues[c].pop(0)))
+        order = [c for c in order if queues[c]]
+    return sorted(chosen)
+
+
+# --------------------------------------------------------------------------------------------
+# Canvas cache
+
+
+@dataclass
+class CanvasSet:
+    """Model-input canvases of the selected images.
+
+    Attributes:
+        canvases: uint8 [N, H, W, 3] RGB, memory-mapped from the cache; rows of skipped images
+            are zeros.
+        items: The N images, in order.
+        valid: bool [N]; False where the image could not be decoded.
+        skipped: (image_id, reason) of each image that could not be decoded.
+        path: The cache file.
+    """
+
+    canvases: np.ndarray
+    items: list[ImageItem]
+    valid: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    path: str = ""
+
+
+class _DecodeDataset:
+    def __init__(self, source: ImageSource, indices: Sequence[int], transform: CanvasTransform) -> None:
+        self.source, self.indices, self.transform = source, list(indices), transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[int, np.ndarray | None, str]:
+        try:
+            img = self.transform(self.source.open_image(self.indices[k]))
+            return k, np.asarray(img, dtype=np.uint8), ""
+        except Exception as e:  # one bad file must not stop a 50,000-image run
+            return k, None, f"{type(e).__name__}: {e}".splitlines()[0][:200]
+
+
+def _collate(batch: list[Any]) -> list[Any]:
+    return batch
+
+
+def get_canvas_cache_key(source: ImageSource, indices: Sequence[int], transform_key: str) -> str:
+    """Hash of (data source, image list, canvas transform) that names a canvas cache file."""
+    h = hashlib.sha256()
+    h.update(source.description.encode())
+    h.update(transform_key.encode())
+    for i in indices:
+        item = source.items[i]
+        h.update(f"{item.image_id}\t{item.true_index}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def prepare_canvases(source: ImageSource, indices: Sequence[int], transform: CanvasTransform,
+                     transform_key: str, canvas_size: tuple[int, int], cache_dir: str | Path,
+                     workers: int = 0, progress: ProgressFn | None = None) -> CanvasSet:
+    """Decode, convert to RGB and resize each selected image once into a memory-mapped cache.
+
+    A cache made earlier for the same source, image list and transform is reused as it is.
+
+    Args:
+        source: The image source.
+        indices: Which items of the source to prepare.
+        transform: PIL -> PIL canvas transform (resize + centre crop), output `canvas_size`.
+        transform_key: A string that identifies the transform (part of the cache key).
+        canvas_size: (height, width) of the canvases.
+        cache_dir: Folder of the cache (a `canvases/` sub-folder is used).
+        workers: Decoding processes (0 = in this process).
+        progress: Called with the number of images decoded since the last call.
+
+    Returns:
+        The canvases, memory-mapped read-only.
+    """
+    key = get_canvas_cache_key(source, indices, transform_key)
+    folder = Path(cache_dir).expanduser() / "canvases"
+    npy, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    items = [source.items[i] for i in indices]
+    if npy.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        arr = np.load(npy, mmap_mode="r")
+        if progress:
+            progress(len(indices))
+        valid = np.ones(len(items), bool)
+        for k in meta["skipped_rows"]:
+            valid[k] = False
+        return CanvasSet(arr, items, valid, [tuple(s) for s in meta["skipped"]], str(npy))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
+    H, W = canvas_size
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), H, W, 3))
+    valid = np.ones(len(items), bool)
+    skipped: list[tuple[str, str]] = []
+    dataset = _DecodeDataset(source, indices, transform)
+    if workers > 0:
+        import torch.utils.data
+
+        loader: Any = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_collate)
+    else:
+        loader = ([dataset[k] for k in range(s, min(s + 16, len(dataset)))] for s in range(0, len(dataset), 16))
+    for batch in loader:
+        for k, canvas, error in batch:
+            if canvas is not None and canvas.shape != (H, W, 3):
+                canvas, error = None, f"canvas has shape {canvas.shape}, expected {(H, W, 3)}"
+            if canvas is None:
+                valid[k] = False
+                skipped.append((items[k].image_id, error))
+            else:
+                arr[k] = canvas
+        if progress:
+            progress(len(batch))
+    arr.flush()
+    del arr
+    os.replace(tmp, npy)
+    meta = {"source": source.description, "transform": transform_key, "n": len(items),
+            "skipped": skipped, "skipped_rows": [int(k) for k in np.flatnonzero(~valid)]}
+    meta_tmp = folder / f"{key}.{os.getpid()}.tmp.json"
+    meta_tmp.write_text(json.dumps(meta))
+    os.replace(meta_tmp, meta_path)
+    return CanvasSet(np.load(npy, mmap_mode="r"), items, valid, skipped, str(npy))

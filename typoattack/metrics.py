@@ -1,0 +1,143 @@
+"""Attack metrics as pure functions of the per-image record table (no model code)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from typoattack.constants import CLEAN_WORD
+
+CONDITION_KEYS = ["model", "pretrained", "word", "target_index", "fraction", "placement"]
+PER_WORD_COLUMNS = [
+    "model", "pretrained", "word", "target_index", "target_name", "fraction", "placement",
+    "n_images", "pixel_cover_mean", "clean_top1", "attacked_top1", "asr", "asr_ci_low",
+    "asr_ci_high", "changed_to", "already_target", "changed_away", "neither", "flip_rate",
+]
+CONFUSION_COLUMNS = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index", "count"]
+_Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: np.ndarray | int, n: np.ndarray | int, z: float = _Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion.
+
+    Args:
+        successes: Number of successes (array or scalar).
+        n: Number of trials; where 0 the bounds are NaN.
+        z: Normal quantile (1.96 for 95%).
+
+    Returns:
+        (low, high), each in [0, 1].
+    """
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1 + z**2 / n
+        centre = (p + z**2 / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+        low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
+
+
+def split_records(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split records into clean rows and attacked rows joined with their clean prediction.
+
+    Returns:
+        (clean, attacked); `attacked` gains a `clean_pred` column.
+
+    Raises:
+        ValueError: An attacked record has no clean record of the same model and image.
+    """
+    is_clean = records["word"] == CLEAN_WORD
+    clean = records[is_clean]
+    keys = ["model", "pretrained", "image_id"]
+    clean_pred = clean[keys + ["pred_index"]].rename(columns={"pred_index": "clean_pred"})
+    if clean_pred.duplicated(keys).any():
+        raise ValueError("records hold two clean rows for the same model and image")
+    attacked = records[~is_clean].merge(clean_pred, on=keys, how="left", validate="many_to_one")
+    if attacked["clean_pred"].isna().any():
+        missing = attacked.loc[attacked["clean_pred"].isna(), "image_id"].iloc[0]
+        raise ValueError(f"attacked record of image {missing!r} has no clean record")
+    attacked["clean_pred"] = attacked["clean_pred"].astype(np.int64)
+    return clean, attacked
+
+
+def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
+    """One row per (model, pretrained, word, fraction, placement) with Distill's outcome split.
+
+    Outcomes per image (target t, clean prediction c, attacked prediction a):
+    changed_to (c != t, a == t), already_target (c == t, a == t), changed_away (c == t, a != t),
+    neither (c != t, a != t); they sum to 1. `asr` equals `changed_to` and has a 95% Wilson
+    interval. `flip_rate` is the share of clean-correct images whose attacked prediction is wrong
+    (NaN when no image is clean-correct). Top-1 values are over the same images.
+
+    Args:
+        records: The per-image record table (clean and attacked rows).
+        class_names: Class names indexed by class index.
+
+    Returns:
+        A DataFrame with PER_WORD_COLUMNS, sorted by model, placement, fraction, word.
+    """
+    _, att = split_records(records)
+    if att.empty:
+        return pd.DataFrame(columns=PER_WORD_COLUMNS)
+    t, c, a, y = att["target_index"], att["clean_pred"], att["pred_index"], att["true_index"]
+    frame = pd.DataFrame({
+        **{k: att[k] for k in CONDITION_KEYS},
+        "pixel_cover": att["pixel_cover"],
+        "clean_correct": (c == y).astype(float),
+        "attacked_correct": (a == y).astype(float),
+        "changed_to": ((c != t) & (a == t)).astype(float),
+        "already_target": ((c == t) & (a == t)).astype(float),
+        "changed_away": ((c == t) & (a != t)).astype(float),
+        "neither": ((c != t) & (a != t)).astype(float),
+        "flipped": ((c == y) & (a != y)).astype(float),
+    })
+    g = frame.groupby(CONDITION_KEYS, sort=True, dropna=False)
+    out = g.agg(
+        n_images=("pixel_cover", "size"),
+        pixel_cover_mean=("pixel_cover", "mean"),
+        clean_top1=("clean_correct", "mean"),
+        attacked_top1=("attacked_correct", "mean"),
+        changed_to=("changed_to", "mean"),
+        already_target=("already_target", "mean"),
+        changed_away=("changed_away", "mean"),
+        neither=("neither", "mean"),
+        n_clean_correct=("clean_correct", "sum"),
+        n_flipped=("flipped", "sum"),
+        n_changed_to=("changed_to", "sum"),
+    ).reset_index()
+    out["asr"] = out["changed_to"]
+    out["asr_ci_low"], out["asr_ci_high"] = wilson_interval(out["n_changed_to"].to_numpy(), out["n_images"].to_numpy())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["flip_rate"] = np.where(out["n_clean_correct"] > 0, out["n_flipped"] / out["n_clean_correct"], np.nan)
+    out["target_name"] = [class_names[int(i)] for i in out["target_index"]]
+    out["n_images"] = out["n_images"].astype(np.int64)
+    out = out.sort_values(["model", "pretrained", "placement", "fraction", "word"], kind="stable")
+    return out[PER_WORD_COLUMNS].reset_index(drop=True)
+
+
+def build_confusion_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Non-zero cells of (true class x predicted class) for every condition, clean included.
+
+    Returns:
+        A DataFrame with CONFUSION_COLUMNS; the clean condition has word "", fraction 0 and
+        placement "".
+    """
+    keys = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index"]
+    counts = records.groupby(keys, sort=True, dropna=False).size().rename("count").reset_index()
+    counts["count"] = counts["count"].astype(np.int64)
+    return counts[CONFUSION_COLUMNS]
+
+
+def build_clean_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Clean top-1 and top-5 accuracy per (model, pretrained)."""
+    clean = records[records["word"] == CLEAN_WORD]
+    top5 = [int(y) in set(p) for y, p in zip(clean["true_index"], clean["pred_top5"])]
+    frame = pd.DataFrame({"model": clean["model"], "pretrained": clean["pretrained"],
+                          "top1": (clean["pred_index"] == clean["true_index"]).astype(float),
+                          "top5": np.asarray(top5, dtype=float)})
+    g = frame.groupby(["model", "pretrained"], sort=True)
+    return g.agg(n_images=("top1", "size"), clean_top1=("top1", "mean"), clean_top5=("top5", "mean")).reset_index()

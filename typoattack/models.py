@@ -1,0 +1,257 @@
+"""Model loading: open_clip names, pretrained tags, checkpoint files, hf-hub: and local-dir: ids,
+plus device and precision, resolved here and nowhere else."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from typoattack.config import ModelSpec, Precision
+from typoattack.constants import MODEL_CONFIGS_DIR
+from typoattack.errors import ConfigError, WeightsError, suggest
+
+TINY_MODEL = "typoattack-tiny"
+SEED_PREFIX = "seed:"
+HF_HUB_PREFIX = "hf-hub:"
+LOCAL_DIR_PREFIX = "local-dir:"
+
+_WEIGHTS_HELP = (
+    "supply weights with --pretrained /path/to/checkpoint.pt, --model local-dir:/path/to/folder, "
+    "or put them in the Hugging Face cache (HF_HOME) on a machine with network access"
+)
+
+
+def register_model_configs() -> None:
+    """Register typoattack's own open_clip configs (the tiny pipeline-test model) once."""
+    if TINY_MODEL not in open_clip.list_models():
+        open_clip.add_model_config(MODEL_CONFIGS_DIR)
+
+
+register_model_configs()
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model ready to classify canvases, with what travels with it.
+
+    Attributes:
+        spec: What was asked for.
+        model: The open_clip model in eval mode on `device`.
+        tokenizer: open_clip tokenizer of the model.
+        canvas_transform: PIL -> PIL: open_clip's eval resize and centre crop (no normalisation).
+        transform_key: Text identifying `canvas_transform` (keys the canvas cache).
+        canvas_size: (height, width) of the model input.
+        mean: Per-channel normalisation mean (RGB, for inputs in [0, 1]).
+        std: Per-channel normalisation std.
+        device: Where the model runs.
+        precision: Encoder precision.
+        weights_id: Identifies the weights (keys the classifier cache).
+    """
+
+    spec: ModelSpec
+    model: torch.nn.Module
+    tokenizer: Callable[..., torch.Tensor]
+    canvas_transform: Callable[[Image.Image], Image.Image]
+    transform_key: str
+    canvas_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: torch.device
+    precision: Precision
+    weights_id: str
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn 'auto', 'cpu', 'cuda' or 'cuda:N' into a device that exists.
+
+    Raises:
+        ConfigError: The name is unknown, or CUDA is asked for and not available.
+    """
+    text = name.strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name} asked for, but no CUDA GPU is visible; use --device cpu or auto")
+        index = text.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return torch.device(text)
+    raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+
+
+def check_precision(precision: Precision, device: torch.device) -> None:
+    """Raise ConfigError when the precision cannot run on the device."""
+    if precision is Precision.FP16 and device.type != "cuda":
+        raise ConfigError("precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
+
+
+def get_autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Return the autocast context for the precision (a no-op context for fp32)."""
+    if precision is Precision.FP32:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def get_canvas_size(spec: ModelSpec) -> tuple[int, int] | None:
+    """Return the model's input size from its open_clip config without loading weights, if known."""
+    if spec.name.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX)):
+        return None
+    cfg = open_clip.get_model_config(spec.name)
+    if not cfg:
+        return None
+    size = cfg.get("vision_cfg", {}).get("image_size")
+    if isinstance(size, int):
+        return (size, size)
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return (int(size[0]), int(size[1]))
+    return None
+
+
+@contextlib.contextmanager
+def _hub_offline_if_unreachable() -> Iterator[None]:
+    """Make huggingface_hub use only its cache while the Hub cannot be reached.
+
+    Without this, a download attempt with no network spends about a minute in retries.
+    """
+    import huggingface_hub.constants as hub_constants
+
+    if hub_constants.HF_HUB_OFFLINE:
+        yield
+        return
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        reachable = True
+    except OSError:
+        reachable = False
+    previous = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = not reachable
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous
+
+
+def _check_spec(spec: ModelSpec) -> str:
+    """Validate name and pretrained before any loading; return the kind of weights source."""
+    name, pretrained = spec.name, spec.pretrained
+    if name.startswith(LOCAL_DIR_PREFIX):
+        folder = Path(name[len(LOCAL_DIR_PREFIX):]).expanduser()
+        if not folder.is_dir():
+            raise WeightsError(f"local-dir folder {folder} does not exist; it must hold open_clip_config.json and the weights")
+        if not (folder / "open_clip_config.json").is_file():
+            raise WeightsError(f"local-dir folder {folder} has no open_clip_config.json")
+        if not any(folder.glob(pattern) for pattern in ("*.safetensors", "*.bin", "*.pth")):
+            raise WeightsError(f"local-dir folder {folder} holds no weights (*.safetensors, *.bin or *.pth)")
+        return "local-dir"
+    if name.startswith(HF_HUB_PREFIX):
+        return "hf-hub"
+    if name not in open_clip.list_models():
+        raise WeightsError(
+            f"unknown open_clip model {name!r}.{suggest(name, open_clip.list_models())} "
+            "Run `typoattack models` to list them"
+        )
+    if not pretrained:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise WeightsError(
+            f"no weights given for {name}: pass --pretrained with a tag ({', '.join(tags[:6]) or 'none known'}), "
+            "a checkpoint file, or seed:N for random weights"
+        )
+    if pretrained.startswith(SEED_PREFIX):
+        if not pretrained[len(SEED_PREFIX):].isdigit():
+            raise WeightsError(f"pretrained {pretrained!r}: write seed:N with an integer N, e.g. seed:0")
+        return "seed"
+    if open_clip.get_pretrained_cfg(name, pretrained):
+        return "tag"
+    if Path(pretrained).expanduser().is_file():
+        return "file"
+    looks_like_path = "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+    if looks_like_path:
+        raise WeightsError(f"checkpoint file {pretrained} does not exist")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    raise WeightsError(
+        f"unknown pretrained tag {pretrained!r} for {name}.{suggest(pretrained, tags)} "
+        f"Known tags: {', '.join(tags) or 'none'}; or give a checkpoint file path"
+    )
+
+
+def get_weights_id(spec: ModelSpec) -> str:
+    """Return a string that changes whenever the weights a spec loads change."""
+    kind = _check_spec(spec)
+    if kind == "file":
+        p = Path(str(spec.pretrained)).expanduser().resolve()
+        st = p.stat()
+        return f"{spec.name}|file:{p}|{st.st_size}|{st.st_mtime_ns}"
+    if kind == "local-dir":
+        folder = Path(spec.name[len(LOCAL_DIR_PREFIX):]).expanduser().resolve()
+        stamp = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
+        return f"local-dir:{folder}|{stamp}"
+    return f"{spec.name}|{spec.pretrained}"
+
+
+def _split_preprocess(preprocess: Any) -> tuple[Callable[[Image.Image], Image.Image], str, tuple, tuple]:
+    """Split open_clip's eval transform into the canvas part (resize, crop) and Normalize stats."""
+    canvas_steps = []
+    mean = std = None
+    for t in preprocess.transforms:
+        if isinstance(t, T.Normalize):
+            mean, std = tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
+        elif isinstance(t, (T.Resize, T.CenterCrop)) or type(t).__name__ in ("ResizeKeepRatio", "CenterCropOrPad"):
+            canvas_steps.append(t)
+    if mean is None or std is None or not canvas_steps:
+        raise WeightsError(f"unexpected open_clip preprocessing {preprocess}; cannot derive the canvas transform")
+    transform = T.Compose(canvas_steps)
+    return transform, repr(transform), mean, std
+
+
+def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
+                 cache_dir: str | None = None) -> LoadedModel:
+    """Create an open_clip model with its weights, tokenizer and canvas transform.
+
+    Args:
+        spec: Model name and weights (tag, checkpoint file, seed:N, or an hf-hub:/local-dir: id).
+        device: Where to run.
+        precision: Encoder precision (weights stay fp32; bf16/fp16 use autocast).
+        cache_dir: Where open_clip caches downloaded weights (None = its default).
+
+    Raises:
+        WeightsError: The name or tag is unknown, or the weights cannot be found or loaded.
+    """
+    kind = _check_spec(spec)
+    check_precision(precision, device)
+    weights_id = get_weights_id(spec)
+    pretrained: str | None = spec.pretrained
+    if kind in ("seed", "hf-hub", "local-dir"):
+        pretrained = None
+    try:
+        with _hub_offline_if_unreachable(), torch.random.fork_rng(devices=[]):
+            if kind == "seed":
+                torch.manual_seed(int(str(spec.pretrained)[len(SEED_PREFIX):]))
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name, pretrained=pretrained, device=device, cache_dir=cache_dir,
+                load_weights=kind != "seed",
+            )
+            tokenizer = open_clip.get_tokenizer(spec.name, cache_dir=cache_dir)
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if len(first) > 300:
+            first = first[:300] + "..."
+        raise WeightsError(f"cannot load weights for {spec.label}: {first}; {_WEIGHTS_HELP}") from None
+    model.eval()
+    transform, transform_key, mean, std = _split_preprocess(preprocess)
+    probe = transform(Image.new("RGB", (640, 480)))
+    canvas_size = (probe.height, probe.width)
+    return LoadedModel(spec, model, tokenizer, transform, transform_key, canvas_size,
+                       mean, std, device, precision, weights_id)  # type: ignore[arg-type]

@@ -1,0 +1,331 @@
+"""Draw attack words on model-input canvases so that they cover a controlled share of the pixels.
+
+Pure PIL + numpy: no model code. A text mask is rendered once per (word, fraction, placement,
+style, canvas size) and composited onto any number of canvases, only inside its bounding box.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from typoattack.config import Placement, RenderStyle
+from typoattack.constants import ALPHA_FLOOR
+from typoattack.errors import RenderError
+
+# Stamp centres of `paper8` as (x, y) shares of the canvas: a staggered diagonal from the
+# top-left to the bottom-right, as in the example images of Goh et al. (2021).
+PAPER8_CENTERS: tuple[tuple[float, float], ...] = tuple(
+    (0.2 + 0.6 * i / 7 + (0.08 if i % 2 else -0.08), 0.08 + 0.84 * i / 7) for i in range(8)
+)
+
+# Font sizes (pixels) searched when solving for a fraction.
+_MIN_FONT_SIZE = 2.0
+_SIZE_GRID = 48
+_BISECT_STEPS = 24
+# The solver aims at this relative error of the mask coverage and fails beyond _SOLVE_RTOL.
+# Coverage is a step function of the font size (glyphs snap to pixels), so it cannot be exact.
+_SOLVE_TARGET_RTOL = 0.01
+_SOLVE_RTOL = 0.04
+
+
+@dataclass(frozen=True, eq=False)
+class TextLayers:
+    """Alpha layers of drawn text, cropped to their bounding box on the canvas.
+
+    Attributes:
+        y0: Row of the box's top edge on the canvas.
+        x0: Column of the box's left edge on the canvas.
+        outline_alpha: float32 [h, w] in [0, 1]: coverage of text plus outline.
+        fill_alpha: float32 [h, w] in [0, 1]: coverage of the text fill (<= outline_alpha).
+    """
+
+    y0: int
+    x0: int
+    outline_alpha: np.ndarray
+    fill_alpha: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Height and width of the box."""
+        h, w = self.outline_alpha.shape
+        return h, w
+
+
+@dataclass(frozen=True, eq=False)
+class AttackMask:
+    """A word rendered at the size that makes it cover `fraction` of a canvas.
+
+    Attributes:
+        word: The text.
+        fraction: The requested share of canvas pixels.
+        placement: Where the text goes.
+        canvas_size: (height, width) of the canvas.
+        font_size: The solved font size in pixels.
+        coverage: Share of canvas pixels under the mask (alpha > 0) at that size.
+        layers: For paper8 and center, the layers placed on the canvas; for random, the single
+            stamp with y0 = x0 = 0, moved per image by `layers_for`.
+        style: The style the mask was rendered with.
+    """
+
+    word: str
+    fraction: float
+    placement: Placement
+    canvas_size: tuple[int, int]
+    font_size: float
+    coverage: float
+    layers: TextLayers
+    style: RenderStyle
+
+    def layers_for(self, image_id: str, seed: int) -> TextLayers:
+        """Return the layers to composite on the canvas of image `image_id`.
+
+        For `random`, the position comes from a generator keyed on (seed, image id, word), so it
+        does not depend on batch size, order or sharding. Other placements ignore the arguments.
+        """
+        if self.placement is not Placement.RANDOM:
+            return self.layers
+        h, w = self.layers.shape
+        rng = np.random.default_rng([seed, stable_hash(image_id), stable_hash(self.word)])
+        y0 = int(rng.integers(0, self.canvas_size[0] - h + 1))
+        x0 = int(rng.integers(0, self.canvas_size[1] - w + 1))
+        return TextLayers(y0, x0, self.layers.outline_alpha, self.layers.fill_alpha)
+
+
+def stable_hash(text: str) -> int:
+    """Return a 64-bit hash of `text` that is the same in every process and on every machine."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+@lru_cache(maxsize=16)
+def _font_codepoints(font_path: str) -> frozenset[int]:
+    from fontTools.ttLib import TTFont
+
+    try:
+        with TTFont(font_path, lazy=True, fontNumber=0) as tt:
+            return frozenset(tt.getBestCmap() or {})
+    except Exception as e:  # fontTools raises many types for files that are not fonts
+        raise RenderError(f"cannot read font {font_path}: {e}") from None
+
+
+def check_glyphs(word: str, font_path: str) -> None:
+    """Raise RenderError naming the characters of `word` that the font cannot draw."""
+    if not word or not word.strip():
+        raise RenderError("the attack word is empty")
+    if any(ch in word for ch in "\n\r\t"):
+        raise RenderError(f"the attack word {word!r} contains a line break or tab; use one line of text")
+    cmap = _font_codepoints(font_path)
+    missing = sorted({ch for ch in word if ord(ch) not in cmap})
+    if missing:
+        shown = ", ".join(f"{ch!r} (U+{ord(ch):04X})" for ch in missing)
+        raise RenderError(
+            f"font {font_path} has no glyph for {shown} in {word!r}; choose a font that covers them"
+        )
+
+
+# Text is drawn at this multiple of the target size and box-filtered down: coverage then grows
+# smoothly with the font size instead of jumping where FreeType's hinting snaps glyphs to pixels.
+_SUPERSAMPLE = 4
+
+
+@lru_cache(maxsize=4096)
+def _render_stamp(word: str, font_path: str, size: float, outline_width: int) -> TextLayers:
+    # Hinting jumps matter only at small sizes; large text is drawn at 1x to bound memory.
+    s = _SUPERSAMPLE if size < 64 else 2 if size < 128 else 1
+    try:
+        font = ImageFont.truetype(font_path, size=size * s)
+    except OSError as e:
+        raise RenderError(f"cannot open font {font_path}: {e}") from None
+    stroke = outline_width * s
+    left, top, right, bottom = font.getbbox(word, stroke_width=stroke)
+    # Pad to a multiple of the supersampling factor so reduce() keeps every pixel.
+    w = -(-max(right - left, 1) // s) * s
+    h = -(-max(bottom - top, 1) // s) * s
+    outline = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(outline).text((-left, -top), word, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    fill = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(fill).text((-left, -top), word, font=font, fill=255)
+    outline_a = np.asarray(outline.reduce(s), dtype=np.float32) / 255.0
+    fill_a = np.minimum(np.asarray(fill.reduce(s), dtype=np.float32) / 255.0, outline_a)
+    outline_a[outline_a < ALPHA_FLOOR] = 0.0
+    fill_a[fill_a < ALPHA_FLOOR] = 0.0
+    # Crop to the pixels actually drawn so the stamp's box is as tight as possible.
+    rows = np.flatnonzero(outline_a.any(axis=1))
+    cols = np.flatnonzero(outline_a.any(axis=0))
+    if rows.size == 0:
+        return TextLayers(0, 0, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
+    sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return TextLayers(0, 0, outline_a[sl].copy(), fill_a[sl].copy())
+
+
+def _place(stamps: list[tuple[int, int]], stamp: TextLayers, canvas_size: tuple[int, int]) -> TextLayers:
+    """Union of `stamp` placed at each (y0, x0), clipped to the canvas and cropped to its box."""
+    H, W = canvas_size
+    outline = np.zeros((H, W), np.float32)
+    fill = np.zeros((H, W), np.float32)
+    h, w = stamp.shape
+    for y0, x0 in stamps:
+        cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y0 + h, H), min(x0 + w, W)
+        if cy0 >= cy1 or cx0 >= cx1:
+            continue
+        src = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
+        dst = (slice(cy0, cy1), slice(cx0, cx1))
+        np.maximum(outline[dst], stamp.outline_alpha[src], out=outline[dst])
+        np.maximum(fill[dst], stamp.fill_alpha[src], out=fill[dst])
+    rows = np.flatnonzero(outline.any(axis=1))
+    cols = np.flatnonzero(outline.any(axis=0))
+    if rows.size == 0:
+        return TextLayers(0, 0, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
+    sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return TextLayers(int(rows[0]), int(cols[0]), outline[sl].copy(), fill[sl].copy())
+
+
+def _layout(word: str, size: float, placement: Placement, style: RenderStyle,
+            canvas_size: tuple[int, int]) -> TextLayers | None:
+    """Render `word` at `size` in `placement`; None when a random stamp does not fit the canvas."""
+    H, W = canvas_size
+    stamp = _render_stamp(word, style.font, round(size, 3), style.outline_width)
+    h, w = stamp.shape
+    if placement is Placement.RANDOM:
+        return stamp if h <= H and w <= W else None
+    centers = PAPER8_CENTERS if placement is Placement.PAPER8 else ((0.5, 0.5),)
+    positions = [(round(cy * H - h / 2), round(cx * W - w / 2)) for cx, cy in centers]
+    return _place(positions, stamp, canvas_size)
+
+
+def _coverage(layers: TextLayers | None, canvas_size: tuple[int, int]) -> float:
+    if layers is None:
+        return -1.0
+    return float(np.count_nonzero(layers.outline_alpha)) / (canvas_size[0] * canvas_size[1])
+
+
+@lru_cache(maxsize=1024)
+def create_attack_mask(word: str, fraction: float, placement: Placement, style: RenderStyle,
+                       canvas_size: tuple[int, int]) -> AttackMask:
+    """Solve the font size at which `word` covers `fraction` of the canvas and render it.
+
+    Args:
+        word: The attack text (one line).
+        fraction: Requested share of canvas pixels changed by the overlay, in (0, 1).
+        placement: paper8 (8 stamps on a diagonal), center (one stamp) or random (one stamp
+            that fits inside the canvas, moved per image).
+        style: Font, colours, outline width and opacity.
+        canvas_size: (height, width) of the model-input canvas.
+
+    Returns:
+        The mask; its `coverage` is within 4% (relative) of `fraction`, usually within 1%.
+
+    Raises:
+        RenderError: The font lacks a glyph, or the fraction cannot be reached (the message
+            names the largest or smallest reachable fraction).
+    """
+    if not 0 < fraction < 1:
+        raise RenderError(f"fraction {fraction} must be in (0, 1)")
+    check_glyphs(word, style.font)
+    placement = Placement(placement)
+    H, W = canvas_size
+    sizes = np.geomspace(_MIN_FONT_SIZE, 2.0 * max(H, W), _SIZE_GRID)
+    covs = [_coverage(_layout(word, float(s), placement, style, canvas_size), canvas_size) for s in sizes]
+    where = f"{word!r} with placement {placement.value} on a {H}x{W} canvas"
+    if max(covs) < fraction * (1 - _SOLVE_RTOL):
+        best = max(covs)
+        raise RenderError(
+            f"fraction {fraction:g} cannot be reached for {where}: the largest reachable fraction is {best:.4f}"
+        )
+    if covs[0] > fraction * (1 + _SOLVE_RTOL):
+        raise RenderError(
+            f"fraction {fraction:g} cannot be reached for {where}: the smallest reachable fraction is {covs[0]:.4f}"
+        )
+    i = next(k for k, c in enumerate(covs) if c >= fraction)
+    best_size, best_cov = float(sizes[i]), covs[i]
+    if i > 0:
+        if abs(covs[i - 1] - fraction) < abs(best_cov - fraction):
+            best_size, best_cov = float(sizes[i - 1]), covs[i - 1]
+        lo, hi = float(sizes[i - 1]), float(sizes[i])
+        for _ in range(_BISECT_STEPS):
+            mid = (lo + hi) / 2
+            cov = _coverage(_layout(word, mid, placement, style, canvas_size), canvas_size)
+            if cov >= 0 and abs(cov - fraction) < abs(best_cov - fraction):
+                best_size, best_cov = mid, cov
+            if cov >= fraction:
+                hi = mid
+            else:
+                lo = mid
+            if abs(best_cov - fraction) <= _SOLVE_TARGET_RTOL * fraction:
+                break
+    if abs(best_cov - fraction) > _SOLVE_TARGET_RTOL * fraction:
+        # Bisection stopped at a jump of the step function: try sizes around the best one.
+        for size in best_size * np.linspace(0.96, 1.04, 33):
+            cov = _coverage(_layout(word, float(size), placement, style, canvas_size), canvas_size)
+            if cov >= 0 and abs(cov - fraction) < abs(best_cov - fraction):
+                best_size, best_cov = float(size), cov
+    if abs(best_cov - fraction) > _SOLVE_RTOL * fraction:
+        raise RenderError(
+            f"fraction {fraction:g} cannot be matched for {where}: the nearest reachable is {best_cov:.4f}"
+        )
+    layers = _layout(word, best_size, placement, style, canvas_size)
+    assert layers is not None  # best_cov >= 0 implies the layout exists
+    return AttackMask(word, fraction, placement, canvas_size, round(best_size, 3), best_cov, layers, style)
+
+
+def composite(canvas: np.ndarray, layers: TextLayers, style: RenderStyle) -> np.ndarray:
+    """Draw text layers on a canvas, touching only the layers' box.
+
+    Args:
+        canvas: uint8 [H, W, 3] RGB image (the model-input canvas).
+        layers: Where and how strongly to draw.
+        style: Colours, outline width and opacity.
+
+    Returns:
+        A new uint8 [H, W, 3] array.
+    """
+    out = canvas.copy()
+    h, w = layers.shape
+    box = (slice(layers.y0, layers.y0 + h), slice(layers.x0, layers.x0 + w))
+    region = out[box].astype(np.float32)
+    if style.outline_width > 0:
+        a = layers.outline_alpha[..., None] * style.opacity
+        region = region * (1 - a) + np.asarray(style.outline, np.float32) * a
+    a = layers.fill_alpha[..., None] * style.opacity
+    region = region * (1 - a) + np.asarray(style.fill, np.float32) * a
+    out[box] = np.clip(np.rint(region), 0, 255).astype(np.uint8)
+    return out
+
+
+def measure_pixel_cover(clean: np.ndarray, attacked: np.ndarray) -> float:
+    """Share of pixels changed by any amount in any channel (Distill's 'pixel cover', an L0 norm).
+
+    Args:
+        clean: uint8 [H, W, 3].
+        attacked: uint8 [H, W, 3].
+
+    Returns:
+        A value in [0, 1].
+    """
+    return float(np.count_nonzero((clean != attacked).any(axis=-1))) / (clean.shape[0] * clean.shape[1])
+
+
+def apply_attack(canvas: np.ndarray, mask: AttackMask, image_id: str, seed: int) -> tuple[np.ndarray, float]:
+    """Composite `mask` on the canvas of `image_id` and measure the pixel cover.
+
+    Args:
+        canvas: uint8 [H, W, 3] clean canvas; its size must equal `mask.canvas_size`.
+        mask: The solved attack mask.
+        image_id: Identifies the image (keys the random placement).
+        seed: Run seed (keys the random placement).
+
+    Returns:
+        (attacked uint8 [H, W, 3], measured pixel cover in [0, 1]).
+    """
+    if canvas.shape[:2] != mask.canvas_size:
+        raise ValueError(f"canvas {canvas.shape[:2]} does not match mask size {mask.canvas_size}")
+    layers = mask.layers_for(image_id, seed)
+    attacked = composite(canvas, layers, mask.style)
+    h, w = layers.shape
+    box = (slice(layers.y0, layers.y0 + h), slice(layers.x0, layers.x0 + w))
+    changed = np.count_nonzero((canvas[box] != attacked[box]).any(axis=-1))
+    return attacked, changed / (canvas.shape[0] * canvas.shape[1])
