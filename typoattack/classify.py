@@ -82,7 +82,10 @@ def encode_canvases(loaded: LoadedModel, classifier: torch.Tensor, canvases: np.
     Returns:
         float32 [B, n_classes] logits on the CPU: 100 * normalised image features @ classifier.
     """
-    x = torch.from_numpy(np.ascontiguousarray(canvases)).to(loaded.device)
+    canvases = np.ascontiguousarray(canvases)
+    if not canvases.flags.writeable:  # read-only memmap rows; torch wants a writable buffer
+        canvases = canvases.copy()
+    x = torch.from_numpy(canvases).to(loaded.device)
     x = x.permute(0, 3, 1, 2).float().div(255)
     mean = torch.tensor(loaded.mean, device=loaded.device).view(1, 3, 1, 1)
     std = torch.tensor(loaded.std, device=loaded.device).view(1, 3, 1, 1)

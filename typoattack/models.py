@@ -153,7 +153,7 @@ def _check_spec(spec: ModelSpec) -> str:
             raise WeightsError(f"local-dir folder {folder} does not exist; it must hold open_clip_config.json and the weights")
         if not (folder / "open_clip_config.json").is_file():
             raise WeightsError(f"local-dir folder {folder} has no open_clip_config.json")
-        if not any(folder.glob(pattern) for pattern in ("*.safetensors", "*.bin", "*.pth")):
+        if not any(any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.pth")):
             raise WeightsError(f"local-dir folder {folder} holds no weights (*.safetensors, *.bin or *.pth)")
         return "local-dir"
     if name.startswith(HF_HUB_PREFIX):

@@ -1,0 +1,52 @@
+"""Shared fixtures: the shared sample images, a tiny open_clip model and its checkpoint file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests run on the CPU, as in CI
+
+import pytest
+import torch
+from typer import rich_utils
+
+from typoattack.config import ModelSpec, Precision
+from typoattack.models import TINY_MODEL, create_model
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _wide_rich_output() -> None:
+    # Rich would wrap long lines and break string assertions on CLI output.
+    rich_utils.MAX_WIDTH = 3000
+    rich_utils.FORCE_TERMINAL = False
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The 500 shared ImageNet images (read-only)."""
+    if not (SAMPLE_DIR / "labels.csv").is_file():
+        pytest.fail(f"shared sample images missing at {SAMPLE_DIR}")
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The typoattack-tiny model with random weights from seed 0, on the CPU."""
+    return create_model(ModelSpec(TINY_MODEL, "seed:0"), torch.device("cpu"), Precision.FP32)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
+    """A checkpoint file of the tiny model, saved the way users save open_clip weights."""
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.save(tiny_model.model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A cache folder shared by the tests of one session (canvases, classifiers)."""
+    return tmp_path_factory.mktemp("cache")

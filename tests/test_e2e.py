@@ -1,0 +1,93 @@
+"""End to end: the CI reproduction against results/ci/, resume, and batch-size independence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from typoattack.config import load_run_config
+from typoattack.metrics import PER_WORD_COLUMNS
+from typoattack.runner import run_eval
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "results" / "ci"
+# Untrained weights give some near-tie logits; another CPU's float kernels may break a tie the
+# other way. At most this many of the 18,500 predictions may differ from the reference.
+MAX_DIFFERING_PREDICTIONS = 10
+RATE_COLUMNS = ["clean_top1", "attacked_top1", "asr", "changed_to", "already_target", "changed_away", "neither"]
+
+
+@pytest.mark.slow
+def test_ci_reproduction_matches_reference(tmp_path, cache_dir) -> None:
+    cfg = load_run_config(ROOT / "configs" / "ci.yaml", {"out": str(tmp_path / "ci"), "cache_dir": str(cache_dir)})
+    result = run_eval(cfg)
+    assert result.info["complete"] and result.info["n_records"] == 500 * (1 + 9 * 2 * 2)
+
+    ours = pd.read_csv(tmp_path / "ci" / "per_word.csv", keep_default_na=False, na_values=[""])
+    ref = pd.read_csv(REFERENCE / "per_word.csv", keep_default_na=False, na_values=[""])
+    assert list(ours.columns) == PER_WORD_COLUMNS == list(ref.columns)
+    keys = ["model", "pretrained", "word", "fraction", "placement"]
+    assert ours[keys].equals(ref[keys])
+    assert (ours["n_images"] == ref["n_images"]).all()
+    # Rendering is deterministic: pixel cover must match to the CSV's 6 decimals.
+    assert np.allclose(ours["pixel_cover_mean"], ref["pixel_cover_mean"], atol=2e-6, rtol=0)
+    for col in RATE_COLUMNS:
+        assert (np.abs(ours[col] - ref[col]) * ours["n_images"]).max() <= MAX_DIFFERING_PREDICTIONS + 1e-9, col
+
+    conf_keys = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index"]
+    c_ours = pd.read_csv(tmp_path / "ci" / "confusion.csv", keep_default_na=False).set_index(conf_keys)["count"]
+    c_ref = pd.read_csv(REFERENCE / "confusion.csv", keep_default_na=False).set_index(conf_keys)["count"]
+    l1 = c_ours.sub(c_ref, fill_value=0).abs().sum()
+    assert l1 <= 2 * MAX_DIFFERING_PREDICTIONS
+    assert c_ours.sum() == c_ref.sum() == 18500
+
+
+def _small_cfg(tmp_path: Path, sample_dir: Path, cache_dir: Path, name: str, **overrides):
+    vocab = tmp_path / "vocab.yaml"
+    vocab.write_text("name: three\nwords:\n  - {text: pizza, target: pizza}\n  - {text: $$$, target: piggy bank}\n"
+                     "  - {text: meow, target: Siamese cat}\n")
+    settings = {"data": str(sample_dir), "model": "typoattack-tiny", "pretrained": "seed:0", "vocab": str(vocab),
+                "limit": 30, "fractions": [0.05], "placement": ["paper8", "random"], "templates": "simple",
+                "device": "cpu", "workers": 0, "cache_dir": str(cache_dir), "out": str(tmp_path / name),
+                "chunk_size": 10, **overrides}
+    return load_run_config(None, settings)
+
+
+def test_resume_gives_the_same_files(tmp_path, sample_dir, cache_dir) -> None:
+    full = run_eval(_small_cfg(tmp_path, sample_dir, cache_dir, "full"))
+    cfg = _small_cfg(tmp_path, sample_dir, cache_dir, "resumed")
+    run_eval(cfg)
+    out = Path(cfg.out)
+    # Simulate an interruption after the first chunk: later chunks and the final files are gone.
+    chunks = sorted((out / "chunks").rglob("*.parquet"))
+    assert len(chunks) == 3
+    for path in chunks[1:]:
+        path.unlink()
+    for name in ("records.parquet", "per_word.csv", "confusion.csv"):
+        (out / name).unlink()
+    info = json.loads((out / "run.json").read_text())
+    info["complete"] = False
+    (out / "run.json").write_text(json.dumps(info))
+
+    resumed = run_eval(cfg)
+    assert resumed.info["models"][0]["images_encoded_this_session"] == 20 * (1 + 3 * 2)
+    pd.testing.assert_frame_equal(resumed.records, full.records)
+    for name in ("per_word.csv", "confusion.csv"):
+        assert (out / name).read_text() == (Path(full.out_dir) / name).read_text()
+
+
+def test_records_do_not_depend_on_batch_size(tmp_path, sample_dir, cache_dir) -> None:
+    a = run_eval(_small_cfg(tmp_path, sample_dir, cache_dir, "b5", batch_size=5, chunk_size=7)).records
+    b = run_eval(_small_cfg(tmp_path, sample_dir, cache_dir, "b256", batch_size=256)).records
+    exact = ["image_id", "true_index", "word", "target_index", "fraction", "placement", "pixel_cover", "pred_index"]
+    pd.testing.assert_frame_equal(a[exact], b[exact])
+    assert np.allclose(a["p_true"], b["p_true"], rtol=1e-4, atol=1e-7)
+    assert set(a["word"]) == {"", "pizza", "$$$", "meow"}
+    clean = a[a["word"] == ""]
+    assert len(clean) == 30 and clean["pixel_cover"].eq(0).all() and clean["target_index"].eq(-1).all()
+    attacked = a[a["word"] != ""]
+    assert attacked["pixel_cover"].between(0.045, 0.055).mean() > 0.9
