@@ -48,7 +48,7 @@ def resolve_class(target: str | int) -> int:
     if not isinstance(target, str):
         raise ConfigError(f"target {target!r} is not a class name or index")
     text = target.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return resolve_class(int(text))
     matches = [i for i, name in enumerate(IMAGENET_CLASSNAMES) if name.lower() == text.lower()]
     if len(matches) == 1:

@@ -13,6 +13,7 @@ import numpy as np
 import open_clip
 import torch
 
+from typoattack.config import expand_path
 from typoattack.constants import LOGIT_SCALE, TOP_K
 from typoattack.models import LoadedModel, get_autocast
 
@@ -27,7 +28,7 @@ def get_classifier_cache_path(loaded: LoadedModel, classnames: Sequence[str], te
                       "templates": list(templates), "open_clip": open_clip.__version__})
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in loaded.spec.label)[:80]
-    return Path(cache_dir).expanduser() / "classifiers" / f"{slug}-{digest}.pt"
+    return expand_path(cache_dir) / "classifiers" / f"{slug}-{digest}.pt"
 
 
 def build_classifier(loaded: LoadedModel, classnames: Sequence[str], templates: Sequence[str],
@@ -71,8 +72,29 @@ def build_classifier(loaded: LoadedModel, classnames: Sequence[str], templates: 
     return weights, False
 
 
+def encode_images(loaded: LoadedModel, classifier: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Zero-shot logits of a batch of canvases already on the model's device.
+
+    Args:
+        loaded: The model.
+        classifier: float32 [embed_dim, n_classes] from `build_classifier`.
+        x: [B, H, W, 3] RGB canvases with values 0-255 (uint8 or float32 holding integers).
+
+    Returns:
+        float32 [B, n_classes] logits on the device: 100 * normalised image features @ classifier.
+    """
+    mean = torch.tensor(loaded.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.std, device=x.device).view(1, 3, 1, 1)
+    # NHWC permuted to NCHW is channels_last in memory, which ResNets prefer; ViTs do not mind.
+    x = x.permute(0, 3, 1, 2).float().div(255).sub(mean).div(std)
+    with torch.inference_mode(), get_autocast(loaded.precision, loaded.device):
+        features = loaded.encode_image(x)
+        logits = LOGIT_SCALE * features.float() @ classifier
+    return logits.float()
+
+
 def encode_canvases(loaded: LoadedModel, classifier: torch.Tensor, canvases: np.ndarray) -> torch.Tensor:
-    """Zero-shot logits of a batch of canvases.
+    """Zero-shot logits of a batch of uint8 canvases held on the host.
 
     Args:
         loaded: The model.
@@ -80,27 +102,19 @@ def encode_canvases(loaded: LoadedModel, classifier: torch.Tensor, canvases: np.
         canvases: uint8 [B, H, W, 3] RGB model-input canvases.
 
     Returns:
-        float32 [B, n_classes] logits on the CPU: 100 * normalised image features @ classifier.
+        float32 [B, n_classes] logits on the CPU.
     """
     canvases = np.ascontiguousarray(canvases)
     if not canvases.flags.writeable:  # read-only memmap rows; torch wants a writable buffer
         canvases = canvases.copy()
-    x = torch.from_numpy(canvases).to(loaded.device)
-    x = x.permute(0, 3, 1, 2).float().div(255)
-    mean = torch.tensor(loaded.mean, device=loaded.device).view(1, 3, 1, 1)
-    std = torch.tensor(loaded.std, device=loaded.device).view(1, 3, 1, 1)
-    x = x.sub(mean).div(std)
-    with torch.inference_mode(), get_autocast(loaded.precision, loaded.device):
-        features = loaded.model.encode_image(x, normalize=True)
-        logits = LOGIT_SCALE * features.float() @ classifier
-    return logits.float().cpu()
+    return encode_images(loaded, classifier, torch.from_numpy(canvases).to(loaded.device)).cpu()
 
 
 def summarize_logits(logits: torch.Tensor, target_index: np.ndarray, true_index: np.ndarray) -> dict[str, np.ndarray]:
     """Reduce logits to what a record keeps.
 
     Args:
-        logits: float32 [B, C].
+        logits: float32 [B, C], on any device (the reduction runs there; small results come back).
         target_index: int [B], the attack's class (-1 for the clean condition).
         true_index: int [B], the ground-truth class.
 
@@ -108,12 +122,14 @@ def summarize_logits(logits: torch.Tensor, target_index: np.ndarray, true_index:
         pred_index int64 [B]; pred_top5 int64 [B, 5]; p_target float32 [B] (softmax probability
         of the target, NaN where there is none); p_true float32 [B].
     """
+    device = logits.device
     probs = torch.softmax(logits.float(), dim=1)
     top = torch.topk(logits, k=min(TOP_K, logits.shape[1]), dim=1).indices
-    rows = torch.arange(len(logits))
-    target = torch.from_numpy(np.asarray(target_index, dtype=np.int64))
-    p_target = probs[rows, target.clamp(min=0)].numpy().astype(np.float32)
+    rows = torch.arange(len(logits), device=device)
+    target = torch.as_tensor(np.asarray(target_index, dtype=np.int64), device=device)
+    true = torch.as_tensor(np.asarray(true_index, dtype=np.int64), device=device)
+    p_target = probs[rows, target.clamp(min=0)].float().cpu().numpy()
     p_target[np.asarray(target_index) < 0] = np.nan
-    p_true = probs[rows, torch.from_numpy(np.asarray(true_index, dtype=np.int64))].numpy().astype(np.float32)
-    return {"pred_index": top[:, 0].numpy().astype(np.int64), "pred_top5": top.numpy().astype(np.int64),
-            "p_target": p_target, "p_true": p_true}
+    p_true = probs[rows, true].float().cpu().numpy()
+    top = top.cpu().numpy().astype(np.int64)
+    return {"pred_index": top[:, 0].copy(), "pred_top5": top, "p_target": p_target, "p_true": p_true}

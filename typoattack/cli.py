@@ -118,13 +118,14 @@ def eval_command(
     outline_width: Annotated[Optional[int], typer.Option(help="Outline width in canvas pixels (0 = none).")] = None,
     opacity: Annotated[Optional[float], typer.Option(help="Text opacity in (0, 1].")] = None,
     templates: Annotated[Optional[str], typer.Option(help="openai (80), simple (7), or a YAML file of templates.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per encoder batch.")] = None,
+    batch_size: Annotated[Optional[str], typer.Option(help="Images per encoder batch, or auto (1024 on CUDA with halving on out-of-memory, 256 on CPU).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     precision: Annotated[Optional[Precision], typer.Option(case_sensitive=False, help="Encoder precision (autocast on CUDA).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the subset and the random placement.")] = None,
     cache_dir: Annotated[Optional[str], typer.Option(help="Cache of canvases and classifiers.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Image decoding processes.")] = None,
     chunk_size: Annotated[Optional[int], typer.Option(help="Images per committed chunk (resume granularity).")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the image encoder.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a different run in --out.")] = False,
 ) -> None:
     """Render attack words on images, classify them zero-shot, and write per-word and confusion tables."""
@@ -137,7 +138,7 @@ def eval_command(
         "font": font, "fill": fill, "outline": outline, "outline_width": outline_width, "opacity": opacity,
         "templates": templates, "batch_size": batch_size, "device": device,
         "precision": precision.value if precision else None, "seed": seed, "cache_dir": cache_dir,
-        "workers": workers, "chunk_size": chunk_size,
+        "workers": workers, "chunk_size": chunk_size, "compile": compile,
     }
     _eval(config, overrides, overwrite)
 

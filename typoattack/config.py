@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -140,7 +141,7 @@ class RunConfig:
     placements: tuple[Placement, ...] = (Placement.PAPER8,)
     style: RenderStyle = field(default_factory=RenderStyle)
     templates: str = "openai"
-    batch_size: int = 256
+    batch_size: int | None = None
     device: str = "auto"
     precision: Precision = Precision.FP32
     seed: int = 0
@@ -148,6 +149,7 @@ class RunConfig:
     cache_dir: str = str(DEFAULT_CACHE_DIR)
     workers: int = 2
     chunk_size: int = 1000
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -165,10 +167,12 @@ class RunConfig:
             raise ConfigError("`placement` is empty; use paper8, center or random")
         if len(set(self.placements)) != len(self.placements):
             raise ConfigError("`placement` lists a value twice")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be a positive number of images, got {self.limit}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer or auto, got {self.batch_size}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.chunk_size < 1:
@@ -195,7 +199,7 @@ class RunConfig:
     def fingerprint(self) -> str:
         """Return a JSON string of the settings that determine the records (not out, cache, workers)."""
         d = self.to_dict()
-        for key in ("out", "cache_dir", "workers", "batch_size", "device"):
+        for key in ("out", "cache_dir", "workers", "batch_size", "device", "compile"):
             d.pop(key, None)
         return json.dumps(d, sort_keys=True)
 
@@ -207,8 +211,16 @@ _RUN_KEYS = (
     "models", "model", "pretrained", "data", "labels", "hf_split", "hf_image_column",
     "hf_label_column", "limit", "vocab", "fractions", "fraction", "placement", "placements",
     "font", "fill", "outline", "outline_width", "opacity", "templates", "batch_size", "device",
-    "precision", "seed", "out", "cache_dir", "workers", "chunk_size",
+    "precision", "seed", "out", "cache_dir", "workers", "chunk_size", "compile",
 )
+
+
+def expand_path(value: str | Path) -> Path:
+    """Path with `~` expanded where possible (an unknown `~user` is left as written)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        return Path(value)
 
 
 def _is_number(value: Any) -> bool:
@@ -219,21 +231,35 @@ def _as_int(key: str, value: Any, *, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+        text = value.strip() if isinstance(value, str) else ""
+        if text.isascii() and text.lstrip("-").isdigit() and text.count("-") <= int(text.startswith("-")):
+            return int(text)
         raise ConfigError(f"`{key}` must be an integer, got {value!r}")
     return value
 
 
+def _as_batch_size(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    return _as_int("batch_size", value)
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    raise ConfigError(f"`{key}` must be true or false, got {value!r}")
+
+
 def _as_float(key: str, value: Any) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigError(f"`{key}` must be a number, got {value!r}") from None
-    if not _is_number(value) or not math.isfinite(value):
-        raise ConfigError(f"`{key}` must be a number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, str) or _is_number(value) else math.nan
+    except (ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"`{key}` must be a finite number, got {value!r}")
+    return number
 
 
 def _as_str(key: str, value: Any) -> str:
@@ -271,12 +297,14 @@ def parse_color(key: str, value: Any) -> tuple[int, int, int]:
     try:
         rgb = ImageColor.getrgb(_as_str(key, value))
     except ValueError:
-        raise ConfigError(f"`{key}` is not a colour: {value!r} (use a name, '#rrggbb' or [r, g, b])") from None
+        rgb = (-1, -1, -1)
+    if not all(0 <= c <= 255 for c in rgb[:3]):
+        raise ConfigError(f"`{key}` is not a colour: {value!r} (use a name, '#rrggbb' or [r, g, b] with values 0-255)")
     return (rgb[0], rgb[1], rgb[2])
 
 
 def _resolve_path(value: str, base: Path | None) -> str:
-    path = Path(value).expanduser()
+    path = expand_path(value)
     if not path.is_absolute() and base is not None:
         path = base / path
     return str(path)
@@ -308,7 +336,7 @@ def _parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
                 continue
             if not isinstance(item, Mapping):
                 raise ConfigError(f"each entry of `models` must be a mapping with `name` and `pretrained`, got {item!r}")
-            unknown = set(item) - {"name", "pretrained"}
+            unknown = {str(k) for k in item} - {"name", "pretrained"}
             if unknown:
                 key = sorted(unknown)[0]
                 raise ConfigError(f"unknown key `{key}` in a `models` entry.{suggest(key, ['name', 'pretrained'])}")
@@ -383,14 +411,15 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
         placements=tuple(_as_enum("placement", Placement, p) for p in _as_list(placements_raw)),
         style=style,
         templates=templates,
-        batch_size=_as_int("batch_size", raw.get("batch_size", 256)),
+        batch_size=_as_batch_size(raw.get("batch_size", "auto")),
         device=_as_str("device", raw.get("device", "auto")),
         precision=_as_enum("precision", Precision, raw.get("precision", "fp32")),
         seed=_as_int("seed", raw.get("seed", 0)),
         out=None if out is None else _resolve_path(_as_str("out", out), base),
-        cache_dir=str(Path(_as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR)))).expanduser()),
+        cache_dir=str(expand_path(_as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR))))),
         workers=_as_int("workers", raw.get("workers", 2)),
         chunk_size=_as_int("chunk_size", raw.get("chunk_size", 1000)),
+        compile=_as_bool("compile", raw.get("compile", False)),
     )
 
 
@@ -431,7 +460,7 @@ def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None
         raw = load_yaml_mapping(path, "run config")
         base = Path(path).resolve().parent
         # Paths in the YAML are relative to the YAML file; make them absolute before merging.
-        for key in ("data", "labels", "out", "templates"):
+        for key in ("data", "labels", "out", "templates", "cache_dir"):
             value = raw.get(key)
             if isinstance(value, str) and value.strip() and not (key == "data" and value.startswith("hf:")) and not (key == "templates" and value in BUILTIN_TEMPLATES):
                 raw[key] = _resolve_path(value, base)
@@ -439,9 +468,16 @@ def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None
             raw["vocab"] = resolve_vocab_path(raw["vocab"], base)
         if isinstance(raw.get("font"), str):
             raw["font"] = resolve_font_path(raw["font"], base)
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "models" in raw and "pretrained" in overrides and "model" not in overrides:
+        entries = raw["models"] if isinstance(raw["models"], list) else [raw["models"]]
+        if len(entries) != 1:
+            raise ConfigError("--pretrained alone is ambiguous: the config lists several models; pass --model too")
+        entry = entries[0]
+        name = entry.get("name") if isinstance(entry, Mapping) else entry
+        raw.pop("models")
+        raw["model"] = name
+    for key, value in overrides.items():
         if key in ("model", "pretrained") and "models" in raw:
             raw.pop("models")
         if key in ("fractions", "placement"):
@@ -513,7 +549,9 @@ def load_templates(name_or_path: str) -> tuple[str, ...]:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"templates file {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"templates file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"templates file {path} is not UTF-8 text") from None
     if isinstance(doc, Mapping):
         doc = doc.get("templates")
     if not isinstance(doc, list) or not doc or not all(isinstance(t, str) for t in doc):
@@ -521,7 +559,12 @@ def load_templates(name_or_path: str) -> tuple[str, ...]:
     templates = []
     for t in doc:
         t = t.replace("{c}", "{}")
-        if t.count("{}") != 1:
-            raise ConfigError(f"template {t!r} in {path} must contain exactly one {{}} (or {{c}}) for the class name")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
+        except ValueError:
+            fields = []
+        if fields != [""]:
+            raise ConfigError(f"template {t!r} in {path} must contain exactly one {{}} (or {{c}}) for the class name "
+                              "and no other braces (write {{ and }} for literal ones)")
         templates.append(t)
     return tuple(templates)

@@ -18,9 +18,10 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from typoattack.classes import list_synsets
-from typoattack.config import DataSpec
+from typoattack.config import DataSpec, expand_path
 from typoattack.constants import NUM_CLASSES
 from typoattack.errors import DataError
+from typoattack.hub import hub_offline_if_unreachable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CanvasTransform = Callable[[Image.Image], Image.Image]
@@ -51,9 +52,9 @@ def load_rgb(fp: str | Path | io.BytesIO) -> Image.Image:
         img.load()
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit samples (0-65535) to 8 bits; the scale is fixed, never taken from the content.
         arr = np.asarray(img, dtype=np.float64)
-        scale = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(np.rint(arr / scale * 255), 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), "L")
     elif img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     return img.convert("RGB")
@@ -94,6 +95,9 @@ class HFSource(ImageSource):
     def __init__(self, dataset: Any, image_column: str, label_column: str, description: str, split: str) -> None:
         import datasets
 
+        feature = dataset.features[image_column]
+        if not isinstance(feature, datasets.Image):
+            raise DataError(f"column {image_column!r} holds {feature}, not images; set hf_image_column")
         self.dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
         self.image_column = image_column
         labels = self.dataset[label_column]
@@ -115,7 +119,7 @@ def _list_image_files(root: Path) -> list[str]:
 
 def _open_class_folders(root: Path) -> FileSource:
     synsets = {s: i for i, s in enumerate(list_synsets())}
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [p.name for p in folders if p.name not in synsets]
     if unknown:
         raise DataError(
@@ -164,7 +168,7 @@ def _open_hf(spec: DataSpec) -> HFSource:
     name = spec.source[len("hf:"):]
     if not name:
         raise DataError("`hf:` needs a dataset name or folder, e.g. hf:imagenet-1k or hf:/data/my-dataset")
-    path = Path(name).expanduser()
+    path = expand_path(name)
     try:
         if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
             ds = datasets.load_from_disk(str(path))
@@ -173,7 +177,8 @@ def _open_hf(spec: DataSpec) -> HFSource:
                     raise DataError(f"dataset {name} has no split {spec.hf_split!r}; splits: {list(ds)}")
                 ds = ds[spec.hf_split]
         else:
-            ds = datasets.load_dataset(str(path) if path.is_dir() else name, split=spec.hf_split)
+            with hub_offline_if_unreachable():
+                ds = datasets.load_dataset(str(path) if path.is_dir() else name, split=spec.hf_split)
     except DataError:
         raise
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
@@ -189,7 +194,8 @@ def _open_hf(spec: DataSpec) -> HFSource:
                 f"(set hf_{what}_column)"
             )
     labels = ds[spec.hf_label_column]
-    bad = [y for y in labels if not isinstance(y, (int, np.integer)) or not 0 <= int(y) < NUM_CLASSES]
+    bad = [y for y in labels
+           if isinstance(y, bool) or not isinstance(y, (int, np.integer)) or not 0 <= int(y) < NUM_CLASSES]
     if bad:
         raise DataError(f"dataset {name!r}: label column {spec.hf_label_column!r} holds {bad[0]!r}, not an ImageNet index 0-999")
     fingerprint = getattr(ds, "_fingerprint", "")
@@ -229,7 +235,7 @@ def select_subset(items: Sequence[ImageItem], limit: int | None, seed: int) -> l
     """
     if limit is None or limit >= len(items):
         return list(range(len(items)))
-    rng = np.random.default_rng([seed, 0x5EED])
+    rng = np.random.default_rng([seed % 2**64, 0x5EED])
     by_class: dict[int, list[int]] = {}
     for i, item in enumerate(items):
         by_class.setdefault(item.true_index, []).append(i)
@@ -287,11 +293,13 @@ def _collate(batch: list[Any]) -> list[Any]:
     return batch
 
 
-def get_canvas_cache_key(source: ImageSource, indices: Sequence[int], transform_key: str) -> str:
+def get_canvas_cache_key(source: ImageSource, indices: Sequence[int], transform_key: str,
+                         canvas_size: tuple[int, int] = (0, 0)) -> str:
     """Hash of (data source, image list, canvas transform) that names a canvas cache file."""
     h = hashlib.sha256()
     h.update(source.description.encode())
     h.update(transform_key.encode())
+    h.update(repr(canvas_size).encode())
     for i in indices:
         item = source.items[i]
         h.update(f"{item.image_id}\t{item.true_index}\n".encode())
@@ -318,8 +326,8 @@ def prepare_canvases(source: ImageSource, indices: Sequence[int], transform: Can
     Returns:
         The canvases, memory-mapped read-only.
     """
-    key = get_canvas_cache_key(source, indices, transform_key)
-    folder = Path(cache_dir).expanduser() / "canvases"
+    key = get_canvas_cache_key(source, indices, transform_key, canvas_size)
+    folder = expand_path(cache_dir) / "canvases"
     npy, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
     items = [source.items[i] for i in indices]
     if npy.is_file() and meta_path.is_file():

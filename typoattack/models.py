@@ -4,8 +4,8 @@ plus device and precision, resolved here and nowhere else."""
 from __future__ import annotations
 
 import contextlib
-import socket
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from typoattack.config import ModelSpec, Precision
+from typoattack.config import ModelSpec, Precision, expand_path
 from typoattack.constants import MODEL_CONFIGS_DIR
 from typoattack.errors import ConfigError, WeightsError, suggest
+from typoattack.hub import hub_offline_if_unreachable
 
 TINY_MODEL = "typoattack-tiny"
 SEED_PREFIX = "seed:"
@@ -55,6 +56,8 @@ class LoadedModel:
         device: Where the model runs.
         precision: Encoder precision.
         weights_id: Identifies the weights (keys the classifier cache).
+        encode_image: float [B, 3, H, W] normalised images -> L2-normalised features [B, D]
+            (the model's encoder, compiled when asked).
     """
 
     spec: ModelSpec
@@ -68,6 +71,7 @@ class LoadedModel:
     device: torch.device
     precision: Precision
     weights_id: str
+    encode_image: Callable[[torch.Tensor], torch.Tensor]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,7 +89,7 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name} asked for, but no CUDA GPU is visible; use --device cpu or auto")
         index = text.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        if index and (not (index.isascii() and index.isdigit()) or int(index) >= torch.cuda.device_count()):
             raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
         return torch.device(text)
     raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
@@ -120,35 +124,11 @@ def get_canvas_size(spec: ModelSpec) -> tuple[int, int] | None:
     return None
 
 
-@contextlib.contextmanager
-def _hub_offline_if_unreachable() -> Iterator[None]:
-    """Make huggingface_hub use only its cache while the Hub cannot be reached.
-
-    Without this, a download attempt with no network spends about a minute in retries.
-    """
-    import huggingface_hub.constants as hub_constants
-
-    if hub_constants.HF_HUB_OFFLINE:
-        yield
-        return
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-        reachable = True
-    except OSError:
-        reachable = False
-    previous = hub_constants.HF_HUB_OFFLINE
-    hub_constants.HF_HUB_OFFLINE = not reachable
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = previous
-
-
 def _check_spec(spec: ModelSpec) -> str:
     """Validate name and pretrained before any loading; return the kind of weights source."""
     name, pretrained = spec.name, spec.pretrained
     if name.startswith(LOCAL_DIR_PREFIX):
-        folder = Path(name[len(LOCAL_DIR_PREFIX):]).expanduser()
+        folder = expand_path(name[len(LOCAL_DIR_PREFIX):])
         if not folder.is_dir():
             raise WeightsError(f"local-dir folder {folder} does not exist; it must hold open_clip_config.json and the weights")
         if not (folder / "open_clip_config.json").is_file():
@@ -170,12 +150,13 @@ def _check_spec(spec: ModelSpec) -> str:
             "a checkpoint file, or seed:N for random weights"
         )
     if pretrained.startswith(SEED_PREFIX):
-        if not pretrained[len(SEED_PREFIX):].isdigit():
+        digits = pretrained[len(SEED_PREFIX):]
+        if not (digits.isascii() and digits.isdigit()):
             raise WeightsError(f"pretrained {pretrained!r}: write seed:N with an integer N, e.g. seed:0")
         return "seed"
     if open_clip.get_pretrained_cfg(name, pretrained):
         return "tag"
-    if Path(pretrained).expanduser().is_file():
+    if expand_path(pretrained).is_file():
         return "file"
     looks_like_path = "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
     if looks_like_path:
@@ -191,11 +172,11 @@ def get_weights_id(spec: ModelSpec) -> str:
     """Return a string that changes whenever the weights a spec loads change."""
     kind = _check_spec(spec)
     if kind == "file":
-        p = Path(str(spec.pretrained)).expanduser().resolve()
+        p = expand_path(str(spec.pretrained)).resolve()
         st = p.stat()
         return f"{spec.name}|file:{p}|{st.st_size}|{st.st_mtime_ns}"
     if kind == "local-dir":
-        folder = Path(spec.name[len(LOCAL_DIR_PREFIX):]).expanduser().resolve()
+        folder = expand_path(spec.name[len(LOCAL_DIR_PREFIX):]).resolve()
         stamp = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
         return f"local-dir:{folder}|{stamp}"
     return f"{spec.name}|{spec.pretrained}"
@@ -216,8 +197,13 @@ def _split_preprocess(preprocess: Any) -> tuple[Callable[[Image.Image], Image.Im
     return transform, repr(transform), mean, std
 
 
+def _is_convnet(model: torch.nn.Module) -> bool:
+    visual = getattr(model, "visual", None)
+    return type(visual).__name__ in ("ModifiedResNet",) or "convnext" in type(getattr(visual, "trunk", None)).__name__.lower()
+
+
 def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
-                 cache_dir: str | None = None) -> LoadedModel:
+                 cache_dir: str | None = None, compile: bool = False) -> LoadedModel:
     """Create an open_clip model with its weights, tokenizer and canvas transform.
 
     Args:
@@ -225,6 +211,7 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
         device: Where to run.
         precision: Encoder precision (weights stay fp32; bf16/fp16 use autocast).
         cache_dir: Where open_clip caches downloaded weights (None = its default).
+        compile: Wrap the image encoder in torch.compile.
 
     Raises:
         WeightsError: The name or tag is unknown, or the weights cannot be found or loaded.
@@ -236,7 +223,7 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
     if kind in ("seed", "hf-hub", "local-dir"):
         pretrained = None
     try:
-        with _hub_offline_if_unreachable(), torch.random.fork_rng(devices=[]):
+        with hub_offline_if_unreachable(), torch.random.fork_rng(devices=[]):
             if kind == "seed":
                 torch.manual_seed(int(str(spec.pretrained)[len(SEED_PREFIX):]))
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -250,8 +237,13 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
             first = first[:300] + "..."
         raise WeightsError(f"cannot load weights for {spec.label}: {first}; {_WEIGHTS_HELP}") from None
     model.eval()
+    if _is_convnet(model):
+        model = model.to(memory_format=torch.channels_last)
+    encode = functools.partial(model.encode_image, normalize=True)
+    if compile:
+        encode = torch.compile(encode)
     transform, transform_key, mean, std = _split_preprocess(preprocess)
     probe = transform(Image.new("RGB", (640, 480)))
     canvas_size = (probe.height, probe.width)
     return LoadedModel(spec, model, tokenizer, transform, transform_key, canvas_size,
-                       mean, std, device, precision, weights_id)  # type: ignore[arg-type]
+                       mean, std, device, precision, weights_id, encode)  # type: ignore[arg-type]

@@ -90,7 +90,7 @@ class AttackMask:
         if self.placement is not Placement.RANDOM:
             return self.layers
         h, w = self.layers.shape
-        rng = np.random.default_rng([seed, stable_hash(image_id), stable_hash(self.word)])
+        rng = np.random.default_rng([seed % 2**64, stable_hash(image_id), stable_hash(self.word)])
         y0 = int(rng.integers(0, self.canvas_size[0] - h + 1))
         x0 = int(rng.integers(0, self.canvas_size[1] - w + 1))
         return TextLayers(y0, x0, self.layers.outline_alpha, self.layers.fill_alpha)

@@ -11,6 +11,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ from typoattack.config import Placement, RunConfig, Vocabulary, load_templates, 
 from typoattack.constants import CLEAN_PLACEMENT, CLEAN_WORD, RECORD_COLUMNS
 from typoattack.data import CanvasSet, open_image_source, prepare_canvases, select_subset
 from typoattack.errors import ConfigError, DataError, OutputError
-from typoattack.render import AttackMask, apply_attack, check_glyphs, create_attack_mask
+from typoattack.render import check_glyphs, create_attack_mask
 from typoattack.report import (
     CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD, RECORDS_FILE, RUN_FILE, SKIPPED_CSV,
     summarize_clean, write_atomic, write_csv, write_tables,
@@ -149,52 +150,116 @@ def _validate_before_loading(cfg: RunConfig) -> tuple[Vocabulary, tuple[str, ...
     return vocab, templates
 
 
-def _evaluate_shard(loaded: Any, classifier: Any, canvases: CanvasSet, rows: np.ndarray,
-                    conditions: list[Condition], masks: dict[Condition, AttackMask], cfg: RunConfig,
-                    advance: Callable[[int], None]) -> pd.DataFrame:
-    """Classify the clean canvas and every attacked canvas of the given rows."""
-    from typoattack.classify import encode_canvases, summarize_logits
+class _Encoder:
+    """Encode batches, halving the sub-batch size after a CUDA out-of-memory error."""
 
-    jobs = [(int(r), c) for r in rows for c in [None, *conditions]]
-    H, W = loaded.canvas_size
-    columns: dict[str, list[Any]] = {k: [] for k in RECORD_COLUMNS}
+    def __init__(self, loaded: Any, classifier: Any, batch_size: int, progress: ProgressReporter) -> None:
+        self.loaded, self.classifier, self.max_batch, self.progress = loaded, classifier, batch_size, progress
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        from typoattack.classify import encode_images
+
+        parts, start = [], 0
+        while start < len(x):
+            try:
+                parts.append(encode_images(self.loaded, self.classifier, x[start:start + self.max_batch]))
+                start += self.max_batch
+            except torch.cuda.OutOfMemoryError:
+                if self.max_batch == 1:
+                    raise
+                self.max_batch //= 2
+                torch.cuda.empty_cache()
+                self.progress.log(f"[yellow]Out of GPU memory: encoder batch size lowered to {self.max_batch}[/]")
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def resolve_batch_size(batch_size: int | None, device: Any) -> int:
+    """The batch size to start with: the configured one, or for `auto` 1024 on CUDA, 256 on CPU."""
+    if batch_size:
+        return batch_size
+    return 1024 if device.type == "cuda" else 256
+
+
+def _evaluate_shard(loaded: Any, encoder: _Encoder, canvases: CanvasSet, rows: np.ndarray,
+                    conditions: list[Condition], device_masks: list[Any], cfg: RunConfig, batch_size: int,
+                    advance: Callable[[int], None]) -> pd.DataFrame:
+    """Classify the clean canvas and every attacked canvas of the given rows.
+
+    Jobs run condition by condition (clean first), so a batch holds few conditions and each mask
+    is blended onto many canvases at once, on the model's device.
+    """
+    import torch
+
+    from typoattack.classify import summarize_logits
+    from typoattack.compose import composite_batch, get_offsets
+
+    device = loaded.device
+    n_rows, n_cond = len(rows), 1 + len(conditions)
+    job_cond = np.repeat(np.arange(n_cond), n_rows)  # 0 = clean, k = conditions[k - 1]
+    job_pos = np.tile(np.arange(n_rows), n_cond)  # position of the job's image in `rows`
+    ids = [canvases.items[int(r)].image_id for r in rows]
+    trues = np.array([canvases.items[int(r)].true_index for r in rows], dtype=np.int64)
+    targets = np.array([-1] + [c.target_index for c in conditions], dtype=np.int64)
+    offsets = [None] + [get_offsets(dm.mask, ids, cfg.seed) for dm in device_masks]
+    pin = device.type == "cuda"
+
+    def load(start: int) -> tuple[np.ndarray, Any]:
+        pos = job_pos[start:start + batch_size]
+        unique, inverse = np.unique(pos, return_inverse=True)
+        host = torch.from_numpy(np.ascontiguousarray(canvases.canvases[rows[unique]]))
+        if pin:
+            host = host.pin_memory()
+        return inverse, host
+
+    n_jobs = len(job_cond)
+    covers = np.zeros(n_jobs, np.float64)
+    results: list[dict[str, np.ndarray]] = []
+    starts = list(range(0, n_jobs, batch_size))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # reads the next batch while this one runs
+        pending = pool.submit(load, starts[0])
+        for i, start in enumerate(starts):
+            inverse, host = pending.result()
+            if i + 1 < len(starts):
+                pending = pool.submit(load, starts[i + 1])
+            stop = min(start + batch_size, n_jobs)
+            x = host.to(device, non_blocking=pin)[torch.from_numpy(inverse).to(device)].float()
+            cond = job_cond[start:stop]
+            for k in np.unique(cond[cond > 0]):
+                sel = np.flatnonzero(cond == k)  # contiguous: jobs are condition-major
+                a, b = int(sel[0]), int(sel[-1]) + 1
+                off = offsets[k]
+                off_rows = None if off is None else off[job_pos[start + a:start + b]]
+                covers[start + a:start + b] = composite_batch(x[a:b], device_masks[k - 1], off_rows).cpu().numpy()
+            logits = encoder(x)
+            results.append(summarize_logits(logits, targets[cond], trues[job_pos[start:stop]]))
+            advance(stop - start)
+
     font_name = Path(cfg.style.font).name
-    for start in range(0, len(jobs), cfg.batch_size):
-        batch_jobs = jobs[start:start + cfg.batch_size]
-        batch = np.empty((len(batch_jobs), H, W, 3), np.uint8)
-        covers = np.zeros(len(batch_jobs), np.float64)
-        for k, (row, cond) in enumerate(batch_jobs):
-            canvas = np.asarray(canvases.canvases[row])
-            if cond is None:
-                batch[k] = canvas
-            else:
-                batch[k], covers[k] = apply_attack(canvas, masks[cond], canvases.items[row].image_id, cfg.seed)
-        logits = encode_canvases(loaded, classifier, batch)
-        targets = np.array([-1 if c is None else c.target_index for _, c in batch_jobs])
-        trues = np.array([canvases.items[r].true_index for r, _ in batch_jobs])
-        summary = summarize_logits(logits, targets, trues)
-        for k, (row, cond) in enumerate(batch_jobs):
-            columns["image_id"].append(canvases.items[row].image_id)
-            columns["true_index"].append(int(trues[k]))
-            columns["model"].append(loaded.spec.name)
-            columns["pretrained"].append(loaded.spec.pretrained or "")
-            columns["word"].append(CLEAN_WORD if cond is None else cond.word)
-            columns["target_index"].append(-1 if cond is None else cond.target_index)
-            columns["fraction"].append(0.0 if cond is None else cond.fraction)
-            columns["placement"].append(CLEAN_PLACEMENT if cond is None else cond.placement.value)
-            columns["font"].append("" if cond is None else font_name)
-            columns["pixel_cover"].append(float(covers[k]))
-        columns["pred_index"].extend(summary["pred_index"].tolist())
-        columns["pred_top5"].extend(summary["pred_top5"].tolist())
-        columns["p_target"].extend(summary["p_target"].tolist())
-        columns["p_true"].extend(summary["p_true"].tolist())
-        advance(len(batch_jobs))
-    frame = pd.DataFrame(columns)
-    for col in ("true_index", "target_index", "pred_index"):
-        frame[col] = frame[col].astype(np.int64)
-    for col in ("p_target", "p_true"):
-        frame[col] = frame[col].astype(np.float32)
-    return frame
+    words = np.array([CLEAN_WORD] + [c.word for c in conditions], dtype=object)
+    fractions = np.array([0.0] + [c.fraction for c in conditions])
+    placements = np.array([CLEAN_PLACEMENT] + [c.placement.value for c in conditions], dtype=object)
+    fonts = np.array([""] + [font_name] * len(conditions), dtype=object)
+    frame = pd.DataFrame({
+        "image_id": np.array(ids, dtype=object)[job_pos],
+        "true_index": trues[job_pos],
+        "model": loaded.spec.name,
+        "pretrained": loaded.spec.pretrained or "",
+        "word": words[job_cond],
+        "target_index": targets[job_cond],
+        "fraction": fractions[job_cond],
+        "placement": placements[job_cond],
+        "font": fonts[job_cond],
+        "pixel_cover": covers,
+        "pred_index": np.concatenate([r["pred_index"] for r in results]),
+        "pred_top5": list(np.concatenate([r["pred_top5"] for r in results])),
+        "p_target": np.concatenate([r["p_target"] for r in results]).astype(np.float32),
+        "p_true": np.concatenate([r["p_true"] for r in results]).astype(np.float32),
+    })
+    # Records are stored image by image (clean first), whatever the batch or chunk size.
+    order = np.lexsort((job_cond, job_pos))
+    return frame[RECORD_COLUMNS].iloc[order].reset_index(drop=True)
 
 
 def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -228,6 +293,7 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
     import torch
 
     from typoattack.classify import build_classifier
+    from typoattack.compose import upload_mask
     from typoattack.models import create_model, resolve_device
 
     progress = progress or NullProgress()
@@ -275,10 +341,11 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
     for m_index, spec in enumerate(cfg.models):
         t0 = time.perf_counter()
         progress.log(f"Loading {spec.label} on {device}")
-        loaded = create_model(spec, device, cfg.precision)
+        loaded = create_model(spec, device, cfg.precision, compile=cfg.compile)
         t_model = time.perf_counter() - t0
         masks = {c: create_attack_mask(c.word, c.fraction, c.placement, cfg.style, loaded.canvas_size)
                  for c in conditions}
+        device_masks = [upload_mask(masks[c], device) for c in conditions]
 
         t0 = time.perf_counter()
         canvases = prepare_canvases(
@@ -305,6 +372,8 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
         slug = _model_slug(m_index, spec.label)
         per_image = 1 + len(conditions)
         advance = progress.start(f"Evaluating {spec.label}", rows.size * per_image)
+        batch_size = resolve_batch_size(cfg.batch_size, device)
+        encoder = _Encoder(loaded, classifier, batch_size, progress)
         t0 = time.perf_counter()
         model_encoded = 0
         with torch.inference_mode():
@@ -314,7 +383,8 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
                 if path.is_file():
                     advance(shard.size * per_image)
                 else:
-                    frame = _evaluate_shard(loaded, classifier, canvases, shard, conditions, masks, cfg, advance)
+                    frame = _evaluate_shard(loaded, encoder, canvases, shard, conditions, device_masks, cfg,
+                                            batch_size, advance)
                     _write_parquet_atomic(frame, path)
                     model_encoded += len(frame)
                 info["chunks_done"] += 1
@@ -327,6 +397,7 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
             "canvas_size": list(loaded.canvas_size), "canvas_transform": loaded.transform_key,
             "canvas_cache": canvases.path, "n_images": int(rows.size), "n_skipped": len(canvases.skipped),
             "classifier_from_cache": cached,
+            "batch_size": batch_size, "encoder_batch_size_final": encoder.max_batch,
             "masks": [{"word": c.word, "fraction": c.fraction, "placement": c.placement.value,
                        "font_size": masks[c].font_size, "mask_coverage": round(masks[c].coverage, 6)}
                       for c in conditions],
@@ -336,7 +407,7 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
             "images_per_second": round(model_encoded / t_eval, 1) if model_encoded and t_eval > 0 else None,
         })
         save_info()
-        del loaded, classifier
+        del loaded, classifier, encoder
 
     records = pd.concat([pd.read_parquet(p) for p in chunk_paths], ignore_index=True)
     _write_parquet_atomic(records, out / RECORDS_FILE)
