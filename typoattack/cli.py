@@ -143,6 +143,41 @@ def eval_command(
     _eval(config, overrides, overwrite)
 
 
+def _prepare(config: Path | None, overrides: dict[str, Any]) -> None:
+    from typoattack.config import load_run_config
+    from typoattack.runner import run_prepare
+
+    with _user_errors():
+        cfg = load_run_config(config, overrides)
+        with _progress() as progress:
+            summaries = run_prepare(cfg, progress=progress)
+    for s in summaries:
+        console.print(f"{s['cache']}: {s['n_images']} canvases {s['canvas_size'][0]}x{s['canvas_size'][1]} "
+                      f"({s['gigabytes']} GB, {s['n_skipped']} skipped, {s['seconds']} s)", highlight=False)
+
+
+@app.command("prepare")
+def prepare_command(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config YAML (flags override its keys).",
+                                                   exists=True, dir_okay=False, resolve_path=True)] = None,
+    data: Annotated[Optional[str], typer.Option(help="ImageNet-val folder, image folder with labels.csv, or hf:NAME.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Labels CSV (file, class_index).")] = None,
+    hf_split: Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset.")] = None,
+    hf_image_column: Annotated[Optional[str], typer.Option(help="Image column of a Hugging Face dataset.")] = None,
+    hf_label_column: Annotated[Optional[str], typer.Option(help="Label column of a Hugging Face dataset.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use a fixed, seeded, class-balanced subset of N images.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model whose eval transform makes the canvases.")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="Pretrained tag (some change the preprocessing).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the subset.")] = None,
+    cache_dir: Annotated[Optional[str], typer.Option(help="Cache folder.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Image decoding processes.")] = None,
+) -> None:
+    """Decode and resize every image once into the memory-mapped canvas cache (no weights needed)."""
+    _prepare(config, {"data": data, "labels": labels, "hf_split": hf_split, "hf_image_column": hf_image_column,
+                      "hf_label_column": hf_label_column, "limit": limit, "model": model, "pretrained": pretrained,
+                      "seed": seed, "cache_dir": cache_dir, "workers": workers})
+
+
 def _render(word: str, image: Path, fraction: float, placement: Placement, output: Path, size: int,
             style_overrides: dict[str, Any], seed: int) -> None:
     import numpy as np

@@ -62,9 +62,9 @@ def composite_batch(x: torch.Tensor, dm: DeviceMask, offsets: np.ndarray | None 
             None for fixed placements.
 
     Returns:
-        float32 [n] measured pixel cover: share of pixels changed in any channel.
+        int64 [n] number of pixels changed in any channel (divide by H * W for the pixel cover).
     """
-    n, H, W, _ = x.shape
+    n = x.shape[0]
     h, w = dm.mask.layers.shape
     if dm.mask.placement is not Placement.RANDOM:
         y0, x0 = dm.mask.layers.y0, dm.mask.layers.x0
@@ -72,7 +72,7 @@ def composite_batch(x: torch.Tensor, dm: DeviceMask, offsets: np.ndarray | None 
         new = _blend(region, dm)
         changed = (new != region).any(dim=-1).sum(dim=(1, 2))
         region.copy_(new)
-        return changed.float() / (H * W)
+        return changed
     if offsets is None:
         raise ValueError("random placement needs per-canvas offsets")
     off = torch.as_tensor(offsets, dtype=torch.long, device=x.device)
@@ -83,7 +83,7 @@ def composite_batch(x: torch.Tensor, dm: DeviceMask, offsets: np.ndarray | None 
     new = _blend(region, dm)
     changed = (new != region).any(dim=-1).sum(dim=(1, 2))
     x[batch, rows, cols] = new
-    return changed.float() / (H * W)
+    return changed
 
 
 def get_offsets(mask: AttackMask, image_ids: list[str], seed: int) -> np.ndarray | None:

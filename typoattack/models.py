@@ -168,6 +168,53 @@ def _check_spec(spec: ModelSpec) -> str:
     )
 
 
+def check_weights_available(spec: ModelSpec, cache_dir: str | None = None) -> None:
+    """Fail early (before any run starts) when a tag's weights can neither be found nor downloaded.
+
+    Raises:
+        WeightsError: The Hub is unreachable and the weights are not in the local cache.
+    """
+    kind = _check_spec(spec)
+    if kind != "tag":
+        return
+    from typoattack.hub import is_hub_reachable
+
+    if is_hub_reachable():
+        return
+    cfg = open_clip.get_pretrained_cfg(spec.name, str(spec.pretrained))
+    if cfg.get("file") and Path(cfg["file"]).is_file():
+        return
+    hub_id = cfg.get("hf_hub", "")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = hub_id.rstrip("/").rsplit("/", 1) if not hub_id.endswith("/") else (hub_id.rstrip("/"), "")
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith(".bin"):
+            names.append(filename[:-4] + ".safetensors")
+        for name in names:
+            if isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str):
+                return
+    url = cfg.get("url", "")
+    if url and (expand_path(cache_dir or "~/.cache/clip") / Path(url).name).is_file():
+        return
+    raise WeightsError(f"weights for {spec.label} are not in the local cache and huggingface.co cannot be reached; "
+                       f"{_WEIGHTS_HELP}")
+
+
+def get_open_clip_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    """Keyword arguments for open_clip.create_model_and_transforms beyond name and weights.
+
+    OpenAI weights were trained with QuickGELU; open_clip only warns when a tag that needs it is
+    loaded into a config without it (e.g. ViT-B-32 + openai), which silently changes every
+    activation. Here QuickGELU is forced whenever the tag says so.
+    """
+    kind = _check_spec(spec)
+    if kind == "tag" and open_clip.get_pretrained_cfg(spec.name, str(spec.pretrained)).get("quick_gelu", False):
+        return {"force_quick_gelu": True}
+    return {}
+
+
 def get_weights_id(spec: ModelSpec) -> str:
     """Return a string that changes whenever the weights a spec loads change."""
     kind = _check_spec(spec)
@@ -180,6 +227,44 @@ def get_weights_id(spec: ModelSpec) -> str:
         stamp = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
         return f"local-dir:{folder}|{stamp}"
     return f"{spec.name}|{spec.pretrained}"
+
+
+def get_canvas_transform(spec: ModelSpec) -> tuple[Callable[[Image.Image], Image.Image], str, tuple[int, int]]:
+    """open_clip's eval resize + crop for a model, without loading (or downloading) its weights.
+
+    Returns:
+        (transform, transform_key, canvas_size); the key equals that of `create_model(spec)`.
+
+    Raises:
+        WeightsError: The model is unknown, or its preprocessing cannot be known offline (hf-hub:).
+    """
+    from dataclasses import asdict
+
+    from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+
+    kind = _check_spec(spec)
+    pp = asdict(PreprocessCfg())
+    if kind == "local-dir":
+        folder = expand_path(spec.name[len(LOCAL_DIR_PREFIX):])
+        import json
+
+        local = json.loads((folder / "open_clip_config.json").read_text())
+        model_cfg = local.get("model_cfg", {})
+        pp = merge_preprocess_dict(pp, local.get("preprocess_cfg", {}))
+    elif kind == "hf-hub":
+        raise WeightsError(f"{spec.name}: the canvas transform of an hf-hub: model is known only after loading it; "
+                           "run `typoattack eval` (it prepares the canvases on first use)")
+    else:
+        model_cfg = open_clip.get_model_config(spec.name) or {}
+        if kind == "tag":
+            pp = merge_preprocess_dict(pp, open_clip.get_pretrained_cfg(spec.name, str(spec.pretrained)))
+    size = model_cfg.get("vision_cfg", {}).get("image_size")
+    if size is not None:
+        pp["size"] = size
+    preprocess = image_transform_v2(PreprocessCfg(**pp), is_train=False)
+    transform, key, _, _ = _split_preprocess(preprocess)
+    probe = transform(Image.new("RGB", (640, 480)))
+    return transform, key, (probe.height, probe.width)
 
 
 def _split_preprocess(preprocess: Any) -> tuple[Callable[[Image.Image], Image.Image], str, tuple, tuple]:
@@ -228,7 +313,7 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
                 torch.manual_seed(int(str(spec.pretrained)[len(SEED_PREFIX):]))
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name, pretrained=pretrained, device=device, cache_dir=cache_dir,
-                load_weights=kind != "seed",
+                load_weights=kind != "seed", **get_open_clip_kwargs(spec),
             )
             tokenizer = open_clip.get_tokenizer(spec.name, cache_dir=cache_dir)
     except (RuntimeError, OSError, ValueError, KeyError) as e:

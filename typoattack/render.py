@@ -132,10 +132,16 @@ def check_glyphs(word: str, font_path: str) -> None:
 _SUPERSAMPLE = 4
 
 
-@lru_cache(maxsize=4096)
-def _render_stamp(word: str, font_path: str, size: float, outline_width: int) -> TextLayers:
+def _supersample(size: float) -> int:
     # Hinting jumps matter only at small sizes; large text is drawn at 1x to bound memory.
-    s = _SUPERSAMPLE if size < 64 else 2 if size < 128 else 1
+    return _SUPERSAMPLE if size < 64 else 2 if size < 128 else 1
+
+
+@lru_cache(maxsize=4096)
+def _render_stamp(word: str, font_path: str, size: float, outline_width: int, phase: int = 0) -> TextLayers:
+    """Render one stamp; `phase` shifts it by a fraction of a pixel (in supersampled pixels)."""
+    s = _supersample(size)
+    py, px = phase % s, (3 * phase) % s
     try:
         font = ImageFont.truetype(font_path, size=size * s)
     except OSError as e:
@@ -143,12 +149,12 @@ def _render_stamp(word: str, font_path: str, size: float, outline_width: int) ->
     stroke = outline_width * s
     left, top, right, bottom = font.getbbox(word, stroke_width=stroke)
     # Pad to a multiple of the supersampling factor so reduce() keeps every pixel.
-    w = -(-max(right - left, 1) // s) * s
-    h = -(-max(bottom - top, 1) // s) * s
+    w = -(-(max(right - left, 1) + s) // s) * s
+    h = -(-(max(bottom - top, 1) + s) // s) * s
     outline = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(outline).text((-left, -top), word, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    ImageDraw.Draw(outline).text((px - left, py - top), word, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
     fill = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(fill).text((-left, -top), word, font=font, fill=255)
+    ImageDraw.Draw(fill).text((px - left, py - top), word, font=font, fill=255)
     outline_a = np.asarray(outline.reduce(s), dtype=np.float32) / 255.0
     fill_a = np.minimum(np.asarray(fill.reduce(s), dtype=np.float32) / 255.0, outline_a)
     outline_a[outline_a < ALPHA_FLOOR] = 0.0
@@ -162,13 +168,13 @@ def _render_stamp(word: str, font_path: str, size: float, outline_width: int) ->
     return TextLayers(0, 0, outline_a[sl].copy(), fill_a[sl].copy())
 
 
-def _place(stamps: list[tuple[int, int]], stamp: TextLayers, canvas_size: tuple[int, int]) -> TextLayers:
-    """Union of `stamp` placed at each (y0, x0), clipped to the canvas and cropped to its box."""
+def _place(stamps: list[tuple[int, int, TextLayers]], canvas_size: tuple[int, int]) -> TextLayers:
+    """Union of stamps placed at their (y0, x0), clipped to the canvas and cropped to its box."""
     H, W = canvas_size
     outline = np.zeros((H, W), np.float32)
     fill = np.zeros((H, W), np.float32)
-    h, w = stamp.shape
-    for y0, x0 in stamps:
+    for y0, x0, stamp in stamps:
+        h, w = stamp.shape
         cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y0 + h, H), min(x0 + w, W)
         if cy0 >= cy1 or cx0 >= cx1:
             continue
@@ -188,13 +194,21 @@ def _layout(word: str, size: float, placement: Placement, style: RenderStyle,
             canvas_size: tuple[int, int]) -> TextLayers | None:
     """Render `word` at `size` in `placement`; None when a random stamp does not fit the canvas."""
     H, W = canvas_size
-    stamp = _render_stamp(word, style.font, round(size, 3), style.outline_width)
+    size = round(size, 3)
+    stamp = _render_stamp(word, style.font, size, style.outline_width)
     h, w = stamp.shape
     if placement is Placement.RANDOM:
         return stamp if h <= H and w <= W else None
-    centers = PAPER8_CENTERS if placement is Placement.PAPER8 else ((0.5, 0.5),)
-    positions = [(round(cy * H - h / 2), round(cx * W - w / 2)) for cx, cy in centers]
-    return _place(positions, stamp, canvas_size)
+    if placement is Placement.CENTER:
+        return _place([(round(H / 2 - h / 2), round(W / 2 - w / 2), stamp)], canvas_size)
+    # Each paper8 stamp gets its own sub-pixel phase: glyph edges then cross the alpha floor at
+    # different sizes, so the union's coverage grows in small steps, not 8 simultaneous jumps.
+    placed = []
+    for i, (cx, cy) in enumerate(PAPER8_CENTERS):
+        st = _render_stamp(word, style.font, size, style.outline_width, i)
+        sh, sw = st.shape
+        placed.append((round(cy * H - sh / 2), round(cx * W - sw / 2), st))
+    return _place(placed, canvas_size)
 
 
 def _coverage(layers: TextLayers | None, canvas_size: tuple[int, int]) -> float:
@@ -240,9 +254,9 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
         raise RenderError(
             f"fraction {fraction:g} cannot be reached for {where}: the smallest reachable fraction is {covs[0]:.4f}"
         )
-    i = next(k for k, c in enumerate(covs) if c >= fraction)
+    i = next((k for k, c in enumerate(covs) if c >= fraction), int(np.argmax(covs)))
     best_size, best_cov = float(sizes[i]), covs[i]
-    if i > 0:
+    if i > 0 and covs[i] >= fraction:
         if abs(covs[i - 1] - fraction) < abs(best_cov - fraction):
             best_size, best_cov = float(sizes[i - 1]), covs[i - 1]
         lo, hi = float(sizes[i - 1]), float(sizes[i])
@@ -259,7 +273,7 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
                 break
     if abs(best_cov - fraction) > _SOLVE_TARGET_RTOL * fraction:
         # Bisection stopped at a jump of the step function: try sizes around the best one.
-        for size in best_size * np.linspace(0.96, 1.04, 33):
+        for size in best_size * np.linspace(0.92, 1.08, 65):
             cov = _coverage(_layout(word, float(size), placement, style, canvas_size), canvas_size)
             if cov >= 0 and abs(cov - fraction) < abs(best_cov - fraction):
                 best_size, best_cov = float(size), cov

@@ -133,7 +133,7 @@ def _prepare_out_dir(cfg: RunConfig, out: Path, overwrite: bool) -> dict[str, An
 
 def _validate_before_loading(cfg: RunConfig) -> tuple[Vocabulary, tuple[str, ...]]:
     """Everything that can be checked without loading a model or decoding an image."""
-    from typoattack.models import _check_spec, check_precision, get_canvas_size, resolve_device
+    from typoattack.models import check_precision, check_weights_available, get_canvas_size, resolve_device
 
     vocab = load_vocab(cfg.vocab)
     templates = load_templates(cfg.templates)
@@ -142,7 +142,7 @@ def _validate_before_loading(cfg: RunConfig) -> tuple[Vocabulary, tuple[str, ...
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     for spec in cfg.models:
-        _check_spec(spec)
+        check_weights_available(spec)
         size = get_canvas_size(spec)
         if size is not None:
             for cond in list_conditions(cfg, vocab):
@@ -231,7 +231,8 @@ def _evaluate_shard(loaded: Any, encoder: _Encoder, canvases: CanvasSet, rows: n
                 a, b = int(sel[0]), int(sel[-1]) + 1
                 off = offsets[k]
                 off_rows = None if off is None else off[job_pos[start + a:start + b]]
-                covers[start + a:start + b] = composite_batch(x[a:b], device_masks[k - 1], off_rows).cpu().numpy()
+                changed = composite_batch(x[a:b], device_masks[k - 1], off_rows).cpu().numpy()
+                covers[start + a:start + b] = changed / (x.shape[1] * x.shape[2])
             logits = encoder(x)
             results.append(summarize_logits(logits, targets[cond], trues[job_pos[start:stop]]))
             advance(stop - start)
@@ -424,6 +425,35 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
     })
     save_info()
     return RunResult(out, records, per_word, info)
+
+
+def run_prepare(cfg: RunConfig, progress: ProgressReporter | None = None) -> list[dict[str, Any]]:
+    """Fill the canvas cache for every distinct canvas transform of the config's models.
+
+    Later `eval` runs with any words, fractions or models of those canvas sizes read the cache.
+
+    Returns:
+        One summary per canvas cache (path, size, images, skipped, seconds, GB).
+    """
+    from typoattack.models import get_canvas_transform
+
+    progress = progress or NullProgress()
+    source = open_image_source(cfg.data)
+    indices = select_subset(source.items, cfg.limit, cfg.seed)
+    summaries: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for spec in cfg.models:
+        transform, key, size = get_canvas_transform(spec)
+        if key in seen:
+            continue
+        seen.add(key)
+        t0 = time.perf_counter()
+        canvases = prepare_canvases(source, indices, transform, key, size, cfg.cache_dir, workers=cfg.workers,
+                                    progress=progress.start(f"Canvases {size[0]}x{size[1]}", len(indices)))
+        summaries.append({"cache": canvases.path, "canvas_size": list(size), "n_images": len(indices),
+                          "n_skipped": len(canvases.skipped), "seconds": round(time.perf_counter() - t0, 2),
+                          "gigabytes": round(Path(canvases.path).stat().st_size / 1e9, 3)})
+    return summaries
 
 
 def run_report(run_dir: str | Path) -> pd.DataFrame:

@@ -1,0 +1,63 @@
+"""Device compositing is bit-identical to the CPU reference renderer (render.apply_attack)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from typoattack.compose import composite_batch, get_offsets, upload_mask
+from typoattack.config import Placement, RenderStyle
+from typoattack.render import apply_attack, create_attack_mask
+
+
+@pytest.fixture(scope="module")
+def canvases(sample_dir) -> tuple[list[str], np.ndarray]:
+    tf = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224)])
+    files = pd.read_csv(sample_dir / "labels.csv")["file"].tolist()[::25]
+    arrays = [np.asarray(tf(Image.open(sample_dir / f).convert("RGB")), dtype=np.uint8) for f in files]
+    return files, np.stack(arrays)
+
+
+STYLES = [
+    RenderStyle(),
+    RenderStyle(fill=(255, 0, 0), outline=(0, 0, 255), outline_width=2, opacity=0.6),
+    RenderStyle(outline_width=0, opacity=0.35),
+]
+
+
+@pytest.mark.parametrize("placement", list(Placement))
+@pytest.mark.parametrize("style", STYLES, ids=["default", "coloured", "no-outline"])
+@pytest.mark.parametrize("word,fraction", [("iPod", 0.07), ("library", 0.03), ("$$$", 0.12)])
+def test_device_composite_equals_cpu_reference(canvases, placement, style, word, fraction) -> None:
+    ids, clean = canvases
+    mask = create_attack_mask(word, fraction, placement, style, (224, 224))
+    expected = [apply_attack(c, mask, i, seed=3) for c, i in zip(clean, ids)]
+    x = torch.from_numpy(clean.copy()).float()
+    changed = composite_batch(x, upload_mask(mask, torch.device("cpu")), get_offsets(mask, ids, seed=3))
+    got = x.round().to(torch.uint8).numpy()
+    for k, (attacked, cover) in enumerate(expected):
+        assert np.array_equal(got[k], attacked), ids[k]
+        assert changed[k].item() / (224 * 224) == cover
+
+
+def test_composite_touches_only_its_box(canvases) -> None:
+    ids, clean = canvases
+    mask = create_attack_mask("pizza", 0.05, Placement.CENTER, RenderStyle(), (224, 224))
+    x = torch.from_numpy(clean.copy()).float()
+    composite_batch(x, upload_mask(mask, torch.device("cpu")))
+    lay = mask.layers
+    h, w = lay.shape
+    outside = np.ones((224, 224), bool)
+    outside[lay.y0:lay.y0 + h, lay.x0:lay.x0 + w] = False
+    assert np.array_equal(x.numpy().astype(np.uint8)[:, outside], clean[:, outside])
+
+
+def test_random_placement_needs_offsets(canvases) -> None:
+    _, clean = canvases
+    mask = create_attack_mask("pizza", 0.05, Placement.RANDOM, RenderStyle(), (224, 224))
+    with pytest.raises(ValueError, match="offsets"):
+        composite_batch(torch.from_numpy(clean.copy()).float(), upload_mask(mask, torch.device("cpu")))
