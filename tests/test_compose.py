@@ -61,3 +61,16 @@ def test_random_placement_needs_offsets(canvases) -> None:
     mask = create_attack_mask("pizza", 0.05, Placement.RANDOM, RenderStyle(), (224, 224))
     with pytest.raises(ValueError, match="offsets"):
         composite_batch(torch.from_numpy(clean.copy()).float(), upload_mask(mask, torch.device("cpu")))
+
+
+def test_random_placement_with_several_stamps_matches_reference(canvases) -> None:
+    ids, clean = canvases
+    mask = create_attack_mask("library", 0.2, Placement.RANDOM, RenderStyle(), (224, 224))
+    assert mask.copies == 2
+    expected = [apply_attack(c, mask, i, seed=0) for c, i in zip(clean, ids)]
+    x = torch.from_numpy(clean.copy()).float()
+    changed = composite_batch(x, upload_mask(mask, torch.device("cpu")), get_offsets(mask, ids, seed=0))
+    for k, (attacked, cover) in enumerate(expected):
+        assert np.array_equal(x[k].numpy().astype(np.uint8), attacked)
+        assert changed[k].item() / (224 * 224) == cover
+    assert abs(np.mean([c for _, c in expected]) - 0.2) <= 0.1 * 0.2

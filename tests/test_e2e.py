@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from typoattack.config import load_run_config
-from typoattack.metrics import PER_WORD_COLUMNS
+from typoattack.metrics import PER_WORD_COLUMNS, STYLE_COLUMNS
 from typoattack.runner import run_eval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,8 @@ def test_ci_reproduction_matches_reference(tmp_path, cache_dir) -> None:
 
     ours = pd.read_csv(tmp_path / "ci" / "per_word.csv", keep_default_na=False, na_values=[""])
     ref = pd.read_csv(REFERENCE / "per_word.csv", keep_default_na=False, na_values=[""])
-    assert list(ours.columns) == PER_WORD_COLUMNS == list(ref.columns)
-    keys = ["model", "pretrained", "word", "fraction", "placement"]
+    assert list(ours.columns) == list(ref.columns) == PER_WORD_COLUMNS + STYLE_COLUMNS
+    keys = ["model", "pretrained", "word", "fraction", "placement", *STYLE_COLUMNS]
     assert ours[keys].equals(ref[keys])
     assert (ours["n_images"] == ref["n_images"]).all()
     # Rendering is deterministic: pixel cover must match to the CSV's 6 decimals.
@@ -38,7 +38,7 @@ def test_ci_reproduction_matches_reference(tmp_path, cache_dir) -> None:
     for col in RATE_COLUMNS:
         assert (np.abs(ours[col] - ref[col]) * ours["n_images"]).max() <= MAX_DIFFERING_PREDICTIONS + 1e-9, col
 
-    conf_keys = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index"]
+    conf_keys = ["model", "pretrained", "word", "fraction", "placement", *STYLE_COLUMNS, "true_index", "pred_index"]
     c_ours = pd.read_csv(tmp_path / "ci" / "confusion.csv", keep_default_na=False).set_index(conf_keys)["count"]
     c_ref = pd.read_csv(REFERENCE / "confusion.csv", keep_default_na=False).set_index(conf_keys)["count"]
     l1 = c_ours.sub(c_ref, fill_value=0).abs().sum()
@@ -91,3 +91,23 @@ def test_records_do_not_depend_on_batch_size(tmp_path, sample_dir, cache_dir) ->
     assert len(clean) == 30 and clean["pixel_cover"].eq(0).all() and clean["target_index"].eq(-1).all()
     attacked = a[a["word"] != ""]
     assert attacked["pixel_cover"].between(0.045, 0.055).mean() > 0.9
+
+
+def test_sweep_over_fonts_and_colours(tmp_path, sample_dir, cache_dir) -> None:
+    cfg = _small_cfg(tmp_path, sample_dir, cache_dir, "sweep", limit=6, fractions=[0.04, 0.1],
+                     font=["DejaVuSans-Bold.ttf", "DejaVuSans.ttf"], fill=["white", [255, 0, 0]],
+                     outline="black", placement=["paper8"])
+    assert len(cfg.styles) == 4
+    result = run_eval(cfg)
+    records, per_word = result.records, result.per_word
+    attacked = records[records["word"] != ""]
+    assert len(attacked) == 6 * 3 * 2 * 4
+    assert set(attacked["font"]) == {"DejaVuSans-Bold.ttf", "DejaVuSans.ttf"}
+    assert set(attacked["fill"]) == {"#ffffff", "#ff0000"} and set(attacked["outline"]) == {"#000000"}
+    assert len(per_word) == 3 * 2 * 4
+    assert list(per_word.columns) == PER_WORD_COLUMNS + ["font", "fill", "outline", "outline_width", "opacity"]
+    assert per_word.groupby(["font", "fill"]).size().eq(6).all()
+    # Red text really is red on the canvases: the attacked predictions differ between colours somewhere
+    # or at least the measured covers do (white text on white pixels changes nothing).
+    covers = attacked.groupby("fill")["pixel_cover"].mean()
+    assert covers["#ff0000"] != covers["#ffffff"]

@@ -112,9 +112,9 @@ def eval_command(
     vocab: Annotated[Optional[str], typer.Option(help="Vocabulary YAML, or a name in configs/vocab/ (goh2021).")] = None,
     fraction: Annotated[Optional[list[float]], typer.Option(help="Pixel fraction in (0, 1); repeat for several.")] = None,
     placement: Annotated[Optional[list[Placement]], typer.Option(case_sensitive=False, help="Placement; repeat for several.")] = None,
-    font: Annotated[Optional[str], typer.Option(help="Font file (.ttf/.otf) or a file name in fonts/.")] = None,
-    fill: Annotated[Optional[str], typer.Option(help="Text colour: name or #rrggbb.")] = None,
-    outline: Annotated[Optional[str], typer.Option(help="Outline colour: name or #rrggbb.")] = None,
+    font: Annotated[Optional[list[str]], typer.Option(help="Font file (.ttf/.otf) or a file name in fonts/; repeat for several.")] = None,
+    fill: Annotated[Optional[list[str]], typer.Option(help="Text colour: name or #rrggbb; repeat for several.")] = None,
+    outline: Annotated[Optional[list[str]], typer.Option(help="Outline colour: name or #rrggbb; repeat for several.")] = None,
     outline_width: Annotated[Optional[int], typer.Option(help="Outline width in canvas pixels (0 = none).")] = None,
     opacity: Annotated[Optional[float], typer.Option(help="Text opacity in (0, 1].")] = None,
     templates: Annotated[Optional[str], typer.Option(help="openai (80), simple (7), or a YAML file of templates.")] = None,
@@ -135,7 +135,8 @@ def eval_command(
         "hf_label_column": hf_label_column, "limit": limit, "vocab": vocab,
         "fractions": list(fraction) if fraction else None,
         "placement": [p.value for p in placement] if placement else None,
-        "font": font, "fill": fill, "outline": outline, "outline_width": outline_width, "opacity": opacity,
+        "font": list(font) if font else None, "fill": list(fill) if fill else None,
+        "outline": list(outline) if outline else None, "outline_width": outline_width, "opacity": opacity,
         "templates": templates, "batch_size": batch_size, "device": device,
         "precision": precision.value if precision else None, "seed": seed, "cache_dir": cache_dir,
         "workers": workers, "chunk_size": chunk_size, "compile": compile,
@@ -239,23 +240,26 @@ def render_command(
             {"font": font, "fill": fill, "outline": outline, "outline_width": outline_width, "opacity": opacity}, seed)
 
 
-def _report(run_dir: Path) -> None:
+def _report(run_dirs: list[Path], out: Path | None) -> None:
     from typoattack.report import build_rich_tables
     from typoattack.runner import run_report
 
     with _user_errors():
-        per_word = run_report(run_dir)
+        with _progress() as progress:
+            per_word, out_dir = run_report(run_dirs, out, progress=progress)
     for table in build_rich_tables(per_word):
         console.print(table)
-    console.print(f"Rewrote the tables in {run_dir}/ from records.parquet")
+    console.print(f"Rewrote the tables of {len(run_dirs)} run(s) from records.parquet; report in {out_dir}/ "
+                  "(report.html, report.md, plots, leaderboard)", highlight=False)
 
 
 @app.command("report")
 def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="A folder written by `typoattack eval`.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more folders written by `typoattack eval`.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: DIR/report for one run, ./typoattack-report for several).")] = None,
 ) -> None:
-    """Recompute per_word.csv/.md and confusion.csv from a run's records.parquet."""
-    _report(run_dir)
+    """Recompute each run's tables from records.parquet; write plots, a leaderboard and report.html."""
+    _report(run_dirs, out)
 
 
 @app.command("models")

@@ -58,8 +58,8 @@ def composite_batch(x: torch.Tensor, dm: DeviceMask, offsets: np.ndarray | None 
     Args:
         x: float32 [n, H, W, 3] canvases with integer values 0-255, on the mask's device.
         dm: The uploaded mask.
-        offsets: int [n, 2] top-left (y0, x0) of the stamp per canvas, for random placement;
-            None for fixed placements.
+        offsets: int [n, copies, 2] top-left (y0, x0) of each stamp per canvas, for random
+            placement (stamps never overlap); None for fixed placements.
 
     Returns:
         int64 [n] number of pixels changed in any channel (divide by H * W for the pixel cover).
@@ -75,19 +75,22 @@ def composite_batch(x: torch.Tensor, dm: DeviceMask, offsets: np.ndarray | None 
         return changed
     if offsets is None:
         raise ValueError("random placement needs per-canvas offsets")
-    off = torch.as_tensor(offsets, dtype=torch.long, device=x.device)
-    rows = (off[:, :1] + torch.arange(h, device=x.device))[:, :, None]  # [n, h, 1]
-    cols = (off[:, 1:] + torch.arange(w, device=x.device))[:, None, :]  # [n, 1, w]
+    all_offsets = torch.as_tensor(offsets, dtype=torch.long, device=x.device)
     batch = torch.arange(n, device=x.device)[:, None, None]
-    region = x[batch, rows, cols]  # [n, h, w, 3] (a copy)
-    new = _blend(region, dm)
-    changed = (new != region).any(dim=-1).sum(dim=(1, 2))
-    x[batch, rows, cols] = new
+    changed = torch.zeros(n, dtype=torch.long, device=x.device)
+    for k in range(all_offsets.shape[1]):
+        off = all_offsets[:, k]
+        rows = (off[:, :1] + torch.arange(h, device=x.device))[:, :, None]  # [n, h, 1]
+        cols = (off[:, 1:] + torch.arange(w, device=x.device))[:, None, :]  # [n, 1, w]
+        region = x[batch, rows, cols]  # [n, h, w, 3] (a copy)
+        new = _blend(region, dm)
+        changed += (new != region).any(dim=-1).sum(dim=(1, 2))
+        x[batch, rows, cols] = new
     return changed
 
 
 def get_offsets(mask: AttackMask, image_ids: list[str], seed: int) -> np.ndarray | None:
-    """Top-left stamp positions per image for random placement (None for fixed placements)."""
+    """int [n, copies, 2] stamp positions per image for random placement (None for fixed ones)."""
     if mask.placement is not Placement.RANDOM:
         return None
-    return np.array([[lay.y0, lay.x0] for lay in (mask.layers_for(i, seed) for i in image_ids)], dtype=np.int64)
+    return np.array([mask.positions_for(i, seed) for i in image_ids], dtype=np.int64).reshape(len(image_ids), mask.copies, 2)

@@ -139,7 +139,7 @@ class RunConfig:
     limit: int | None = None
     fractions: tuple[float, ...] = (0.07,)
     placements: tuple[Placement, ...] = (Placement.PAPER8,)
-    style: RenderStyle = field(default_factory=RenderStyle)
+    styles: tuple[RenderStyle, ...] = (RenderStyle(),)
     templates: str = "openai"
     batch_size: int | None = None
     device: str = "auto"
@@ -167,6 +167,10 @@ class RunConfig:
             raise ConfigError("`placement` is empty; use paper8, center or random")
         if len(set(self.placements)) != len(self.placements):
             raise ConfigError("`placement` lists a value twice")
+        if not self.styles:
+            raise ConfigError("no text style: give at least one font, fill and outline")
+        if len(set(self.styles)) != len(self.styles):
+            raise ConfigError("`font`, `fill` or `outline` lists a value twice")
         if self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
         if self.limit is not None and self.limit < 1:
@@ -181,6 +185,11 @@ class RunConfig:
             raise ConfigError(
                 f"templates {self.templates!r} is neither 'openai', 'simple' nor an existing YAML file"
             )
+
+    @property
+    def style(self) -> RenderStyle:
+        """The first (often the only) text style of the sweep."""
+        return self.styles[0]
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict of the config (enums as their values)."""
@@ -303,6 +312,18 @@ def parse_color(key: str, value: Any) -> tuple[int, int, int]:
     return (rgb[0], rgb[1], rgb[2])
 
 
+def parse_colors(key: str, value: Any) -> list[tuple[int, int, int]]:
+    """Parse one colour or a list of colours (a list of three integers is one colour)."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, list, tuple)) for v in value):
+        return [parse_color(key, v) for v in value]
+    return [parse_color(key, value)]
+
+
+def format_color(rgb: tuple[int, int, int]) -> str:
+    """'#rrggbb' of an RGB colour."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
 def _resolve_path(value: str, base: Path | None) -> str:
     path = expand_path(value)
     if not path.is_absolute() and base is not None:
@@ -389,12 +410,15 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
         hf_image_column=_as_str("hf_image_column", raw.get("hf_image_column", "image")),
         hf_label_column=_as_str("hf_label_column", raw.get("hf_label_column", "label")),
     )
-    style = RenderStyle(
-        font=resolve_font_path(_as_str("font", raw["font"]), base) if raw.get("font") is not None else str(DEFAULT_FONT),
-        fill=parse_color("fill", raw.get("fill", "white")),
-        outline=parse_color("outline", raw.get("outline", "black")),
-        outline_width=_as_int("outline_width", raw.get("outline_width", 1)),
-        opacity=_as_float("opacity", raw.get("opacity", 1.0)),
+    fonts = ([resolve_font_path(_as_str("font", f), base) for f in _as_list(raw["font"])]
+             if raw.get("font") is not None else [str(DEFAULT_FONT)])
+    outline_width = _as_int("outline_width", raw.get("outline_width", 1))
+    opacity = _as_float("opacity", raw.get("opacity", 1.0))
+    styles = tuple(
+        RenderStyle(font=font, fill=fill, outline=outline, outline_width=outline_width, opacity=opacity)
+        for font in fonts
+        for fill in parse_colors("fill", raw.get("fill", "white"))
+        for outline in parse_colors("outline", raw.get("outline", "black"))
     )
     fractions_raw = raw.get("fractions", raw.get("fraction", [0.07]))
     placements_raw = raw.get("placements", raw.get("placement", ["paper8"]))
@@ -409,7 +433,7 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
         limit=_as_int("limit", raw.get("limit"), allow_none=True),
         fractions=tuple(_as_float("fractions", f) for f in _as_list(fractions_raw)),
         placements=tuple(_as_enum("placement", Placement, p) for p in _as_list(placements_raw)),
-        style=style,
+        styles=styles,
         templates=templates,
         batch_size=_as_batch_size(raw.get("batch_size", "auto")),
         device=_as_str("device", raw.get("device", "auto")),
@@ -468,6 +492,8 @@ def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None
             raw["vocab"] = resolve_vocab_path(raw["vocab"], base)
         if isinstance(raw.get("font"), str):
             raw["font"] = resolve_font_path(raw["font"], base)
+        elif isinstance(raw.get("font"), list):
+            raw["font"] = [resolve_font_path(f, base) if isinstance(f, str) else f for f in raw["font"]]
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "models" in raw and "pretrained" in overrides and "model" not in overrides:
         entries = raw["models"] if isinstance(raw["models"], list) else [raw["models"]]

@@ -15,6 +15,9 @@ PER_WORD_COLUMNS = [
     "n_images", "pixel_cover_mean", "clean_top1", "attacked_top1", "asr", "asr_ci_low",
     "asr_ci_high", "changed_to", "already_target", "changed_away", "neither", "flip_rate",
 ]
+# Condition columns beyond the per-word and confusion specs: present when records carry them,
+# appended after the spec's columns.
+STYLE_COLUMNS = ["font", "fill", "outline", "outline_width", "opacity"]
 CONFUSION_COLUMNS = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index", "count"]
 _Z95 = 1.959963984540054
 
@@ -78,14 +81,17 @@ def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> p
         class_names: Class names indexed by class index.
 
     Returns:
-        A DataFrame with PER_WORD_COLUMNS, sorted by model, placement, fraction, word.
+        A DataFrame with PER_WORD_COLUMNS (then the style columns the records carry), sorted by
+        model, placement, fraction, style, word.
     """
     _, att = split_records(records)
+    style = [c for c in STYLE_COLUMNS if c in records.columns]
+    keys = CONDITION_KEYS + style
     if att.empty:
-        return pd.DataFrame(columns=PER_WORD_COLUMNS)
+        return pd.DataFrame(columns=PER_WORD_COLUMNS + style)
     t, c, a, y = att["target_index"], att["clean_pred"], att["pred_index"], att["true_index"]
     frame = pd.DataFrame({
-        **{k: att[k] for k in CONDITION_KEYS},
+        **{k: att[k] for k in keys},
         "pixel_cover": att["pixel_cover"],
         "clean_correct": (c == y).astype(float),
         "attacked_correct": (a == y).astype(float),
@@ -95,7 +101,7 @@ def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> p
         "neither": ((c != t) & (a != t)).astype(float),
         "flipped": ((c == y) & (a != y)).astype(float),
     })
-    g = frame.groupby(CONDITION_KEYS, sort=True, dropna=False)
+    g = frame.groupby(keys, sort=True, dropna=False)
     out = g.agg(
         n_images=("pixel_cover", "size"),
         pixel_cover_mean=("pixel_cover", "mean"),
@@ -115,21 +121,22 @@ def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> p
         out["flip_rate"] = np.where(out["n_clean_correct"] > 0, out["n_flipped"] / out["n_clean_correct"], np.nan)
     out["target_name"] = [class_names[int(i)] for i in out["target_index"]]
     out["n_images"] = out["n_images"].astype(np.int64)
-    out = out.sort_values(["model", "pretrained", "placement", "fraction", "word"], kind="stable")
-    return out[PER_WORD_COLUMNS].reset_index(drop=True)
+    out = out.sort_values(["model", "pretrained", "placement", "fraction", *style, "word"], kind="stable")
+    return out[PER_WORD_COLUMNS + style].reset_index(drop=True)
 
 
 def build_confusion_table(records: pd.DataFrame) -> pd.DataFrame:
     """Non-zero cells of (true class x predicted class) for every condition, clean included.
 
     Returns:
-        A DataFrame with CONFUSION_COLUMNS; the clean condition has word "", fraction 0 and
-        placement "".
+        A DataFrame with CONFUSION_COLUMNS (then the style columns the records carry); the clean
+        condition has word "", fraction 0 and placement "".
     """
-    keys = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index"]
+    style = [c for c in STYLE_COLUMNS if c in records.columns]
+    keys = ["model", "pretrained", "word", "fraction", "placement", *style, "true_index", "pred_index"]
     counts = records.groupby(keys, sort=True, dropna=False).size().rename("count").reset_index()
     counts["count"] = counts["count"].astype(np.int64)
-    return counts[CONFUSION_COLUMNS]
+    return counts[CONFUSION_COLUMNS + style]
 
 
 def build_clean_table(records: pd.DataFrame) -> pd.DataFrame:

@@ -70,6 +70,9 @@ class AttackMask:
         layers: For paper8 and center, the layers placed on the canvas; for random, the single
             stamp with y0 = x0 = 0, moved per image by `layers_for`.
         style: The style the mask was rendered with.
+        copies: For random, how many stamps are drawn (1 unless one stamp that fits the canvas
+            cannot cover the fraction; then k <= 8 stamps, one per horizontal band, never
+            overlapping, so the coverage is the same on every image).
     """
 
     word: str
@@ -80,20 +83,38 @@ class AttackMask:
     coverage: float
     layers: TextLayers
     style: RenderStyle
+    copies: int = 1
+
+    def positions_for(self, image_id: str, seed: int) -> list[tuple[int, int]]:
+        """Top-left (y0, x0) of each random stamp on the canvas of image `image_id`.
+
+        The positions come from a generator keyed on (seed, image id, word), so they do not
+        depend on batch size, order or sharding. Stamp k lies inside band k of `copies` equal
+        horizontal bands.
+        """
+        H, W = self.canvas_size
+        h, w = self.layers.shape
+        rng = np.random.default_rng([seed % 2**64, stable_hash(image_id), stable_hash(self.word)])
+        positions = []
+        for k in range(self.copies):
+            top, bottom = k * H // self.copies, (k + 1) * H // self.copies
+            y0 = top + int(rng.integers(0, bottom - top - h + 1))
+            x0 = int(rng.integers(0, W - w + 1))
+            positions.append((y0, x0))
+        return positions
 
     def layers_for(self, image_id: str, seed: int) -> TextLayers:
         """Return the layers to composite on the canvas of image `image_id`.
 
-        For `random`, the position comes from a generator keyed on (seed, image id, word), so it
-        does not depend on batch size, order or sharding. Other placements ignore the arguments.
+        For `random`, see `positions_for`. Other placements ignore the arguments.
         """
         if self.placement is not Placement.RANDOM:
             return self.layers
-        h, w = self.layers.shape
-        rng = np.random.default_rng([seed % 2**64, stable_hash(image_id), stable_hash(self.word)])
-        y0 = int(rng.integers(0, self.canvas_size[0] - h + 1))
-        x0 = int(rng.integers(0, self.canvas_size[1] - w + 1))
-        return TextLayers(y0, x0, self.layers.outline_alpha, self.layers.fill_alpha)
+        positions = self.positions_for(image_id, seed)
+        if self.copies == 1:
+            (y0, x0), = positions
+            return TextLayers(y0, x0, self.layers.outline_alpha, self.layers.fill_alpha)
+        return _place([(y0, x0, self.layers) for y0, x0 in positions], self.canvas_size)
 
 
 def stable_hash(text: str) -> int:
@@ -191,14 +212,15 @@ def _place(stamps: list[tuple[int, int, TextLayers]], canvas_size: tuple[int, in
 
 
 def _layout(word: str, size: float, placement: Placement, style: RenderStyle,
-            canvas_size: tuple[int, int]) -> TextLayers | None:
-    """Render `word` at `size` in `placement`; None when a random stamp does not fit the canvas."""
+            canvas_size: tuple[int, int], copies: int = 1) -> TextLayers | None:
+    """Render `word` at `size` in `placement`; for random, the stamp alone, or None when it does
+    not fit one of `copies` horizontal bands of the canvas."""
     H, W = canvas_size
     size = round(size, 3)
     stamp = _render_stamp(word, style.font, size, style.outline_width)
     h, w = stamp.shape
     if placement is Placement.RANDOM:
-        return stamp if h <= H and w <= W else None
+        return stamp if h <= H // copies and w <= W else None
     if placement is Placement.CENTER:
         return _place([(round(H / 2 - h / 2), round(W / 2 - w / 2), stamp)], canvas_size)
     # Each paper8 stamp gets its own sub-pixel phase: glyph edges then cross the alpha floor at
@@ -211,10 +233,14 @@ def _layout(word: str, size: float, placement: Placement, style: RenderStyle,
     return _place(placed, canvas_size)
 
 
-def _coverage(layers: TextLayers | None, canvas_size: tuple[int, int]) -> float:
+def _coverage(layers: TextLayers | None, canvas_size: tuple[int, int], copies: int = 1) -> float:
     if layers is None:
         return -1.0
-    return float(np.count_nonzero(layers.outline_alpha)) / (canvas_size[0] * canvas_size[1])
+    return copies * float(np.count_nonzero(layers.outline_alpha)) / (canvas_size[0] * canvas_size[1])
+
+
+# Most stamps the random placement may use.
+_MAX_RANDOM_COPIES = 8
 
 
 @lru_cache(maxsize=1024)
@@ -226,7 +252,8 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
         word: The attack text (one line).
         fraction: Requested share of canvas pixels changed by the overlay, in (0, 1).
         placement: paper8 (8 stamps on a diagonal), center (one stamp) or random (one stamp
-            that fits inside the canvas, moved per image).
+            that fits inside the canvas, moved per image; the fewest non-overlapping stamps,
+            one per horizontal band, when one stamp cannot cover the fraction).
         style: Font, colours, outline width and opacity.
         canvas_size: (height, width) of the model-input canvas.
 
@@ -242,18 +269,53 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
     check_glyphs(word, style.font)
     placement = Placement(placement)
     H, W = canvas_size
-    sizes = np.geomspace(_MIN_FONT_SIZE, 2.0 * max(H, W), _SIZE_GRID)
-    covs = [_coverage(_layout(word, float(s), placement, style, canvas_size), canvas_size) for s in sizes]
     where = f"{word!r} with placement {placement.value} on a {H}x{W} canvas"
+    if placement is not Placement.RANDOM:
+        return _solve(word, fraction, placement, style, canvas_size, 1, where)
+    # Random: one stamp if it can cover the fraction, else the fewest non-overlapping stamps.
+    largest = 0.0
+    for copies in range(1, _MAX_RANDOM_COPIES + 1):
+        try:
+            return _solve(word, fraction, placement, style, canvas_size, copies, where)
+        except _Unreachable as e:
+            largest = max(largest, e.largest)
+            if e.smallest is not None:
+                raise RenderError(
+                    f"fraction {fraction:g} cannot be reached for {where}: the smallest reachable fraction is {e.smallest:.4f}"
+                ) from None
+    raise RenderError(
+        f"fraction {fraction:g} cannot be reached for {where}: the largest reachable fraction is {largest:.4f}"
+    )
+
+
+class _Unreachable(Exception):
+    def __init__(self, largest: float, smallest: float | None = None) -> None:
+        self.largest, self.smallest = largest, smallest
+
+
+def _solve(word: str, fraction: float, placement: Placement, style: RenderStyle, canvas_size: tuple[int, int],
+           copies: int, where: str) -> AttackMask:
+    """Bisect the font size for `fraction`; raise _Unreachable (or RenderError) when it cannot."""
+    H, W = canvas_size
+
+    def cov(size: float) -> float:
+        return _coverage(_layout(word, size, placement, style, canvas_size, copies), canvas_size, copies)
+
+    sizes = np.geomspace(_MIN_FONT_SIZE, 2.0 * max(H, W), _SIZE_GRID)
+    covs = [cov(float(s)) for s in sizes]
     if max(covs) < fraction * (1 - _SOLVE_RTOL):
-        best = max(covs)
-        raise RenderError(
-            f"fraction {fraction:g} cannot be reached for {where}: the largest reachable fraction is {best:.4f}"
-        )
-    if covs[0] > fraction * (1 + _SOLVE_RTOL):
-        raise RenderError(
-            f"fraction {fraction:g} cannot be reached for {where}: the smallest reachable fraction is {covs[0]:.4f}"
-        )
+        if placement is not Placement.RANDOM:
+            raise RenderError(
+                f"fraction {fraction:g} cannot be reached for {where}: the largest reachable fraction is {max(covs):.4f}"
+            )
+        raise _Unreachable(max(covs))
+    valid = [c for c in covs if c >= 0]
+    if valid and valid[0] > fraction * (1 + _SOLVE_RTOL):
+        if placement is not Placement.RANDOM:
+            raise RenderError(
+                f"fraction {fraction:g} cannot be reached for {where}: the smallest reachable fraction is {valid[0]:.4f}"
+            )
+        raise _Unreachable(max(covs), valid[0])
     i = next((k for k, c in enumerate(covs) if c >= fraction), int(np.argmax(covs)))
     best_size, best_cov = float(sizes[i]), covs[i]
     if i > 0 and covs[i] >= fraction:
@@ -262,10 +324,10 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
         lo, hi = float(sizes[i - 1]), float(sizes[i])
         for _ in range(_BISECT_STEPS):
             mid = (lo + hi) / 2
-            cov = _coverage(_layout(word, mid, placement, style, canvas_size), canvas_size)
-            if cov >= 0 and abs(cov - fraction) < abs(best_cov - fraction):
-                best_size, best_cov = mid, cov
-            if cov >= fraction:
+            c = cov(mid)
+            if c >= 0 and abs(c - fraction) < abs(best_cov - fraction):
+                best_size, best_cov = mid, c
+            if c >= fraction:
                 hi = mid
             else:
                 lo = mid
@@ -274,16 +336,16 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
     if abs(best_cov - fraction) > _SOLVE_TARGET_RTOL * fraction:
         # Bisection stopped at a jump of the step function: try sizes around the best one.
         for size in best_size * np.linspace(0.92, 1.08, 65):
-            cov = _coverage(_layout(word, float(size), placement, style, canvas_size), canvas_size)
-            if cov >= 0 and abs(cov - fraction) < abs(best_cov - fraction):
-                best_size, best_cov = float(size), cov
+            c = cov(float(size))
+            if c >= 0 and abs(c - fraction) < abs(best_cov - fraction):
+                best_size, best_cov = float(size), c
     if abs(best_cov - fraction) > _SOLVE_RTOL * fraction:
         raise RenderError(
             f"fraction {fraction:g} cannot be matched for {where}: the nearest reachable is {best_cov:.4f}"
         )
-    layers = _layout(word, best_size, placement, style, canvas_size)
+    layers = _layout(word, best_size, placement, style, canvas_size, copies)
     assert layers is not None  # best_cov >= 0 implies the layout exists
-    return AttackMask(word, fraction, placement, canvas_size, round(best_size, 3), best_cov, layers, style)
+    return AttackMask(word, fraction, placement, canvas_size, round(best_size, 3), best_cov, layers, style, copies)
 
 
 def composite(canvas: np.ndarray, layers: TextLayers, style: RenderStyle) -> np.ndarray:

@@ -21,11 +21,11 @@ import pandas as pd
 
 import typoattack
 from typoattack.classes import IMAGENET_CLASSNAMES
-from typoattack.config import Placement, RunConfig, Vocabulary, load_templates, load_vocab
+from typoattack.config import Placement, RenderStyle, RunConfig, Vocabulary, format_color, load_templates, load_vocab
 from typoattack.constants import CLEAN_PLACEMENT, CLEAN_WORD, RECORD_COLUMNS
 from typoattack.data import CanvasSet, open_image_source, prepare_canvases, select_subset
-from typoattack.errors import ConfigError, DataError, OutputError
-from typoattack.render import check_glyphs, create_attack_mask
+from typoattack.errors import ConfigError, DataError, OutputError, TypoAttackError
+from typoattack.render import apply_attack, check_glyphs, create_attack_mask
 from typoattack.report import (
     CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD, RECORDS_FILE, RUN_FILE, SKIPPED_CSV,
     summarize_clean, write_atomic, write_csv, write_tables,
@@ -59,12 +59,13 @@ class NullProgress:
 
 @dataclass(frozen=True)
 class Condition:
-    """One attack condition: a word drawn at a fraction with a placement."""
+    """One attack condition: a word drawn at a fraction with a placement and a text style."""
 
     word: str
     target_index: int
     fraction: float
     placement: Placement
+    style: RenderStyle
 
 
 @dataclass
@@ -78,9 +79,9 @@ class RunResult:
 
 
 def list_conditions(cfg: RunConfig, vocab: Vocabulary) -> list[Condition]:
-    """The product of words x fractions x placements, in a fixed order."""
-    return [Condition(w.text, w.target_index, f, p)
-            for p, f, w in itertools.product(cfg.placements, cfg.fractions, vocab.words)]
+    """The product of placements x fractions x styles x words, in a fixed order."""
+    return [Condition(w.text, w.target_index, f, p, st)
+            for p, f, st, w in itertools.product(cfg.placements, cfg.fractions, cfg.styles, vocab.words)]
 
 
 def is_untrained(cfg: RunConfig) -> bool:
@@ -137,8 +138,9 @@ def _validate_before_loading(cfg: RunConfig) -> tuple[Vocabulary, tuple[str, ...
 
     vocab = load_vocab(cfg.vocab)
     templates = load_templates(cfg.templates)
-    for word in vocab.words:
-        check_glyphs(word.text, cfg.style.font)
+    for style in cfg.styles:
+        for word in vocab.words:
+            check_glyphs(word.text, style.font)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     for spec in cfg.models:
@@ -146,7 +148,7 @@ def _validate_before_loading(cfg: RunConfig) -> tuple[Vocabulary, tuple[str, ...
         size = get_canvas_size(spec)
         if size is not None:
             for cond in list_conditions(cfg, vocab):
-                create_attack_mask(cond.word, cond.fraction, cond.placement, cfg.style, size)
+                create_attack_mask(cond.word, cond.fraction, cond.placement, cond.style, size)
     return vocab, templates
 
 
@@ -237,11 +239,14 @@ def _evaluate_shard(loaded: Any, encoder: _Encoder, canvases: CanvasSet, rows: n
             results.append(summarize_logits(logits, targets[cond], trues[job_pos[start:stop]]))
             advance(stop - start)
 
-    font_name = Path(cfg.style.font).name
     words = np.array([CLEAN_WORD] + [c.word for c in conditions], dtype=object)
     fractions = np.array([0.0] + [c.fraction for c in conditions])
     placements = np.array([CLEAN_PLACEMENT] + [c.placement.value for c in conditions], dtype=object)
-    fonts = np.array([""] + [font_name] * len(conditions), dtype=object)
+    fonts = np.array([""] + [Path(c.style.font).name for c in conditions], dtype=object)
+    fills = np.array([""] + [format_color(c.style.fill) for c in conditions], dtype=object)
+    outlines = np.array([""] + [format_color(c.style.outline) for c in conditions], dtype=object)
+    widths = np.array([-1] + [c.style.outline_width for c in conditions], dtype=np.int64)
+    opacities = np.array([np.nan] + [c.style.opacity for c in conditions], dtype=np.float64)
     frame = pd.DataFrame({
         "image_id": np.array(ids, dtype=object)[job_pos],
         "true_index": trues[job_pos],
@@ -252,6 +257,10 @@ def _evaluate_shard(loaded: Any, encoder: _Encoder, canvases: CanvasSet, rows: n
         "fraction": fractions[job_cond],
         "placement": placements[job_cond],
         "font": fonts[job_cond],
+        "fill": fills[job_cond],
+        "outline": outlines[job_cond],
+        "outline_width": widths[job_cond],
+        "opacity": opacities[job_cond],
         "pixel_cover": covers,
         "pred_index": np.concatenate([r["pred_index"] for r in results]),
         "pred_top5": list(np.concatenate([r["pred_top5"] for r in results])),
@@ -344,7 +353,7 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
         progress.log(f"Loading {spec.label} on {device}")
         loaded = create_model(spec, device, cfg.precision, compile=cfg.compile)
         t_model = time.perf_counter() - t0
-        masks = {c: create_attack_mask(c.word, c.fraction, c.placement, cfg.style, loaded.canvas_size)
+        masks = {c: create_attack_mask(c.word, c.fraction, c.placement, c.style, loaded.canvas_size)
                  for c in conditions}
         device_masks = [upload_mask(masks[c], device) for c in conditions]
 
@@ -400,6 +409,8 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
             "classifier_from_cache": cached,
             "batch_size": batch_size, "encoder_batch_size_final": encoder.max_batch,
             "masks": [{"word": c.word, "fraction": c.fraction, "placement": c.placement.value,
+                       "font": Path(c.style.font).name, "fill": format_color(c.style.fill),
+                       "outline": format_color(c.style.outline),
                        "font_size": masks[c].font_size, "mask_coverage": round(masks[c].coverage, 6)}
                       for c in conditions],
             "seconds": {"load_model": round(t_model, 3), "canvases": round(t_canvas, 3),
@@ -456,13 +467,104 @@ def run_prepare(cfg: RunConfig, progress: ProgressReporter | None = None) -> lis
     return summaries
 
 
-def run_report(run_dir: str | Path) -> pd.DataFrame:
-    """Recompute the tables of a finished run from its records.parquet.
+def _file_slug(text: str) -> str:
+    """A file-name-safe spelling of a word ('$$$' -> 'x24x24x24')."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else f"x{ord(c):02x}" for c in text) or "empty"
+
+
+def _collect_examples(records: pd.DataFrame, info: dict[str, Any], per_word_images: int) -> list[dict[str, Any]]:
+    """Re-render a few attacked canvases per word from the records' conditions and source images."""
+    from typoattack.config import DataSpec, ModelSpec, RenderStyle
+    from typoattack.models import get_canvas_transform
+
+    config = info["config"]
+    model = config["models"][0]
+    spec = ModelSpec(model["name"], model.get("pretrained"))
+    transform, _, size = get_canvas_transform(spec)
+    source = open_image_source(DataSpec(**config["data"]))
+    index = {item.image_id: i for i, item in enumerate(source.items)}
+    styles = {(Path(st["font"]).name, format_color(tuple(st["fill"])), format_color(tuple(st["outline"]))): st
+              for st in config["styles"]}
+    mine = records[(records["model"] == spec.name) & (records["pretrained"] == (spec.pretrained or ""))]
+    clean = mine[mine["word"] == CLEAN_WORD].set_index("image_id")["pred_index"]
+    attacked = mine[mine["word"] != CLEAN_WORD]
+    examples = []
+    for word in dict.fromkeys(attacked["word"]):
+        rows = attacked[attacked["word"] == word]
+        first = rows.iloc[0]
+        cond = rows[(rows["fraction"] == first["fraction"]) & (rows["placement"] == first["placement"])
+                    & (rows["font"] == first["font"]) & (rows["fill"] == first["fill"])]
+        st = styles[(first["font"], first["fill"], first["outline"])]
+        style = RenderStyle(font=st["font"], fill=tuple(st["fill"]), outline=tuple(st["outline"]),
+                            outline_width=st["outline_width"], opacity=st["opacity"])
+        mask = create_attack_mask(word, float(first["fraction"]), Placement(first["placement"]), style, size)
+        for r in cond.head(per_word_images).itertuples():
+            canvas = np.asarray(transform(source.open_image(index[r.image_id])), dtype=np.uint8)
+            image, _ = apply_attack(canvas, mask, r.image_id, int(info["seed"]))
+            examples.append({"word": word, "image": image, "true_name": IMAGENET_CLASSNAMES[r.true_index],
+                             "clean_pred": IMAGENET_CLASSNAMES[int(clean[r.image_id])],
+                             "attacked_pred": IMAGENET_CLASSNAMES[r.pred_index],
+                             "target_name": IMAGENET_CLASSNAMES[r.target_index]})
+    return examples
+
+
+def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | None = None,
+               progress: ProgressReporter | None = None, examples_per_word: int = 4) -> tuple[pd.DataFrame, Path]:
+    """Recompute each run's tables from its records, then write plots, a leaderboard and a
+    self-contained report over all the runs.
+
+    Args:
+        run_dirs: One or more folders written by `eval` (complete runs).
+        out_dir: Where the report goes (default: `<run_dir>/report` for one run, else
+            `typoattack-report`).
+        progress: Where to show messages.
+        examples_per_word: Attacked canvases shown per word in examples.png.
 
     Returns:
-        The per-word table.
+        (the per-word table over all runs, the report folder).
     """
-    from typoattack.report import load_records
+    from typoattack import plots
+    from typoattack.report import load_records, read_run_info
 
-    records = load_records(run_dir)
-    return write_tables(records, run_dir, IMAGENET_CLASSNAMES)
+    progress = progress or NullProgress()
+    dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
+    if not dirs:
+        raise OutputError("give at least one run directory")
+    infos, all_records = [], []
+    for d in dirs:
+        records = load_records(d)
+        if records.empty or (records["word"] != CLEAN_WORD).sum() == 0:
+            raise OutputError(f"the run in {d} has no attacked records; nothing to report")
+        write_tables(records, d, IMAGENET_CLASSNAMES)
+        infos.append(read_run_info(d))
+        all_records.append(records)
+    records = pd.concat(all_records, ignore_index=True)
+    key = ["model", "pretrained", "image_id", "word", "fraction", "placement", "font", "fill", "outline"]
+    if records.duplicated([k for k in key if k in records.columns]).any():
+        raise OutputError("two of the runs hold the same model and condition; report runs of different models or settings")
+    out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
+    out.mkdir(parents=True, exist_ok=True)
+    from typoattack.metrics import build_per_word_table
+
+    per_word = build_per_word_table(records, IMAGENET_CLASSNAMES)
+    figures = [out / "asr_vs_fraction.png", out / "asr_by_word.png", out / "accuracy.png"]
+    plots.plot_asr_vs_fraction(per_word, figures[0])
+    plots.plot_asr_by_word(per_word, figures[1])
+    plots.plot_accuracy(per_word, figures[2])
+    for word in dict.fromkeys(records.loc[records["word"] != CLEAN_WORD, "word"]):
+        path = out / f"confusion_{_file_slug(word)}.png"
+        plots.plot_confusion(records, word, IMAGENET_CLASSNAMES, path)
+        figures.append(path)
+    try:
+        examples = _collect_examples(all_records[0], infos[0], examples_per_word)
+    except TypoAttackError as e:
+        progress.log(f"[yellow]examples.png skipped: the source images cannot be read here ({e})[/]")
+    else:
+        plots.plot_examples(examples, out / "examples.png")
+        figures.append(out / "examples.png")
+    leaderboard = plots.build_leaderboard(per_word)
+    write_csv(leaderboard, out / "leaderboard.csv")
+    write_atomic(out / "leaderboard.md", plots.format_leaderboard_markdown(leaderboard))
+    write_csv(per_word, out / PER_WORD_CSV)
+    plots.write_report(out, per_word, leaderboard, figures, infos)
+    return per_word, out
