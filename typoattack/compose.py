@@ -17,17 +17,25 @@ from typoattack.render import AttackMask
 
 @dataclass(frozen=True, eq=False)
 class DeviceMask:
-    """An attack mask with its layers uploaded to a device.
+    """An attack mask reduced to its drawn pixels and uploaded to a device.
+
+    Only pixels under the mask (alpha > 0) are stored: compositing touches nothing else, which is
+    exact because a pixel with alpha 0 keeps its value.
 
     Attributes:
-        mask: The mask (placement, canvas size, style, stamp position for fixed placements).
-        outline_alpha: float32 [h, w, 1] in [0, 1], already multiplied by the opacity.
-        fill_alpha: float32 [h, w, 1] in [0, 1], already multiplied by the opacity.
+        mask: The mask (placement, canvas size, style).
+        rows: int64 [m] row of each drawn pixel: on the canvas for fixed placements, in the
+            stamp for random placement.
+        cols: int64 [m] column of each drawn pixel, likewise.
+        outline_alpha: float32 [m, 1] in [0, 1], already multiplied by the opacity.
+        fill_alpha: float32 [m, 1] in [0, 1], already multiplied by the opacity.
         outline_color: float32 [3], RGB 0-255.
         fill_color: float32 [3], RGB 0-255.
     """
 
     mask: AttackMask
+    rows: torch.Tensor
+    cols: torch.Tensor
     outline_alpha: torch.Tensor
     fill_alpha: torch.Tensor
     outline_color: torch.Tensor
@@ -35,14 +43,21 @@ class DeviceMask:
 
 
 def upload_mask(mask: AttackMask, device: torch.device) -> DeviceMask:
-    """Copy a mask's layers to `device`, premultiplied by the opacity."""
-    style = mask.style
+    """Copy a mask's drawn pixels to `device`, premultiplied by the opacity."""
+    style, layers = mask.style, mask.layers
+    rows, cols = np.nonzero(layers.outline_alpha)
     # Same float32 products as render.composite: alpha[..., None] * opacity.
-    outline = torch.from_numpy(mask.layers.outline_alpha[..., None] * np.float32(style.opacity)).to(device)
-    fill = torch.from_numpy(mask.layers.fill_alpha[..., None] * np.float32(style.opacity)).to(device)
-    return DeviceMask(mask, outline, fill,
-                      torch.tensor(style.outline, dtype=torch.float32, device=device),
-                      torch.tensor(style.fill, dtype=torch.float32, device=device))
+    outline = layers.outline_alpha[rows, cols][:, None] * np.float32(style.opacity)
+    fill = layers.fill_alpha[rows, cols][:, None] * np.float32(style.opacity)
+    if mask.placement is not Placement.RANDOM:
+        rows, cols = rows + layers.y0, cols + layers.x0
+    return DeviceMask(
+        mask,
+        torch.from_numpy(rows.astype(np.int64)).to(device), torch.from_numpy(cols.astype(np.int64)).to(device),
+        torch.from_numpy(outline).to(device), torch.from_numpy(fill).to(device),
+        torch.tensor(style.outline, dtype=torch.float32, device=device),
+        torch.tensor(style.fill, dtype=torch.float32, device=device),
+    )
 
 
 def _blend(region: torch.Tensor, dm: DeviceMask) -> torch.Tensor:
@@ -53,10 +68,10 @@ def _blend(region: torch.Tensor, dm: DeviceMask) -> torch.Tensor:
 
 
 def composite_batch(x: torch.Tensor, dm: DeviceMask, offsets: np.ndarray | None = None) -> torch.Tensor:
-    """Draw one mask on every canvas of a batch, in place, touching only the mask's box.
+    """Draw one mask on every canvas of a batch, in place, touching only the drawn pixels.
 
     Args:
-        x: float32 [n, H, W, 3] canvases with integer values 0-255, on the mask's device.
+        x: contiguous float32 [n, H, W, 3] canvases with integer values 0-255, on the mask's device.
         dm: The uploaded mask.
         offsets: int [n, copies, 2] top-left (y0, x0) of each stamp per canvas, for random
             placement (stamps never overlap); None for fixed placements.
@@ -64,28 +79,26 @@ def composite_batch(x: torch.Tensor, dm: DeviceMask, offsets: np.ndarray | None 
     Returns:
         int64 [n] number of pixels changed in any channel (divide by H * W for the pixel cover).
     """
-    n = x.shape[0]
-    h, w = dm.mask.layers.shape
+    n, H, W, _ = x.shape
+    flat = x.view(n, H * W, 3)
     if dm.mask.placement is not Placement.RANDOM:
-        y0, x0 = dm.mask.layers.y0, dm.mask.layers.x0
-        region = x[:, y0:y0 + h, x0:x0 + w, :]
+        index = dm.rows * W + dm.cols
+        region = flat[:, index]  # [n, m, 3] (a copy)
         new = _blend(region, dm)
-        changed = (new != region).any(dim=-1).sum(dim=(1, 2))
-        region.copy_(new)
-        return changed
+        flat[:, index] = new
+        return (new != region).any(dim=-1).sum(dim=1)
     if offsets is None:
         raise ValueError("random placement needs per-canvas offsets")
     all_offsets = torch.as_tensor(offsets, dtype=torch.long, device=x.device)
-    batch = torch.arange(n, device=x.device)[:, None, None]
+    batch = torch.arange(n, device=x.device)[:, None]
     changed = torch.zeros(n, dtype=torch.long, device=x.device)
     for k in range(all_offsets.shape[1]):
         off = all_offsets[:, k]
-        rows = (off[:, :1] + torch.arange(h, device=x.device))[:, :, None]  # [n, h, 1]
-        cols = (off[:, 1:] + torch.arange(w, device=x.device))[:, None, :]  # [n, 1, w]
-        region = x[batch, rows, cols]  # [n, h, w, 3] (a copy)
+        index = (off[:, :1] + dm.rows) * W + off[:, 1:] + dm.cols  # [n, m]
+        region = flat[batch, index]
         new = _blend(region, dm)
-        changed += (new != region).any(dim=-1).sum(dim=(1, 2))
-        x[batch, rows, cols] = new
+        flat[batch, index] = new
+        changed += (new != region).any(dim=-1).sum(dim=1)
     return changed
 
 

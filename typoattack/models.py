@@ -58,6 +58,7 @@ class LoadedModel:
         weights_id: Identifies the weights (keys the classifier cache).
         encode_image: float [B, 3, H, W] normalised images -> L2-normalised features [B, D]
             (the model's encoder, compiled when asked).
+        channels_last: Whether the model prefers channels_last inputs (convolutional towers).
     """
 
     spec: ModelSpec
@@ -72,6 +73,7 @@ class LoadedModel:
     precision: Precision
     weights_id: str
     encode_image: Callable[[torch.Tensor], torch.Tensor]
+    channels_last: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -322,7 +324,8 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
             first = first[:300] + "..."
         raise WeightsError(f"cannot load weights for {spec.label}: {first}; {_WEIGHTS_HELP}") from None
     model.eval()
-    if _is_convnet(model):
+    channels_last = _is_convnet(model)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     encode = functools.partial(model.encode_image, normalize=True)
     if compile:
@@ -331,4 +334,4 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
     probe = transform(Image.new("RGB", (640, 480)))
     canvas_size = (probe.height, probe.width)
     return LoadedModel(spec, model, tokenizer, transform, transform_key, canvas_size,
-                       mean, std, device, precision, weights_id, encode)  # type: ignore[arg-type]
+                       mean, std, device, precision, weights_id, encode, channels_last)  # type: ignore[arg-type]
