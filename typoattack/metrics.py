@@ -41,6 +41,9 @@ def wilson_interval(successes: np.ndarray | int, n: np.ndarray | int, z: float =
         centre = (p + z**2 / (2 * n)) / denom
         half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
         low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    # Exact bounds at the ends: float rounding would leave k/n = 0 or 1 just outside the interval.
+    low = np.where(k == 0, 0.0, low)
+    high = np.where(k == n, 1.0, high)
     return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
 
 

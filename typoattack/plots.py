@@ -102,8 +102,8 @@ CONF_BASE_H = 3.2
 CLASS_NAME_MAX = 18
 
 # Layout of plot_examples: EX_W by EX_H inches per image, plus EX_TITLE_H for the title and key.
-EX_W = 2.6
-EX_H = 3.4
+EX_W = 2.2
+EX_H = 3.0
 EX_TITLE_H = 0.8
 
 _REQUIRED = {
@@ -198,14 +198,24 @@ def _plain_text() -> Iterator[None]:
         yield
 
 
-def _save(fig: Figure, path: Path) -> None:
-    """Write `fig` as PNG at DPI (creating the parent folder) and close it."""
+def _save(fig: Figure, path: Path, palette: bool = False) -> None:
+    """Write `fig` as PNG at DPI (creating the parent folder) and close it.
+
+    With `palette`, the PNG is stored with a 256-colour palette: photographs then take a third
+    of the space, which keeps report.html (images embedded) small enough to share.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.savefig(path, dpi=DPI, format="png")
     finally:
         plt.close(fig)
+    if palette:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            quantized = img.convert("RGB").quantize(256)
+        quantized.save(path, optimize=True)
 
 
 def _colors(n: int) -> list[Any]:
@@ -580,7 +590,7 @@ def plot_examples(examples: list[dict], path: Path) -> None:
         fig.suptitle("Attacked images (rows: word → target class)\n"
                      "green frame ✓: attacked prediction is the target and the clean one was not; red frame ✗: otherwise",
                      fontsize=10)
-        _save(fig, path)
+        _save(fig, path, palette=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,7 +694,7 @@ def _per_word_display(per_word: pd.DataFrame) -> pd.DataFrame:
             for p, *vals in zip(shown["placement"], *(shown[c] for c in styles))
         ]
     for col in ("model", "pretrained", "word", "target_name", "placement"):
-        shown[col] = ["" if _is_missing(v) else str(v).replace("|", "\\|") for v in shown[col]]
+        shown[col] = ["" if _is_missing(v) else str(v) for v in shown[col]]  # format_per_word_markdown escapes "|"
     return shown[PER_WORD_COLUMNS]
 
 

@@ -81,12 +81,16 @@ def format_per_word_markdown(per_word: pd.DataFrame) -> str:
               "clean top-1", "attacked top-1", "ASR [95% CI]", "already target", "changed away",
               "neither", "flip rate"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|")
+
     for r in per_word.to_dict("records"):
         f = {k: ("n/a" if pd.isna(r[k]) else f"{100 * r[k]:.1f}%") for k in pct}
         ci = f"{100 * r['asr_ci_low']:.1f}–{100 * r['asr_ci_high']:.1f}"
         lines.append("| " + " | ".join([
-            str(r["model"]), str(r["pretrained"]), "`" + str(r["word"]).replace("|", "\\|") + "`", f"{r['target_name']} ({r['target_index']})",
-            f"{r['fraction']:g}", str(r["placement"]), str(r["n_images"]), f["pixel_cover_mean"],
+            cell(r["model"]), cell(r["pretrained"]), f"`{cell(r['word'])}`", f"{cell(r['target_name'])} ({r['target_index']})",
+            f"{r['fraction']:g}", cell(r["placement"]), str(r["n_images"]), f["pixel_cover_mean"],
             f["clean_top1"], f["attacked_top1"], f"{f['asr']} [{ci}]", f["already_target"],
             f["changed_away"], f["neither"], f["flip_rate"],
         ]) + " |")
