@@ -31,5 +31,8 @@ reproduce-ci: $(STAMP) ## Regenerate the reference tables in results/ci/ from co
 	$(BIN)/typoattack eval --config configs/ci.yaml --out $(CI_OUT) --overwrite
 	cp $(CI_OUT)/per_word.csv $(CI_OUT)/confusion.csv $(CI_OUT)/per_word.md results/ci/
 
+bench: $(STAMP) ## Run the pipeline benchmark (tiny model, 500 shared images, 9 words)
+	$(BIN)/python benchmarks/pipeline.py
+
 clean: ## Remove the virtual environment and caches made by the tests
 	rm -rf $(VENV) .pytest_cache

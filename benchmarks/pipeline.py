@@ -53,7 +53,7 @@ def _sync(device: torch.device) -> None:
 
 def measure_encoder(loaded, classifier, canvases: np.ndarray, batch_size: int, repeats: int) -> float:
     """Images/s of normalise + encode_image + logits on canvases already on the device."""
-    x = torch.from_numpy(np.ascontiguousarray(canvases)).to(loaded.device)
+    x = torch.from_numpy(np.array(canvases)).to(loaded.device)  # a writable copy of the memmap rows
     encode_images(loaded, classifier, x[:batch_size])  # warm-up
     _sync(loaded.device)
     t0 = time.perf_counter()

@@ -111,3 +111,27 @@ def test_sweep_over_fonts_and_colours(tmp_path, sample_dir, cache_dir) -> None:
     # or at least the measured covers do (white text on white pixels changes nothing).
     covers = attacked.groupby("fill")["pixel_cover"].mean()
     assert covers["#ff0000"] != covers["#ffffff"]
+
+
+def test_out_of_memory_halves_the_encoder_batch(monkeypatch, tiny_model) -> None:
+    import torch
+
+    import typoattack.classify
+    from typoattack.runner import NullProgress, _Encoder
+
+    real = typoattack.classify.encode_images
+    sizes: list[int] = []
+
+    def limited(loaded, classifier, x):
+        sizes.append(len(x))
+        if len(x) > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+        return real(loaded, classifier, x)
+
+    monkeypatch.setattr(typoattack.classify, "encode_images", limited)
+    classifier = torch.nn.functional.normalize(torch.randn(64, 10, generator=torch.Generator().manual_seed(0)), dim=0)
+    x = torch.randint(0, 256, (20, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    encoder = _Encoder(tiny_model, classifier, 32, NullProgress())
+    logits = encoder(x)
+    assert encoder.max_batch == 8 and sizes[:3] == [20, 16, 8]
+    assert torch.allclose(logits, real(tiny_model, classifier, x), atol=1e-4)
