@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from typoattack.classes import IMAGENET_CLASSNAMES  # noqa: E402
 from typoattack.classify import build_classifier, encode_images  # noqa: E402
 from typoattack.config import ModelSpec, Placement, Precision, load_run_config, load_templates, load_vocab  # noqa: E402
-from typoattack.data import load_rgb, open_image_source, prepare_canvases, select_subset  # noqa: E402
+from typoattack.data import open_image_source, prepare_canvases, select_subset  # noqa: E402
 from typoattack.models import create_model, resolve_device  # noqa: E402
 from typoattack.render import apply_attack, create_attack_mask  # noqa: E402
 from typoattack.runner import resolve_batch_size, run_eval  # noqa: E402

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from typoattack.classes import list_synsets
 from typoattack.config import DataSpec
@@ -500,7 +500,7 @@ def test_load_rgb_from_bytes_io(tmp_path):
 def test_load_rgb_garbage_raises(tmp_path):
     p = tmp_path / "bad.JPEG"
     p.write_bytes(b"this is not an image" * 10)
-    with pytest.raises(Exception):
+    with pytest.raises(UnidentifiedImageError):
         load_rgb(p)
 
 

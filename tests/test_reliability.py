@@ -293,3 +293,30 @@ def test_renderer_never_fails_unexpectedly(word, fraction, placement) -> None:
     assert abs(mask.coverage - fraction) <= 0.04 * fraction
     attacked, cover = apply_attack(CANVAS, mask, "img", 0)
     assert attacked.shape == CANVAS.shape and 0 < cover <= mask.coverage + 1e-12
+
+
+def test_interrupted_canvas_fill_leaves_no_temporary_file(sample_dir, tmp_path, monkeypatch) -> None:
+    from torchvision import transforms as T
+
+    from typoattack.config import DataSpec
+    from typoattack.data import get_canvas_cache_key, open_image_source, prepare_canvases
+
+    source = open_image_source(DataSpec(str(sample_dir)))
+    transform = T.Compose([T.Resize(32), T.CenterCrop(32)])
+    key = get_canvas_cache_key(source, range(10), "t32", (32, 32))
+    folder = tmp_path / "canvases"
+    folder.mkdir()
+    orphan = folder / f"{key}.999999999.tmp.npy"  # left by a process that was killed
+    orphan.write_bytes(b"half written")
+    calls = []
+
+    def interrupted(index):
+        calls.append(index)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return Image.new("RGB", (40, 40))
+
+    monkeypatch.setattr(source, "open_image", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_canvases(source, range(10), transform, "t32", (32, 32), tmp_path)
+    assert list(folder.iterdir()) == []

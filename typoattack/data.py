@@ -75,6 +75,10 @@ class ImageSource:
         """Return image `index` decoded as RGB."""
         raise NotImplementedError
 
+    def stamp(self, index: int) -> str:
+        """A string that changes when image `index` changes on disk (keys the canvas cache)."""
+        return ""
+
 
 class FileSource(ImageSource):
     """Images stored as files under a root folder."""
@@ -87,6 +91,13 @@ class FileSource(ImageSource):
 
     def open_image(self, index: int) -> Image.Image:
         return load_rgb(self.root / self.files[index])
+
+    def stamp(self, index: int) -> str:
+        try:
+            st = (self.root / self.files[index]).stat()
+        except OSError:
+            return "missing"
+        return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 class HFSource(ImageSource):
@@ -302,7 +313,7 @@ def get_canvas_cache_key(source: ImageSource, indices: Sequence[int], transform_
     h.update(repr(canvas_size).encode())
     for i in indices:
         item = source.items[i]
-        h.update(f"{item.image_id}\t{item.true_index}\n".encode())
+        h.update(f"{item.image_id}\t{item.true_index}\t{source.stamp(i)}\n".encode())
     return h.hexdigest()[:20]
 
 
@@ -341,9 +352,9 @@ def prepare_canvases(source: ImageSource, indices: Sequence[int], transform: Can
         return CanvasSet(arr, items, valid, [tuple(s) for s in meta["skipped"]], str(npy))
 
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_orphaned_temporaries(folder, key)
     tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
     H, W = canvas_size
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), H, W, 3))
     valid = np.ones(len(items), bool)
     skipped: list[tuple[str, str]] = []
     dataset = _DecodeDataset(source, indices, transform)
@@ -353,23 +364,41 @@ def prepare_canvases(source: ImageSource, indices: Sequence[int], transform: Can
         loader: Any = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_collate)
     else:
         loader = ([dataset[k] for k in range(s, min(s + 16, len(dataset)))] for s in range(0, len(dataset), 16))
-    for batch in loader:
-        for k, canvas, error in batch:
-            if canvas is not None and canvas.shape != (H, W, 3):
-                canvas, error = None, f"canvas has shape {canvas.shape}, expected {(H, W, 3)}"
-            if canvas is None:
-                valid[k] = False
-                skipped.append((items[k].image_id, error))
-            else:
-                arr[k] = canvas
-        if progress:
-            progress(len(batch))
-    arr.flush()
-    del arr
-    os.replace(tmp, npy)
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), H, W, 3))
+        for batch in loader:
+            for k, canvas, error in batch:
+                if canvas is not None and canvas.shape != (H, W, 3):
+                    canvas, error = None, f"canvas has shape {canvas.shape}, expected {(H, W, 3)}"
+                if canvas is None:
+                    valid[k] = False
+                    skipped.append((items[k].image_id, error))
+                else:
+                    arr[k] = canvas
+            if progress:
+                progress(len(batch))
+        arr.flush()
+        del arr
+        os.replace(tmp, npy)
+    finally:
+        tmp.unlink(missing_ok=True)  # an interrupted fill leaves no multi-GB file behind
     meta = {"source": source.description, "transform": transform_key, "n": len(items),
             "skipped": skipped, "skipped_rows": [int(k) for k in np.flatnonzero(~valid)]}
     meta_tmp = folder / f"{key}.{os.getpid()}.tmp.json"
     meta_tmp.write_text(json.dumps(meta))
     os.replace(meta_tmp, meta_path)
     return CanvasSet(np.load(npy, mmap_mode="r"), items, valid, skipped, str(npy))
+
+
+def _remove_orphaned_temporaries(folder: Path, key: str) -> None:
+    """Delete half-written cache files of processes that no longer run (e.g. after kill -9)."""
+    for path in folder.glob(f"{key}.*.tmp.*"):
+        pid = path.name.split(".")[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except PermissionError:
+            pass
