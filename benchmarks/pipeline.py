@@ -38,7 +38,7 @@ from typoattack.classes import IMAGENET_CLASSNAMES  # noqa: E402
 from typoattack.classify import build_classifier, encode_images  # noqa: E402
 from typoattack.config import ModelSpec, Placement, Precision, load_run_config, load_templates, load_vocab  # noqa: E402
 from typoattack.data import open_image_source, prepare_canvases, select_subset  # noqa: E402
-from typoattack.models import create_model, resolve_device  # noqa: E402
+from typoattack.models import create_model, get_autocast, resolve_device  # noqa: E402
 from typoattack.render import apply_attack, create_attack_mask  # noqa: E402
 from typoattack.runner import resolve_batch_size, run_eval  # noqa: E402
 
@@ -99,9 +99,9 @@ def measure_naive(loaded, classifier, source, indices, conditions, style, seed, 
     with torch.inference_mode():
         for x in loader:
             x = x.to(loaded.device, non_blocking=True)
-            with torch.autocast(loaded.device.type, enabled=loaded.precision is not Precision.FP32,
-                                dtype=torch.bfloat16 if loaded.precision is Precision.BF16 else torch.float16):
-                logits = 100.0 * loaded.encode_image(x).float() @ classifier
+            with get_autocast(loaded.precision, loaded.device):
+                features = loaded.encode_image(x)
+            logits = 100.0 * features.float() @ classifier
             preds.append(logits.argmax(1).cpu())
     _sync(loaded.device)
     return len(dataset) / (time.perf_counter() - t0), torch.cat(preds).numpy()

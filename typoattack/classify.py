@@ -55,7 +55,8 @@ def build_classifier(loaded: LoadedModel, classnames: Sequence[str], templates: 
             progress(len(classnames))
         return weights, True
     parts = []
-    with torch.inference_mode(), get_autocast(loaded.precision, loaded.device):
+    # Always fp32: the classifier is cached without regard to the encoder's precision.
+    with torch.inference_mode():
         for start in range(0, len(classnames), _CLASSES_PER_CALL):
             chunk = list(classnames[start:start + _CLASSES_PER_CALL])
             parts.append(open_clip.build_zero_shot_classifier(
@@ -89,10 +90,12 @@ def encode_images(loaded: LoadedModel, classifier: torch.Tensor, x: torch.Tensor
     # permuted to NCHW the result is channels_last in memory: ResNets prefer it, and measured
     # here ViT patch embedding is no slower than on a contiguous copy.
     x = x.float().div(255).sub_(mean).div_(std).permute(0, 3, 1, 2)
-    with torch.inference_mode(), get_autocast(loaded.precision, loaded.device):
-        features = loaded.encode_image(x)
+    with torch.inference_mode():
+        with get_autocast(loaded.precision, loaded.device):
+            features = loaded.encode_image(x)
+        # Outside autocast: the cosine similarities stay fp32 whatever the encoder's precision.
         logits = LOGIT_SCALE * features.float() @ classifier
-    return logits.float()
+    return logits
 
 
 def encode_canvases(loaded: LoadedModel, classifier: torch.Tensor, canvases: np.ndarray) -> torch.Tensor:
