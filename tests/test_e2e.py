@@ -135,3 +135,21 @@ def test_out_of_memory_halves_the_encoder_batch(monkeypatch, tiny_model) -> None
     logits = encoder(x)
     assert encoder.max_batch == 8 and sizes[:3] == [20, 16, 8]
     assert torch.allclose(logits, real(tiny_model, classifier, x), atol=1e-4)
+
+
+def test_several_models_in_one_config_run_in_turn(tmp_path, sample_dir, cache_dir) -> None:
+    vocab = tmp_path / "vocab.yaml"
+    vocab.write_text("words:\n  - {text: pizza, target: pizza}\n")
+    config = tmp_path / "two.yaml"
+    config.write_text(
+        f"models:\n  - {{name: typoattack-tiny, pretrained: 'seed:0'}}\n  - {{name: typoattack-tiny, pretrained: 'seed:1'}}\n"
+        f"data: {sample_dir}\nvocab: {vocab}\nlimit: 5\ntemplates: simple\ndevice: cpu\nworkers: 0\n"
+        f"cache_dir: {cache_dir}\nout: {tmp_path / 'out'}\n")
+    result = run_eval(load_run_config(config))
+    assert [m["pretrained"] for m in result.info["models"]] == ["seed:0", "seed:1"]
+    assert result.records.groupby("pretrained").size().to_dict() == {"seed:0": 10, "seed:1": 10}
+    assert set(result.per_word["pretrained"]) == {"seed:0", "seed:1"}
+    # Both models share one canvas cache (same transform): decoded once.
+    assert result.info["models"][0]["canvas_cache"] == result.info["models"][1]["canvas_cache"]
+    meta = json.loads(Path(result.info["models"][0]["canvas_cache"]).with_suffix(".json").read_text())
+    assert len(meta["labels"]) == len(meta["image_ids"]) == 5

@@ -320,3 +320,16 @@ def test_interrupted_canvas_fill_leaves_no_temporary_file(sample_dir, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         prepare_canvases(source, range(10), transform, "t32", (32, 32), tmp_path)
     assert list(folder.iterdir()) == []
+
+
+def test_ctrl_c_says_how_to_resume(sample_dir, tmp_path, cache_dir) -> None:
+    out = tmp_path / "int"
+    proc = subprocess.Popen(_cli(_eval_args(sample_dir, out, cache_dir, "--limit", "60", "--chunk-size", "5")),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list((out / "chunks").rglob("*.parquet"))) < 1:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "rerun the same command to resume" in stderr and "Traceback" not in stderr

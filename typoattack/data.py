@@ -383,6 +383,7 @@ def prepare_canvases(source: ImageSource, indices: Sequence[int], transform: Can
     finally:
         tmp.unlink(missing_ok=True)  # an interrupted fill leaves no multi-GB file behind
     meta = {"source": source.description, "transform": transform_key, "n": len(items),
+            "image_ids": [it.image_id for it in items], "labels": [it.true_index for it in items],
             "skipped": skipped, "skipped_rows": [int(k) for k in np.flatnonzero(~valid)]}
     meta_tmp = folder / f"{key}.{os.getpid()}.tmp.json"
     meta_tmp.write_text(json.dumps(meta))
