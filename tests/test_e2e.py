@@ -153,3 +153,13 @@ def test_several_models_in_one_config_run_in_turn(tmp_path, sample_dir, cache_di
     assert result.info["models"][0]["canvas_cache"] == result.info["models"][1]["canvas_cache"]
     meta = json.loads(Path(result.info["models"][0]["canvas_cache"]).with_suffix(".json").read_text())
     assert len(meta["labels"]) == len(meta["image_ids"]) == 5
+
+
+def test_edited_vocabulary_is_not_resumed_into_old_chunks(tmp_path, sample_dir, cache_dir) -> None:
+    from typoattack.errors import OutputError
+
+    cfg = _small_cfg(tmp_path, sample_dir, cache_dir, "edited", limit=4)
+    run_eval(cfg)
+    Path(cfg.vocab).write_text("words:\n  - {text: pizza, target: 964}\n")  # same file, new target
+    with pytest.raises(OutputError, match="holds a different run"):
+        run_eval(cfg)

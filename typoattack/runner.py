@@ -107,7 +107,23 @@ def _device_name(device: Any) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def _prepare_out_dir(cfg: RunConfig, out: Path, overwrite: bool) -> dict[str, Any] | None:
+def get_run_fingerprint(cfg: RunConfig, vocab: Vocabulary, templates: tuple[str, ...], image_ids: list[str]) -> str:
+    """Hash of everything that determines the records: the config's settings and the contents
+    behind its files (vocabulary words and targets, templates, the selected images).
+
+    A rerun resumes only when this matches, so an edited vocabulary or data folder never mixes
+    with chunks computed before the edit.
+    """
+    import hashlib
+
+    h = hashlib.sha256(cfg.fingerprint().encode())
+    h.update(json.dumps([(w.text, w.target_index) for w in vocab.words]).encode())
+    h.update(json.dumps(list(templates)).encode())
+    h.update("\n".join(image_ids).encode())
+    return h.hexdigest()
+
+
+def _prepare_out_dir(out: Path, fingerprint: str, overwrite: bool) -> dict[str, Any] | None:
     """Check the output folder; return the earlier run.json when resuming the same run."""
     run_json = out / RUN_FILE
     if out.exists() and not out.is_dir():
@@ -121,10 +137,12 @@ def _prepare_out_dir(cfg: RunConfig, out: Path, overwrite: bool) -> dict[str, An
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / CHUNKS_DIR, ignore_errors=True)
+            shutil.rmtree(out / "report", ignore_errors=True)
             return None
-        if previous.get("fingerprint") != cfg.fingerprint():
+        if previous.get("fingerprint") != fingerprint:
             raise OutputError(
-                f"{out} holds a different run (another config or seed); choose another --out or pass --overwrite"
+                f"{out} holds a different run (another config, seed, vocabulary or image set); "
+                "choose another --out or pass --overwrite"
             )
         return previous
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -314,7 +332,8 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
     vocab, templates = _validate_before_loading(cfg)
     source = open_image_source(cfg.data)
     indices = select_subset(source.items, cfg.limit, cfg.seed)
-    previous = _prepare_out_dir(cfg, out, overwrite)
+    fingerprint = get_run_fingerprint(cfg, vocab, templates, [source.items[i].image_id for i in indices])
+    previous = _prepare_out_dir(out, fingerprint, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     conditions = list_conditions(cfg, vocab)
@@ -324,7 +343,7 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
 
     info: dict[str, Any] = {
         "complete": False,
-        "fingerprint": cfg.fingerprint(),
+        "fingerprint": fingerprint,
         "config": cfg.to_dict(),
         "vocab": {"name": vocab.name, "path": vocab.path,
                   "words": [{"text": w.text, "target_index": w.target_index,
