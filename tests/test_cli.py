@@ -3,6 +3,7 @@ real runs of eval, report and render."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,23 @@ def test_small_real_eval_then_report(sample_dir, cache_dir, tmp_path) -> None:
     # A different run into the same folder is refused unless --overwrite.
     result = runner.invoke(app, [*args, "--seed", "1"])
     assert result.exit_code == 1 and "holds a different run" in result.output
+
+
+def test_prepare_fills_the_cache_that_eval_reads(sample_dir, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    result = runner.invoke(app, ["prepare", "--data", str(sample_dir), "--model", "typoattack-tiny", "--pretrained",
+                                 "seed:0", "--limit", "10", "--cache-dir", str(cache), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    files = sorted((cache / "canvases").glob("*.npy"))
+    assert len(files) == 1 and str(files[0]) in result.output.replace("\n", "")
+    assert np.load(files[0], mmap_mode="r").shape == (10, 224, 224, 3)
+    vocab = tmp_path / "v.yaml"
+    vocab.write_text("words:\n  - {text: pizza, target: pizza}\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["eval", "--data", str(sample_dir), "--model", "typoattack-tiny", "--pretrained",
+                                 "seed:0", "--limit", "10", "--vocab", str(vocab), "--templates", "simple",
+                                 "--cache-dir", str(cache), "--workers", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "run.json").read_text())
+    assert info["models"][0]["canvas_cache"] == str(files[0])
+    assert sorted((cache / "canvases").glob("*.npy")) == files  # nothing decoded again
