@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from typoattack import hub
 from typoattack.config import ModelSpec, Precision, expand_path
 from typoattack.constants import MODEL_CONFIGS_DIR
 from typoattack.errors import ConfigError, WeightsError, suggest
-from typoattack.hub import hub_offline_if_unreachable
 
 TINY_MODEL = "typoattack-tiny"
 SEED_PREFIX = "seed:"
@@ -58,7 +59,6 @@ class LoadedModel:
         weights_id: Identifies the weights (keys the classifier cache).
         encode_image: float [B, 3, H, W] normalised images -> L2-normalised features [B, D]
             (the model's encoder, compiled when asked).
-        channels_last: Whether the model prefers channels_last inputs (convolutional towers).
     """
 
     spec: ModelSpec
@@ -73,7 +73,6 @@ class LoadedModel:
     precision: Precision
     weights_id: str
     encode_image: Callable[[torch.Tensor], torch.Tensor]
-    channels_last: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -179,9 +178,7 @@ def check_weights_available(spec: ModelSpec, cache_dir: str | None = None) -> No
     kind = _check_spec(spec)
     if kind != "tag":
         return
-    from typoattack.hub import is_hub_reachable
-
-    if is_hub_reachable():
+    if hub.is_hub_reachable():
         return
     cfg = open_clip.get_pretrained_cfg(spec.name, str(spec.pretrained))
     if cfg.get("file") and Path(cfg["file"]).is_file():
@@ -248,8 +245,6 @@ def get_canvas_transform(spec: ModelSpec) -> tuple[Callable[[Image.Image], Image
     pp = asdict(PreprocessCfg())
     if kind == "local-dir":
         folder = expand_path(spec.name[len(LOCAL_DIR_PREFIX):])
-        import json
-
         local = json.loads((folder / "open_clip_config.json").read_text())
         model_cfg = local.get("model_cfg", {})
         pp = merge_preprocess_dict(pp, local.get("preprocess_cfg", {}))
@@ -264,13 +259,13 @@ def get_canvas_transform(spec: ModelSpec) -> tuple[Callable[[Image.Image], Image
     if size is not None:
         pp["size"] = size
     preprocess = image_transform_v2(PreprocessCfg(**pp), is_train=False)
-    transform, key, _, _ = _split_preprocess(preprocess)
-    probe = transform(Image.new("RGB", (640, 480)))
-    return transform, key, (probe.height, probe.width)
+    transform, key, size, _, _ = _split_preprocess(preprocess)
+    return transform, key, size
 
 
-def _split_preprocess(preprocess: Any) -> tuple[Callable[[Image.Image], Image.Image], str, tuple, tuple]:
-    """Split open_clip's eval transform into the canvas part (resize, crop) and Normalize stats."""
+def _split_preprocess(preprocess: Any) -> tuple[Callable[[Image.Image], Image.Image], str, tuple[int, int], tuple, tuple]:
+    """Split open_clip's eval transform into the canvas part (resize, crop), its key and output
+    size, and the Normalize stats."""
     canvas_steps = []
     mean = std = None
     for t in preprocess.transforms:
@@ -281,7 +276,8 @@ def _split_preprocess(preprocess: Any) -> tuple[Callable[[Image.Image], Image.Im
     if mean is None or std is None or not canvas_steps:
         raise WeightsError(f"unexpected open_clip preprocessing {preprocess}; cannot derive the canvas transform")
     transform = T.Compose(canvas_steps)
-    return transform, repr(transform), mean, std
+    probe = transform(Image.new("RGB", (640, 480)))
+    return transform, repr(transform), (probe.height, probe.width), mean, std
 
 
 def _is_convnet(model: torch.nn.Module) -> bool:
@@ -310,7 +306,7 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
     if kind in ("seed", "hf-hub", "local-dir"):
         pretrained = None
     try:
-        with hub_offline_if_unreachable(), torch.random.fork_rng(devices=[]):
+        with hub.hub_offline_if_unreachable(), torch.random.fork_rng(devices=[]):
             if kind == "seed":
                 torch.manual_seed(int(str(spec.pretrained)[len(SEED_PREFIX):]))
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -324,14 +320,11 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
             first = first[:300] + "..."
         raise WeightsError(f"cannot load weights for {spec.label}: {first}; {_WEIGHTS_HELP}") from None
     model.eval()
-    channels_last = _is_convnet(model)
-    if channels_last:
+    if _is_convnet(model):
         model = model.to(memory_format=torch.channels_last)
     encode = functools.partial(model.encode_image, normalize=True)
     if compile:
         encode = torch.compile(encode)
-    transform, transform_key, mean, std = _split_preprocess(preprocess)
-    probe = transform(Image.new("RGB", (640, 480)))
-    canvas_size = (probe.height, probe.width)
+    transform, transform_key, canvas_size, mean, std = _split_preprocess(preprocess)
     return LoadedModel(spec, model, tokenizer, transform, transform_key, canvas_size,
-                       mean, std, device, precision, weights_id, encode, channels_last)  # type: ignore[arg-type]
+                       mean, std, device, precision, weights_id, encode)  # type: ignore[arg-type]

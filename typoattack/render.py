@@ -270,11 +270,10 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
     placement = Placement(placement)
     H, W = canvas_size
     where = f"{word!r} with placement {placement.value} on a {H}x{W} canvas"
-    if placement is not Placement.RANDOM:
-        return _solve(word, fraction, placement, style, canvas_size, 1, where)
     # Random: one stamp if it can cover the fraction, else the fewest non-overlapping stamps.
+    max_copies = _MAX_RANDOM_COPIES if placement is Placement.RANDOM else 1
     largest = 0.0
-    for copies in range(1, _MAX_RANDOM_COPIES + 1):
+    for copies in range(1, max_copies + 1):
         try:
             return _solve(word, fraction, placement, style, canvas_size, copies, where)
         except _Unreachable as e:
@@ -289,13 +288,15 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
 
 
 class _Unreachable(Exception):
+    """No font size reaches the fraction with this many stamps (largest, smallest coverage)."""
+
     def __init__(self, largest: float, smallest: float | None = None) -> None:
         self.largest, self.smallest = largest, smallest
 
 
 def _solve(word: str, fraction: float, placement: Placement, style: RenderStyle, canvas_size: tuple[int, int],
            copies: int, where: str) -> AttackMask:
-    """Bisect the font size for `fraction`; raise _Unreachable (or RenderError) when it cannot."""
+    """Bisect the font size for `fraction`; raise _Unreachable when no size reaches it."""
     H, W = canvas_size
 
     def cov(size: float) -> float:
@@ -304,17 +305,9 @@ def _solve(word: str, fraction: float, placement: Placement, style: RenderStyle,
     sizes = np.geomspace(_MIN_FONT_SIZE, 2.0 * max(H, W), _SIZE_GRID)
     covs = [cov(float(s)) for s in sizes]
     if max(covs) < fraction * (1 - _SOLVE_RTOL):
-        if placement is not Placement.RANDOM:
-            raise RenderError(
-                f"fraction {fraction:g} cannot be reached for {where}: the largest reachable fraction is {max(covs):.4f}"
-            )
         raise _Unreachable(max(covs))
     valid = [c for c in covs if c >= 0]
     if valid and valid[0] > fraction * (1 + _SOLVE_RTOL):
-        if placement is not Placement.RANDOM:
-            raise RenderError(
-                f"fraction {fraction:g} cannot be reached for {where}: the smallest reachable fraction is {valid[0]:.4f}"
-            )
         raise _Unreachable(max(covs), valid[0])
     i = next((k for k, c in enumerate(covs) if c >= fraction), int(np.argmax(covs)))
     best_size, best_cov = float(sizes[i]), covs[i]

@@ -25,6 +25,7 @@ from typoattack.config import Placement, RenderStyle, RunConfig, Vocabulary, for
 from typoattack.constants import CLEAN_PLACEMENT, CLEAN_WORD, RECORD_COLUMNS
 from typoattack.data import CanvasSet, open_image_source, prepare_canvases, select_subset
 from typoattack.errors import ConfigError, DataError, OutputError, TypoAttackError
+from typoattack.metrics import build_per_word_table
 from typoattack.render import apply_attack, check_glyphs, create_attack_mask
 from typoattack.report import (
     CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD, RECORDS_FILE, RUN_FILE, SKIPPED_CSV,
@@ -511,8 +512,8 @@ def _collect_examples(records: pd.DataFrame, info: dict[str, Any], per_word_imag
     for word in dict.fromkeys(attacked["word"]):
         rows = attacked[attacked["word"] == word]
         first = rows.iloc[0]
-        cond = rows[(rows["fraction"] == first["fraction"]) & (rows["placement"] == first["placement"])
-                    & (rows["font"] == first["font"]) & (rows["fill"] == first["fill"])]
+        same = ["fraction", "placement", "font", "fill", "outline"]
+        cond = rows[(rows[same] == first[same]).all(axis=1)]
         st = styles[(first["font"], first["fill"], first["outline"])]
         style = RenderStyle(font=st["font"], fill=tuple(st["fill"]), outline=tuple(st["outline"]),
                             outline_width=st["outline_width"], opacity=st["opacity"])
@@ -563,8 +564,6 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
         raise OutputError("two of the runs hold the same model and condition; report runs of different models or settings")
     out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
     out.mkdir(parents=True, exist_ok=True)
-    from typoattack.metrics import build_per_word_table
-
     per_word = build_per_word_table(records, IMAGENET_CLASSNAMES)
     figures = [out / "asr_vs_fraction.png", out / "asr_by_word.png", out / "accuracy.png"]
     plots.plot_asr_vs_fraction(per_word, figures[0])
