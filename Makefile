@@ -24,14 +24,14 @@ test: $(STAMP) ## Install if needed, then run the whole test suite (CI runs this
 test-fast: $(STAMP) ## Run the tests that take seconds (skips the end-to-end CI reproduction)
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
-ci-run: $(STAMP) ## Run the CI reproduction (tiny untrained model, 500 shared images) into $(CI_OUT)
+ci-run: $(STAMP) ## Run the CI reproduction (tiny model, 500 shipped images) into $(CI_OUT)
 	$(BIN)/typoattack eval --config configs/ci.yaml --out $(CI_OUT) --overwrite
 
 reproduce-ci: $(STAMP) ## Regenerate the reference tables in results/ci/ from configs/ci.yaml
 	$(BIN)/typoattack eval --config configs/ci.yaml --out $(CI_OUT) --overwrite
 	cp $(CI_OUT)/per_word.csv $(CI_OUT)/confusion.csv $(CI_OUT)/per_word.md results/ci/
 
-bench: $(STAMP) ## Run the pipeline benchmark (tiny model, 500 shared images, 9 words)
+bench: $(STAMP) ## Run the pipeline benchmark (tiny model, 500 shipped images, 9 words)
 	$(BIN)/python benchmarks/pipeline.py
 
 clean: ## Remove the virtual environment and caches made by the tests

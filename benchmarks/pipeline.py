@@ -38,6 +38,7 @@ from typoattack.classes import IMAGENET_CLASSNAMES  # noqa: E402
 from typoattack.classify import build_classifier, encode_images  # noqa: E402
 from typoattack.config import ModelSpec, Placement, Precision, load_run_config, load_templates, load_vocab  # noqa: E402
 from typoattack.data import open_image_source, prepare_canvases, select_subset  # noqa: E402
+from typoattack.constants import SAMPLE_DIR  # noqa: E402
 from typoattack.models import create_model, get_autocast, resolve_device  # noqa: E402
 from typoattack.render import apply_attack, create_attack_mask  # noqa: E402
 from typoattack.runner import resolve_batch_size, run_eval  # noqa: E402
@@ -139,7 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="typoattack-tiny")
     parser.add_argument("--pretrained", default="seed:0")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "imagenet-sample"))
+    parser.add_argument("--data", default=str(SAMPLE_DIR))
     parser.add_argument("--synthetic", type=int, default=0, help="Use N synthetic images instead of --data.")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--words", type=int, default=9, help="First N words of goh2021.")

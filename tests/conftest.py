@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared sample images, a tiny open_clip model and its checkpoint file."""
+"""Shared fixtures: the shipped sample images, a tiny open_clip model and its checkpoint file."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 from typer import rich_utils
 
 from typoattack.config import ModelSpec, Precision
+from typoattack.constants import SAMPLE_DIR
 from typoattack.models import TINY_MODEL, create_model
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -26,9 +26,9 @@ def _wide_rich_output() -> None:
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    """The 500 shared ImageNet images (read-only)."""
+    """The 500 ImageNet images shipped in the package (read-only)."""
     if not (SAMPLE_DIR / "labels.csv").is_file():
-        pytest.fail(f"shared sample images missing at {SAMPLE_DIR}")
+        pytest.fail(f"the shipped sample images are missing at {SAMPLE_DIR}")
     return SAMPLE_DIR
 
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import typoattack.runner
 from typoattack.cli import app
+from typoattack.constants import SAMPLE_DIR, VOCAB_DIR
 from typoattack.config import ModelSpec, Placement, Precision, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +65,8 @@ def test_eval_builds_config_from_yaml_and_flags(captured, tmp_path) -> None:
     assert cfg.seed == 7 and cfg.batch_size == 64 and cfg.precision is Precision.BF16
     assert cfg.out == str(tmp_path / "o")
     # Keys the flags did not touch come from the YAML file, paths relative to it.
-    assert cfg.vocab == str(ROOT / "configs/vocab/goh2021.yaml")
-    assert Path(cfg.data.source).resolve() == (ROOT.parent / "shared/data/imagenet-sample").resolve()
+    assert cfg.vocab == str(VOCAB_DIR / "goh2021.yaml")
+    assert Path(cfg.data.source).resolve() == SAMPLE_DIR.resolve()
     assert cfg.chunk_size == 100 and cfg.templates == "openai"
 
 

@@ -24,14 +24,13 @@ from typoattack.config import (
     load_vocab,
     parse_color,
 )
-from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT, FONTS_DIR, VOCAB_DIR
+from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT, FONTS_DIR, SAMPLE_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = PROJECT_DIR.parent / "shared" / "data" / "imagenet-sample"
-CI_YAML = PROJECT_DIR / "configs" / "ci.yaml"
-PAPER_YAML = PROJECT_DIR / "configs" / "paper.yaml"
-GOH = PROJECT_DIR / "configs" / "vocab" / "goh2021.yaml"
+CI_YAML = CONFIGS_DIR / "ci.yaml"
+PAPER_YAML = CONFIGS_DIR / "paper.yaml"
+GOH = VOCAB_DIR / "goh2021.yaml"
 
 
 @pytest.fixture
@@ -58,8 +57,9 @@ def write_yaml(path: Path, doc) -> Path:
 
 
 def test_constants_point_at_shipped_files():
-    assert CONFIGS_DIR == PROJECT_DIR / "configs"
-    assert VOCAB_DIR == PROJECT_DIR / "configs" / "vocab"
+    # The repository's configs/ is a link to the configs shipped in the package.
+    assert CONFIGS_DIR == (PROJECT_DIR / "configs").resolve()
+    assert VOCAB_DIR == (PROJECT_DIR / "configs" / "vocab").resolve()
     assert DEFAULT_FONT.is_file()
 
 

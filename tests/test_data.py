@@ -31,7 +31,8 @@ from typoattack.data import (
     select_subset,
 )
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
+from typoattack.constants import SAMPLE_DIR
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +42,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def sample_dir() -> Path:
-    assert (SAMPLE_DIR / "labels.csv").is_file(), f"the shared ImageNet sample is missing at {SAMPLE_DIR}"
+    assert (SAMPLE_DIR / "labels.csv").is_file(), f"the shipped ImageNet sample is missing at {SAMPLE_DIR}"
     return SAMPLE_DIR
 
 
@@ -76,7 +77,7 @@ def _canvas_transform():
 
 
 # --------------------------------------------------------------------------------------------
-# CSV source (the shared sample)
+# CSV source (the shipped sample)
 
 
 def test_csv_source_matches_labels_csv(sample_source, sample_rows):

@@ -1,6 +1,6 @@
 """Tests of typoattack.render: coverage control, compositing, placement geometry, determinism.
 
-Canvases are real ImageNet images from ../shared/data/imagenet-sample, prepared the way
+Canvases are real ImageNet images from the sample shipped in typoattack/assets, prepared the way
 open_clip prepares model inputs (bicubic resize of the short side, then centre crop).
 """
 
@@ -30,7 +30,7 @@ from typoattack.render import (
     stable_hash,
 )
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
+from typoattack.constants import SAMPLE_DIR
 N_IMAGES = 40
 SIZE = (224, 224)
 SOLVE_RTOL = 0.04  # documented bound on |mask.coverage - fraction| / fraction

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = PACKAGE_DIR.parent
-FONTS_DIR = PROJECT_DIR / "fonts"
-CONFIGS_DIR = PROJECT_DIR / "configs"
+# Everything a run needs besides code ships inside the package (and so in the wheel); the
+# repository's top-level configs/ and fonts/ are links into it.
+ASSETS_DIR = PACKAGE_DIR / "assets"
+FONTS_DIR = ASSETS_DIR / "fonts"
+CONFIGS_DIR = ASSETS_DIR / "configs"
 VOCAB_DIR = CONFIGS_DIR / "vocab"
-MODEL_CONFIGS_DIR = PACKAGE_DIR / "model_configs"
-SYNSETS_FILE = PACKAGE_DIR / "data" / "imagenet_synsets.txt"
+MODEL_CONFIGS_DIR = ASSETS_DIR / "model_configs"
+WEIGHTS_DIR = ASSETS_DIR / "weights"
+SAMPLE_DIR = ASSETS_DIR / "imagenet-sample"
+SYNSETS_FILE = ASSETS_DIR / "imagenet_synsets.txt"
 
 DEFAULT_FONT = FONTS_DIR / "DejaVuSans-Bold.ttf"
 DEFAULT_CACHE_DIR = Path("~/.cache/typoattack")
