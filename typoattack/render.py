@@ -7,6 +7,8 @@ style, canvas size) and composited onto any number of canvases, only inside its 
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -73,6 +75,9 @@ class AttackMask:
         copies: For random, how many stamps are drawn (1 unless one stamp that fits the canvas
             cannot cover the fraction; then k <= 8 stamps, one per horizontal band, never
             overlapping, so the coverage is the same on every image).
+        phases: Sub-pixel phase (0-15) of each stamp (8 for paper8, else 1). Coverage is a
+            step function of the font size (a glyph gains a row of pixels at once); the
+            solver picks the phases that bring it within 1% of the fraction.
     """
 
     word: str
@@ -84,6 +89,7 @@ class AttackMask:
     layers: TextLayers
     style: RenderStyle
     copies: int = 1
+    phases: tuple[int, ...] = (0,)
 
     def positions_for(self, image_id: str, seed: int) -> list[tuple[int, int]]:
         """Top-left (y0, x0) of each random stamp on the canvas of image `image_id`.
@@ -158,11 +164,23 @@ def _supersample(size: float) -> int:
     return _SUPERSAMPLE if size < 64 else 2 if size < 128 else 1
 
 
-@lru_cache(maxsize=4096)
-def _render_stamp(word: str, font_path: str, size: float, outline_width: int, phase: int = 0) -> TextLayers:
-    """Render one stamp; `phase` shifts it by a fraction of a pixel (in supersampled pixels)."""
+def _phase_offset(phase: int, s: int) -> tuple[int, int]:
+    """Sub-pixel shift (rows, cols), in supersampled pixels, of sub-pixel phase `phase` (0-15)."""
+    return phase % s, (phase // s) % s
+
+
+@lru_cache(maxsize=8192)
+def _draw_stamp(word: str, font_path: str, size: float, outline_width: int, phase: int,
+                fill_only: bool) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Draw one stamp's outline layer (text plus stroke) or its fill layer at 1x.
+
+    Returns:
+        (float32 [h, w] alpha in [0, 1] with values below ALPHA_FLOOR set to 0, the crop to the
+        outline layer's drawn pixels). Both layers of one stamp share the canvas geometry, so the
+        outline's crop applies to the fill too.
+    """
     s = _supersample(size)
-    py, px = phase % s, (3 * phase) % s
+    py, px = _phase_offset(phase, s)
     try:
         font = ImageFont.truetype(font_path, size=size * s)
     except OSError as e:
@@ -172,21 +190,35 @@ def _render_stamp(word: str, font_path: str, size: float, outline_width: int, ph
     # Pad to a multiple of the supersampling factor so reduce() keeps every pixel.
     w = -(-(max(right - left, 1) + s) // s) * s
     h = -(-(max(bottom - top, 1) + s) // s) * s
-    outline = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(outline).text((px - left, py - top), word, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
-    fill = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(fill).text((px - left, py - top), word, font=font, fill=255)
-    outline_a = np.asarray(outline.reduce(s), dtype=np.float32) / 255.0
-    fill_a = np.minimum(np.asarray(fill.reduce(s), dtype=np.float32) / 255.0, outline_a)
-    outline_a[outline_a < ALPHA_FLOOR] = 0.0
-    fill_a[fill_a < ALPHA_FLOOR] = 0.0
+    layer = Image.new("L", (w, h), 0)
+    if fill_only:
+        ImageDraw.Draw(layer).text((px - left, py - top), word, font=font, fill=255)
+        alpha = np.asarray(layer.reduce(s), dtype=np.float32) / 255.0
+        outline_a, crop = _draw_stamp(word, font_path, size, outline_width, phase, False)
+        full = np.zeros_like(alpha)
+        full[crop] = outline_a
+        alpha = np.minimum(alpha, full)
+    else:
+        ImageDraw.Draw(layer).text((px - left, py - top), word, font=font, fill=255, stroke_width=stroke,
+                                   stroke_fill=255)
+        alpha = np.asarray(layer.reduce(s), dtype=np.float32) / 255.0
+    alpha[alpha < ALPHA_FLOOR] = 0.0
+    if fill_only:
+        return alpha[crop], crop
     # Crop to the pixels actually drawn so the stamp's box is as tight as possible.
-    rows = np.flatnonzero(outline_a.any(axis=1))
-    cols = np.flatnonzero(outline_a.any(axis=0))
+    rows = np.flatnonzero(alpha.any(axis=1))
+    cols = np.flatnonzero(alpha.any(axis=0))
     if rows.size == 0:
-        return TextLayers(0, 0, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
-    sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    return TextLayers(0, 0, outline_a[sl].copy(), fill_a[sl].copy())
+        return np.zeros((1, 1), np.float32), (slice(0, 1), slice(0, 1))
+    crop = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    return alpha[crop].copy(), crop
+
+
+def _render_stamp(word: str, font_path: str, size: float, outline_width: int, phase: int = 0) -> TextLayers:
+    """Render one stamp; `phase` (0-15) shifts it by a fraction of a pixel (in supersampled pixels)."""
+    outline_a, _ = _draw_stamp(word, font_path, size, outline_width, phase, False)
+    fill_a, _ = _draw_stamp(word, font_path, size, outline_width, phase, True)
+    return TextLayers(0, 0, outline_a, fill_a)
 
 
 def _place(stamps: list[tuple[int, int, TextLayers]], canvas_size: tuple[int, int]) -> TextLayers:
@@ -211,26 +243,75 @@ def _place(stamps: list[tuple[int, int, TextLayers]], canvas_size: tuple[int, in
     return TextLayers(int(rows[0]), int(cols[0]), outline[sl].copy(), fill[sl].copy())
 
 
+# Sub-pixel phases a stamp may be drawn at (supersampled offsets of up to 4 x 4 pixels).
+_PHASES = 16
+
+
+def _default_phases(placement: Placement) -> tuple[int, ...]:
+    """Phases of a layout before the solver picks its own: each paper8 stamp gets another one,
+    so glyph edges cross the alpha floor at different sizes and the union's coverage grows in
+    smaller steps than 8 simultaneous jumps."""
+    if placement is Placement.PAPER8:
+        return tuple((5 * i) % _PHASES for i in range(len(PAPER8_CENTERS)))
+    return (0,)
+
+
+def _stamp_origins(word: str, size: float, placement: Placement, style: RenderStyle,
+                   canvas_size: tuple[int, int], copies: int,
+                   phases: tuple[int, ...]) -> list[tuple[int, int, int]] | None:
+    """(y0, x0, stamp phase) of each stamp on the canvas, or None when a random stamp does not
+    fit one of `copies` horizontal bands (random stamps are returned at (0, 0))."""
+    H, W = canvas_size
+    font, width = style.font, style.outline_width
+    if placement is Placement.RANDOM:
+        h, w = _draw_stamp(word, font, size, width, phases[0], False)[0].shape
+        return [(0, 0, phases[0])] if h <= H // copies and w <= W else None
+    if placement is Placement.CENTER:
+        h, w = _draw_stamp(word, font, size, width, phases[0], False)[0].shape
+        return [(round(H / 2 - h / 2), round(W / 2 - w / 2), phases[0])]
+    origins = []
+    for (cx, cy), p in zip(PAPER8_CENTERS, phases):
+        h, w = _draw_stamp(word, font, size, width, p, False)[0].shape
+        origins.append((round(cy * H - h / 2), round(cx * W - w / 2), p))
+    return origins
+
+
 def _layout(word: str, size: float, placement: Placement, style: RenderStyle,
-            canvas_size: tuple[int, int], copies: int = 1) -> TextLayers | None:
-    """Render `word` at `size` in `placement`; for random, the stamp alone, or None when it does
-    not fit one of `copies` horizontal bands of the canvas."""
+            canvas_size: tuple[int, int], copies: int = 1, phases: tuple[int, ...] | None = None) -> TextLayers | None:
+    """Render `word` at `size` with the stamps' sub-pixel `phases` in `placement`; for random, the
+    stamp alone, or None when it does not fit one of `copies` horizontal bands of the canvas."""
+    size = round(size, 3)
+    phases = phases or _default_phases(placement)
+    origins = _stamp_origins(word, size, placement, style, canvas_size, copies, phases)
+    if origins is None:
+        return None
+    stamps = [(y0, x0, _render_stamp(word, style.font, size, style.outline_width, p)) for y0, x0, p in origins]
+    if placement is Placement.RANDOM:
+        return stamps[0][2]
+    return _place(stamps, canvas_size)
+
+
+def _coverage_at(word: str, size: float, placement: Placement, style: RenderStyle,
+                 canvas_size: tuple[int, int], copies: int = 1, phases: tuple[int, ...] | None = None) -> float:
+    """Share of the canvas under `_layout(...)`'s outline layer, or -1 when it does not fit.
+
+    Equal to `_coverage(_layout(...))` but draws only the outline layers and counts their union,
+    which is what the solver needs at every size it tries.
+    """
     H, W = canvas_size
     size = round(size, 3)
-    stamp = _render_stamp(word, style.font, size, style.outline_width)
-    h, w = stamp.shape
-    if placement is Placement.RANDOM:
-        return stamp if h <= H // copies and w <= W else None
-    if placement is Placement.CENTER:
-        return _place([(round(H / 2 - h / 2), round(W / 2 - w / 2), stamp)], canvas_size)
-    # Each paper8 stamp gets its own sub-pixel phase: glyph edges then cross the alpha floor at
-    # different sizes, so the union's coverage grows in small steps, not 8 simultaneous jumps.
-    placed = []
-    for i, (cx, cy) in enumerate(PAPER8_CENTERS):
-        st = _render_stamp(word, style.font, size, style.outline_width, i)
-        sh, sw = st.shape
-        placed.append((round(cy * H - sh / 2), round(cx * W - sw / 2), st))
-    return _place(placed, canvas_size)
+    phases = phases or _default_phases(placement)
+    origins = _stamp_origins(word, size, placement, style, canvas_size, copies, phases)
+    if origins is None:
+        return -1.0
+    covered = np.zeros((H, W), dtype=bool)
+    for y0, x0, p in origins:
+        alpha = _draw_stamp(word, style.font, size, style.outline_width, p, False)[0]
+        h, w = alpha.shape
+        cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y0 + h, H), min(x0 + w, W)
+        if cy0 < cy1 and cx0 < cx1:
+            covered[cy0:cy1, cx0:cx1] |= alpha[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] > 0
+    return copies * float(np.count_nonzero(covered)) / (H * W)
 
 
 def _coverage(layers: TextLayers | None, canvas_size: tuple[int, int], copies: int = 1) -> float:
@@ -296,11 +377,186 @@ class _Unreachable(Exception):
 
 def _solve(word: str, fraction: float, placement: Placement, style: RenderStyle, canvas_size: tuple[int, int],
            copies: int, where: str) -> AttackMask:
-    """Bisect the font size for `fraction`; raise _Unreachable when no size reaches it."""
+    """Solve the font size (and the stamps' phases) for `fraction`: the fast solver first, the
+    grid search when it does not converge; raise _Unreachable when no size reaches it."""
+    solved = _solve_fast(word, fraction, placement, style, canvas_size, copies)
+    if solved is None:
+        solved = _solve_grid(word, fraction, placement, style, canvas_size, copies, where)
+    size, phases, coverage = solved
+    layers = _layout(word, size, placement, style, canvas_size, copies, phases)
+    assert layers is not None  # a solved size always has a layout
+    return AttackMask(word, fraction, placement, canvas_size, round(size, 3), coverage, layers, style, copies, phases)
+
+
+# Secant steps of the fast solver per stage.
+_FAST_STEPS = 8
+# Share of a text stamp's box that glyphs cover, roughly: only the fast solver's first guess uses it.
+_GLYPH_DENSITY = 0.3
+
+
+def _secant(cov: Callable[[float], float], fraction: float, size: float, tol: float,
+            max_size: float) -> tuple[float, float] | None:
+    """Secant steps on log coverage against log size, from `size`, until `cov` is within `tol`
+    of `fraction` or the steps run out; sizes above `max_size` are clamped to it. Returns (best
+    size, its coverage), or None when a size falls below _MIN_FONT_SIZE or draws nothing."""
+    best: tuple[float, float] | None = None
+    previous: tuple[float, float] | None = None
+    for _ in range(_FAST_STEPS):
+        size = min(size, max_size)
+        if size < _MIN_FONT_SIZE:
+            return None
+        c = cov(size)
+        if c <= 0:
+            return None
+        if best is None or abs(c - fraction) < abs(best[1] - fraction):
+            best = (size, c)
+        if abs(c - fraction) <= tol:
+            break
+        slope = 2.0  # coverage grows about as the square of the font size
+        if previous is not None and previous[0] != size and previous[1] != c:
+            slope = min(max(math.log(c / previous[1]) / math.log(size / previous[0]), 1.0), 3.0)
+        previous = (size, c)
+        size = round(size * (fraction / c) ** (1.0 / slope), 3)
+    return best
+
+
+def _pick_phases(counts: Sequence[int], n: int, target: float) -> tuple[int, ...]:
+    """The n stamp phases (a multiset, sorted) whose pixel counts sum closest to `target`.
+
+    Args:
+        counts: Drawn pixels of one stamp at each phase 0-15 (same size).
+        n: Number of stamps.
+        target: Wanted total of drawn pixels.
+    """
+    sums: dict[int, tuple[int, ...]] = {0: ()}
+    for _ in range(n):
+        sums = {total + counts[p]: chosen + (p,)
+                for total, chosen in sums.items() for p in range(len(counts)) if not chosen or p >= chosen[-1]}
+    return sums[min(sums, key=lambda total: (abs(total - target), total))]
+
+
+def _largest_fitting_size(word: str, style: RenderStyle, size: float, height: int, width: int) -> float | None:
+    """About the largest font size (within 0.5%) at which one stamp fits a `height` x `width`
+    box, from a first guess `size`; None when even the smallest size does not fit."""
+
+    def fits(s: float) -> bool:
+        h, w = _draw_stamp(word, style.font, s, style.outline_width, 0, False)[0].shape
+        return h <= height and w <= width
+
+    def scale(s: float) -> float:  # stamp sides grow in proportion to the size
+        h, w = _draw_stamp(word, style.font, s, style.outline_width, 0, False)[0].shape
+        return min((height + 0.5) / h, (width + 0.5) / w)
+
+    lo = round(size * scale(size), 3)
+    while not fits(lo):
+        lo = round(lo * 0.97 * min(scale(lo), 1.0), 3)
+        if lo < _MIN_FONT_SIZE:
+            return None
+    hi = round(lo * 1.1, 3)
+    while fits(hi):
+        lo, hi = hi, round(hi * 1.1, 3)
+    while hi - lo > 0.005 * lo:
+        mid = round((lo + hi) / 2, 3)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _pick_phases(counts: Sequence[int], n: int, target: float) -> tuple[int, ...]:
+    """The n stamp phases (a multiset, sorted) whose pixel counts sum closest to `target`.
+
+    Args:
+        counts: Drawn pixels of one stamp at each phase 0-15 (same size).
+        n: Number of stamps.
+        target: Wanted total of drawn pixels.
+    """
+    sums: dict[int, tuple[int, ...]] = {0: ()}
+    for _ in range(n):
+        sums = {total + counts[p]: chosen + (p,)
+                for total, chosen in sums.items() for p in range(len(counts)) if not chosen or p >= chosen[-1]}
+    return sums[min(sums, key=lambda total: (abs(total - target), total))]
+
+
+def _largest_fitting_size(word: str, style: RenderStyle, size: float, height: int, width: int) -> float | None:
+    """About the largest font size at which one stamp fits a `height` x `width` box (stamp
+    sides grow in proportion to the size), or None when none is found in a few renders."""
+    for _ in range(8):
+        h, w = _draw_stamp(word, style.font, size, style.outline_width, 0, False)[0].shape
+        if h <= height and w <= width:
+            fitting = round(size * min((height + 0.5) / h, (width + 0.5) / w), 3)
+            hf, wf = _draw_stamp(word, style.font, fitting, style.outline_width, 0, False)[0].shape
+            return fitting if hf <= height and wf <= width else size
+        size = round(size * 0.97 * min(height / h, width / w), 3)
+        if size < _MIN_FONT_SIZE:
+            return None
+    return None
+
+
+def _solve_fast(word: str, fraction: float, placement: Placement, style: RenderStyle,
+                canvas_size: tuple[int, int], copies: int) -> tuple[float, tuple[int, ...], float] | None:
+    """(size, phases, coverage) within _SOLVE_TARGET_RTOL of `fraction`, or None.
+
+    First secant steps on one stamp, scaled by the number of stamps (one render a step), then on
+    the exact layout, which starts next to the answer. Coverage is a step function of the size (a
+    glyph gains a whole row of pixels at once), so the steps can straddle the target; then each
+    stamp's sub-pixel phase is chosen (16 renders of one stamp) so that the counts sum to the
+    target. None means no convergence here (a fraction near the reachable limit, a stamp that
+    does not fit): the grid search then decides.
+    """
+    H, W = canvas_size
+    tol = _SOLVE_TARGET_RTOL * fraction
+    max_size = 2.0 * max(H, W)
+    n = len(PAPER8_CENTERS) if placement is Placement.PAPER8 else 1
+
+    def one_stamp(size: float) -> float:
+        if placement is Placement.RANDOM:
+            return _coverage_at(word, size, placement, style, canvas_size, copies)
+        alpha = _draw_stamp(word, style.font, size, style.outline_width, 0, False)[0]
+        return n * copies * float(np.count_nonzero(alpha)) / (H * W)
+
+    guess = round(math.sqrt(fraction * H * W / (n * copies * _GLYPH_DENSITY * max(len(word), 1))), 3)
+    if placement is Placement.RANDOM:
+        max_size = _largest_fitting_size(word, style, guess, H // copies, W)
+        if max_size is None:
+            return None
+        largest = _coverage_at(word, max_size, placement, style, canvas_size, copies)
+        if largest < fraction * (1 - _SOLVE_RTOL):
+            raise _Unreachable(largest)
+    found = _secant(one_stamp, fraction, min(guess, max_size), 2 * tol, max_size)
+    if found is not None and placement is not Placement.RANDOM:
+        found = _secant(lambda size: _coverage_at(word, size, placement, style, canvas_size, copies),
+                        fraction, found[0], tol, max_size)
+    if found is None:
+        return None
+    size, c = found
+    phases = _default_phases(placement)
+    if abs(c - fraction) <= tol:
+        return size, phases, c
+    target = fraction * H * W / copies
+    for _ in range(2):  # a second pass corrects for stamps clipped at the edges or overlapping
+        stamps = [_draw_stamp(word, style.font, size, style.outline_width, p, False)[0] for p in range(_PHASES)]
+        # A random stamp must fit its band: a phase that makes it a pixel too large is never picked.
+        counts = [int(np.count_nonzero(a)) if placement is not Placement.RANDOM
+                  or (a.shape[0] <= H // copies and a.shape[1] <= W) else 2 ** 40 for a in stamps]
+        phases = _pick_phases(counts, n, target)
+        c = _coverage_at(word, size, placement, style, canvas_size, copies, phases)
+        if c <= 0:
+            return None
+        if abs(c - fraction) <= tol:
+            return size, phases, c
+        target += (fraction - c) * H * W / copies
+    return None
+
+
+def _solve_grid(word: str, fraction: float, placement: Placement, style: RenderStyle, canvas_size: tuple[int, int],
+                copies: int, where: str) -> tuple[float, tuple[int, ...], float]:
+    """Bisect the font size for `fraction` from a grid of sizes; (size, default phases, coverage).
+
+    Slow (about a hundred renders) but it finds the reachable limits, which the error names.
+    """
     H, W = canvas_size
 
     def cov(size: float) -> float:
-        return _coverage(_layout(word, size, placement, style, canvas_size, copies), canvas_size, copies)
+        return _coverage_at(word, size, placement, style, canvas_size, copies)
 
     sizes = np.geomspace(_MIN_FONT_SIZE, 2.0 * max(H, W), _SIZE_GRID)
     covs = [cov(float(s)) for s in sizes]
@@ -336,9 +592,7 @@ def _solve(word: str, fraction: float, placement: Placement, style: RenderStyle,
         raise RenderError(
             f"fraction {fraction:g} cannot be matched for {where}: the nearest reachable is {best_cov:.4f}"
         )
-    layers = _layout(word, best_size, placement, style, canvas_size, copies)
-    assert layers is not None  # best_cov >= 0 implies the layout exists
-    return AttackMask(word, fraction, placement, canvas_size, round(best_size, 3), best_cov, layers, style, copies)
+    return best_size, _default_phases(placement), best_cov
 
 
 def composite(canvas: np.ndarray, layers: TextLayers, style: RenderStyle) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""Tests of the mask cache and the batch solver (typoattack.masks)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from typoattack import masks as masks_module
+from typoattack.config import Placement, RenderStyle
+from typoattack.constants import DEFAULT_FONT
+from typoattack.errors import RenderError
+from typoattack.masks import MaskRequest, create_attack_masks, get_mask_key, load_mask
+from typoattack.render import create_attack_mask
+
+SIZE = (224, 224)
+STYLE = RenderStyle()
+
+
+def _requests(words=("pizza", "iPod", "rifle"), style: RenderStyle = STYLE) -> list[MaskRequest]:
+    return [MaskRequest(w, f, p, style, SIZE) for w in words for f in (0.04, 0.1) for p in (Placement.PAPER8, Placement.RANDOM)]
+
+
+def _same(a, b) -> None:
+    assert (a.word, a.fraction, a.placement, a.canvas_size, a.copies, a.phases) == \
+           (b.word, b.fraction, b.placement, b.canvas_size, b.copies, b.phases)
+    assert a.font_size == b.font_size and a.coverage == b.coverage
+    assert (a.layers.y0, a.layers.x0) == (b.layers.y0, b.layers.x0)
+    np.testing.assert_array_equal(a.layers.outline_alpha, b.layers.outline_alpha)
+    np.testing.assert_array_equal(a.layers.fill_alpha, b.layers.fill_alpha)
+
+
+def test_cached_masks_equal_solved_ones_and_a_rerun_solves_nothing(tmp_path, monkeypatch) -> None:
+    requests = _requests()
+    first = create_attack_masks(requests, tmp_path)
+    assert len(list((tmp_path / "masks").glob("*.npz"))) == len(requests)
+    for request, mask in zip(requests, first):
+        _same(mask, create_attack_mask(request.word, request.fraction, request.placement, request.style, SIZE))
+
+    def no_solving(request):
+        raise AssertionError(f"solved {request} again")
+
+    monkeypatch.setattr(masks_module, "_solve", no_solving)
+    done = []
+    again = create_attack_masks(requests, tmp_path, advance=done.append)
+    assert sum(done) == len(requests)
+    for a, b in zip(first, again):
+        _same(a, b)
+
+
+def test_cache_ignores_colours_but_draws_in_the_requested_style(tmp_path) -> None:
+    red = RenderStyle(fill=(255, 0, 0), outline=(0, 0, 255), opacity=0.5)
+    white, = create_attack_masks(_requests(("pizza",))[:1], tmp_path)
+    redm, = create_attack_masks(_requests(("pizza",), red)[:1], tmp_path)
+    assert len(list((tmp_path / "masks").glob("*.npz"))) == 1
+    assert redm.style == red and white.style == STYLE
+    np.testing.assert_array_equal(redm.layers.outline_alpha, white.layers.outline_alpha)
+
+
+def test_key_follows_font_content_not_its_path(tmp_path) -> None:
+    copy = tmp_path / "copy.ttf"
+    shutil.copy(DEFAULT_FONT, copy)
+    other = DEFAULT_FONT.with_name("DejaVuSans.ttf")
+    base = MaskRequest("pizza", 0.07, Placement.PAPER8, STYLE, SIZE)
+    assert get_mask_key(base) == get_mask_key(MaskRequest("pizza", 0.07, Placement.PAPER8, RenderStyle(font=str(copy)), SIZE))
+    assert get_mask_key(base) != get_mask_key(MaskRequest("pizza", 0.07, Placement.PAPER8, RenderStyle(font=str(other)), SIZE))
+    for changed in (MaskRequest("pizzas", 0.07, Placement.PAPER8, STYLE, SIZE),
+                    MaskRequest("pizza", 0.071, Placement.PAPER8, STYLE, SIZE),
+                    MaskRequest("pizza", 0.07, Placement.CENTER, STYLE, SIZE),
+                    MaskRequest("pizza", 0.07, Placement.PAPER8, RenderStyle(outline_width=2), SIZE),
+                    MaskRequest("pizza", 0.07, Placement.PAPER8, STYLE, (288, 288))):
+        assert get_mask_key(changed) != get_mask_key(base)
+
+
+def test_unreadable_or_half_written_files_are_solved_again(tmp_path) -> None:
+    request, = _requests(("radio",))[:1]
+    path = tmp_path / "masks" / f"{get_mask_key(request)}.npz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a mask")  # a file cut short by a kill
+    (path.parent / f".{path.name}.123.tmp").write_bytes(b"half")  # a write that never got renamed
+    assert load_mask(path, STYLE) is None
+    mask, = create_attack_masks([request], tmp_path)
+    _same(mask, load_mask(path, STYLE))
+
+
+def test_worker_processes_give_the_same_masks(tmp_path) -> None:
+    words = [f"word{i}" for i in range(10)]
+    requests = [MaskRequest(w, 0.07, p, STYLE, SIZE) for w in words for p in (Placement.PAPER8, Placement.RANDOM)]
+    assert len(requests) >= masks_module._PARALLEL_MIN
+    parallel = create_attack_masks(requests, None, workers=2)
+    for request, mask in zip(requests, parallel):
+        _same(mask, create_attack_mask(request.word, request.fraction, request.placement, request.style, SIZE))
+
+
+def test_render_errors_pass_through(tmp_path) -> None:
+    with pytest.raises(RenderError, match="largest reachable fraction"):
+        create_attack_masks([MaskRequest("a very long attack word here", 0.9, Placement.RANDOM, STYLE, SIZE)], tmp_path)
+    assert list((tmp_path / "masks").glob("*.npz")) == []
