@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CI_OUT ?= /tmp/typoattack-ci-run
 
-.PHONY: help install test test-fast reproduce-ci ci-run bench clean
+.PHONY: help install test test-fast reproduce-ci ci-run bench bench-masks gpu-check clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ reproduce-ci: $(STAMP) ## Regenerate the reference tables in results/ci/ from co
 
 bench: $(STAMP) ## Run the pipeline benchmark (tiny model, 500 shipped images, 9 words)
 	$(BIN)/python benchmarks/pipeline.py
+
+bench-masks: $(STAMP) ## Time the text-mask solver over the 1000 ImageNet class names (paper8 and random)
+	$(BIN)/python benchmarks/masks.py
+
+gpu-check: $(STAMP) ## On a CUDA machine: CUDA tests, CPU/GPU agreement, GPU speed and MFU, OOM halving (one table)
+	$(BIN)/python benchmarks/gpu_check.py --out $(or $(GPU_CHECK_OUT),/tmp/typoattack-gpu-check)
 
 clean: ## Remove the virtual environment and caches made by the tests
 	rm -rf $(VENV) .pytest_cache
