@@ -388,8 +388,9 @@ def _solve(word: str, fraction: float, placement: Placement, style: RenderStyle,
     return AttackMask(word, fraction, placement, canvas_size, round(size, 3), coverage, layers, style, copies, phases)
 
 
-# Secant steps of the fast solver per stage.
+# Secant steps of the fast solver, then rounds of phase picking (each may move the size once).
 _FAST_STEPS = 8
+_PHASE_ROUNDS = 5
 # Share of a text stamp's box that glyphs cover, roughly: only the fast solver's first guess uses it.
 _GLYPH_DENSITY = 0.3
 
@@ -491,16 +492,32 @@ def _largest_fitting_size(word: str, style: RenderStyle, size: float, height: in
     return None
 
 
+def _phase_counts(word: str, style: RenderStyle, size: float, placement: Placement, canvas_size: tuple[int, int],
+                  copies: int, n: int, target: float, tol: float) -> list[int]:
+    """Drawn pixels of one stamp at each sub-pixel phase (a random stamp that does not fit its
+    band counts as never chosen). For a single stamp the phases are drawn in turn, and the list
+    ends at the first one within `tol` pixels of `target`."""
+    H, W = canvas_size
+    counts = []
+    for p in range(_PHASES):
+        alpha = _draw_stamp(word, style.font, size, style.outline_width, p, False)[0]
+        fits = placement is not Placement.RANDOM or (alpha.shape[0] <= H // copies and alpha.shape[1] <= W)
+        counts.append(int(np.count_nonzero(alpha)) if fits else 2 ** 40)
+        if n == 1 and abs(counts[-1] - target) <= tol:
+            break
+    return counts
+
+
 def _solve_fast(word: str, fraction: float, placement: Placement, style: RenderStyle,
                 canvas_size: tuple[int, int], copies: int) -> tuple[float, tuple[int, ...], float] | None:
     """(size, phases, coverage) within _SOLVE_TARGET_RTOL of `fraction`, or None.
 
-    First secant steps on one stamp, scaled by the number of stamps (one render a step), then on
-    the exact layout, which starts next to the answer. Coverage is a step function of the size (a
-    glyph gains a whole row of pixels at once), so the steps can straddle the target; then each
-    stamp's sub-pixel phase is chosen (16 renders of one stamp) so that the counts sum to the
-    target. None means no convergence here (a fraction near the reachable limit, a stamp that
-    does not fit): the grid search then decides.
+    First secant steps on one stamp, scaled by the number of stamps (one render a step), bring
+    the size within about 2%. Coverage is a step function of the size (a glyph gains a whole row
+    of pixels at once), so the size alone cannot always hit the target; each stamp's sub-pixel
+    phase is then chosen (16 renders of one stamp) so that the stamps' counts sum to it, and the
+    exact layout checks the result. None means no convergence here (a fraction near the
+    reachable limit, a stamp that does not fit): the grid search then decides.
     """
     H, W = canvas_size
     tol = _SOLVE_TARGET_RTOL * fraction
@@ -514,36 +531,30 @@ def _solve_fast(word: str, fraction: float, placement: Placement, style: RenderS
         return n * copies * float(np.count_nonzero(alpha)) / (H * W)
 
     guess = round(math.sqrt(fraction * H * W / (n * copies * _GLYPH_DENSITY * max(len(word), 1))), 3)
-    if placement is Placement.RANDOM:
-        max_size = _largest_fitting_size(word, style, guess, H // copies, W)
-        if max_size is None:
-            return None
-        largest = _coverage_at(word, max_size, placement, style, canvas_size, copies)
-        if largest < fraction * (1 - _SOLVE_RTOL):
+    found = _secant(one_stamp, fraction, guess, 2 * tol, max_size)
+    if found is None and placement is Placement.RANDOM:
+        # The stamp outgrew its band on the way: is the fraction reachable by a stamp that fits?
+        max_size = _largest_fitting_size(word, style, guess, H // copies, W) or 0.0
+        largest = _coverage_at(word, max_size, placement, style, canvas_size, copies) if max_size else -1.0
+        if max_size and largest < fraction * (1 - _SOLVE_RTOL):
             raise _Unreachable(largest)
-    found = _secant(one_stamp, fraction, min(guess, max_size), 2 * tol, max_size)
-    if found is not None and placement is not Placement.RANDOM:
-        found = _secant(lambda size: _coverage_at(word, size, placement, style, canvas_size, copies),
-                        fraction, found[0], tol, max_size)
+        found = _secant(one_stamp, fraction, min(guess, max_size), 2 * tol, max_size) if max_size else None
     if found is None:
         return None
-    size, c = found
-    phases = _default_phases(placement)
-    if abs(c - fraction) <= tol:
-        return size, phases, c
-    target = fraction * H * W / copies
-    for _ in range(2):  # a second pass corrects for stamps clipped at the edges or overlapping
-        stamps = [_draw_stamp(word, style.font, size, style.outline_width, p, False)[0] for p in range(_PHASES)]
-        # A random stamp must fit its band: a phase that makes it a pixel too large is never picked.
-        counts = [int(np.count_nonzero(a)) if placement is not Placement.RANDOM
-                  or (a.shape[0] <= H // copies and a.shape[1] <= W) else 2 ** 40 for a in stamps]
+    size = found[0]
+    target = fraction * H * W / copies  # drawn pixels wanted from the stamps together
+    for _ in range(_PHASE_ROUNDS):
+        counts = _phase_counts(word, style, size, placement, canvas_size, copies, n, target, tol * H * W / copies)
         phases = _pick_phases(counts, n, target)
         c = _coverage_at(word, size, placement, style, canvas_size, copies, phases)
         if c <= 0:
             return None
         if abs(c - fraction) <= tol:
             return size, phases, c
-        target += (fraction - c) * H * W / copies
+        if n * min(counts) <= target <= n * max(counts):
+            target += (fraction - c) * H * W / copies  # stamps clipped at the edges or overlapping
+        else:  # no choice of phases reaches it at this size: a step on the size
+            size = round(min(size * (target / (n * float(np.median(counts)))) ** 0.5, max_size), 3)
     return None
 
 
