@@ -1,4 +1,4 @@
-"""Tests of typoattack.config and typoattack.classes: run configs, vocabularies, templates."""
+"""Tests of typoattack.config.loading and typoattack.data.classes: run configs, vocabularies, templates."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from typoattack.classes import IMAGENET_CLASSNAMES, resolve_class
-from typoattack.config import (
+from typoattack.data.classes import IMAGENET_CLASSNAMES, resolve_class
+from typoattack.config.loading import (
     _RUN_KEYS,
     ModelSpec,
     Placement,

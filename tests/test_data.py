@@ -1,4 +1,4 @@
-"""Tests of typoattack.data: image sources, load_rgb, subsets and the canvas cache."""
+"""Tests of typoattack.data.sources: image sources, load_rgb, subsets and the canvas cache."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, UnidentifiedImageError
 
-from typoattack.classes import list_synsets
-from typoattack.config import DataSpec
+from typoattack.data.classes import list_synsets
+from typoattack.config.loading import DataSpec
 from typoattack.errors import DataError
-from typoattack.data import (
+from typoattack.data.sources import (
     FileSource,
     HFSource,
     ImageItem,
@@ -343,8 +343,8 @@ def test_hf_nonexistent_hub_name_raises_quickly_offline(monkeypatch):
 
 _HUB_SCRIPT = """
 import sys, time
-from typoattack.config import DataSpec
-from typoattack.data import open_image_source
+from typoattack.config.loading import DataSpec
+from typoattack.data.sources import open_image_source
 from typoattack.errors import DataError
 t0 = time.monotonic()
 try:

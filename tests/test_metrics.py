@@ -1,4 +1,4 @@
-"""Tests of typoattack.metrics against a plain-Python reference implementation."""
+"""Tests of typoattack.analysis.metrics against a plain-Python reference implementation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from typoattack.constants import RECORD_COLUMNS
-from typoattack.metrics import (
+from typoattack.analysis.metrics import (
     CONFUSION_COLUMNS,
     PER_WORD_COLUMNS,
     STYLE_COLUMNS,

@@ -1,4 +1,4 @@
-"""Tests of typoattack.plots: figure files, leaderboard and the Markdown/HTML report."""
+"""Tests of typoattack.analysis.plots: figure files, leaderboard and the Markdown/HTML report."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from typoattack import plots
+from typoattack.analysis import plots
 from typoattack.constants import RECORD_COLUMNS
-from typoattack.metrics import PER_WORD_COLUMNS, build_per_word_table
+from typoattack.analysis.metrics import PER_WORD_COLUMNS, build_per_word_table
 
 CLASS_NAMES = [f"class {i}" for i in range(1000)]
 CLASS_NAMES[7] = "a deliberately very long class name"
@@ -481,8 +481,8 @@ def test_plots_imports_no_model_code():
     import subprocess
     import sys
 
-    code = ("import sys, typoattack.plots; bad = [m for m in ('torch', 'open_clip', 'typer', 'typoattack.models', "
-            "'typoattack.classify', 'typoattack.runner') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    code = ("import sys, typoattack.analysis.plots; bad = [m for m in ('torch', 'open_clip', 'typer', 'typoattack.models.loading', "
+            "'typoattack.models.classify', 'typoattack.running.runner') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

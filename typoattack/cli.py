@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import typoattack
-from typoattack.config import Placement, Precision
+from typoattack.config.loading import Placement, Precision
 from typoattack.errors import TypoAttackError
 
 app = typer.Typer(
@@ -78,9 +78,9 @@ def main(
 
 
 def _eval(config: Path | None, overrides: dict[str, Any], overwrite: bool) -> None:
-    from typoattack.config import load_run_config
-    from typoattack.report import build_rich_tables
-    from typoattack.runner import is_untrained, run_eval
+    from typoattack.config.loading import load_run_config
+    from typoattack.analysis.report import build_rich_tables
+    from typoattack.running.runner import is_untrained, run_eval
 
     with _user_errors():
         cfg = load_run_config(config, overrides)
@@ -145,8 +145,8 @@ def eval_command(
 
 
 def _prepare(config: Path | None, overrides: dict[str, Any]) -> None:
-    from typoattack.config import load_run_config
-    from typoattack.runner import run_prepare
+    from typoattack.config.loading import load_run_config
+    from typoattack.running.runner import run_prepare
 
     with _user_errors():
         cfg = load_run_config(config, overrides)
@@ -185,10 +185,10 @@ def _render(word: str, image: Path, fraction: float, placement: Placement, outpu
     from PIL import Image
     from torchvision import transforms as T
 
-    from typoattack.config import RenderStyle, parse_color, resolve_font_path
-    from typoattack.data import load_rgb
+    from typoattack.config.loading import RenderStyle, parse_color, resolve_font_path
+    from typoattack.data.sources import load_rgb
     from typoattack.errors import ConfigError, DataError
-    from typoattack.render import apply_attack, create_attack_mask
+    from typoattack.attack.render import apply_attack, create_attack_mask
 
     with _user_errors():
         kwargs: dict[str, Any] = {}
@@ -241,8 +241,8 @@ def render_command(
 
 
 def _report(run_dirs: list[Path], out: Path | None) -> None:
-    from typoattack.report import build_rich_tables
-    from typoattack.runner import run_report
+    from typoattack.analysis.report import build_rich_tables
+    from typoattack.running.runner import run_report
 
     with _user_errors():
         with _progress() as progress:
@@ -270,7 +270,7 @@ def models_command(
     import open_clip
 
     from typoattack.errors import WeightsError, suggest
-    from typoattack.models import register_model_configs
+    from typoattack.models.loading import register_model_configs
 
     register_model_configs()
     with _user_errors():

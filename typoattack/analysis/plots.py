@@ -1,7 +1,7 @@
 """Figures, leaderboard and Markdown/HTML report from the per-word table (no model code).
 
 Every function here is a pure function of DataFrames (the per-word table of
-`typoattack.metrics.build_per_word_table` and, for the confusion heatmap, the per-image record
+`typoattack.analysis.metrics.build_per_word_table` and, for the confusion heatmap, the per-image record
 table) plus the path it writes to. Nothing here imports torch, open_clip or Typer.
 
 Conditions. A row of the per-word table is one condition: (model, pretrained, word, fraction,
@@ -46,8 +46,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from typoattack.constants import CLEAN_WORD  # noqa: E402
-from typoattack.metrics import PER_WORD_COLUMNS, STYLE_COLUMNS  # noqa: E402
-from typoattack.report import format_per_word_markdown, write_atomic  # noqa: E402
+from typoattack.analysis.metrics import PER_WORD_COLUMNS, STYLE_COLUMNS  # noqa: E402
+from typoattack.analysis.report import format_per_word_markdown, write_atomic  # noqa: E402
 
 __all__ = [
     "DPI",
@@ -520,7 +520,7 @@ def _example_caption(example: dict[str, Any]) -> tuple[str, bool]:
     """Caption of one example and whether the attack succeeded.
 
     Success means the attacked prediction is the target and the clean prediction was not (the
-    `changed_to` outcome of typoattack.metrics).
+    `changed_to` outcome of typoattack.analysis.metrics).
     """
     success = example["attacked_pred"] == example["target_name"] and example["clean_pred"] != example["target_name"]
     mark = "✓ attack succeeded" if success else "✗ attack failed"

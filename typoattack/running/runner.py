@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 
 import typoattack
-from typoattack.classes import IMAGENET_CLASSNAMES
-from typoattack.config import Placement, RenderStyle, RunConfig, Vocabulary, format_color, load_templates, load_vocab
+from typoattack.data.classes import IMAGENET_CLASSNAMES
+from typoattack.config.loading import Placement, RenderStyle, RunConfig, Vocabulary, format_color, load_templates, load_vocab
 from typoattack.constants import CLEAN_PLACEMENT, CLEAN_WORD, RECORD_COLUMNS
-from typoattack.data import CanvasSet, open_image_source, prepare_canvases, select_subset
+from typoattack.data.sources import CanvasSet, open_image_source, prepare_canvases, select_subset
 from typoattack.errors import ConfigError, DataError, OutputError, TypoAttackError
-from typoattack.metrics import build_per_word_table
-from typoattack.render import apply_attack, check_glyphs, create_attack_mask
-from typoattack.report import (
+from typoattack.analysis.metrics import build_per_word_table
+from typoattack.attack.render import apply_attack, check_glyphs, create_attack_mask
+from typoattack.analysis.report import (
     CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD, RECORDS_FILE, RUN_FILE, SKIPPED_CSV,
     summarize_clean, write_atomic, write_csv, write_tables,
 )
@@ -153,7 +153,7 @@ def _prepare_out_dir(out: Path, fingerprint: str, overwrite: bool) -> dict[str, 
 
 def _validate_before_loading(cfg: RunConfig) -> tuple[Vocabulary, tuple[str, ...]]:
     """Everything that can be checked without loading a model or decoding an image."""
-    from typoattack.models import check_precision, check_weights_available, get_canvas_size, resolve_device
+    from typoattack.models.loading import check_precision, check_weights_available, get_canvas_size, resolve_device
 
     vocab = load_vocab(cfg.vocab)
     templates = load_templates(cfg.templates)
@@ -180,7 +180,7 @@ class _Encoder:
     def __call__(self, x: Any) -> Any:
         import torch
 
-        from typoattack.classify import encode_images
+        from typoattack.models.classify import encode_images
 
         parts, start = [], 0
         while start < len(x):
@@ -213,8 +213,8 @@ def _evaluate_shard(loaded: Any, encoder: _Encoder, canvases: CanvasSet, rows: n
     """
     import torch
 
-    from typoattack.classify import summarize_logits
-    from typoattack.compose import composite_batch, get_offsets
+    from typoattack.models.classify import summarize_logits
+    from typoattack.attack.compose import composite_batch, get_offsets
 
     device = loaded.device
     n_rows, n_cond = len(rows), 1 + len(conditions)
@@ -321,9 +321,9 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
     """
     import torch
 
-    from typoattack.classify import build_classifier
-    from typoattack.compose import upload_mask
-    from typoattack.models import create_model, resolve_device
+    from typoattack.models.classify import build_classifier
+    from typoattack.attack.compose import upload_mask
+    from typoattack.models.loading import create_model, resolve_device
 
     progress = progress or NullProgress()
     if not cfg.out:
@@ -466,7 +466,7 @@ def run_prepare(cfg: RunConfig, progress: ProgressReporter | None = None) -> lis
     Returns:
         One summary per canvas cache (path, size, images, skipped, seconds, GB).
     """
-    from typoattack.models import get_canvas_transform
+    from typoattack.models.loading import get_canvas_transform
 
     progress = progress or NullProgress()
     source = open_image_source(cfg.data)
@@ -494,8 +494,8 @@ def _file_slug(text: str) -> str:
 
 def _collect_examples(records: pd.DataFrame, info: dict[str, Any], per_word_images: int) -> list[dict[str, Any]]:
     """Re-render a few attacked canvases per word from the records' conditions and source images."""
-    from typoattack.config import DataSpec, ModelSpec, RenderStyle
-    from typoattack.models import get_canvas_transform
+    from typoattack.config.loading import DataSpec, ModelSpec, RenderStyle
+    from typoattack.models.loading import get_canvas_transform
 
     config = info["config"]
     model = config["models"][0]
@@ -543,8 +543,8 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
     Returns:
         (the per-word table over all runs, the report folder).
     """
-    from typoattack import plots
-    from typoattack.report import load_records, read_run_info
+    from typoattack.analysis import plots
+    from typoattack.analysis.report import load_records, read_run_info
 
     progress = progress or NullProgress()
     dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]

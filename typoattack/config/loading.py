@@ -522,7 +522,7 @@ def load_vocab(path: str | Path) -> Vocabulary:
         ConfigError: The file is missing or malformed, the list is empty, a word repeats, or a
             target matches no class.
     """
-    from typoattack.classes import resolve_class
+    from typoattack.data.classes import resolve_class
 
     doc = load_yaml_mapping(path, "vocabulary")
     unknown = set(doc) - {"name", "description", "source", "words"}

@@ -13,9 +13,9 @@ import numpy as np
 import open_clip
 import torch
 
-from typoattack.config import expand_path
+from typoattack.config.loading import expand_path
 from typoattack.constants import LOGIT_SCALE, TOP_K
-from typoattack.models import LoadedModel, get_autocast
+from typoattack.models.loading import LoadedModel, get_autocast
 
 # Classes encoded per open_clip builder call; progress is reported between calls.
 _CLASSES_PER_CALL = 50

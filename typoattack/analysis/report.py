@@ -12,7 +12,7 @@ import pandas as pd
 from rich.table import Table
 
 from typoattack.errors import OutputError
-from typoattack.metrics import build_clean_table, build_confusion_table, build_per_word_table
+from typoattack.analysis.metrics import build_clean_table, build_confusion_table, build_per_word_table
 
 RECORDS_FILE = "records.parquet"
 RUN_FILE = "run.json"

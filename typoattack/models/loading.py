@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from typoattack import hub
-from typoattack.config import ModelSpec, Precision, expand_path
+from typoattack.config.loading import ModelSpec, Precision, expand_path
 from typoattack.constants import MODEL_CONFIGS_DIR
 from typoattack.errors import ConfigError, WeightsError, suggest
 

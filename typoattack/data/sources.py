@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from typoattack.classes import list_synsets
-from typoattack.config import DataSpec, expand_path
+from typoattack.data.classes import list_synsets
+from typoattack.config.loading import DataSpec, expand_path
 from typoattack.constants import NUM_CLASSES
 from typoattack.errors import DataError
 from typoattack.hub import hub_offline_if_unreachable
