@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer import rich_utils
 
-from typoattack.config.loading import ModelSpec, Precision
+from typoattack.config.types import ModelSpec, Precision
 from typoattack.constants import SAMPLE_DIR
 from typoattack.models.loading import TINY_MODEL, create_model
 

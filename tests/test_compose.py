@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from typoattack.attack.compose import composite_batch, get_offsets, upload_mask
-from typoattack.config.loading import Placement, RenderStyle
+from typoattack.config.types import Placement, RenderStyle
 from typoattack.attack.render import apply_attack, create_attack_mask
 
 

@@ -18,16 +18,15 @@ from hypothesis import strategies as st
 from PIL import Image, UnidentifiedImageError
 
 from typoattack.data.classes import list_synsets
-from typoattack.config.loading import DataSpec
+from typoattack.config.types import DataSpec
 from typoattack.errors import DataError
+from typoattack.data.canvases import get_canvas_cache_key, prepare_canvases
 from typoattack.data.sources import (
     FileSource,
     HFSource,
     ImageItem,
-    get_canvas_cache_key,
     load_rgb,
     open_image_source,
-    prepare_canvases,
     select_subset,
 )
 
@@ -343,7 +342,7 @@ def test_hf_nonexistent_hub_name_raises_quickly_offline(monkeypatch):
 
 _HUB_SCRIPT = """
 import sys, time
-from typoattack.config.loading import DataSpec
+from typoattack.config.types import DataSpec
 from typoattack.data.sources import open_image_source
 from typoattack.errors import DataError
 t0 = time.monotonic()

@@ -16,9 +16,11 @@ from PIL import Image
 
 from typoattack.data.classes import IMAGENET_CLASSNAMES
 from typoattack.models.classify import build_classifier, encode_canvases, get_classifier_cache_path, summarize_logits
-from typoattack.config.loading import DataSpec, ModelSpec, Precision, load_templates
+from typoattack.config.loading import load_templates
+from typoattack.config.types import DataSpec, ModelSpec, Precision
 from typoattack.constants import MODEL_CONFIGS_DIR
-from typoattack.data.sources import open_image_source, prepare_canvases
+from typoattack.data.canvases import prepare_canvases
+from typoattack.data.sources import open_image_source
 from typoattack.errors import ConfigError, WeightsError
 from typoattack.models.loading import TINY_MODEL, check_precision, create_model, get_canvas_size, resolve_device
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 import typoattack.models.loading
 from typoattack.cli import app
-from typoattack.config.loading import Placement, RenderStyle
+from typoattack.config.types import Placement, RenderStyle
 from typoattack.errors import RenderError
 from typoattack.attack.render import apply_attack, create_attack_mask
 
@@ -298,8 +298,9 @@ def test_renderer_never_fails_unexpectedly(word, fraction, placement) -> None:
 def test_interrupted_canvas_fill_leaves_no_temporary_file(sample_dir, tmp_path, monkeypatch) -> None:
     from torchvision import transforms as T
 
-    from typoattack.config.loading import DataSpec
-    from typoattack.data.sources import get_canvas_cache_key, open_image_source, prepare_canvases
+    from typoattack.config.types import DataSpec
+    from typoattack.data.canvases import get_canvas_cache_key, prepare_canvases
+    from typoattack.data.sources import open_image_source
 
     source = open_image_source(DataSpec(str(sample_dir)))
     transform = T.Compose([T.Resize(32), T.CenterCrop(32)])

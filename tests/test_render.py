@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from typoattack.config.loading import Placement, RenderStyle
+from typoattack.config.types import Placement, RenderStyle
 from typoattack.errors import RenderError
 from typoattack.attack.render import (
     AttackMask,

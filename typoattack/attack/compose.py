@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from typoattack.config.loading import Placement
+from typoattack.config.types import Placement
 from typoattack.attack.render import AttackMask
 
 
