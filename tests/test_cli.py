@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import typoattack.running.runner
 from typoattack.cli import app
 from typoattack.constants import SAMPLE_DIR, VOCAB_DIR
-from typoattack.config.loading import ModelSpec, Placement, Precision, RunConfig
+from typoattack.config.types import ModelSpec, Placement, Precision, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
