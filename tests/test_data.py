@@ -668,7 +668,7 @@ def test_prepare_canvases_content_and_cache(sample_source, sample_dir, tmp_path,
     path = Path(cs.path)
     assert path.is_file() and path.parent == cache / "canvases"
     files_before = sorted(p.name for p in (cache / "canvases").iterdir())
-    assert not any(".tmp." in n for n in files_before)
+    assert not any(n.endswith(".tmp") for n in files_before)
 
     # second call: served from the cache, no image decoded
     def boom(index):

@@ -73,3 +73,19 @@ def test_untrained_warning_and_labels(tmp_path: Path) -> None:
     assert " have random weights" in get_untrained_warning(["a/seed:0", "b/seed:1"])
     cfg = RunConfig(models=(ModelSpec("a", "seed:0"), ModelSpec("b", "openai")), data=DataSpec(str(tmp_path)))
     assert cfg.untrained_labels == ["a/seed:0"]
+
+
+def test_data_sources_import_without_torch() -> None:
+    code = ("import sys, typoattack.data.sources, typoattack.data.classes as c; c.list_synsets(); "
+            "bad = [m for m in ('torch', 'open_clip') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_temporary_path_is_hidden_and_escapes_suffix_globs(tmp_path: Path) -> None:
+    from typoattack.files import get_temporary_path
+
+    tmp = get_temporary_path(tmp_path / "00001.parquet")
+    assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.name.endswith(".tmp")
+    tmp.write_text("half")  # what a process killed mid-write leaves behind
+    assert list(tmp_path.glob("*.parquet")) == []

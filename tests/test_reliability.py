@@ -307,7 +307,7 @@ def test_interrupted_canvas_fill_leaves_no_temporary_file(sample_dir, tmp_path, 
     key = get_canvas_cache_key(source, range(10), "t32", (32, 32))
     folder = tmp_path / "canvases"
     folder.mkdir()
-    orphan = folder / f"{key}.999999999.tmp.npy"  # left by a process that was killed
+    orphan = folder / f".{key}.npy.999999999.tmp"  # left by a process that was killed
     orphan.write_bytes(b"half written")
     calls = []
 

@@ -23,10 +23,12 @@ def expand_path(value: str | Path) -> Path:
 
 
 def get_temporary_path(path: Path) -> Path:
-    """A sibling of `path` private to this process, for a write-then-rename: `stem.PID.tmp.suffix`
-    (the suffix is kept because some writers choose the format by it; the PID lets a later run
-    tell a live writer's file from an orphan)."""
-    return path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    """A sibling of `path` private to this process, for a write-then-rename: `.NAME.PID.tmp`.
+
+    Hidden and without the final suffix, so a process killed mid-write leaves nothing that a glob
+    such as `*.parquet` picks up; the PID lets a later run tell a live writer's file from an orphan.
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:

@@ -155,8 +155,8 @@ def _fill_canvases(path: Path, dataset: _DecodeDataset, items: list[ImageItem], 
 
 def _remove_orphaned_temporaries(folder: Path, key: str) -> None:
     """Delete half-written cache files of processes that no longer run (e.g. after kill -9)."""
-    for path in folder.glob(f"{key}.*.tmp.*"):
-        pid = path.name.split(".")[1]
+    for path in folder.glob(f".{key}.*.tmp"):  # named by typoattack.files.get_temporary_path
+        pid = path.name.split(".")[-2]
         if not pid.isdigit():
             continue
         try:
