@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # noqa: E402
 
-from typoattack import render  # noqa: E402
-from typoattack.config import Placement, RenderStyle  # noqa: E402
+from typoattack.attack import render  # noqa: E402
+from typoattack.config.types import Placement, RenderStyle  # noqa: E402
 from typoattack.errors import RenderError  # noqa: E402
-from typoattack.masks import MaskRequest, create_attack_masks  # noqa: E402
+from typoattack.attack.masks import MaskRequest, create_attack_masks  # noqa: E402
 
 
 def main() -> None:

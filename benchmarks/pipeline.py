@@ -34,14 +34,17 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from typoattack.classes import IMAGENET_CLASSNAMES  # noqa: E402
-from typoattack.classify import build_classifier, encode_images  # noqa: E402
-from typoattack.config import ModelSpec, Placement, Precision, load_run_config, load_templates, load_vocab  # noqa: E402
-from typoattack.data import open_image_source, prepare_canvases, select_subset  # noqa: E402
+from typoattack.data.classes import IMAGENET_CLASSNAMES  # noqa: E402
+from typoattack.models.classify import build_classifier, encode_images  # noqa: E402
+from typoattack.config.loading import load_run_config, load_templates, load_vocab  # noqa: E402
+from typoattack.config.types import ModelSpec, Placement, Precision  # noqa: E402
+from typoattack.data.canvases import prepare_canvases  # noqa: E402
+from typoattack.data.sources import open_image_source, select_subset  # noqa: E402
 from typoattack.constants import SAMPLE_DIR  # noqa: E402
-from typoattack.models import create_model, get_autocast, resolve_device  # noqa: E402
-from typoattack.render import apply_attack, create_attack_mask  # noqa: E402
-from typoattack.runner import resolve_batch_size, run_eval  # noqa: E402
+from typoattack.models.loading import create_model, get_autocast, resolve_device  # noqa: E402
+from typoattack.attack.render import apply_attack, create_attack_mask  # noqa: E402
+from typoattack.running.evaluate import resolve_batch_size  # noqa: E402
+from typoattack.running.runner import run_eval  # noqa: E402
 
 # Image-encoder GFLOP per image (open_clip docs/model_profile.csv, FlopCounterMode = 2 x MAC).
 IMAGE_GFLOP = {"ViT-B-32": 8.82, "ViT-B-16": 35.13, "RN50x4": 42.56, "ViT-L-14": 162.03, "ViT-L-14-336": 381.92}

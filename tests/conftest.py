@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer import rich_utils
 
-from typoattack.config import ModelSpec, Precision
+from typoattack.config.types import ModelSpec, Precision
 from typoattack.constants import SAMPLE_DIR
-from typoattack.models import TINY_MODEL, create_model
+from typoattack.models.loading import TINY_MODEL, create_model
 
 
 

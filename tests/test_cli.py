@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import typoattack.runner
+import typoattack.running.runner
 from typoattack.cli import app
 from typoattack.constants import SAMPLE_DIR, VOCAB_DIR
-from typoattack.config import ModelSpec, Placement, Precision, RunConfig
+from typoattack.config.types import ModelSpec, Placement, Precision, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -29,9 +29,9 @@ def captured(monkeypatch):
     def fake_run_eval(cfg, progress=None, overwrite=False):
         calls.append((cfg, overwrite))
         empty = pd.DataFrame(columns=["model", "pretrained"])
-        return typoattack.runner.RunResult(Path(cfg.out), empty, empty, {"n_skipped": 0})
+        return typoattack.running.runner.RunResult(Path(cfg.out), empty, empty, {"n_skipped": 0})
 
-    monkeypatch.setattr(typoattack.runner, "run_eval", fake_run_eval)
+    monkeypatch.setattr(typoattack.running.runner, "run_eval", fake_run_eval)
     return calls
 
 

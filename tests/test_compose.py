@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from typoattack.compose import composite_batch, get_offsets, upload_mask
-from typoattack.config import Placement, RenderStyle
-from typoattack.render import apply_attack, create_attack_mask
+from typoattack.attack.compose import composite_batch, get_offsets, upload_mask
+from typoattack.config.types import Placement, RenderStyle
+from typoattack.attack.render import apply_attack, create_attack_mask
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of typoattack.config and typoattack.classes: run configs, vocabularies, templates."""
+"""Tests of typoattack.config (types and loading) and typoattack.data.classes: run configs, vocabularies, templates."""
 
 from __future__ import annotations
 
@@ -11,19 +11,16 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from typoattack.classes import IMAGENET_CLASSNAMES, resolve_class
-from typoattack.config import (
+from typoattack.data.classes import IMAGENET_CLASSNAMES, resolve_class
+from typoattack.config.loading import (
     _RUN_KEYS,
-    ModelSpec,
-    Placement,
-    Precision,
-    RunConfig,
     build_run_config,
     load_run_config,
     load_templates,
     load_vocab,
     parse_color,
 )
+from typoattack.config.types import ModelSpec, Placement, Precision, RunConfig
 from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT, FONTS_DIR, SAMPLE_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError
 

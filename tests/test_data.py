@@ -1,4 +1,4 @@
-"""Tests of typoattack.data: image sources, load_rgb, subsets and the canvas cache."""
+"""Tests of typoattack.data.sources: image sources, load_rgb, subsets and the canvas cache."""
 
 from __future__ import annotations
 
@@ -17,17 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, UnidentifiedImageError
 
-from typoattack.classes import list_synsets
-from typoattack.config import DataSpec
+from typoattack.data.classes import list_synsets
+from typoattack.config.types import DataSpec
 from typoattack.errors import DataError
-from typoattack.data import (
+from typoattack.data.canvases import get_canvas_cache_key, prepare_canvases
+from typoattack.data.sources import (
     FileSource,
     HFSource,
     ImageItem,
-    get_canvas_cache_key,
     load_rgb,
     open_image_source,
-    prepare_canvases,
     select_subset,
 )
 
@@ -343,8 +342,8 @@ def test_hf_nonexistent_hub_name_raises_quickly_offline(monkeypatch):
 
 _HUB_SCRIPT = """
 import sys, time
-from typoattack.config import DataSpec
-from typoattack.data import open_image_source
+from typoattack.config.types import DataSpec
+from typoattack.data.sources import open_image_source
 from typoattack.errors import DataError
 t0 = time.monotonic()
 try:
@@ -669,7 +668,7 @@ def test_prepare_canvases_content_and_cache(sample_source, sample_dir, tmp_path,
     path = Path(cs.path)
     assert path.is_file() and path.parent == cache / "canvases"
     files_before = sorted(p.name for p in (cache / "canvases").iterdir())
-    assert not any(".tmp." in n for n in files_before)
+    assert not any(n.endswith(".tmp") for n in files_before)
 
     # second call: served from the cache, no image decoded
     def boom(index):

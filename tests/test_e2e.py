@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from typoattack.config import load_run_config
-from typoattack.metrics import PER_WORD_COLUMNS, STYLE_COLUMNS
-from typoattack.runner import run_eval
+from typoattack.config.loading import load_run_config
+from typoattack.analysis.metrics import PER_WORD_COLUMNS
+from typoattack.records import STYLE_COLUMNS
+from typoattack.running.runner import run_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "ci"
@@ -116,10 +117,11 @@ def test_sweep_over_fonts_and_colours(tmp_path, sample_dir, cache_dir) -> None:
 def test_out_of_memory_halves_the_encoder_batch(monkeypatch, tiny_model) -> None:
     import torch
 
-    import typoattack.classify
-    from typoattack.runner import NullProgress, _Encoder
+    import typoattack.models.classify
+    from typoattack.running.evaluate import BatchEncoder
+    from typoattack.running.progress import NullProgress
 
-    real = typoattack.classify.encode_images
+    real = typoattack.models.classify.encode_images
     sizes: list[int] = []
 
     def limited(loaded, classifier, x):
@@ -128,10 +130,10 @@ def test_out_of_memory_halves_the_encoder_batch(monkeypatch, tiny_model) -> None
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
         return real(loaded, classifier, x)
 
-    monkeypatch.setattr(typoattack.classify, "encode_images", limited)
+    monkeypatch.setattr(typoattack.models.classify, "encode_images", limited)
     classifier = torch.nn.functional.normalize(torch.randn(64, 10, generator=torch.Generator().manual_seed(0)), dim=0)
     x = torch.randint(0, 256, (20, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    encoder = _Encoder(tiny_model, classifier, 32, NullProgress())
+    encoder = BatchEncoder(tiny_model, classifier, 32, NullProgress())
     logits = encoder(x)
     assert encoder.max_batch == 8 and sizes[:3] == [20, 16, 8]
     assert torch.allclose(logits, real(tiny_model, classifier, x), atol=1e-4)

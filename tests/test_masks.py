@@ -1,4 +1,4 @@
-"""Tests of the mask cache and the batch solver (typoattack.masks)."""
+"""Tests of the mask cache and the batch solver (typoattack.attack.masks)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from typoattack import masks as masks_module
-from typoattack.config import Placement, RenderStyle
+from typoattack.attack import masks as masks_module
+from typoattack.config.types import Placement, RenderStyle
 from typoattack.constants import DEFAULT_FONT
 from typoattack.errors import RenderError
-from typoattack.masks import MaskRequest, create_attack_masks, get_mask_key, load_mask
-from typoattack.render import create_attack_mask
+from typoattack.attack.masks import MaskRequest, create_attack_masks, get_mask_key, load_mask
+from typoattack.attack.render import create_attack_mask
 
 SIZE = (224, 224)
 STYLE = RenderStyle()

@@ -1,4 +1,4 @@
-"""Tests of typoattack.metrics against a plain-Python reference implementation."""
+"""Tests of typoattack.analysis.metrics against a plain-Python reference implementation."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from typoattack.constants import RECORD_COLUMNS
-from typoattack.metrics import (
+import synthetic_tables
+from typoattack.analysis.report import format_leaderboard_markdown
+from typoattack.records import RECORD_COLUMNS, STYLE_COLUMNS
+from typoattack.analysis.metrics import (
     CONFUSION_COLUMNS,
     PER_WORD_COLUMNS,
-    STYLE_COLUMNS,
     build_clean_table,
     build_confusion_table,
+    build_leaderboard,
     build_per_word_table,
     split_records,
     wilson_interval,
@@ -503,3 +505,74 @@ def test_clean_table(hand_records) -> None:
     assert table.loc["ViT-B-32", "clean_top5"] == pytest.approx(4 / 6)
     assert table.loc["RN50", "clean_top1"] == pytest.approx(0.0)
     assert table.loc["RN50", "clean_top5"] == pytest.approx(1 / 6)
+
+
+# --------------------------------------------------------------------------- leaderboard
+
+
+@pytest.fixture(scope="module")
+def synthetic_per_word() -> pd.DataFrame:
+    return build_per_word_table(synthetic_tables.make_records(), synthetic_tables.CLASS_NAMES)
+
+
+def test_leaderboard_matches_pandas(synthetic_per_word):
+    per_word = synthetic_per_word
+    board = build_leaderboard(per_word)
+    assert list(board.columns) == ["model", "pretrained", "n_images", "clean_top1", "attacked_top1", "mean_asr",
+                                   "asr@0.04", "asr@0.1"]
+    assert len(board) == len(synthetic_tables.MODELS)
+    g = per_word.groupby(["model", "pretrained"])
+    for r in board.to_dict("records"):
+        rows = g.get_group((r["model"], r["pretrained"]))
+        assert r["n_images"] == synthetic_tables.N_IMAGES
+        assert r["mean_asr"] == pytest.approx(rows["asr"].mean())
+        assert r["attacked_top1"] == pytest.approx(rows["attacked_top1"].mean())
+        assert r["clean_top1"] == pytest.approx(rows["clean_top1"].iloc[0])
+        for f in synthetic_tables.FRACTIONS:
+            assert r[f"asr@{f:g}"] == pytest.approx(rows.loc[rows["fraction"] == f, "asr"].mean())
+    # The strong attack on the first model makes it the less robust one.
+    assert list(board["model"]) == ["typoattack-tiny", "ViT-B-32"]
+    assert board["mean_asr"].is_monotonic_increasing
+
+
+def test_leaderboard_sort_ties_by_clean_top1():
+    rows = []
+    for model, asr, clean in [("A", 0.2, 0.5), ("B", 0.2, 0.7), ("C", 0.1, 0.1), ("D", 0.3, 0.9)]:
+        for f in (0.04, 0.1):
+            rows.append({"model": model, "pretrained": "p", "fraction": f, "n_images": 10, "clean_top1": clean,
+                         "attacked_top1": clean / 2, "asr": asr + (0.05 if f == 0.1 else -0.05)})
+    board = build_leaderboard(pd.DataFrame(rows))
+    assert list(board["model"]) == ["C", "B", "A", "D"]
+    assert board.loc[0, "asr@0.1"] == pytest.approx(0.15) and board.loc[0, "asr@0.04"] == pytest.approx(0.05)
+
+
+def test_leaderboard_missing_fraction_is_nan_and_na_in_markdown():
+    rows = [{"model": "A", "pretrained": "p", "fraction": 0.04, "n_images": 5, "clean_top1": 0.5,
+             "attacked_top1": 0.25, "asr": 0.125},
+            {"model": "B", "pretrained": "q", "fraction": 0.1, "n_images": 5, "clean_top1": 0.5,
+             "attacked_top1": 0.25, "asr": 0.5}]
+    board = build_leaderboard(pd.DataFrame(rows))
+    assert np.isnan(board.loc[0, "asr@0.1"])
+    md = format_leaderboard_markdown(board)
+    assert "| 1 | A | p | 5 | 50.0% | 25.0% | 12.5% | 12.5% | n/a |" in md
+
+
+def test_leaderboard_markdown_format(synthetic_per_word):
+    per_word = synthetic_per_word
+    board = build_leaderboard(per_word)
+    md = format_leaderboard_markdown(board)
+    lines = md.strip().splitlines()
+    assert lines[0].startswith("| rank | model | pretrained |") and "ASR @ 0.04" in lines[0]
+    assert len(lines) == 2 + len(board)
+    for rank, r in enumerate(board.to_dict("records"), start=1):
+        cells = [c.strip() for c in lines[1 + rank].strip("|").split("|")]
+        assert cells[:3] == [str(rank), r["model"], r["pretrained"]]
+        assert cells[4] == f"{100 * r['clean_top1']:.1f}%"
+        assert cells[6] == f"{100 * r['mean_asr']:.1f}%"
+        assert cells[7] == f"{100 * r['asr@0.04']:.1f}%"
+
+
+def test_leaderboard_empty():
+    board = build_leaderboard(pd.DataFrame(columns=PER_WORD_COLUMNS))
+    assert board.empty and "mean_asr" in board.columns
+    assert format_leaderboard_markdown(board).count("\n") == 2

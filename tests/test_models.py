@@ -14,13 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from typoattack.classes import IMAGENET_CLASSNAMES
-from typoattack.classify import build_classifier, encode_canvases, get_classifier_cache_path, summarize_logits
-from typoattack.config import DataSpec, ModelSpec, Precision, load_templates
+from typoattack.data.classes import IMAGENET_CLASSNAMES
+from typoattack.models.classify import build_classifier, encode_canvases, get_classifier_cache_path, summarize_logits
+from typoattack.config.loading import load_templates
+from typoattack.config.types import DataSpec, ModelSpec, Precision
 from typoattack.constants import MODEL_CONFIGS_DIR
-from typoattack.data import open_image_source, prepare_canvases
+from typoattack.data.canvases import prepare_canvases
+from typoattack.data.sources import open_image_source
 from typoattack.errors import ConfigError, WeightsError
-from typoattack.models import TINY_MODEL, check_precision, create_model, get_canvas_size, resolve_device
+from typoattack.models.loading import TINY_MODEL, check_precision, create_model, get_canvas_size, resolve_device
 
 CPU = torch.device("cpu")
 

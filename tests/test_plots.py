@@ -1,9 +1,8 @@
-"""Tests of typoattack.plots: figure files, leaderboard and the Markdown/HTML report."""
+"""Tests of typoattack.analysis.plots: figure files, sizes, labels and empty input."""
 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,57 +11,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from typoattack import plots
-from typoattack.constants import RECORD_COLUMNS
-from typoattack.metrics import PER_WORD_COLUMNS, build_per_word_table
-
-CLASS_NAMES = [f"class {i}" for i in range(1000)]
-CLASS_NAMES[7] = "a deliberately very long class name"
-# (model, pretrained, clean accuracy, attack strength at fraction 0.04, at 0.1)
-MODELS = [("ViT-B-32", "openai", 0.7, 0.2, 0.6), ("typoattack-tiny", "seed:0", 0.3, 0.05, 0.1)]
-# "$$$" would be mathtext for matplotlib; "<b>&" must be escaped in HTML.
-WORDS = {"iPod": 605, "$$$": 719, "<b>&": 963}
-FRACTIONS = [0.04, 0.1]
-PLACEMENTS = ["paper8", "random"]
-N_IMAGES = 30
-FONT = "DejaVuSans-Bold.ttf"
-
-
-def _top5(pred: int) -> list[int]:
-    return [pred] + [(pred + k) % 1000 for k in range(1, 5)]
-
-
-def _make_records(seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    true = rng.choice(np.array([3, 7, 11, 42, 99, 100, 250, 605, 719, 963]), size=N_IMAGES)
-    rows = []
-    for model, pretrained, clean_acc, s04, s10 in MODELS:
-        clean = np.where(rng.random(N_IMAGES) < clean_acc, true, rng.integers(0, 1000, N_IMAGES))
-        for i in range(N_IMAGES):
-            rows.append((f"img{i:03d}", int(true[i]), model, pretrained, "", -1, 0.0, "", FONT, 0.0, int(clean[i])))
-        for word, target in WORDS.items():
-            for fraction, strength in zip(FRACTIONS, (s04, s10)):
-                for placement in PLACEMENTS:
-                    u = rng.random(N_IMAGES)
-                    pred = np.where(u < strength, target,
-                                    np.where(u < strength + 0.3, rng.integers(0, 1000, N_IMAGES), clean))
-                    cover = fraction * (1 - 0.05 * rng.random(N_IMAGES))
-                    for i in range(N_IMAGES):
-                        rows.append((f"img{i:03d}", int(true[i]), model, pretrained, word, target, fraction,
-                                     placement, FONT, float(cover[i]), int(pred[i])))
-    frame = pd.DataFrame(rows, columns=["image_id", "true_index", "model", "pretrained", "word", "target_index",
-                                        "fraction", "placement", "font", "pixel_cover", "pred_index"])
-    frame["pred_top5"] = [_top5(p) for p in frame["pred_index"]]
-    frame["p_target"] = 0.1
-    frame["p_true"] = 0.2
-    # One drawing style throughout (style columns the record schema may carry).
-    frame["fill"], frame["outline"], frame["outline_width"], frame["opacity"] = "white", "black", 2.0, 1.0
-    return frame.reindex(columns=RECORD_COLUMNS)
-
+from typoattack.analysis import plots
+from synthetic_tables import CLASS_NAMES, FRACTIONS, MODELS, PLACEMENTS, WORDS, make_records, with_fills
+from typoattack.analysis.metrics import PER_WORD_COLUMNS, build_per_word_table
 
 @pytest.fixture(scope="module")
 def records() -> pd.DataFrame:
-    return _make_records()
+    return make_records()
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +36,6 @@ def examples() -> list[dict]:
                         "attacked_pred": CLASS_NAMES[target] if k == 0 else CLASS_NAMES[7],
                         "target_name": CLASS_NAMES[target]})
     return out
-
-
-def _with_fills(per_word: pd.DataFrame) -> pd.DataFrame:
-    """The table twice, with fill white and red (the second with ASR halved) and a constant outline."""
-    white = per_word.assign(fill="white", outline="black", font=FONT)
-    red = per_word.assign(fill="red", outline="black", font=FONT, asr=per_word["asr"] / 2,
-                          asr_ci_low=per_word["asr_ci_low"] / 2, asr_ci_high=per_word["asr_ci_high"] / 2)
-    return pd.concat([white, red], ignore_index=True)
 
 
 def _png(path: Path) -> np.ndarray:
@@ -268,7 +215,7 @@ def test_confusion_long_class_name_truncated(records, captured, tmp_path):
 def test_style_columns_add_panels(per_word, tmp_path, captured):
     plain, styled = tmp_path / "plain.png", tmp_path / "styled.png"
     plots.plot_asr_vs_fraction(per_word, plain)
-    plots.plot_asr_vs_fraction(_with_fills(per_word), styled)
+    plots.plot_asr_vs_fraction(with_fills(per_word), styled)
     a, b = _png(plain), _png(styled)
     assert b.shape[0] * b.shape[1] > a.shape[0] * a.shape[1]
     visible = [sum(ax.get_visible() for ax in fig.axes) for fig in captured]
@@ -281,7 +228,7 @@ def test_style_columns_add_panels(per_word, tmp_path, captured):
 def test_style_columns_split_bar_rows(per_word, tmp_path):
     plain, styled = tmp_path / "plain.png", tmp_path / "styled.png"
     plots.plot_asr_by_word(per_word, plain)
-    plots.plot_asr_by_word(_with_fills(per_word), styled)
+    plots.plot_asr_by_word(with_fills(per_word), styled)
     assert _png(styled).shape[0] > _png(plain).shape[0]
 
 
@@ -308,190 +255,11 @@ def test_confusion_and_examples_empty_raise(records, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-# --------------------------------------------------------------------------- leaderboard
-
-
-def test_leaderboard_matches_pandas(per_word):
-    board = plots.build_leaderboard(per_word)
-    assert list(board.columns) == ["model", "pretrained", "n_images", "clean_top1", "attacked_top1", "mean_asr",
-                                   "asr@0.04", "asr@0.1"]
-    assert len(board) == len(MODELS)
-    g = per_word.groupby(["model", "pretrained"])
-    for r in board.to_dict("records"):
-        rows = g.get_group((r["model"], r["pretrained"]))
-        assert r["n_images"] == N_IMAGES
-        assert r["mean_asr"] == pytest.approx(rows["asr"].mean())
-        assert r["attacked_top1"] == pytest.approx(rows["attacked_top1"].mean())
-        assert r["clean_top1"] == pytest.approx(rows["clean_top1"].iloc[0])
-        for f in FRACTIONS:
-            assert r[f"asr@{f:g}"] == pytest.approx(rows.loc[rows["fraction"] == f, "asr"].mean())
-    # The strong attack on the first model makes it the less robust one.
-    assert list(board["model"]) == ["typoattack-tiny", "ViT-B-32"]
-    assert board["mean_asr"].is_monotonic_increasing
-
-
-def test_leaderboard_sort_ties_by_clean_top1():
-    rows = []
-    for model, asr, clean in [("A", 0.2, 0.5), ("B", 0.2, 0.7), ("C", 0.1, 0.1), ("D", 0.3, 0.9)]:
-        for f in (0.04, 0.1):
-            rows.append({"model": model, "pretrained": "p", "fraction": f, "n_images": 10, "clean_top1": clean,
-                         "attacked_top1": clean / 2, "asr": asr + (0.05 if f == 0.1 else -0.05)})
-    board = plots.build_leaderboard(pd.DataFrame(rows))
-    assert list(board["model"]) == ["C", "B", "A", "D"]
-    assert board.loc[0, "asr@0.1"] == pytest.approx(0.15) and board.loc[0, "asr@0.04"] == pytest.approx(0.05)
-
-
-def test_leaderboard_missing_fraction_is_nan_and_na_in_markdown():
-    rows = [{"model": "A", "pretrained": "p", "fraction": 0.04, "n_images": 5, "clean_top1": 0.5,
-             "attacked_top1": 0.25, "asr": 0.125},
-            {"model": "B", "pretrained": "q", "fraction": 0.1, "n_images": 5, "clean_top1": 0.5,
-             "attacked_top1": 0.25, "asr": 0.5}]
-    board = plots.build_leaderboard(pd.DataFrame(rows))
-    assert np.isnan(board.loc[0, "asr@0.1"])
-    md = plots.format_leaderboard_markdown(board)
-    assert "| 1 | A | p | 5 | 50.0% | 25.0% | 12.5% | 12.5% | n/a |" in md
-
-
-def test_leaderboard_markdown_format(per_word):
-    board = plots.build_leaderboard(per_word)
-    md = plots.format_leaderboard_markdown(board)
-    lines = md.strip().splitlines()
-    assert lines[0].startswith("| rank | model | pretrained |") and "ASR @ 0.04" in lines[0]
-    assert len(lines) == 2 + len(board)
-    for rank, r in enumerate(board.to_dict("records"), start=1):
-        cells = [c.strip() for c in lines[1 + rank].strip("|").split("|")]
-        assert cells[:3] == [str(rank), r["model"], r["pretrained"]]
-        assert cells[4] == f"{100 * r['clean_top1']:.1f}%"
-        assert cells[6] == f"{100 * r['mean_asr']:.1f}%"
-        assert cells[7] == f"{100 * r['asr@0.04']:.1f}%"
-
-
-def test_leaderboard_empty():
-    board = plots.build_leaderboard(pd.DataFrame(columns=PER_WORD_COLUMNS))
-    assert board.empty and "mean_asr" in board.columns
-    assert plots.format_leaderboard_markdown(board).count("\n") == 2
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _run_info(pretrained: str) -> dict:
-    return {"complete": True, "device": "cpu", "n_images_selected": N_IMAGES, "seed": 0,
-            "versions": {"torch": "2.14.1", "open_clip": "3.3.0"},
-            "config": {"models": [{"name": "typoattack-tiny", "pretrained": pretrained}], "fractions": FRACTIONS,
-                       "out": "runs/ci", "vocab": "goh2021"},
-            "models": [{"name": "typoattack-tiny", "pretrained": pretrained, "n_images": N_IMAGES, "n_skipped": 0}]}
-
-
-@pytest.fixture(scope="module")
-def report(per_word, records, tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    figs = out / "figures"
-    paths = [figs / "asr_vs_fraction.png", figs / "asr_by_word.png", figs / "accuracy.png", out / "confusion_ipod.png"]
-    plots.plot_asr_vs_fraction(per_word, paths[0])
-    plots.plot_asr_by_word(per_word, paths[1])
-    plots.plot_accuracy(per_word, paths[2])
-    plots.plot_confusion(records, "iPod", CLASS_NAMES, paths[3])
-    board = plots.build_leaderboard(per_word)
-    md_path, html_path = plots.write_report(out, per_word, board, paths, [_run_info("seed:0")], title="Test <report>")
-    return out, paths, board, md_path.read_text(), html_path.read_text(), (md_path, html_path)
-
-
-def test_report_paths(report):
-    out, *_, (md_path, html_path) = report
-    assert md_path == out / "report.md" and html_path == out / "report.html"
-
-
-def test_report_markdown(report):
-    out, paths, board, md, _, _ = report
-    assert "![asr_vs_fraction](figures/asr_vs_fraction.png)" in md
-    assert "![confusion_ipod](confusion_ipod.png)" in md
-    for p in paths:
-        assert p.name in md
-    assert plots.format_leaderboard_markdown(board) in md
-    for r in board.to_dict("records"):
-        assert f"{100 * r['mean_asr']:.1f}%" in md
-    # The per-word table (one row per condition) with the words in code spans.
-    assert md.count("| `<b>&` |") == len(MODELS) * len(FRACTIONS) * len(PLACEMENTS)
-    # The run section: config block, versions, device, images, and the untrained warning.
-    assert "```json" in md and '"vocab": "goh2021"' in md
-    assert "torch 2.14.1" in md and "- device: cpu" in md and f"- images selected: {N_IMAGES}" in md
-    assert re.search(r"^\*\*⚠ UNTRAINED MODEL: typoattack-tiny/seed:0 has random weights.*only check the pipeline.*\*\*$",
-                     md, flags=re.MULTILINE)
-
-
-def test_report_html(report):
-    out, paths, board, _, page, _ = report
-    assert page.count("data:image/png;base64,") == len(paths)
-    assert page.count("<img ") == len(paths)
-    assert "<b>&" not in page and "&lt;b&gt;&amp;" in page
-    assert "<code>&lt;b&gt;&amp;</code>" in page
-    assert "Test <report>" not in page and "<title>Test &lt;report&gt;</title>" in page
-    for m, p, *_ in MODELS:
-        assert f"<td>{m}</td><td>{p}</td>" in page
-    assert page.count('<table class="leaderboard">') == 1 and page.count('<table class="per-word">') == 1
-    assert page.count("<tr>") == 1 + len(board) + 1 + len(MODELS) * len(WORDS) * len(FRACTIONS) * len(PLACEMENTS)
-    assert '<p class="warn"><strong>⚠ UNTRAINED MODEL' in page
-    assert "&quot;vocab&quot;: &quot;goh2021&quot;" in page
-    # Images decode back to the PNG files.
-    import base64
-    first = re.search(r'data:image/png;base64,([A-Za-z0-9+/=]+)"', page).group(1)
-    assert base64.b64decode(first) == paths[0].read_bytes()
-
-
-def test_report_without_untrained_model_has_no_warning(per_word, tmp_path):
-    trained = per_word[per_word["pretrained"] == "openai"]
-    md_path, html_path = plots.write_report(tmp_path, trained, plots.build_leaderboard(trained), [],
-                                            [_run_info("laion2b_s34b_b79k")])
-    assert "UNTRAINED" not in md_path.read_text() and "UNTRAINED" not in html_path.read_text()
-    assert "data:image/png;base64," not in html_path.read_text()
-
-
-def test_report_style_columns_distinguish_rows(per_word, tmp_path):
-    styled = _with_fills(per_word)
-    md_path, _ = plots.write_report(tmp_path, styled, plots.build_leaderboard(styled), [], [])
-    md = md_path.read_text()
-    assert md.count("| paper8 · fill=red |") == len(MODELS) * len(WORDS) * len(FRACTIONS)
-    assert md.count("| paper8 · fill=white |") == len(MODELS) * len(WORDS) * len(FRACTIONS)
-
-
-def test_report_pipe_in_word_keeps_table_shape(per_word, tmp_path):
-    piped = per_word.assign(word=per_word["word"].replace({"iPod": "a|b"}))
-    _, html_path = plots.write_report(tmp_path, piped, plots.build_leaderboard(piped), [], [])
-    page = html_path.read_text()
-    assert "<code>a|b</code>" in page
-    body = page.split('<table class="per-word">')[1].split("</table>")[0]
-    counts = {row.count("<td>") for row in body.split("<tr>")[2:]}
-    assert counts == {15}
-
-
-def test_report_missing_figure(per_word, tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.png"):
-        plots.write_report(tmp_path, per_word, plots.build_leaderboard(per_word), [tmp_path / "nope.png"], [])
-
-
-def test_report_empty_tables(tmp_path):
-    empty = pd.DataFrame(columns=PER_WORD_COLUMNS)
-    md_path, html_path = plots.write_report(tmp_path, empty, plots.build_leaderboard(empty), [], [])
-    assert md_path.read_text().count("No attacked conditions.") == 2
-    assert "<table" not in html_path.read_text()
-
-
-def test_plots_imports_no_model_code():
+def test_analysis_imports_no_model_code():
     import subprocess
     import sys
 
-    code = ("import sys, typoattack.plots; bad = [m for m in ('torch', 'open_clip', 'typer', 'typoattack.models', "
-            "'typoattack.classify', 'typoattack.runner') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    code = ("import sys, typoattack.analysis.plots, typoattack.analysis.report, typoattack.analysis.metrics; bad = [m for m in ('torch', 'open_clip', 'typer', 'typoattack.models.loading', "
+            "'typoattack.models.classify', 'typoattack.running.runner', 'typoattack.running.evaluate') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_missing_pretrained_is_blank(per_word, tmp_path):
-    hub = per_word.assign(pretrained=per_word["pretrained"].where(per_word["pretrained"] == "openai", None))
-    board = plots.build_leaderboard(hub)
-    assert len(board) == len(MODELS)
-    plots.plot_accuracy(hub, tmp_path / "acc.png")
-    md = plots.write_report(tmp_path, hub, board, [tmp_path / "acc.png"], [])[0].read_text()
-    assert "nan" not in md.lower() and "None" not in md
-    assert "| typoattack-tiny |  | `iPod` |" in md

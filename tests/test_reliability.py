@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-import typoattack.models
+import typoattack.models.loading
 from typoattack.cli import app
-from typoattack.config import Placement, RenderStyle
+from typoattack.config.types import Placement, RenderStyle
 from typoattack.errors import RenderError
-from typoattack.render import apply_attack, create_attack_mask
+from typoattack.attack.render import apply_attack, create_attack_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -117,8 +117,8 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the configuration was validated")
 
-    monkeypatch.setattr(typoattack.models, "create_model", refuse)
-    monkeypatch.setattr(typoattack.models.open_clip, "create_model_and_transforms", refuse)
+    monkeypatch.setattr(typoattack.models.loading, "create_model", refuse)
+    monkeypatch.setattr(typoattack.models.loading.open_clip, "create_model_and_transforms", refuse)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -298,15 +298,16 @@ def test_renderer_never_fails_unexpectedly(word, fraction, placement) -> None:
 def test_interrupted_canvas_fill_leaves_no_temporary_file(sample_dir, tmp_path, monkeypatch) -> None:
     from torchvision import transforms as T
 
-    from typoattack.config import DataSpec
-    from typoattack.data import get_canvas_cache_key, open_image_source, prepare_canvases
+    from typoattack.config.types import DataSpec
+    from typoattack.data.canvases import get_canvas_cache_key, prepare_canvases
+    from typoattack.data.sources import open_image_source
 
     source = open_image_source(DataSpec(str(sample_dir)))
     transform = T.Compose([T.Resize(32), T.CenterCrop(32)])
     key = get_canvas_cache_key(source, range(10), "t32", (32, 32))
     folder = tmp_path / "canvases"
     folder.mkdir()
-    orphan = folder / f"{key}.999999999.tmp.npy"  # left by a process that was killed
+    orphan = folder / f".{key}.npy.999999999.tmp"  # left by a process that was killed
     orphan.write_bytes(b"half written")
     calls = []
 

@@ -1,4 +1,4 @@
-"""Tests of typoattack.render: coverage control, compositing, placement geometry, determinism.
+"""Tests of typoattack.attack.render: coverage control, compositing, placement geometry, determinism.
 
 Canvases are real ImageNet images from the sample shipped in typoattack/assets, prepared the way
 open_clip prepares model inputs (bicubic resize of the short side, then centre crop).
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from typoattack.config import Placement, RenderStyle
-from typoattack import render
+from typoattack.attack import render
+from typoattack.config.types import Placement, RenderStyle
 from typoattack.errors import RenderError
-from typoattack.render import (
+from typoattack.attack.render import (
     AttackMask,
     TextLayers,
     apply_attack,
@@ -666,7 +666,7 @@ def test_stable_hash_is_blake2b_64() -> None:
 def test_stable_hash_is_the_same_in_other_processes() -> None:
     texts = ["n01440764_tench.JPEG", "trash", "猫"]
     code = (
-        "import sys, json; from typoattack.render import stable_hash; "
+        "import sys, json; from typoattack.attack.render import stable_hash; "
         "print(json.dumps([stable_hash(t) for t in json.loads(sys.argv[1])]))"
     )
     import json

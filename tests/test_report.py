@@ -13,9 +13,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from typoattack.cli import app
-from typoattack.config import load_run_config
+from typoattack.config.loading import load_run_config
 from typoattack.errors import OutputError
-from typoattack.runner import run_eval, run_report
+from typoattack.running.reporting import run_report
+from typoattack.running.runner import run_eval
 
 runner = CliRunner()
 

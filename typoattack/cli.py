@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import typoattack
-from typoattack.config import Placement, Precision
+from typoattack.config.types import Placement, Precision
 from typoattack.errors import TypoAttackError
 
 app = typer.Typer(
@@ -77,81 +78,105 @@ def main(
     """Typographic attacks on CLIP-style models at a controlled pixel fraction."""
 
 
+# Shared option definitions: one spelling (name, type, help) per option for every command.
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config YAML (flags override its keys).",
+                                                      exists=True, dir_okay=False, resolve_path=True)]
+OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder.")]
+ModelOption = Annotated[Optional[str], typer.Option(help="open_clip model name, hf-hub:ORG/REPO or local-dir:PATH.")]
+PretrainedOption = Annotated[Optional[str], typer.Option(help="Pretrained tag (e.g. openai), checkpoint file, or seed:N.")]
+DataOption = Annotated[Optional[str], typer.Option(help="ImageNet-val folder, image folder with labels.csv, or hf:NAME.")]
+LabelsOption = Annotated[Optional[str], typer.Option(help="Labels CSV (file, class_index); default DATA/labels.csv.")]
+HfSplitOption = Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset.")]
+HfImageOption = Annotated[Optional[str], typer.Option(help="Image column of a Hugging Face dataset.")]
+HfLabelOption = Annotated[Optional[str], typer.Option(help="Label column of a Hugging Face dataset.")]
+LimitOption = Annotated[Optional[int], typer.Option(help="Use a fixed, seeded, class-balanced subset of N images.")]
+VocabOption = Annotated[Optional[str], typer.Option(help="Vocabulary YAML, or a name in configs/vocab/ (goh2021).")]
+FractionsOption = Annotated[Optional[list[float]], typer.Option(help="Pixel fraction in (0, 1); repeat for several.")]
+PlacementsOption = Annotated[Optional[list[Placement]], typer.Option(case_sensitive=False, help="Placement; repeat for several.")]
+FontsOption = Annotated[Optional[list[str]], typer.Option(help="Font file (.ttf/.otf) or a file name in fonts/; repeat for several.")]
+FillsOption = Annotated[Optional[list[str]], typer.Option(help="Text colour: name or #rrggbb; repeat for several.")]
+OutlinesOption = Annotated[Optional[list[str]], typer.Option(help="Outline colour: name or #rrggbb; repeat for several.")]
+FontOption = Annotated[Optional[str], typer.Option(help="Font file (.ttf/.otf) or a file name in fonts/.")]
+FillOption = Annotated[Optional[str], typer.Option(help="Text colour: name or #rrggbb.")]
+OutlineOption = Annotated[Optional[str], typer.Option(help="Outline colour: name or #rrggbb.")]
+OutlineWidthOption = Annotated[Optional[int], typer.Option(help="Outline width in canvas pixels (0 = none).")]
+OpacityOption = Annotated[Optional[float], typer.Option(help="Text opacity in (0, 1].")]
+TemplatesOption = Annotated[Optional[str], typer.Option(help="openai (80), simple (7), or a YAML file of templates.")]
+BatchSizeOption = Annotated[Optional[str], typer.Option(
+    help="Images per encoder batch, or auto (1024 on CUDA with halving on out-of-memory, 256 on CPU).")]
+DeviceOption = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")]
+PrecisionOption = Annotated[Optional[Precision], typer.Option(case_sensitive=False, help="Encoder precision (autocast on CUDA).")]
+SeedOption = Annotated[Optional[int], typer.Option(help="Seed of the subset and the random placement.")]
+CacheDirOption = Annotated[Optional[str], typer.Option(help="Cache of canvases and classifiers.")]
+WorkersOption = Annotated[Optional[int], typer.Option(help="Image decoding processes.")]
+ChunkSizeOption = Annotated[Optional[int], typer.Option(help="Images per committed chunk (resume granularity).")]
+CompileOption = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the image encoder.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a different run in --out.")]
+
+# Options whose YAML key is spelled differently.
+_YAML_KEYS = {"fraction": "fractions"}
+
+
+def _to_yaml_value(value: Any) -> Any:
+    """A CLI value as the config loader takes it (enums by value, paths as text, [] as unset)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [_to_yaml_value(v) for v in value] or None
+    return value
+
+
+def _get_overrides(options: dict[str, Any]) -> dict[str, Any]:
+    """Config overrides keyed as in the YAML file, from a command's option values (its locals)."""
+    return {_YAML_KEYS.get(k, k): _to_yaml_value(v) for k, v in options.items() if k not in ("config", "overwrite")}
+
+
 def _eval(config: Path | None, overrides: dict[str, Any], overwrite: bool) -> None:
-    from typoattack.config import load_run_config
-    from typoattack.report import build_rich_tables
-    from typoattack.runner import is_untrained, run_eval
+    from typoattack.analysis.report import build_rich_tables
+    from typoattack.config.loading import load_run_config
+    from typoattack.config.types import get_untrained_warning
+    from typoattack.running import runner
 
     with _user_errors():
         cfg = load_run_config(config, overrides)
         with _progress() as progress:
-            result = run_eval(cfg, progress=progress, overwrite=overwrite)
+            result = runner.run_eval(cfg, progress=progress, overwrite=overwrite)
     for table in build_rich_tables(result.per_word):
         console.print(table)
     ips = result.info.get("images_per_second")
     console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, "
                   f"{result.info['n_skipped']} skipped images"
                   + (f", {ips} images/s" if ips else "") + ")")
-    if is_untrained(cfg):
-        console.print("[bold yellow]UNTRAINED MODEL (seed:N weights): these numbers only check the pipeline.[/]")
+    if cfg.untrained_labels:
+        console.print(f"[bold yellow]{get_untrained_warning(cfg.untrained_labels)}[/]")
 
 
 @app.command("eval")
 def eval_command(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config YAML (flags override its keys).",
-                                                   exists=True, dir_okay=False, resolve_path=True)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="open_clip model name, hf-hub:ORG/REPO or local-dir:PATH.")] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="Pretrained tag (e.g. openai), checkpoint file, or seed:N.")] = None,
-    data: Annotated[Optional[str], typer.Option(help="ImageNet-val folder, image folder with labels.csv, or hf:NAME.")] = None,
-    labels: Annotated[Optional[str], typer.Option(help="Labels CSV (file, class_index); default DATA/labels.csv.")] = None,
-    hf_split: Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset.")] = None,
-    hf_image_column: Annotated[Optional[str], typer.Option(help="Image column of a Hugging Face dataset.")] = None,
-    hf_label_column: Annotated[Optional[str], typer.Option(help="Label column of a Hugging Face dataset.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use a fixed, seeded, class-balanced subset of N images.")] = None,
-    vocab: Annotated[Optional[str], typer.Option(help="Vocabulary YAML, or a name in configs/vocab/ (goh2021).")] = None,
-    fraction: Annotated[Optional[list[float]], typer.Option(help="Pixel fraction in (0, 1); repeat for several.")] = None,
-    placement: Annotated[Optional[list[Placement]], typer.Option(case_sensitive=False, help="Placement; repeat for several.")] = None,
-    font: Annotated[Optional[list[str]], typer.Option(help="Font file (.ttf/.otf) or a file name in fonts/; repeat for several.")] = None,
-    fill: Annotated[Optional[list[str]], typer.Option(help="Text colour: name or #rrggbb; repeat for several.")] = None,
-    outline: Annotated[Optional[list[str]], typer.Option(help="Outline colour: name or #rrggbb; repeat for several.")] = None,
-    outline_width: Annotated[Optional[int], typer.Option(help="Outline width in canvas pixels (0 = none).")] = None,
-    opacity: Annotated[Optional[float], typer.Option(help="Text opacity in (0, 1].")] = None,
-    templates: Annotated[Optional[str], typer.Option(help="openai (80), simple (7), or a YAML file of templates.")] = None,
-    batch_size: Annotated[Optional[str], typer.Option(help="Images per encoder batch, or auto (1024 on CUDA with halving on out-of-memory, 256 on CPU).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    precision: Annotated[Optional[Precision], typer.Option(case_sensitive=False, help="Encoder precision (autocast on CUDA).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the subset and the random placement.")] = None,
-    cache_dir: Annotated[Optional[str], typer.Option(help="Cache of canvases and classifiers.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Image decoding processes.")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(help="Images per committed chunk (resume granularity).")] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the image encoder.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a different run in --out.")] = False,
+    config: ConfigOption = None, out: OutOption = None, model: ModelOption = None, pretrained: PretrainedOption = None,
+    data: DataOption = None, labels: LabelsOption = None, hf_split: HfSplitOption = None,
+    hf_image_column: HfImageOption = None, hf_label_column: HfLabelOption = None, limit: LimitOption = None,
+    vocab: VocabOption = None, fraction: FractionsOption = None, placement: PlacementsOption = None,
+    font: FontsOption = None, fill: FillsOption = None, outline: OutlinesOption = None,
+    outline_width: OutlineWidthOption = None, opacity: OpacityOption = None, templates: TemplatesOption = None,
+    batch_size: BatchSizeOption = None, device: DeviceOption = None, precision: PrecisionOption = None,
+    seed: SeedOption = None, cache_dir: CacheDirOption = None, workers: WorkersOption = None,
+    chunk_size: ChunkSizeOption = None, compile: CompileOption = None, overwrite: OverwriteOption = False,
 ) -> None:
     """Render attack words on images, classify them zero-shot, and write per-word and confusion tables."""
-    overrides = {
-        "out": str(out) if out else None, "model": model, "pretrained": pretrained, "data": data,
-        "labels": labels, "hf_split": hf_split, "hf_image_column": hf_image_column,
-        "hf_label_column": hf_label_column, "limit": limit, "vocab": vocab,
-        "fractions": list(fraction) if fraction else None,
-        "placement": [p.value for p in placement] if placement else None,
-        "font": list(font) if font else None, "fill": list(fill) if fill else None,
-        "outline": list(outline) if outline else None, "outline_width": outline_width, "opacity": opacity,
-        "templates": templates, "batch_size": batch_size, "device": device,
-        "precision": precision.value if precision else None, "seed": seed, "cache_dir": cache_dir,
-        "workers": workers, "chunk_size": chunk_size, "compile": compile,
-    }
-    _eval(config, overrides, overwrite)
+    _eval(config, _get_overrides(locals()), overwrite)
 
 
 def _prepare(config: Path | None, overrides: dict[str, Any]) -> None:
-    from typoattack.config import load_run_config
-    from typoattack.runner import run_prepare
+    from typoattack.config.loading import load_run_config
+    from typoattack.running import runner
 
     with _user_errors():
         cfg = load_run_config(config, overrides)
         with _progress() as progress:
-            summaries = run_prepare(cfg, progress=progress)
+            summaries = runner.run_prepare(cfg, progress=progress)
     for s in summaries:
         console.print(f"{s['cache']}: {s['n_images']} canvases {s['canvas_size'][0]}x{s['canvas_size'][1]} "
                       f"({s['gigabytes']} GB, {s['n_skipped']} skipped, {s['seconds']} s)", highlight=False)
@@ -159,63 +184,23 @@ def _prepare(config: Path | None, overrides: dict[str, Any]) -> None:
 
 @app.command("prepare")
 def prepare_command(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config YAML (flags override its keys).",
-                                                   exists=True, dir_okay=False, resolve_path=True)] = None,
-    data: Annotated[Optional[str], typer.Option(help="ImageNet-val folder, image folder with labels.csv, or hf:NAME.")] = None,
-    labels: Annotated[Optional[str], typer.Option(help="Labels CSV (file, class_index).")] = None,
-    hf_split: Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset.")] = None,
-    hf_image_column: Annotated[Optional[str], typer.Option(help="Image column of a Hugging Face dataset.")] = None,
-    hf_label_column: Annotated[Optional[str], typer.Option(help="Label column of a Hugging Face dataset.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use a fixed, seeded, class-balanced subset of N images.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model whose eval transform makes the canvases.")] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="Pretrained tag (some change the preprocessing).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the subset.")] = None,
-    cache_dir: Annotated[Optional[str], typer.Option(help="Cache folder.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Image decoding processes.")] = None,
+    config: ConfigOption = None, data: DataOption = None, labels: LabelsOption = None, hf_split: HfSplitOption = None,
+    hf_image_column: HfImageOption = None, hf_label_column: HfLabelOption = None, limit: LimitOption = None,
+    model: ModelOption = None, pretrained: PretrainedOption = None, seed: SeedOption = None,
+    cache_dir: CacheDirOption = None, workers: WorkersOption = None,
 ) -> None:
     """Decode and resize every image once into the memory-mapped canvas cache (no weights needed)."""
-    _prepare(config, {"data": data, "labels": labels, "hf_split": hf_split, "hf_image_column": hf_image_column,
-                      "hf_label_column": hf_label_column, "limit": limit, "model": model, "pretrained": pretrained,
-                      "seed": seed, "cache_dir": cache_dir, "workers": workers})
+    _prepare(config, _get_overrides(locals()))
 
 
 def _render(word: str, image: Path, fraction: float, placement: Placement, output: Path, size: int,
-            style_overrides: dict[str, Any], seed: int) -> None:
-    import numpy as np
-    from PIL import Image
-    from torchvision import transforms as T
-
-    from typoattack.config import RenderStyle, parse_color, resolve_font_path
-    from typoattack.data import load_rgb
-    from typoattack.errors import ConfigError, DataError
-    from typoattack.render import apply_attack, create_attack_mask
+            style_options: dict[str, Any], seed: int) -> None:
+    from typoattack.config.loading import build_styles
+    from typoattack.running.preview import run_render
 
     with _user_errors():
-        kwargs: dict[str, Any] = {}
-        if style_overrides["font"]:
-            kwargs["font"] = resolve_font_path(style_overrides["font"])
-        for key in ("fill", "outline"):
-            if style_overrides[key]:
-                kwargs[key] = parse_color(key, style_overrides[key])
-        for key in ("outline_width", "opacity"):
-            if style_overrides[key] is not None:
-                kwargs[key] = style_overrides[key]
-        style = RenderStyle(**kwargs)
-        if not 0 < fraction < 1:
-            raise ConfigError(f"--fraction {fraction} must be in (0, 1)")
-        if size < 16:
-            raise ConfigError(f"--size {size} is too small; use the model's input size, e.g. 224")
-        try:
-            img = load_rgb(image)
-        except Exception as e:
-            raise DataError(f"cannot read image {image}: {e}") from None
-        # open_clip's eval transform for 'shortest' resize mode: bicubic resize, centre crop.
-        canvas_tf = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
-        canvas = np.asarray(canvas_tf(img), dtype=np.uint8)
-        mask = create_attack_mask(word, fraction, placement, style, (size, size))
-        attacked, cover = apply_attack(canvas, mask, image.name, seed)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(attacked).save(output)
+        (style,) = build_styles({k: v for k, v in style_options.items() if v is not None})
+        cover, mask = run_render(word, image, fraction, placement, style, size, seed, output)
     console.print(f"{output}: {word!r} {placement.value} on {size}x{size}, requested fraction {fraction:g}, "
                   f"measured pixel cover {cover:.4f} (font size {mask.font_size:.2f}px)")
 
@@ -228,21 +213,18 @@ def render_command(
     placement: Annotated[Placement, typer.Option(case_sensitive=False, help="paper8, center or random.")] = Placement.PAPER8,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output PNG.")] = Path("attack.png"),
     size: Annotated[int, typer.Option(help="Canvas size (the model input size: 224 for ViT-B-32, 288 for RN50x4).")] = 224,
-    font: Annotated[Optional[str], typer.Option(help="Font file or a file name in fonts/.")] = None,
-    fill: Annotated[Optional[str], typer.Option(help="Text colour.")] = None,
-    outline: Annotated[Optional[str], typer.Option(help="Outline colour.")] = None,
-    outline_width: Annotated[Optional[int], typer.Option(help="Outline width in pixels.")] = None,
-    opacity: Annotated[Optional[float], typer.Option(help="Text opacity in (0, 1].")] = None,
+    font: FontOption = None, fill: FillOption = None, outline: OutlineOption = None,
+    outline_width: OutlineWidthOption = None, opacity: OpacityOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the random placement.")] = 0,
 ) -> None:
     """Preview one attack on one image and print the measured pixel fraction."""
-    _render(word, image, fraction, placement, output, size,
-            {"font": font, "fill": fill, "outline": outline, "outline_width": outline_width, "opacity": opacity}, seed)
+    style = {"font": font, "fill": fill, "outline": outline, "outline_width": outline_width, "opacity": opacity}
+    _render(word, image, fraction, placement, output, size, style, seed)
 
 
 def _report(run_dirs: list[Path], out: Path | None) -> None:
-    from typoattack.report import build_rich_tables
-    from typoattack.runner import run_report
+    from typoattack.analysis.report import build_rich_tables
+    from typoattack.running.reporting import run_report
 
     with _user_errors():
         with _progress() as progress:
@@ -262,24 +244,22 @@ def report_command(
     _report(run_dirs, out)
 
 
+def _models(name: str | None) -> None:
+    from typoattack.models.loading import list_model_names, list_pretrained_tags
+
+    with _user_errors():
+        if name is None:
+            for m in list_model_names():
+                console.print(m, highlight=False)
+            return
+        tags = list_pretrained_tags(name)
+    console.print(f"{name}: " + (", ".join(tags) if tags else "no pretrained tags (use a checkpoint file or seed:N)"),
+                  highlight=False)
+
+
 @app.command("models")
 def models_command(
     name: Annotated[Optional[str], typer.Argument(help="Show the pretrained tags of this model.")] = None,
 ) -> None:
     """List open_clip model names, or the pretrained tags of one model."""
-    import open_clip
-
-    from typoattack.errors import WeightsError, suggest
-    from typoattack.models import register_model_configs
-
-    register_model_configs()
-    with _user_errors():
-        if name is None:
-            for m in open_clip.list_models():
-                console.print(m, highlight=False)
-            return
-        if name not in open_clip.list_models():
-            raise WeightsError(f"unknown open_clip model {name!r}.{suggest(name, open_clip.list_models())}")
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        console.print(f"{name}: " + (", ".join(tags) if tags else "no pretrained tags (use a checkpoint file or seed:N)"),
-                      highlight=False)
+    _models(name)

@@ -1,4 +1,5 @@
-"""Constants shared by the stages: paths of shipped files, defaults and the record schema."""
+"""Constants shared by the stages: paths of shipped files and defaults (the record schema is in
+`typoattack.records`)."""
 
 from __future__ import annotations
 
@@ -28,24 +29,3 @@ ALPHA_FLOOR = 0.1
 
 CLEAN_WORD = ""
 CLEAN_PLACEMENT = ""
-
-RECORD_COLUMNS = [
-    "image_id",
-    "true_index",
-    "model",
-    "pretrained",
-    "word",
-    "target_index",
-    "fraction",
-    "placement",
-    "font",
-    "fill",
-    "outline",
-    "outline_width",
-    "opacity",
-    "pixel_cover",
-    "pred_index",
-    "pred_top5",
-    "p_target",
-    "p_true",
-]

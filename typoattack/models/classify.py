@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import numpy as np
 import open_clip
 import torch
 
-from typoattack.config import expand_path
+from typoattack.files import expand_path, get_label_slug, write_atomic
 from typoattack.constants import LOGIT_SCALE, TOP_K
-from typoattack.models import LoadedModel, get_autocast
+from typoattack.models.loading import LoadedModel, get_autocast
 
 # Classes encoded per open_clip builder call; progress is reported between calls.
 _CLASSES_PER_CALL = 50
@@ -27,8 +26,7 @@ def get_classifier_cache_path(loaded: LoadedModel, classnames: Sequence[str], te
     key = json.dumps({"weights": loaded.weights_id, "classnames": list(classnames),
                       "templates": list(templates), "open_clip": open_clip.__version__})
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in loaded.spec.label)[:80]
-    return expand_path(cache_dir) / "classifiers" / f"{slug}-{digest}.pt"
+    return expand_path(cache_dir) / "classifiers" / f"{get_label_slug(loaded.spec.label)}-{digest}.pt"
 
 
 def build_classifier(loaded: LoadedModel, classnames: Sequence[str], templates: Sequence[str],
@@ -66,10 +64,7 @@ def build_classifier(loaded: LoadedModel, classnames: Sequence[str], templates: 
             if progress:
                 progress(len(chunk))
     weights = torch.cat(parts, dim=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(weights.cpu(), tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(weights.cpu(), tmp))
     return weights, False
 
 

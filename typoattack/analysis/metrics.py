@@ -1,24 +1,27 @@
-"""Attack metrics as pure functions of the per-image record table (no model code)."""
+"""Attack metrics as pure functions of the per-image record table (no model code): the per-word,
+confusion and clean tables, and the leaderboard computed from the per-word table."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from typoattack.constants import CLEAN_WORD
+from typoattack.records import CONDITION_COLUMNS, MODEL_COLUMNS, STYLE_COLUMNS
 
-CONDITION_KEYS = ["model", "pretrained", "word", "target_index", "fraction", "placement"]
+# A per-word row is one condition of one model; style columns join the key when records carry them.
+CONDITION_KEYS = [*MODEL_COLUMNS, *(c for c in CONDITION_COLUMNS if c not in STYLE_COLUMNS)]
 PER_WORD_COLUMNS = [
     "model", "pretrained", "word", "target_index", "target_name", "fraction", "placement",
     "n_images", "pixel_cover_mean", "clean_top1", "attacked_top1", "asr", "asr_ci_low",
     "asr_ci_high", "changed_to", "already_target", "changed_away", "neither", "flip_rate",
 ]
-# Condition columns beyond the per-word and confusion specs: present when records carry them,
-# appended after the spec's columns.
-STYLE_COLUMNS = ["font", "fill", "outline", "outline_width", "opacity"]
 CONFUSION_COLUMNS = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index", "count"]
+LEADERBOARD_BASE_COLUMNS = ["model", "pretrained", "n_images", "clean_top1", "attacked_top1", "mean_asr"]
+_LEADERBOARD_REQUIRED = ["model", "pretrained", "fraction", "n_images", "clean_top1", "attacked_top1", "asr"]
 _Z95 = 1.959963984540054
 
 
@@ -151,3 +154,49 @@ def build_clean_table(records: pd.DataFrame) -> pd.DataFrame:
                           "top5": np.asarray(top5, dtype=float)})
     g = frame.groupby(["model", "pretrained"], sort=True)
     return g.agg(n_images=("top1", "size"), clean_top1=("top1", "mean"), clean_top5=("top5", "mean")).reset_index()
+
+
+def build_leaderboard(per_word: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, pretrained): clean and attacked accuracy and ASR, most robust first.
+
+    Columns: `model, pretrained, n_images` (the largest n_images of the model's conditions),
+    `clean_top1` (mean of clean_top1 over its rows: the same value on every row), `attacked_top1`
+    and `mean_asr` (means over all its conditions: words, fractions, placements, styles), then one
+    column `asr@<fraction:g>` per fraction in ascending order (mean ASR over words, placements and
+    styles at that fraction; NaN where the model was not run at that fraction). Sorted by ascending
+    mean_asr, ties by descending clean_top1, then by model and pretrained.
+
+    Args:
+        per_word: The per-word table (PER_WORD_COLUMNS, optionally STYLE_COLUMNS).
+
+    Returns:
+        The leaderboard; an empty DataFrame with the base columns when `per_word` is empty.
+
+    Raises:
+        ValueError: `per_word` lacks a needed column.
+    """
+    missing = [c for c in _LEADERBOARD_REQUIRED if c not in per_word.columns]
+    if missing:
+        raise ValueError(f"build_leaderboard: the per-word table lacks the column(s) {', '.join(missing)}")
+    if per_word.empty:
+        return pd.DataFrame(columns=LEADERBOARD_BASE_COLUMNS)
+    fractions = sorted(per_word["fraction"].unique())
+    rows = []
+    for (model, pretrained), g in per_word.groupby(MODEL_COLUMNS, sort=True, dropna=False):
+        row: dict[str, Any] = {
+            "model": model, "pretrained": pretrained,
+            "n_images": int(g["n_images"].max()),
+            "clean_top1": float(g["clean_top1"].mean()),
+            "attacked_top1": float(g["attacked_top1"].mean()),
+            "mean_asr": float(g["asr"].mean()),
+        }
+        for f in fractions:
+            at = g.loc[g["fraction"] == f, "asr"]
+            row[f"asr@{f:g}"] = float(at.mean()) if len(at) else np.nan
+        rows.append(row)
+    board = pd.DataFrame(rows)
+    board = board.sort_values(["mean_asr", "clean_top1", "model", "pretrained"],
+                              ascending=[True, False, True, True], kind="stable", na_position="last")
+    board["n_images"] = board["n_images"].astype(np.int64)
+    return board.reset_index(drop=True)
+

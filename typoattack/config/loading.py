@@ -1,13 +1,11 @@
-"""Run configs and attack vocabularies: frozen dataclasses validated on load (YAML < CLI flags)."""
+"""Parsing of run configs, vocabularies and templates into the types of `typoattack.config.types`
+(YAML < CLI flags); every value is validated here or on construction of its type."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -15,206 +13,12 @@ from typing import Any
 import yaml
 from PIL import ImageColor
 
+from typoattack.config.types import (
+    BUILTIN_TEMPLATES, AttackWord, DataSpec, ModelSpec, Placement, Precision, RenderStyle, RunConfig, Vocabulary,
+)
 from typoattack.constants import DEFAULT_CACHE_DIR, DEFAULT_FONT, FONTS_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError, suggest
-
-
-class Placement(str, Enum):
-    """Where the attack word is drawn on the canvas."""
-
-    PAPER8 = "paper8"
-    CENTER = "center"
-    RANDOM = "random"
-
-
-class Precision(str, Enum):
-    """Numeric precision of the image encoder (bf16 and fp16 run under CUDA autocast)."""
-
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
-
-
-BUILTIN_TEMPLATES = ("openai", "simple")
-
-
-@dataclass(frozen=True)
-class AttackWord:
-    """One attack word and the class it aims at.
-
-    Attributes:
-        text: The text drawn on the image.
-        target_index: ImageNet class index 0-999 the attack tries to force.
-    """
-
-    text: str
-    target_index: int
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """A named list of attack words, loaded from a YAML file in configs/vocab/."""
-
-    name: str
-    words: tuple[AttackWord, ...]
-    path: str = ""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model to evaluate: an open_clip name (or hf-hub:/local-dir: id) and its weights.
-
-    Attributes:
-        name: open_clip model name, `hf-hub:org/repo` or `local-dir:/path`.
-        pretrained: open_clip pretrained tag, a checkpoint file path, `seed:N` (random weights
-            from seed N, only to test the pipeline), or None for hf-hub:/local-dir: ids.
-    """
-
-    name: str
-    pretrained: str | None = None
-
-    @property
-    def label(self) -> str:
-        """A short human-readable name, `name/pretrained`."""
-        return f"{self.name}/{self.pretrained}" if self.pretrained else self.name
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Where the images come from.
-
-    Attributes:
-        source: An ImageNet-val folder of WordNet-id sub-folders, a folder of images with a
-            labels CSV, or `hf:NAME` (a Hugging Face dataset name, a local dataset folder or a
-            folder written by `Dataset.save_to_disk`).
-        labels: The labels CSV (`file`, `class_index` columns); default `<source>/labels.csv`.
-        hf_split: Split of the Hugging Face dataset.
-        hf_image_column: Column holding the images.
-        hf_label_column: Column holding integer ImageNet class indices.
-    """
-
-    source: str
-    labels: str | None = None
-    hf_split: str = "validation"
-    hf_image_column: str = "image"
-    hf_label_column: str = "label"
-
-
-@dataclass(frozen=True)
-class RenderStyle:
-    """How the attack text looks.
-
-    Attributes:
-        font: Path of a TrueType/OpenType font file.
-        fill: Text colour, RGB 0-255.
-        outline: Outline colour, RGB 0-255.
-        outline_width: Outline width in canvas pixels (0 = no outline).
-        opacity: Opacity of the text, in (0, 1].
-    """
-
-    font: str = str(DEFAULT_FONT)
-    fill: tuple[int, int, int] = (255, 255, 255)
-    outline: tuple[int, int, int] = (0, 0, 0)
-    outline_width: int = 1
-    opacity: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not Path(self.font).is_file():
-            raise ConfigError(
-                f"font file {self.font} does not exist; give a .ttf/.otf path or a file name in {FONTS_DIR}"
-            )
-        if not 0 <= self.outline_width <= 16:
-            raise ConfigError(f"outline_width must be 0-16 pixels, got {self.outline_width}")
-        if not 0 < self.opacity <= 1:
-            raise ConfigError(f"opacity must be in (0, 1], got {self.opacity}")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines the records of a run. Written to run.json next to the results."""
-
-    models: tuple[ModelSpec, ...]
-    data: DataSpec
-    vocab: str = "goh2021"
-    limit: int | None = None
-    fractions: tuple[float, ...] = (0.07,)
-    placements: tuple[Placement, ...] = (Placement.PAPER8,)
-    styles: tuple[RenderStyle, ...] = (RenderStyle(),)
-    templates: str = "openai"
-    batch_size: int | None = None
-    device: str = "auto"
-    precision: Precision = Precision.FP32
-    seed: int = 0
-    out: str | None = None
-    cache_dir: str = str(DEFAULT_CACHE_DIR)
-    workers: int = 2
-    chunk_size: int = 1000
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.models:
-            raise ConfigError("no model given; set `model` (and `pretrained`) in the config or pass --model")
-        if len(set(self.models)) != len(self.models):
-            raise ConfigError("the same model and pretrained weights are listed twice")
-        if not self.fractions:
-            raise ConfigError("`fractions` is empty; give at least one pixel fraction such as 0.07")
-        for f in self.fractions:
-            if not (isinstance(f, float) and 0 < f < 1):
-                raise ConfigError(f"fraction {f} must be in (0, 1), e.g. 0.07 for 7% of the canvas")
-        if len(set(self.fractions)) != len(self.fractions):
-            raise ConfigError(f"`fractions` lists a value twice: {list(self.fractions)}")
-        if not self.placements:
-            raise ConfigError("`placement` is empty; use paper8, center or random")
-        if len(set(self.placements)) != len(self.placements):
-            raise ConfigError("`placement` lists a value twice")
-        if not self.styles:
-            raise ConfigError("no text style: give at least one font, fill and outline")
-        if len(set(self.styles)) != len(self.styles):
-            raise ConfigError("`font`, `fill` or `outline` lists a value twice")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be a positive number of images, got {self.limit}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer or auto, got {self.batch_size}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.chunk_size < 1:
-            raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
-        if self.templates not in BUILTIN_TEMPLATES and not Path(self.templates).is_file():
-            raise ConfigError(
-                f"templates {self.templates!r} is neither 'openai', 'simple' nor an existing YAML file"
-            )
-
-    @property
-    def style(self) -> RenderStyle:
-        """The first (often the only) text style of the sweep."""
-        return self.styles[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict of the config (enums as their values)."""
-
-        def convert(value: Any) -> Any:
-            if isinstance(value, Enum):
-                return value.value
-            if isinstance(value, (list, tuple)):
-                return [convert(v) for v in value]
-            if isinstance(value, dict):
-                return {k: convert(v) for k, v in value.items()}
-            return value
-
-        return convert(dataclasses.asdict(self))
-
-    def fingerprint(self) -> str:
-        """Return a JSON string of the settings that determine the records (not out, cache, workers)."""
-        d = self.to_dict()
-        for key in ("out", "cache_dir", "workers", "batch_size", "device", "compile"):
-            d.pop(key, None)
-        return json.dumps(d, sort_keys=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
+from typoattack.files import expand_path
 
 _RUN_KEYS = (
     "models", "model", "pretrained", "data", "labels", "hf_split", "hf_image_column",
@@ -222,14 +26,6 @@ _RUN_KEYS = (
     "font", "fill", "outline", "outline_width", "opacity", "templates", "batch_size", "device",
     "precision", "seed", "out", "cache_dir", "workers", "chunk_size", "compile",
 )
-
-
-def expand_path(value: str | Path) -> Path:
-    """Path with `~` expanded where possible (an unknown `~user` is left as written)."""
-    try:
-        return Path(value).expanduser()
-    except RuntimeError:
-        return Path(value)
 
 
 def _is_number(value: Any) -> bool:
@@ -319,11 +115,6 @@ def parse_colors(key: str, value: Any) -> list[tuple[int, int, int]]:
     return [parse_color(key, value)]
 
 
-def format_color(rgb: tuple[int, int, int]) -> str:
-    """'#rrggbb' of an RGB colour."""
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
-
-
 def _resolve_path(value: str, base: Path | None) -> str:
     path = expand_path(value)
     if not path.is_absolute() and base is not None:
@@ -378,6 +169,43 @@ def _parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
     return tuple(ModelSpec(n, p) for n, p in zip(names, pretrained))
 
 
+def _parse_data(raw: Mapping[str, Any], base: Path | None) -> DataSpec:
+    source = _as_str("data", raw["data"])
+    if not source.startswith("hf:"):
+        source = _resolve_path(source, base)
+    labels = raw.get("labels")
+    return DataSpec(
+        source=source,
+        labels=None if labels is None else _resolve_path(_as_str("labels", labels), base),
+        hf_split=_as_str("hf_split", raw.get("hf_split", "validation")),
+        hf_image_column=_as_str("hf_image_column", raw.get("hf_image_column", "image")),
+        hf_label_column=_as_str("hf_label_column", raw.get("hf_label_column", "label")),
+    )
+
+
+def build_styles(raw: Mapping[str, Any], base: Path | None = None) -> tuple[RenderStyle, ...]:
+    """The text styles of the keys `font`, `fill`, `outline` (each one value or a list: their
+    product, fonts outermost), `outline_width` and `opacity`; missing keys take the defaults.
+
+    Args:
+        raw: Settings keyed as in a run-config YAML file.
+        base: Directory that relative font paths are resolved against.
+
+    Raises:
+        ConfigError: A font, colour, width or opacity is invalid.
+    """
+    fonts = ([resolve_font_path(_as_str("font", f), base) for f in _as_list(raw["font"])]
+             if raw.get("font") is not None else [str(DEFAULT_FONT)])
+    outline_width = _as_int("outline_width", raw.get("outline_width", 1))
+    opacity = _as_float("opacity", raw.get("opacity", 1.0))
+    return tuple(
+        RenderStyle(font=font, fill=fill, outline=outline, outline_width=outline_width, opacity=opacity)
+        for font in fonts
+        for fill in parse_colors("fill", raw.get("fill", "white"))
+        for outline in parse_colors("outline", raw.get("outline", "black"))
+    )
+
+
 def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunConfig:
     """Validate a mapping of run settings (YAML keys) and build a RunConfig.
 
@@ -399,27 +227,6 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
     if "data" not in raw or raw["data"] is None:
         raise ConfigError("no data given; set `data` in the config or pass --data")
 
-    source = _as_str("data", raw["data"])
-    if not source.startswith("hf:"):
-        source = _resolve_path(source, base)
-    labels = raw.get("labels")
-    data = DataSpec(
-        source=source,
-        labels=None if labels is None else _resolve_path(_as_str("labels", labels), base),
-        hf_split=_as_str("hf_split", raw.get("hf_split", "validation")),
-        hf_image_column=_as_str("hf_image_column", raw.get("hf_image_column", "image")),
-        hf_label_column=_as_str("hf_label_column", raw.get("hf_label_column", "label")),
-    )
-    fonts = ([resolve_font_path(_as_str("font", f), base) for f in _as_list(raw["font"])]
-             if raw.get("font") is not None else [str(DEFAULT_FONT)])
-    outline_width = _as_int("outline_width", raw.get("outline_width", 1))
-    opacity = _as_float("opacity", raw.get("opacity", 1.0))
-    styles = tuple(
-        RenderStyle(font=font, fill=fill, outline=outline, outline_width=outline_width, opacity=opacity)
-        for font in fonts
-        for fill in parse_colors("fill", raw.get("fill", "white"))
-        for outline in parse_colors("outline", raw.get("outline", "black"))
-    )
     fractions_raw = raw.get("fractions", raw.get("fraction", [0.07]))
     placements_raw = raw.get("placements", raw.get("placement", ["paper8"]))
     templates = _as_str("templates", raw.get("templates", "openai"))
@@ -428,12 +235,12 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
     out = raw.get("out")
     return RunConfig(
         models=_parse_models(raw),
-        data=data,
+        data=_parse_data(raw, base),
         vocab=resolve_vocab_path(_as_str("vocab", raw.get("vocab", "goh2021")), base),
         limit=_as_int("limit", raw.get("limit"), allow_none=True),
         fractions=tuple(_as_float("fractions", f) for f in _as_list(fractions_raw)),
         placements=tuple(_as_enum("placement", Placement, p) for p in _as_list(placements_raw)),
-        styles=styles,
+        styles=build_styles(raw, base),
         templates=templates,
         batch_size=_as_batch_size(raw.get("batch_size", "auto")),
         device=_as_str("device", raw.get("device", "auto")),
@@ -522,7 +329,7 @@ def load_vocab(path: str | Path) -> Vocabulary:
         ConfigError: The file is missing or malformed, the list is empty, a word repeats, or a
             target matches no class.
     """
-    from typoattack.classes import resolve_class
+    from typoattack.data.classes import resolve_class
 
     doc = load_yaml_mapping(path, "vocabulary")
     unknown = set(doc) - {"name", "description", "source", "words"}

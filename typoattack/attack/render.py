@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from typoattack.config import Placement, RenderStyle
+from typoattack.config.types import Placement, RenderStyle
 from typoattack.constants import ALPHA_FLOOR
 from typoattack.errors import RenderError
 

@@ -1,15 +1,11 @@
-"""Image sources (ImageNet-val folder, folder + labels CSV, Hugging Face dataset), seeded subsets,
-and the on-disk cache of model-input canvases (decoded and resized once per image and canvas size)."""
+"""Image sources (ImageNet-val folder, folder + labels CSV, Hugging Face dataset) and seeded subsets."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import os
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +13,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from typoattack.classes import list_synsets
-from typoattack.config import DataSpec, expand_path
+from typoattack.config.types import DataSpec
 from typoattack.constants import NUM_CLASSES
+from typoattack.data.classes import list_synsets
 from typoattack.errors import DataError
+from typoattack.files import expand_path
 from typoattack.hub import hub_offline_if_unreachable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-CanvasTransform = Callable[[Image.Image], Image.Image]
-ProgressFn = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -259,147 +254,3 @@ def select_subset(items: Sequence[ImageItem], limit: int | None, seed: int) -> l
                 chosen.append(int(queues[c].pop(0)))
         order = [c for c in order if queues[c]]
     return sorted(chosen)
-
-
-# --------------------------------------------------------------------------------------------
-# Canvas cache
-
-
-@dataclass
-class CanvasSet:
-    """Model-input canvases of the selected images.
-
-    Attributes:
-        canvases: uint8 [N, H, W, 3] RGB, memory-mapped from the cache; rows of skipped images
-            are zeros.
-        items: The N images, in order.
-        valid: bool [N]; False where the image could not be decoded.
-        skipped: (image_id, reason) of each image that could not be decoded.
-        path: The cache file.
-    """
-
-    canvases: np.ndarray
-    items: list[ImageItem]
-    valid: np.ndarray
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    path: str = ""
-
-
-class _DecodeDataset:
-    def __init__(self, source: ImageSource, indices: Sequence[int], transform: CanvasTransform) -> None:
-        self.source, self.indices, self.transform = source, list(indices), transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int) -> tuple[int, np.ndarray | None, str]:
-        try:
-            img = self.transform(self.source.open_image(self.indices[k]))
-            return k, np.asarray(img, dtype=np.uint8), ""
-        except Exception as e:  # one bad file must not stop a 50,000-image run
-            return k, None, f"{type(e).__name__}: {e}".splitlines()[0][:200]
-
-
-def _collate(batch: list[Any]) -> list[Any]:
-    return batch
-
-
-def get_canvas_cache_key(source: ImageSource, indices: Sequence[int], transform_key: str,
-                         canvas_size: tuple[int, int] = (0, 0)) -> str:
-    """Hash of (data source, image list, canvas transform) that names a canvas cache file."""
-    h = hashlib.sha256()
-    h.update(source.description.encode())
-    h.update(transform_key.encode())
-    h.update(repr(canvas_size).encode())
-    for i in indices:
-        item = source.items[i]
-        h.update(f"{item.image_id}\t{item.true_index}\t{source.stamp(i)}\n".encode())
-    return h.hexdigest()[:20]
-
-
-def prepare_canvases(source: ImageSource, indices: Sequence[int], transform: CanvasTransform,
-                     transform_key: str, canvas_size: tuple[int, int], cache_dir: str | Path,
-                     workers: int = 0, progress: ProgressFn | None = None) -> CanvasSet:
-    """Decode, convert to RGB and resize each selected image once into a memory-mapped cache.
-
-    A cache made earlier for the same source, image list and transform is reused as it is.
-
-    Args:
-        source: The image source.
-        indices: Which items of the source to prepare.
-        transform: PIL -> PIL canvas transform (resize + centre crop), output `canvas_size`.
-        transform_key: A string that identifies the transform (part of the cache key).
-        canvas_size: (height, width) of the canvases.
-        cache_dir: Folder of the cache (a `canvases/` sub-folder is used).
-        workers: Decoding processes (0 = in this process).
-        progress: Called with the number of images decoded since the last call.
-
-    Returns:
-        The canvases, memory-mapped read-only.
-    """
-    key = get_canvas_cache_key(source, indices, transform_key, canvas_size)
-    folder = expand_path(cache_dir) / "canvases"
-    npy, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
-    items = [source.items[i] for i in indices]
-    if npy.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        arr = np.load(npy, mmap_mode="r")
-        if progress:
-            progress(len(indices))
-        valid = np.ones(len(items), bool)
-        for k in meta["skipped_rows"]:
-            valid[k] = False
-        return CanvasSet(arr, items, valid, [tuple(s) for s in meta["skipped"]], str(npy))
-
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_orphaned_temporaries(folder, key)
-    tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
-    H, W = canvas_size
-    valid = np.ones(len(items), bool)
-    skipped: list[tuple[str, str]] = []
-    dataset = _DecodeDataset(source, indices, transform)
-    if workers > 0:
-        import torch.utils.data
-
-        loader: Any = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_collate)
-    else:
-        loader = ([dataset[k] for k in range(s, min(s + 16, len(dataset)))] for s in range(0, len(dataset), 16))
-    try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), H, W, 3))
-        for batch in loader:
-            for k, canvas, error in batch:
-                if canvas is not None and canvas.shape != (H, W, 3):
-                    canvas, error = None, f"canvas has shape {canvas.shape}, expected {(H, W, 3)}"
-                if canvas is None:
-                    valid[k] = False
-                    skipped.append((items[k].image_id, error))
-                else:
-                    arr[k] = canvas
-            if progress:
-                progress(len(batch))
-        arr.flush()
-        del arr
-        os.replace(tmp, npy)
-    finally:
-        tmp.unlink(missing_ok=True)  # an interrupted fill leaves no multi-GB file behind
-    meta = {"source": source.description, "transform": transform_key, "n": len(items),
-            "image_ids": [it.image_id for it in items], "labels": [it.true_index for it in items],
-            "skipped": skipped, "skipped_rows": [int(k) for k in np.flatnonzero(~valid)]}
-    meta_tmp = folder / f"{key}.{os.getpid()}.tmp.json"
-    meta_tmp.write_text(json.dumps(meta))
-    os.replace(meta_tmp, meta_path)
-    return CanvasSet(np.load(npy, mmap_mode="r"), items, valid, skipped, str(npy))
-
-
-def _remove_orphaned_temporaries(folder: Path, key: str) -> None:
-    """Delete half-written cache files of processes that no longer run (e.g. after kill -9)."""
-    for path in folder.glob(f"{key}.*.tmp.*"):
-        pid = path.name.split(".")[1]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-        except PermissionError:
-            pass

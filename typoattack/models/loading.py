@@ -17,12 +17,12 @@ from PIL import Image
 from torchvision import transforms as T
 
 from typoattack import hub
-from typoattack.config import ModelSpec, Precision, expand_path
+from typoattack.config.types import SEED_PREFIX, ModelSpec, Precision, is_untrained
+from typoattack.files import expand_path
 from typoattack.constants import MODEL_CONFIGS_DIR
 from typoattack.errors import ConfigError, WeightsError, suggest
 
 TINY_MODEL = "typoattack-tiny"
-SEED_PREFIX = "seed:"
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
 
@@ -150,7 +150,7 @@ def _check_spec(spec: ModelSpec) -> str:
             f"no weights given for {name}: pass --pretrained with a tag ({', '.join(tags[:6]) or 'none known'}), "
             "a checkpoint file, or seed:N for random weights"
         )
-    if pretrained.startswith(SEED_PREFIX):
+    if is_untrained(pretrained):
         digits = pretrained[len(SEED_PREFIX):]
         if not (digits.isascii() and digits.isdigit()):
             raise WeightsError(f"pretrained {pretrained!r}: write seed:N with an integer N, e.g. seed:0")
@@ -239,7 +239,7 @@ def get_canvas_transform(spec: ModelSpec) -> tuple[Callable[[Image.Image], Image
     """
     from dataclasses import asdict
 
-    from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
     kind = _check_spec(spec)
     pp = asdict(PreprocessCfg())
@@ -258,9 +258,31 @@ def get_canvas_transform(spec: ModelSpec) -> tuple[Callable[[Image.Image], Image
     size = model_cfg.get("vision_cfg", {}).get("image_size")
     if size is not None:
         pp["size"] = size
+    return create_canvas_transform(pp)
+
+
+def create_canvas_transform(preprocess_cfg: dict[str, Any] | None = None, size: int | None = None,
+                            ) -> tuple[Callable[[Image.Image], Image.Image], str, tuple[int, int]]:
+    """The canvas part (resize, crop) of open_clip's eval transform for a preprocessing config.
+
+    Args:
+        preprocess_cfg: open_clip PreprocessCfg fields (None: its defaults, a bicubic resize of
+            the shortest side and a centre crop).
+        size: Overrides the config's input size.
+
+    Returns:
+        (transform PIL -> PIL, transform_key, canvas_size (height, width)).
+    """
+    from dataclasses import asdict
+
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    pp = dict(preprocess_cfg) if preprocess_cfg is not None else asdict(PreprocessCfg())
+    if size is not None:
+        pp["size"] = size
     preprocess = image_transform_v2(PreprocessCfg(**pp), is_train=False)
-    transform, key, size, _, _ = _split_preprocess(preprocess)
-    return transform, key, size
+    transform, key, canvas_size, _, _ = _split_preprocess(preprocess)
+    return transform, key, canvas_size
 
 
 def _split_preprocess(preprocess: Any) -> tuple[Callable[[Image.Image], Image.Image], str, tuple[int, int], tuple, tuple]:
@@ -328,3 +350,19 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
     transform, transform_key, canvas_size, mean, std = _split_preprocess(preprocess)
     return LoadedModel(spec, model, tokenizer, transform, transform_key, canvas_size,
                        mean, std, device, precision, weights_id, encode)  # type: ignore[arg-type]
+
+
+def list_model_names() -> list[str]:
+    """open_clip's model names, typoattack's own configs included."""
+    return list(open_clip.list_models())
+
+
+def list_pretrained_tags(name: str) -> list[str]:
+    """The pretrained tags open_clip knows for model `name`.
+
+    Raises:
+        WeightsError: The model name is unknown (the message suggests the nearest names).
+    """
+    if name not in open_clip.list_models():
+        raise WeightsError(f"unknown open_clip model {name!r}.{suggest(name, open_clip.list_models())}")
+    return list(open_clip.list_pretrained_tags_by_model(name))

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-
-from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+from typing import Any
 
 from typoattack.constants import NUM_CLASSES, SYNSETS_FILE
 from typoattack.errors import ConfigError, suggest
 
-__all__ = ["IMAGENET_CLASSNAMES", "get_class_name", "list_synsets", "resolve_class"]
+__all__ = ["IMAGENET_CLASSNAMES", "get_class_name", "list_class_names", "list_synsets", "resolve_class"]
+
+
+@lru_cache(maxsize=1)
+def list_class_names() -> Sequence[str]:
+    """open_clip's 1000 zero-shot ImageNet class names, indexed by class (imported on first use, so
+    reading the synset list does not load torch)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return IMAGENET_CLASSNAMES
+
+
+def __getattr__(name: str) -> Any:
+    # `IMAGENET_CLASSNAMES` stays importable from here without importing open_clip at load time.
+    if name == "IMAGENET_CLASSNAMES":
+        return list_class_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @lru_cache(maxsize=1)
@@ -23,7 +39,7 @@ def list_synsets() -> tuple[str, ...]:
 
 def get_class_name(index: int) -> str:
     """Return open_clip's zero-shot class name of ImageNet class `index` (0-999)."""
-    return IMAGENET_CLASSNAMES[index]
+    return list_class_names()[index]
 
 
 def resolve_class(target: str | int) -> int:
@@ -50,12 +66,12 @@ def resolve_class(target: str | int) -> int:
     text = target.strip()
     if text.isascii() and text.isdigit():
         return resolve_class(int(text))
-    matches = [i for i, name in enumerate(IMAGENET_CLASSNAMES) if name.lower() == text.lower()]
+    matches = [i for i, name in enumerate(list_class_names()) if name.lower() == text.lower()]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
         raise ConfigError(
             f"target {target!r} names several classes {matches}; give the class index instead"
         )
-    hint = suggest(text, IMAGENET_CLASSNAMES) or " Give a class index 0-999 or an exact class name."
+    hint = suggest(text, list_class_names()) or " Give a class index 0-999 or an exact class name."
     raise ConfigError(f"target {target!r} matches no ImageNet class name.{hint}")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from typoattack.config import Placement
-from typoattack.render import AttackMask
+from typoattack.config.types import Placement
+from typoattack.attack.render import AttackMask
 
 
 @dataclass(frozen=True, eq=False)

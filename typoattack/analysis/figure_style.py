@@ -1,0 +1,111 @@
+"""Figure sizes, text settings and small drawing helpers shared by the figures of
+`typoattack.analysis.plots` (no model code)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from typoattack.analysis.labels import is_missing  # noqa: E402
+
+DPI = 130
+"""Resolution of every figure, in dots per inch."""
+
+# Layout of plot_asr_vs_fraction: a grid of at most ASR_VS_FRACTION_MAX_COLS panels per row,
+# each PANEL_W x PANEL_H inches, plus LEGEND_ROW_H inches per row of the figure legend
+# (LEGEND_MAX_COLS entries per legend row).
+ASR_VS_FRACTION_MAX_COLS = 3
+PANEL_W = 5.0
+PANEL_H = 3.8
+LEGEND_ROW_H = 0.3
+LEGEND_MAX_COLS = 5
+TITLE_H = 0.6
+
+# Layout of plot_asr_by_word: one row per (fraction, placement, style); two panels per row
+# (ASR, flip rate), each BAR_PANEL_BASE_W + n_words * max(BAR_W_PER_WORD_MIN, BAR_W_PER_BAR * n_models)
+# inches wide
+# (at least BAR_PANEL_MIN_W) and BAR_PANEL_H inches high, plus TITLE_H and LEGEND_ROW_H per row of
+# the model legend (a title row, then BAR_LEGEND_MAX_COLS models per row).
+BAR_PANEL_BASE_W = 1.5
+BAR_W_PER_BAR = 0.28
+BAR_W_PER_WORD_MIN = 0.6
+BAR_PANEL_MIN_W = 5.0
+BAR_PANEL_H = 3.4
+BAR_LEGEND_MAX_COLS = 4
+
+# Layout of plot_accuracy: ACC_BASE_W + ACC_W_PER_BAR * n_models * n_series inches wide
+# (at least ACC_MIN_W), ACC_H inches high.
+ACC_BASE_W = 2.5
+ACC_W_PER_BAR = 0.55
+ACC_MIN_W = 6.0
+ACC_H = 5.2
+ACC_LEGEND_MAX_COLS = 3
+
+# Layout of plot_confusion: CONF_BASE_W + CONF_CELL * n_cols by CONF_BASE_H + CONF_CELL * n_rows.
+CONF_CELL = 0.55
+CONF_BASE_W = 4.0
+CONF_BASE_H = 3.2
+CLASS_NAME_MAX = 18
+
+# Layout of plot_examples: EX_W by EX_H inches per image, plus EX_TITLE_H for the title and key.
+EX_W = 2.2
+EX_H = 3.0
+EX_TITLE_H = 0.8
+
+_REQUIRED = {
+    "plot_asr_vs_fraction": ["model", "pretrained", "word", "target_name", "fraction", "placement",
+                             "pixel_cover_mean", "asr", "asr_ci_low", "asr_ci_high"],
+    "plot_asr_by_word": ["model", "pretrained", "word", "target_name", "fraction", "placement", "asr",
+                         "asr_ci_low", "asr_ci_high", "flip_rate"],
+    "plot_accuracy": ["model", "pretrained", "fraction", "clean_top1", "attacked_top1"],
+}
+_RECORD_REQUIRED = ["model", "pretrained", "word", "true_index", "pred_index"]
+
+
+def _check_table(frame: pd.DataFrame, function: str, required: Sequence[str], what: str = "per-word table") -> None:
+    """Raise ValueError when `frame` is empty or lacks a required column."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{function}: the {what} lacks the column(s) {', '.join(missing)}")
+    if frame.empty:
+        raise ValueError(f"{function}: the {what} is empty (no attacked conditions); there is nothing to plot")
+
+
+def _truncate(text: str, limit: int = CLASS_NAME_MAX) -> str:
+    """`text` cut to `limit` characters with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _word_label(word: Any, target_name: Any) -> str:
+    """`"word" → target` legend label."""
+    return f"“{word}” → {target_name}"
+
+
+@contextmanager
+def _plain_text() -> Iterator[None]:
+    """Matplotlib settings for the figures here: literal text (no mathtext for `$`), white background."""
+    with plt.rc_context({"text.parse_math": False, "figure.facecolor": "white", "savefig.facecolor": "white",
+                         "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+                         "legend.fontsize": 8, "figure.titlesize": 12}):
+        yield
+
+
+def _colors(n: int) -> list[Any]:
+    """`n` distinguishable colours (tab10, tab20 beyond 10, repeating beyond 20)."""
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _same(column: pd.Series, value: Any) -> pd.Series:
+    """Element-wise equality that treats missing values as equal to each other."""
+    if is_missing(value):
+        return column.isna()
+    return column == value

@@ -1,0 +1,428 @@
+"""Result files and the report: every table is computed from records.parquet (no model code).
+
+Tables are built once as (header, cells), string cells without markup escaping; Markdown
+(`format_markdown_table`), HTML (`_html_table`) and the terminal (rich) render the same cells.
+`write_report` writes report.md and a self-contained report.html from the same list of blocks.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from typoattack.analysis.labels import (
+    format_percent, format_style, get_model_label, is_missing, list_varying_styles,
+)
+from typoattack.analysis.metrics import (
+    PER_WORD_COLUMNS, build_clean_table, build_confusion_table, build_per_word_table,
+)
+from typoattack.config.types import get_untrained_warning, is_untrained
+from typoattack.errors import OutputError
+from typoattack.files import write_text_atomic
+
+RECORDS_FILE = "records.parquet"
+RUN_FILE = "run.json"
+PER_WORD_CSV = "per_word.csv"
+PER_WORD_MD = "per_word.md"
+CONFUSION_CSV = "confusion.csv"
+SKIPPED_CSV = "skipped.csv"
+# Floats in CSV files are rounded so reference tables diff cleanly across machines.
+_CSV_DECIMALS = 6
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write a DataFrame as CSV (floats rounded to 6 decimals) atomically."""
+    write_text_atomic(path, frame.round(_CSV_DECIMALS).to_csv(index=False, lineterminator="\n"))
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """Read run.json of a run directory.
+
+    Raises:
+        OutputError: The directory or its run.json is missing or unreadable.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if not run_dir.is_dir():
+        raise OutputError(f"run directory {run_dir} does not exist")
+    if not path.is_file():
+        raise OutputError(f"{run_dir} holds no {RUN_FILE}; it is not a typoattack run directory")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise OutputError(f"{path} is not valid JSON: {e}") from None
+
+
+def load_records(run_dir: str | Path) -> pd.DataFrame:
+    """Read records.parquet of a run directory.
+
+    Raises:
+        OutputError: The run is incomplete or has no records.
+    """
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    if not info.get("complete", False):
+        raise OutputError(
+            f"the run in {run_dir} is incomplete ({info.get('chunks_done', 0)} of {info.get('chunks_total', '?')} chunks); "
+            "rerun the same `typoattack eval` command to resume it"
+        )
+    path = run_dir / RECORDS_FILE
+    if not path.is_file():
+        raise OutputError(f"{run_dir} has no {RECORDS_FILE}")
+    return pd.read_parquet(path)
+
+
+PER_WORD_HEADER = ["model", "pretrained", "word", "target", "fraction", "placement", "n", "pixel cover",
+                   "clean top-1", "attacked top-1", "ASR [95% CI]", "already target", "changed away",
+                   "neither", "flip rate"]
+_PER_WORD_PERCENT = ["pixel_cover_mean", "clean_top1", "attacked_top1", "asr", "changed_to",
+                     "already_target", "changed_away", "neither", "flip_rate"]
+
+
+def format_markdown_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """A Markdown pipe table of string cells (pipes in cells escaped), with a trailing newline."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def build_per_word_cells(per_word: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the per-word table (percentages with one decimal, the word as
+    `code`)."""
+    cells = []
+    for r in per_word.to_dict("records"):
+        f = {k: ("n/a" if pd.isna(r[k]) else f"{100 * r[k]:.1f}%") for k in _PER_WORD_PERCENT}
+        ci = f"{100 * r['asr_ci_low']:.1f}–{100 * r['asr_ci_high']:.1f}"
+        cells.append([
+            str(r["model"]), str(r["pretrained"]), f"`{r['word']}`", f"{r['target_name']} ({r['target_index']})",
+            f"{r['fraction']:g}", str(r["placement"]), str(r["n_images"]), f["pixel_cover_mean"],
+            f["clean_top1"], f["attacked_top1"], f"{f['asr']} [{ci}]", f["already_target"],
+            f["changed_away"], f["neither"], f["flip_rate"],
+        ])
+    return list(PER_WORD_HEADER), cells
+
+
+def format_per_word_markdown(per_word: pd.DataFrame) -> str:
+    """Render the per-word table as a Markdown table with percentages."""
+    return format_markdown_table(*build_per_word_cells(per_word))
+
+
+def build_rich_tables(per_word: pd.DataFrame) -> list[Table]:
+    """Build one rich Table of the per-word results per model, for the terminal."""
+    tables = []
+    for (model, pretrained), rows in per_word.groupby(["model", "pretrained"], sort=False):
+        table = Table(title=f"Typographic attack success: {model} / {pretrained}")
+        for col in ("word", "target", "frac", "placement", "n", "cover", "clean", "attacked", "ASR [95% CI]", "flip"):
+            table.add_column(col, justify="left" if col in ("word", "target", "placement") else "right")
+        for r in rows.to_dict("records"):
+            flip = "n/a" if pd.isna(r["flip_rate"]) else f"{100 * r['flip_rate']:.1f}%"
+            table.add_row(
+                str(r["word"]), str(r["target_name"]), f"{r['fraction']:g}", str(r["placement"]), str(r["n_images"]),
+                f"{100 * r['pixel_cover_mean']:.2f}%", f"{100 * r['clean_top1']:.1f}%",
+                f"{100 * r['attacked_top1']:.1f}%",
+                f"{100 * r['asr']:.1f}% [{100 * r['asr_ci_low']:.1f}–{100 * r['asr_ci_high']:.1f}]", flip,
+            )
+        tables.append(table)
+    return tables
+
+
+def write_tables(records: pd.DataFrame, out_dir: str | Path, class_names: Sequence[str]) -> pd.DataFrame:
+    """Compute per_word.csv/.md and confusion.csv from the records and write them.
+
+    Returns:
+        The per-word table.
+    """
+    out_dir = Path(out_dir)
+    per_word = build_per_word_table(records, class_names)
+    write_csv(per_word, out_dir / PER_WORD_CSV)
+    write_text_atomic(out_dir / PER_WORD_MD, format_per_word_markdown(per_word))
+    write_csv(build_confusion_table(records), out_dir / CONFUSION_CSV)
+    return per_word
+
+
+def summarize_clean(records: pd.DataFrame) -> list[dict[str, Any]]:
+    """Clean accuracy per model as plain dicts (for run.json)."""
+    return build_clean_table(records).to_dict("records")
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def build_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the leaderboard (percentages with one decimal)."""
+    asr_cols = [c for c in leaderboard.columns if str(c).startswith("asr@")]
+    header = ["rank", "model", "pretrained", "n images", "clean top-1", "attacked top-1", "mean ASR"]
+    header += [f"ASR @ {c[4:]}" for c in asr_cols]
+    cells = []
+    for rank, r in enumerate(leaderboard.to_dict("records"), start=1):
+        pretrained = "" if is_missing(r["pretrained"]) else str(r["pretrained"])
+        cells.append([str(rank), str(r["model"]), pretrained, str(int(r["n_images"])), format_percent(r["clean_top1"]),
+                      format_percent(r["attacked_top1"]), format_percent(r["mean_asr"])] + [format_percent(r[c]) for c in asr_cols])
+    return header, cells
+
+
+def format_leaderboard_markdown(leaderboard: pd.DataFrame) -> str:
+    """Render the leaderboard as a Markdown table (rank first, percentages with one decimal).
+
+    Args:
+        leaderboard: The output of build_leaderboard.
+
+    Returns:
+        The table with a trailing newline; only the header when the leaderboard is empty.
+    """
+    return format_markdown_table(*build_leaderboard_cells(leaderboard))
+
+
+def _per_word_display(per_word: pd.DataFrame) -> pd.DataFrame:
+    """The per-word table prepared for the report: text cells as strings (missing as ''), and
+    varying style columns appended to the placement (`paper8 · fill=red`) so rows that differ only
+    by style stay distinguishable."""
+    shown = per_word.copy()
+    styles = list_varying_styles(per_word)
+    if styles:
+        shown["placement"] = [
+            f"{p} · {format_style(dict(zip(styles, vals)), styles)}"
+            for p, *vals in zip(shown["placement"], *(shown[c] for c in styles))
+        ]
+    for col in ("model", "pretrained", "word", "target_name", "placement"):
+        shown[col] = ["" if is_missing(v) else str(v) for v in shown[col]]
+    return shown[PER_WORD_COLUMNS]
+
+
+def _html_cell(text: str) -> str:
+    """HTML of one table cell: escaped text with `code` spans."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # unbalanced backticks: all text
+        return html.escape(text)
+    return "".join(html.escape(p) if i % 2 == 0 else f"<code>{html.escape(p)}</code>" for i, p in enumerate(parts))
+
+
+def _html_table(header: list[str], rows: list[list[str]], css_class: str) -> str:
+    """An HTML table from string cells (escaped; Markdown code spans kept as <code>)."""
+    head = "".join(f"<th>{_html_cell(h)}</th>" for h in header)
+    body = "\n".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{css_class}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+
+
+def _untrained_models(per_word: pd.DataFrame, run_infos: Sequence[dict]) -> list[str]:
+    """Labels of models with random weights (pretrained `seed:N`) in the table or the run infos."""
+    found: dict[str, None] = {}
+    if {"model", "pretrained"} <= set(per_word.columns):
+        for m, p in per_word[["model", "pretrained"]].drop_duplicates().itertuples(index=False):
+            if not is_missing(p) and is_untrained(str(p)):
+                found[get_model_label(m, p)] = None
+    for info in run_infos:
+        for m, p in _run_models(info):
+            if is_untrained(p):
+                found[get_model_label(m, p)] = None
+    return list(found)
+
+
+def _run_models(info: dict) -> list[tuple[str, str]]:
+    """(name, pretrained) of every model a run.json names (config and per-model entries)."""
+    out: list[tuple[str, str]] = []
+    config = info.get("config") or {}
+    entries = list(config.get("models") or []) + list(info.get("models") or [])
+    if config.get("model"):
+        entries.append({"name": config.get("model"), "pretrained": config.get("pretrained")})
+    for e in entries:
+        if isinstance(e, dict):
+            out.append((str(e.get("name", "?")), "" if e.get("pretrained") is None else str(e.get("pretrained"))))
+    return list(dict.fromkeys(out))
+
+
+def _run_facts(info: dict) -> list[tuple[str, str]]:
+    """(label, value) lines summarising one run.json."""
+    facts: list[tuple[str, str]] = []
+    config = info.get("config") or {}
+    if config.get("out"):
+        facts.append(("output folder", str(config["out"])))
+    facts.append(("complete", "yes" if info.get("complete") else "no"))
+    facts.append(("device", str(info.get("device", "unknown"))))
+    if "n_images_selected" in info:
+        facts.append(("images selected", str(info["n_images_selected"])))
+    for m in info.get("models") or []:
+        if isinstance(m, dict):
+            label = get_model_label(m.get("name", "?"), m.get("pretrained"))
+            n = m.get("n_images", "?")
+            skipped = m.get("n_skipped")
+            facts.append((f"images evaluated ({label})", f"{n}" + (f" ({skipped} skipped)" if skipped else "")))
+    if info.get("seed") is not None:
+        facts.append(("seed", str(info["seed"])))
+    versions = info.get("versions") or {}
+    if versions:
+        facts.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    for key in ("started", "finished"):
+        if info.get(key):
+            facts.append((key, str(info[key])))
+    return facts
+
+
+def _run_title(info: dict, index: int) -> str:
+    """A heading for one run."""
+    config = info.get("config") or {}
+    names = [get_model_label(m, p) for m, p in _run_models(info)]
+    where = f" ({config['out']})" if config.get("out") else ""
+    return f"Run {index}: {', '.join(names) or 'unknown model'}{where}"
+
+
+_CSS = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;"
+    "color:#222;line-height:1.45}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}"
+    "th,td{border:1px solid #ccc;padding:0.25em 0.5em;text-align:right}"
+    "th{background:#f0f0f0}td:nth-child(-n+4){text-align:left}"
+    "tbody tr:nth-child(even){background:#fafafa}"
+    "figure{margin:1.5em 0}img{max-width:100%;height:auto;border:1px solid #eee}"
+    "figcaption{color:#666;font-size:0.85em}"
+    "pre{background:#f6f8fa;padding:0.8em;overflow-x:auto;font-size:0.8em}"
+    ".warn{background:#fff3cd;border:1px solid #e0b252;padding:0.6em 0.8em}"
+)
+
+
+_LEADERBOARD_NOTE = ("Most robust first (lowest mean attack success rate). ASR: attack success rate (clean prediction "
+                     "not the target, attacked prediction the target); attacked top-1 and ASR are means over words, "
+                     "placements and fractions.")
+_NO_CONDITIONS = "No attacked conditions."
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One element of the report: `kind` is h1, h2, h3, p, warn, table, figure, facts or config."""
+
+    kind: str
+    text: str = ""
+    header: tuple[str, ...] = ()
+    cells: tuple[tuple[str, ...], ...] = ()
+    path: Path | None = None
+
+
+def _table_block(header: list[str], cells: list[list[str]], css_class: str) -> _Block:
+    return _Block("table", css_class, tuple(header), tuple(tuple(r) for r in cells))
+
+
+def _list_run_blocks(info: dict, index: int) -> list[_Block]:
+    """Heading, untrained warning, facts and config of one run."""
+    blocks = [_Block("h3", _run_title(info, index))]
+    untrained = [get_model_label(m, p) for m, p in _run_models(info) if is_untrained(p)]
+    if untrained:
+        blocks.append(_Block("warn", get_untrained_warning(untrained)))
+    blocks.append(_Block("facts", cells=tuple((k, v) for k, v in _run_facts(info))))
+    blocks.append(_Block("config", json.dumps(info.get("config") or {}, indent=2, sort_keys=True, default=str)))
+    return blocks
+
+
+def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
+                        run_infos: list[dict], title: str) -> list[_Block]:
+    """The report's content, in order."""
+    blocks = [_Block("h1", title)]
+    untrained = _untrained_models(per_word, run_infos)
+    if untrained:
+        blocks.append(_Block("warn", get_untrained_warning(untrained)))
+    blocks += [_Block("h2", "Leaderboard"), _Block("p", _LEADERBOARD_NOTE)]
+    blocks.append(_Block("p", _NO_CONDITIONS) if leaderboard.empty
+                  else _table_block(*build_leaderboard_cells(leaderboard), "leaderboard"))
+    if figures:
+        blocks += [_Block("h2", "Figures")] + [_Block("figure", path=f) for f in figures]
+    blocks.append(_Block("h2", "Per-word results"))
+    blocks.append(_Block("p", _NO_CONDITIONS) if per_word.empty
+                  else _table_block(*build_per_word_cells(_per_word_display(per_word)), "per-word"))
+    if run_infos:
+        blocks.append(_Block("h2", "Runs"))
+    for index, info in enumerate(run_infos, start=1):
+        blocks += _list_run_blocks(info, index)
+    return blocks
+
+
+def _format_markdown_block(block: _Block, out_dir: Path) -> list[str]:
+    """Lines of one block in report.md (figures linked by their path relative to `out_dir`)."""
+    if block.kind in ("h1", "h2", "h3"):
+        return ["#" * int(block.kind[1]) + f" {block.text}", ""]
+    if block.kind == "warn":
+        return [f"**⚠ {block.text}**", ""]
+    if block.kind == "table":
+        return [format_markdown_table(block.header, block.cells)]
+    if block.kind == "figure":
+        assert block.path is not None
+        rel = Path(os.path.relpath(block.path.resolve(), out_dir.resolve())).as_posix()
+        return [f"![{block.path.stem}]({rel})", ""]
+    if block.kind == "facts":
+        return [f"- {k}: {v}" for k, v in block.cells] + [""]
+    if block.kind == "config":
+        return ["Config:", "", "```json", block.text, "```", ""]
+    return [block.text, ""]
+
+
+def _format_html_block(block: _Block) -> str:
+    """HTML of one block in report.html (every string escaped, figures embedded as data URIs)."""
+    text = html.escape(block.text)
+    if block.kind in ("h1", "h2", "h3"):
+        return f"<{block.kind}>{text}</{block.kind}>"
+    if block.kind == "warn":
+        return f'<p class="warn"><strong>⚠ {text}</strong></p>'
+    if block.kind == "table":
+        return _html_table(list(block.header), [list(r) for r in block.cells], block.text)
+    if block.kind == "figure":
+        assert block.path is not None
+        data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+        return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.path.stem)}">'
+                f"<figcaption>{html.escape(block.path.name)}</figcaption></figure>")
+    if block.kind == "facts":
+        return "<ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in block.cells) + "</ul>"
+    if block.kind == "config":
+        return f"<p>Config:</p><pre><code>{text}</code></pre>"
+    return f"<p>{text}</p>"
+
+
+def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
+                 run_infos: list[dict], title: str = "typoattack report") -> tuple[Path, Path]:
+    """Write report.md and a self-contained report.html into `out_dir`.
+
+    Both hold the same content: a warning when a model is untrained (pretrained `seed:N`), the
+    leaderboard, every figure, the per-word table (varying style columns are appended to the
+    placement), and one section per run with its device, image counts, versions, a bold
+    untrained-model warning where it applies, and its config as a JSON block. report.md links the
+    figures by their path relative to `out_dir`; report.html embeds them as base64 PNG data URIs,
+    renders tables as HTML tables and escapes every string.
+
+    Args:
+        out_dir: The folder to write into (created if missing).
+        per_word: The per-word table (may be empty).
+        leaderboard: The output of `typoattack.analysis.metrics.build_leaderboard`.
+        figures: PNG files to include, in order.
+        run_infos: run.json contents of the runs the tables come from.
+        title: The report title.
+
+    Returns:
+        (path of report.md, path of report.html).
+
+    Raises:
+        FileNotFoundError: A figure file does not exist.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = [Path(f) for f in figures]
+    for f in figures:
+        if not f.is_file():
+            raise FileNotFoundError(f"write_report: figure {f} does not exist")
+    blocks = _list_report_blocks(per_word, leaderboard, figures, run_infos, title)
+    md = [line for block in blocks for line in _format_markdown_block(block, out_dir)]
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(_format_html_block(b) for b in blocks) + "\n</body>\n</html>\n"
+    )
+    write_text_atomic(html_path, page)
+    return md_path, html_path

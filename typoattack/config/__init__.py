@@ -1,0 +1,1 @@
+"""Run configs: the frozen value types (types) and their YAML/CLI parsing (loading)."""

@@ -1,0 +1,144 @@
+"""The record schema: one row of records.parquet per (model, image, condition), declared here once.
+
+A `Condition` is what an attacked canvas varies in (word, target, fraction, placement and the
+text style); `to_columns` / `from_row` convert it to and from the condition columns of a record.
+Every table, figure, example picker and the runner read and write conditions through them, so a
+new dimension of the sweep (a defence, a dataset variant) is added here: a field of `Condition`,
+its column in `CONDITION_COLUMNS` and `CONDITION_DTYPES`, and its value in `CLEAN_COLUMNS`.
+
+Nothing here imports model code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from typoattack.config.types import ModelSpec, Placement, RenderStyle, RunConfig, Vocabulary, format_color
+from typoattack.constants import CLEAN_PLACEMENT, CLEAN_WORD, FONTS_DIR
+
+IMAGE_COLUMNS = ["image_id", "true_index"]
+MODEL_COLUMNS = ["model", "pretrained"]
+# Text-style columns of a condition: tables treat them as part of the condition when present.
+STYLE_COLUMNS = ["font", "fill", "outline", "outline_width", "opacity"]
+CONDITION_COLUMNS = ["word", "target_index", "fraction", "placement", *STYLE_COLUMNS]
+OUTCOME_COLUMNS = ["pixel_cover", "pred_index", "pred_top5", "p_target", "p_true"]
+RECORD_COLUMNS = [*IMAGE_COLUMNS, *MODEL_COLUMNS, *CONDITION_COLUMNS, *OUTCOME_COLUMNS]
+
+CONDITION_DTYPES: dict[str, Any] = {
+    "word": object, "target_index": np.int64, "fraction": np.float64, "placement": object, "font": object,
+    "fill": object, "outline": object, "outline_width": np.int64, "opacity": np.float64,
+}
+# The condition columns of a clean (unattacked) record.
+CLEAN_COLUMNS: dict[str, Any] = {
+    "word": CLEAN_WORD, "target_index": -1, "fraction": 0.0, "placement": CLEAN_PLACEMENT, "font": "",
+    "fill": "", "outline": "", "outline_width": -1, "opacity": math.nan,
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One attack condition: a word aimed at a class, drawn at a pixel fraction with a placement
+    and a text style."""
+
+    word: str
+    target_index: int
+    fraction: float
+    placement: Placement
+    style: RenderStyle
+
+    def to_columns(self) -> dict[str, Any]:
+        """The condition's values keyed by CONDITION_COLUMNS, as records store them (the font by
+        its file name, colours as '#rrggbb', the placement by its value)."""
+        return {
+            "word": self.word, "target_index": self.target_index, "fraction": self.fraction,
+            "placement": self.placement.value, **get_style_columns(self.style),
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], styles: Sequence[RenderStyle] = ()) -> Condition:
+        """The condition of an attacked record (a dict, Series or itertuples row as a dict).
+
+        Args:
+            row: Holds CONDITION_COLUMNS.
+            styles: Known styles (a run's config); the one whose columns match is used, so its
+                font keeps its full path. Otherwise the font is looked up in FONTS_DIR.
+
+        Raises:
+            ValueError: `row` is a clean record (it has no condition).
+        """
+        if row["word"] == CLEAN_WORD:
+            raise ValueError("a clean record has no attack condition")
+        wanted = {c: row[c] for c in STYLE_COLUMNS}
+        style = next((st for st in styles if _same_columns(get_style_columns(st), wanted)), None)
+        if style is None:
+            style = RenderStyle(font=str(FONTS_DIR / str(row["font"])), fill=_parse_hex(row["fill"]),
+                                outline=_parse_hex(row["outline"]), outline_width=int(row["outline_width"]),
+                                opacity=float(row["opacity"]))
+        return cls(str(row["word"]), int(row["target_index"]), float(row["fraction"]),
+                   Placement(row["placement"]), style)
+
+
+def get_style_columns(style: RenderStyle) -> dict[str, Any]:
+    """A style's values keyed by STYLE_COLUMNS, as records store them."""
+    return {"font": Path(style.font).name, "fill": format_color(style.fill), "outline": format_color(style.outline),
+            "outline_width": style.outline_width, "opacity": style.opacity}
+
+
+def _same_columns(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a[k] == b[k] or (isinstance(a[k], float) and math.isclose(a[k], float(b[k]))) for k in a)
+
+
+def _parse_hex(text: str) -> tuple[int, int, int]:
+    return (int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16))
+
+
+def list_conditions(cfg: RunConfig, vocab: Vocabulary) -> list[Condition]:
+    """The product of placements x fractions x styles x words, in a fixed order."""
+    return [Condition(w.text, w.target_index, f, p, st)
+            for p, f, st, w in itertools.product(cfg.placements, cfg.fractions, cfg.styles, vocab.words)]
+
+
+def build_records(spec: ModelSpec, image_ids: Sequence[str], true_index: np.ndarray, conditions: Sequence[Condition],
+                  job_condition: np.ndarray, job_image: np.ndarray, pixel_cover: np.ndarray,
+                  outcomes: Sequence[Mapping[str, np.ndarray]]) -> pd.DataFrame:
+    """The records of one model's jobs (a job is one image under one condition, or clean).
+
+    Args:
+        spec: The model.
+        image_ids: The images, [n_images].
+        true_index: int64 [n_images] ground-truth class of each image.
+        conditions: The attack conditions; job condition 0 is clean, c > 0 is conditions[c - 1].
+        job_condition: int [n_jobs] condition of each job.
+        job_image: int [n_jobs] position of each job's image in `image_ids`.
+        pixel_cover: float64 [n_jobs] share of canvas pixels the attack changed (0 for clean).
+        outcomes: Per batch of jobs, in job order, `summarize_logits` output (pred_index,
+            pred_top5, p_target, p_true).
+
+    Returns:
+        RECORD_COLUMNS with their dtypes, sorted image by image (clean first, then the conditions
+        in order), whatever the batch or chunk size.
+    """
+    columns = [CLEAN_COLUMNS] + [c.to_columns() for c in conditions]
+    by_condition = {k: np.array([cols[k] for cols in columns], dtype=dtype) for k, dtype in CONDITION_DTYPES.items()}
+    frame = pd.DataFrame({
+        "image_id": np.array(list(image_ids), dtype=object)[job_image],
+        "true_index": np.asarray(true_index)[job_image],
+        "model": spec.name,
+        "pretrained": spec.pretrained or "",
+        **{k: values[job_condition] for k, values in by_condition.items()},
+        "pixel_cover": pixel_cover,
+        "pred_index": np.concatenate([r["pred_index"] for r in outcomes]),
+        "pred_top5": list(np.concatenate([r["pred_top5"] for r in outcomes])),
+        "p_target": np.concatenate([r["p_target"] for r in outcomes]).astype(np.float32),
+        "p_true": np.concatenate([r["p_true"] for r in outcomes]).astype(np.float32),
+    })
+    order = np.lexsort((job_condition, job_image))
+    return frame[RECORD_COLUMNS].iloc[order].reset_index(drop=True)

@@ -1,0 +1,150 @@
+"""The evaluation loop: attacked canvases in batches on the model's device -> logits -> records.
+
+Jobs run condition by condition (clean first), so a batch holds few conditions and each mask is
+blended onto many canvases at once; the next batch is read from the canvas cache while this one
+runs. The encoder halves its sub-batch after a CUDA out-of-memory error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from typoattack.attack.compose import DeviceMask, composite_batch, get_offsets
+from typoattack.data.canvases import CanvasSet
+from typoattack.models.loading import LoadedModel
+from typoattack.records import Condition, build_records
+from typoattack.running.progress import ProgressReporter
+
+
+class BatchEncoder:
+    """Zero-shot logits of batches, halving the sub-batch size after a CUDA out-of-memory error.
+
+    Attributes:
+        max_batch: The sub-batch size now in use (run.json records the final one).
+    """
+
+    def __init__(self, loaded: LoadedModel, classifier: torch.Tensor, batch_size: int,
+                 progress: ProgressReporter) -> None:
+        self.loaded, self.classifier, self.max_batch, self.progress = loaded, classifier, batch_size, progress
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 [B, n_classes] logits of float [B, H, W, 3] canvases (values 0-255) on the device."""
+        # Looked up at call time so tests can wrap the encoder.
+        from typoattack.models import classify
+
+        parts, start = [], 0
+        while start < len(x):
+            try:
+                parts.append(classify.encode_images(self.loaded, self.classifier, x[start:start + self.max_batch]))
+                start += self.max_batch
+            except torch.cuda.OutOfMemoryError:
+                if self.max_batch == 1:
+                    raise
+                self.max_batch //= 2
+                torch.cuda.empty_cache()
+                self.progress.log(f"[yellow]Out of GPU memory: encoder batch size lowered to {self.max_batch}[/]")
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
+    """The batch size to start with: the configured one, or for `auto` 1024 on CUDA, 256 on CPU."""
+    if batch_size:
+        return batch_size
+    return 1024 if device.type == "cuda" else 256
+
+
+def evaluate_shard(loaded: LoadedModel, encoder: BatchEncoder, canvases: CanvasSet, rows: np.ndarray,
+                   conditions: Sequence[Condition], device_masks: Sequence[DeviceMask], seed: int, batch_size: int,
+                   advance: Callable[[int], None]) -> pd.DataFrame:
+    """Classify the clean canvas and every attacked canvas of the given rows.
+
+    Args:
+        loaded: The model.
+        encoder: Logits of a batch on the model's device.
+        canvases: The canvas cache.
+        rows: int [n] rows of `canvases` to evaluate.
+        conditions: The attack conditions, with `device_masks` their masks on the device.
+        device_masks: One uploaded mask per condition.
+        seed: Run seed (keys the random placement).
+        batch_size: Jobs (image x condition) per batch.
+        advance: Called with the number of jobs done.
+
+    Returns:
+        The records of the rows (RECORD_COLUMNS), image by image, clean first.
+    """
+    n_rows, n_cond = len(rows), 1 + len(conditions)
+    job_cond = np.repeat(np.arange(n_cond), n_rows)  # 0 = clean, k = conditions[k - 1]
+    job_pos = np.tile(np.arange(n_rows), n_cond)  # position of the job's image in `rows`
+    ids = [canvases.items[int(r)].image_id for r in rows]
+    trues = np.array([canvases.items[int(r)].true_index for r in rows], dtype=np.int64)
+    targets = np.array([-1] + [c.target_index for c in conditions], dtype=np.int64)
+    offsets = [None] + [get_offsets(dm.mask, ids, seed) for dm in device_masks]
+    covers = np.zeros(len(job_cond), np.float64)
+    outcomes: list[dict[str, np.ndarray]] = []
+    from typoattack.models.classify import summarize_logits
+
+    for start, x in _iter_batches(canvases, rows, job_pos, batch_size, loaded.device):
+        stop = start + len(x)
+        cond = job_cond[start:stop]
+        covers[start:stop] = _draw_attacks(x, cond, job_pos[start:stop], device_masks, offsets)
+        outcomes.append(summarize_logits(encoder(x), targets[cond], trues[job_pos[start:stop]]))
+        advance(stop - start)
+    return build_records(loaded.spec, ids, trues, conditions, job_cond, job_pos, covers, outcomes)
+
+
+def _iter_batches(canvases: CanvasSet, rows: np.ndarray, job_pos: np.ndarray, batch_size: int,
+                  device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first job, float32 [B, H, W, 3] clean canvases of jobs first..first+B on `device`).
+
+    Each distinct image of a batch is read from the cache once; a worker thread reads the next
+    batch while the caller works on this one.
+    """
+    pin = device.type == "cuda"
+
+    def load(start: int) -> tuple[np.ndarray, Any]:
+        pos = job_pos[start:start + batch_size]
+        unique, inverse = np.unique(pos, return_inverse=True)
+        host = torch.from_numpy(np.ascontiguousarray(canvases.canvases[rows[unique]]))
+        if pin:
+            host = host.pin_memory()
+        return inverse, host
+
+    starts = list(range(0, len(job_pos), batch_size))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, starts[0])
+        for i, start in enumerate(starts):
+            inverse, host = pending.result()
+            if i + 1 < len(starts):
+                pending = pool.submit(load, starts[i + 1])
+            yield start, host.to(device, non_blocking=pin)[torch.from_numpy(inverse).to(device)].float()
+
+
+def _draw_attacks(x: torch.Tensor, cond: np.ndarray, pos: np.ndarray, device_masks: Sequence[DeviceMask],
+                  offsets: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Composite each job's mask onto its canvas in `x` (in place).
+
+    Args:
+        x: float32 [B, H, W, 3] canvases of the batch's jobs.
+        cond: int [B] job conditions (0 = clean, drawn on nothing).
+        pos: int [B] job image positions (index the random-placement offsets).
+        device_masks: The conditions' masks.
+        offsets: Per condition, int [n, copies, 2] stamp offsets (None for fixed placements).
+
+    Returns:
+        float64 [B] measured pixel cover of each job (0 for clean jobs).
+    """
+    covers = np.zeros(len(x), np.float64)
+    for k in np.unique(cond[cond > 0]):
+        sel = np.flatnonzero(cond == k)  # contiguous: jobs are condition-major
+        a, b = int(sel[0]), int(sel[-1]) + 1
+        off = offsets[k]
+        off_rows = None if off is None else off[pos[a:b]]
+        changed = composite_batch(x[a:b], device_masks[k - 1], off_rows).cpu().numpy()
+        covers[a:b] = changed / (x.shape[1] * x.shape[2])
+    return covers

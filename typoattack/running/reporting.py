@@ -1,0 +1,133 @@
+"""The report pipeline: recompute each run's tables from its records, then figures, leaderboard,
+re-rendered examples and report.md/report.html over all the runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from typoattack.analysis import plots
+from typoattack.analysis.metrics import build_leaderboard, build_per_word_table
+from typoattack.analysis.report import (
+    PER_WORD_CSV, format_leaderboard_markdown, load_records, read_run_info, write_csv, write_report, write_tables,
+)
+from typoattack.attack.render import apply_attack, create_attack_mask
+from typoattack.config.types import DataSpec, ModelSpec, RenderStyle
+from typoattack.constants import CLEAN_WORD
+from typoattack.data.classes import IMAGENET_CLASSNAMES
+from typoattack.data.sources import open_image_source
+from typoattack.errors import OutputError, TypoAttackError
+from typoattack.files import get_word_slug, write_text_atomic
+from typoattack.records import CONDITION_COLUMNS, IMAGE_COLUMNS, MODEL_COLUMNS, Condition
+from typoattack.running.progress import NullProgress, ProgressReporter
+
+
+def collect_examples(records: pd.DataFrame, info: dict[str, Any], per_word_images: int) -> list[dict[str, Any]]:
+    """Re-render a few attacked canvases per word from the records' conditions and source images.
+
+    Uses the run's first model and, per word, the condition of its first attacked record.
+
+    Returns:
+        Dicts for `plots.plot_examples` (word, uint8 HxWx3 image, class names).
+
+    Raises:
+        TypoAttackError: The source images or the model's preprocessing cannot be read here.
+    """
+    from typoattack.models.loading import get_canvas_transform
+
+    config = info["config"]
+    spec = ModelSpec(config["models"][0]["name"], config["models"][0].get("pretrained"))
+    transform, _, size = get_canvas_transform(spec)
+    source = open_image_source(DataSpec(**config["data"]))
+    index = {item.image_id: i for i, item in enumerate(source.items)}
+    styles = [RenderStyle(font=st["font"], fill=tuple(st["fill"]), outline=tuple(st["outline"]),
+                          outline_width=st["outline_width"], opacity=st["opacity"]) for st in config["styles"]]
+    mine = records[(records["model"] == spec.name) & (records["pretrained"] == (spec.pretrained or ""))]
+    clean = mine[mine["word"] == CLEAN_WORD].set_index("image_id")["pred_index"]
+    attacked = mine[mine["word"] != CLEAN_WORD]
+    examples = []
+    for word in dict.fromkeys(attacked["word"]):
+        rows = attacked[attacked["word"] == word]
+        first = rows.iloc[0]
+        same = rows[(rows[CONDITION_COLUMNS] == first[CONDITION_COLUMNS]).all(axis=1)]
+        cond = Condition.from_row(first, styles)
+        mask = create_attack_mask(cond.word, cond.fraction, cond.placement, cond.style, size)
+        for r in same.head(per_word_images).itertuples():
+            canvas = np.asarray(transform(source.open_image(index[r.image_id])), dtype=np.uint8)
+            image, _ = apply_attack(canvas, mask, r.image_id, int(info["seed"]))
+            examples.append({"word": word, "image": image, "true_name": IMAGENET_CLASSNAMES[r.true_index],
+                             "clean_pred": IMAGENET_CLASSNAMES[int(clean[r.image_id])],
+                             "attacked_pred": IMAGENET_CLASSNAMES[r.pred_index],
+                             "target_name": IMAGENET_CLASSNAMES[r.target_index]})
+    return examples
+
+
+def _load_runs(dirs: list[Path]) -> tuple[list[pd.DataFrame], list[dict[str, Any]]]:
+    """Each run's records (its tables rewritten from them) and run.json."""
+    all_records, infos = [], []
+    for d in dirs:
+        records = load_records(d)
+        if records.empty or (records["word"] != CLEAN_WORD).sum() == 0:
+            raise OutputError(f"the run in {d} has no attacked records; nothing to report")
+        write_tables(records, d, IMAGENET_CLASSNAMES)
+        infos.append(read_run_info(d))
+        all_records.append(records)
+    return all_records, infos
+
+
+def _plot_figures(records: pd.DataFrame, per_word: pd.DataFrame, out: Path) -> list[Path]:
+    """The summary figures and one confusion heatmap per word."""
+    figures = [out / "asr_vs_fraction.png", out / "asr_by_word.png", out / "accuracy.png"]
+    plots.plot_asr_vs_fraction(per_word, figures[0])
+    plots.plot_asr_by_word(per_word, figures[1])
+    plots.plot_accuracy(per_word, figures[2])
+    for word in dict.fromkeys(records.loc[records["word"] != CLEAN_WORD, "word"]):
+        path = out / f"confusion_{get_word_slug(word)}.png"
+        plots.plot_confusion(records, word, IMAGENET_CLASSNAMES, path)
+        figures.append(path)
+    return figures
+
+
+def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | None = None,
+               progress: ProgressReporter | None = None, examples_per_word: int = 4) -> tuple[pd.DataFrame, Path]:
+    """Recompute each run's tables from its records, then write plots, a leaderboard and a
+    self-contained report over all the runs.
+
+    Args:
+        run_dirs: One or more folders written by `eval` (complete runs).
+        out_dir: Where the report goes (default: `<run_dir>/report` for one run, else
+            `typoattack-report`).
+        progress: Where to show messages.
+        examples_per_word: Attacked canvases shown per word in examples.png.
+
+    Returns:
+        (the per-word table over all runs, the report folder).
+    """
+    progress = progress or NullProgress()
+    dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
+    if not dirs:
+        raise OutputError("give at least one run directory")
+    all_records, infos = _load_runs(dirs)
+    records = pd.concat(all_records, ignore_index=True)
+    if records.duplicated([*MODEL_COLUMNS, IMAGE_COLUMNS[0], *CONDITION_COLUMNS]).any():
+        raise OutputError("two of the runs hold the same model and condition; report runs of different models or settings")
+    out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
+    out.mkdir(parents=True, exist_ok=True)
+    per_word = build_per_word_table(records, IMAGENET_CLASSNAMES)
+    figures = _plot_figures(records, per_word, out)
+    try:
+        examples = collect_examples(all_records[0], infos[0], examples_per_word)
+    except TypoAttackError as e:
+        progress.log(f"[yellow]examples.png skipped: the source images cannot be read here ({e})[/]")
+    else:
+        plots.plot_examples(examples, out / "examples.png")
+        figures.append(out / "examples.png")
+    leaderboard = build_leaderboard(per_word)
+    write_csv(leaderboard, out / "leaderboard.csv")
+    write_text_atomic(out / "leaderboard.md", format_leaderboard_markdown(leaderboard))
+    write_csv(per_word, out / PER_WORD_CSV)
+    write_report(out, per_word, leaderboard, figures, infos)
+    return per_word, out
