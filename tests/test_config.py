@@ -62,7 +62,7 @@ def test_constants_point_at_shipped_files():
 
 def test_load_ci_yaml():
     cfg = load_run_config(CI_YAML)
-    assert cfg.models == (ModelSpec("typoattack-tiny", "seed:0"),)
+    assert cfg.models == (ModelSpec("typoattack-reader-tiny", "ci500"),)
     src = Path(cfg.data.source)
     assert src.is_absolute()
     assert src.is_dir(), "ci.yaml's data must point at an existing folder"
@@ -489,7 +489,7 @@ def test_fingerprint(base, tmp_path):
         assert build_run_config({**base, **change}).fingerprint() == fp, change
     for change in ({"seed": 1}, {"fractions": [0.1]}, {"model": "RN50"}, {"pretrained": "other"},
                    {"limit": 5}, {"placement": "center"}, {"precision": "fp16"}, {"fill": "red"},
-                   {"templates": "simple"}, {"vocab": "other"}):
+                   {"templates": "simple"}, {"vocab": "imagenet-classes"}):
         assert build_run_config({**base, **change}).fingerprint() != fp, change
 
 
@@ -733,3 +733,72 @@ def test_property_load_run_config_yaml_text(tmp_path_factory, text):
     except ConfigError:
         return
     assert isinstance(cfg, RunConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# WordNet lemmas as targets, built-in configs and vocabularies by name
+
+
+@pytest.mark.parametrize("lemma", ["dustbin", "ashcan", "garbage can", "Wastebin", "trash can"])
+def test_wordnet_lemmas_resolve_to_their_class(lemma) -> None:
+    assert resolve_class(lemma) == 412
+
+
+def test_lemma_file_matches_the_synsets() -> None:
+    from typoattack.data.classes import list_lemmas, list_synsets
+
+    lemmas = list_lemmas()
+    assert len(lemmas) == len(list_synsets()) == 1000
+    assert lemmas[0][:2] == ("tench", "Tinca tinca") and "great white shark" in lemmas[2]
+
+
+def test_ambiguous_lemma_asks_for_the_index() -> None:
+    with pytest.raises(ConfigError, match=r"134 \(crane bird\), 517 \(construction crane\); give the class index"):
+        resolve_class("crane")
+
+
+def test_vocabulary_with_lemma_targets(tmp_path) -> None:
+    path = write_yaml(tmp_path / "v.yaml", {"words": [{"text": "bin", "target": "dustbin"},
+                                                       {"text": "fish", "target": "Tinca tinca"}]})
+    assert [w.target_index for w in load_vocab(path).words] == [412, 0]
+
+
+@pytest.mark.parametrize("name", ["ci", "paper", "sweep-fraction"])
+def test_builtin_configs_resolve_by_name_from_anywhere(name, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_run_config(name)
+    assert Path(cfg.vocab) == VOCAB_DIR / "goh2021.yaml"
+
+
+def test_ci_config_uses_the_shipped_demo_model_and_images() -> None:
+    cfg = load_run_config("ci")
+    assert cfg.models == (ModelSpec("typoattack-reader-tiny", "ci500"),)
+    assert Path(cfg.data.source).resolve() == SAMPLE_DIR.resolve()
+
+
+def test_unknown_config_name_lists_the_builtin_ones(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"'cii' is neither a file nor a built-in config \(ci, paper, sweep-fraction\)\. Did you mean 'ci'"):
+        load_run_config("cii")
+    with pytest.raises(ConfigError, match="config file nothere/x.yaml does not exist"):
+        load_run_config("nothere/x.yaml")
+
+
+def test_vocabularies_by_name(base) -> None:
+    assert Path(build_run_config({**base, "vocab": "imagenet-classes"}).vocab) == VOCAB_DIR / "imagenet-classes.yaml"
+    with pytest.raises(ConfigError, match=r"'goh2012' is neither a YAML file nor a built-in vocabulary .*Did you mean 'goh2021'"):
+        build_run_config({**base, "vocab": "goh2012"})
+
+
+def test_imagenet_classes_vocabulary_aims_each_name_at_its_class() -> None:
+    vocab = load_vocab(VOCAB_DIR / "imagenet-classes.yaml")
+    assert len(vocab.words) == 998  # 'missile' and 'sunglasses' name two classes each
+    assert all(IMAGENET_CLASSNAMES[w.target_index] == w.text for w in vocab.words)
+
+
+def test_pretrained_checkpoint_relative_to_the_config(tmp_path, data_dir) -> None:
+    (tmp_path / "w.pt").write_bytes(b"x")
+    path = write_yaml(tmp_path / "c.yaml", {"data": str(data_dir), "model": "ViT-B-32", "pretrained": "w.pt"})
+    assert load_run_config(path).models[0].pretrained == str(tmp_path / "w.pt")
+    path = write_yaml(tmp_path / "d.yaml", {"data": str(data_dir), "model": "ViT-B-32", "pretrained": "openai"})
+    assert load_run_config(path).models[0].pretrained == "openai"

@@ -72,7 +72,7 @@ def test_untrained_warning_and_labels(tmp_path: Path) -> None:
     assert get_untrained_warning(["m/seed:0"]).startswith("UNTRAINED MODEL: m/seed:0 has random weights")
     assert " have random weights" in get_untrained_warning(["a/seed:0", "b/seed:1"])
     cfg = RunConfig(models=(ModelSpec("a", "seed:0"), ModelSpec("b", "openai")), data=DataSpec(str(tmp_path)))
-    assert cfg.untrained_labels == ["a/seed:0"]
+    assert len(cfg.model_warnings) == 1 and "a/seed:0" in cfg.model_warnings[0]
 
 
 def test_data_sources_import_without_torch() -> None:
@@ -89,3 +89,14 @@ def test_temporary_path_is_hidden_and_escapes_suffix_globs(tmp_path: Path) -> No
     assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.name.endswith(".tmp")
     tmp.write_text("half")  # what a process killed mid-write leaves behind
     assert list(tmp_path.glob("*.parquet")) == []
+
+
+def test_demo_model_gets_its_own_warning(tmp_path: Path) -> None:
+    from typoattack.config.types import get_model_warnings
+
+    warnings = get_model_warnings([("typoattack-reader-tiny", "ci500"), ("ViT-B-32", "openai")])
+    assert len(warnings) == 1 and warnings[0].startswith("DEMO MODEL: typoattack-reader-tiny/ci500")
+    assert "very 500 images" in warnings[0] and "say nothing about CLIP" in warnings[0]
+    both = get_model_warnings([("typoattack-reader-tiny", "seed:1"), ("typoattack-reader-tiny", "ci500")])
+    assert [w.split(":")[0] for w in both] == ["UNTRAINED MODEL", "DEMO MODEL"]
+    assert get_model_warnings([("ViT-B-32", "openai"), ("RN50x4", None)]) == []

@@ -79,8 +79,8 @@ def main(
 
 
 # Shared option definitions: one spelling (name, type, help) per option for every command.
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config YAML (flags override its keys).",
-                                                      exists=True, dir_okay=False, resolve_path=True)]
+ConfigOption = Annotated[Optional[str], typer.Option(
+    "--config", "-c", help="Run config: a YAML file or a built-in name (ci, paper, sweep-fraction); flags override its keys.")]
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder.")]
 ModelOption = Annotated[Optional[str], typer.Option(help="open_clip model name, hf-hub:ORG/REPO or local-dir:PATH.")]
 PretrainedOption = Annotated[Optional[str], typer.Option(help="Pretrained tag (e.g. openai), checkpoint file, or seed:N.")]
@@ -90,7 +90,7 @@ HfSplitOption = Annotated[Optional[str], typer.Option(help="Split of a Hugging F
 HfImageOption = Annotated[Optional[str], typer.Option(help="Image column of a Hugging Face dataset.")]
 HfLabelOption = Annotated[Optional[str], typer.Option(help="Label column of a Hugging Face dataset.")]
 LimitOption = Annotated[Optional[int], typer.Option(help="Use a fixed, seeded, class-balanced subset of N images.")]
-VocabOption = Annotated[Optional[str], typer.Option(help="Vocabulary YAML, or a name in configs/vocab/ (goh2021).")]
+VocabOption = Annotated[Optional[str], typer.Option(help="Vocabulary YAML, or a built-in name (goh2021, imagenet-classes).")]
 FractionsOption = Annotated[Optional[list[float]], typer.Option(help="Pixel fraction in (0, 1); repeat for several.")]
 PlacementsOption = Annotated[Optional[list[Placement]], typer.Option(case_sensitive=False, help="Placement; repeat for several.")]
 FontsOption = Annotated[Optional[list[str]], typer.Option(help="Font file (.ttf/.otf) or a file name in fonts/; repeat for several.")]
@@ -133,10 +133,9 @@ def _get_overrides(options: dict[str, Any]) -> dict[str, Any]:
     return {_YAML_KEYS.get(k, k): _to_yaml_value(v) for k, v in options.items() if k not in ("config", "overwrite")}
 
 
-def _eval(config: Path | None, overrides: dict[str, Any], overwrite: bool) -> None:
+def _eval(config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
     from typoattack.analysis.report import build_rich_tables
     from typoattack.config.loading import load_run_config
-    from typoattack.config.types import get_untrained_warning
     from typoattack.running import runner
 
     with _user_errors():
@@ -149,8 +148,8 @@ def _eval(config: Path | None, overrides: dict[str, Any], overwrite: bool) -> No
     console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, "
                   f"{result.info['n_skipped']} skipped images"
                   + (f", {ips} images/s" if ips else "") + ")")
-    if cfg.untrained_labels:
-        console.print(f"[bold yellow]{get_untrained_warning(cfg.untrained_labels)}[/]")
+    for warning in cfg.model_warnings:
+        console.print(f"[bold yellow]{warning}[/]")
 
 
 @app.command("eval")
@@ -169,7 +168,7 @@ def eval_command(
     _eval(config, _get_overrides(locals()), overwrite)
 
 
-def _prepare(config: Path | None, overrides: dict[str, Any]) -> None:
+def _prepare(config: str | None, overrides: dict[str, Any]) -> None:
     from typoattack.config.loading import load_run_config
     from typoattack.running import runner
 

@@ -16,6 +16,11 @@ MODEL_CONFIGS_DIR = ASSETS_DIR / "model_configs"
 WEIGHTS_DIR = ASSETS_DIR / "weights"
 SAMPLE_DIR = ASSETS_DIR / "imagenet-sample"
 SYNSETS_FILE = ASSETS_DIR / "imagenet_synsets.txt"
+LEMMAS_FILE = ASSETS_DIR / "imagenet_lemmas.txt"
+
+# Weights shipped in the package, by (open_clip model name, pretrained tag): file in WEIGHTS_DIR.
+SHIPPED_WEIGHTS = {("typoattack-reader-tiny", "ci500"): "typoattack-reader-tiny.safetensors"}
+DEMO_MODEL = "typoattack-reader-tiny"
 
 DEFAULT_FONT = FONTS_DIR / "DejaVuSans-Bold.ttf"
 DEFAULT_CACHE_DIR = Path("~/.cache/typoattack")

@@ -25,7 +25,7 @@ from typoattack.analysis.labels import (
 from typoattack.analysis.metrics import (
     PER_WORD_COLUMNS, build_clean_table, build_confusion_table, build_per_word_table,
 )
-from typoattack.config.types import get_untrained_warning, is_untrained
+from typoattack.config.types import get_model_warnings
 from typoattack.errors import OutputError
 from typoattack.files import write_text_atomic
 
@@ -214,18 +214,16 @@ def _html_table(header: list[str], rows: list[list[str]], css_class: str) -> str
     return f'<table class="{css_class}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
 
 
-def _untrained_models(per_word: pd.DataFrame, run_infos: Sequence[dict]) -> list[str]:
-    """Labels of models with random weights (pretrained `seed:N`) in the table or the run infos."""
-    found: dict[str, None] = {}
+def _model_warnings(per_word: pd.DataFrame, run_infos: Sequence[dict]) -> list[str]:
+    """Warnings about the models in the table or the run infos (random weights, the demo model)."""
+    found: dict[tuple[str, str | None], None] = {}
     if {"model", "pretrained"} <= set(per_word.columns):
         for m, p in per_word[["model", "pretrained"]].drop_duplicates().itertuples(index=False):
-            if not is_missing(p) and is_untrained(str(p)):
-                found[get_model_label(m, p)] = None
+            found[(str(m), None if is_missing(p) or p == "" else str(p))] = None
     for info in run_infos:
         for m, p in _run_models(info):
-            if is_untrained(p):
-                found[get_model_label(m, p)] = None
-    return list(found)
+            found[(m, p or None)] = None
+    return get_model_warnings(found)
 
 
 def _run_models(info: dict) -> list[tuple[str, str]]:
@@ -314,9 +312,7 @@ def _table_block(header: list[str], cells: list[list[str]], css_class: str) -> _
 def _list_run_blocks(info: dict, index: int) -> list[_Block]:
     """Heading, untrained warning, facts and config of one run."""
     blocks = [_Block("h3", _run_title(info, index))]
-    untrained = [get_model_label(m, p) for m, p in _run_models(info) if is_untrained(p)]
-    if untrained:
-        blocks.append(_Block("warn", get_untrained_warning(untrained)))
+    blocks.extend(_Block("warn", w) for w in get_model_warnings((m, p or None) for m, p in _run_models(info)))
     blocks.append(_Block("facts", cells=tuple((k, v) for k, v in _run_facts(info))))
     blocks.append(_Block("config", json.dumps(info.get("config") or {}, indent=2, sort_keys=True, default=str)))
     return blocks
@@ -326,9 +322,7 @@ def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figur
                         run_infos: list[dict], title: str) -> list[_Block]:
     """The report's content, in order."""
     blocks = [_Block("h1", title)]
-    untrained = _untrained_models(per_word, run_infos)
-    if untrained:
-        blocks.append(_Block("warn", get_untrained_warning(untrained)))
+    blocks.extend(_Block("warn", w) for w in _model_warnings(per_word, run_infos))
     blocks += [_Block("h2", "Leaderboard"), _Block("p", _LEADERBOARD_NOTE)]
     blocks.append(_Block("p", _NO_CONDITIONS) if leaderboard.empty
                   else _table_block(*build_leaderboard_cells(leaderboard), "leaderboard"))

@@ -15,8 +15,9 @@ from PIL import ImageColor
 
 from typoattack.config.types import (
     BUILTIN_TEMPLATES, AttackWord, DataSpec, ModelSpec, Placement, Precision, RenderStyle, RunConfig, Vocabulary,
+    is_untrained,
 )
-from typoattack.constants import DEFAULT_CACHE_DIR, DEFAULT_FONT, FONTS_DIR, VOCAB_DIR
+from typoattack.constants import CONFIGS_DIR, DEFAULT_CACHE_DIR, DEFAULT_FONT, FONTS_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError, suggest
 from typoattack.files import expand_path
 
@@ -130,11 +131,63 @@ def resolve_font_path(value: str, base: Path | None = None) -> str:
     return str(path)
 
 
+def _is_name(value: str) -> bool:
+    """True when `value` names a built-in file (no folder, no .yaml suffix) rather than a path."""
+    return "/" not in value and "\\" not in value and not value.endswith((".yaml", ".yml"))
+
+
+def list_builtin_configs() -> list[str]:
+    """Names of the run configs shipped in the package (`--config NAME`)."""
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def list_builtin_vocabularies() -> list[str]:
+    """Names of the vocabularies shipped in the package (`--vocab NAME`)."""
+    return sorted(p.stem for p in VOCAB_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(value: str | Path) -> Path:
+    """A run config given as a YAML path or as the name of a built-in one (ci, paper, ...).
+
+    Raises:
+        ConfigError: No such file, and no built-in config of that name (the message lists them).
+    """
+    text = str(value).strip()
+    path = expand_path(text)
+    if path.is_file():
+        return path.resolve()
+    if _is_name(text) and (CONFIGS_DIR / f"{text}.yaml").is_file():
+        return CONFIGS_DIR / f"{text}.yaml"
+    names = list_builtin_configs()
+    if _is_name(text):
+        raise ConfigError(f"--config {text!r} is neither a file nor a built-in config ({', '.join(names)})."
+                          f"{suggest(text, names)}")
+    what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
+    raise ConfigError(f"config file {text} {what}; give a YAML file or a built-in config ({', '.join(names)})")
+
+
 def resolve_vocab_path(value: str, base: Path | None = None) -> str:
-    """Resolve a vocabulary given as a path or as the name of a file in configs/vocab/."""
-    if "/" not in value and not value.endswith((".yaml", ".yml")):
-        return str(VOCAB_DIR / f"{value}.yaml")
-    return _resolve_path(value, base)
+    """Resolve a vocabulary given as a path or as the name of a built-in one (goh2021, imagenet-classes).
+
+    Raises:
+        ConfigError: A name that is no built-in vocabulary (the message lists them).
+    """
+    if not _is_name(value):
+        return _resolve_path(value, base)
+    if not (VOCAB_DIR / f"{value}.yaml").is_file():
+        names = list_builtin_vocabularies()
+        raise ConfigError(f"vocabulary {value!r} is neither a YAML file nor a built-in vocabulary "
+                          f"({', '.join(names)}).{suggest(value, names)}")
+    return str(VOCAB_DIR / f"{value}.yaml")
+
+
+def _resolve_pretrained(value: Any, base: Path) -> Any:
+    """A `pretrained` checkpoint path written relative to the config file, made absolute; tags
+    and seed:N stay as they are."""
+    if not isinstance(value, str) or is_untrained(value) or Path(value).is_absolute():
+        return value
+    candidate = base / expand_path(value)
+    return str(candidate) if candidate.is_file() else value
 
 
 def _parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
@@ -288,8 +341,15 @@ def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None
     raw: dict[str, Any] = {}
     base: Path | None = None
     if path is not None:
+        path = resolve_config_path(path)
         raw = load_yaml_mapping(path, "run config")
-        base = Path(path).resolve().parent
+        base = path.parent
+        if "pretrained" in raw:
+            raw["pretrained"] = ([_resolve_pretrained(v, base) for v in raw["pretrained"]]
+                                 if isinstance(raw["pretrained"], list) else _resolve_pretrained(raw["pretrained"], base))
+        if isinstance(raw.get("models"), list):
+            raw["models"] = [{**m, "pretrained": _resolve_pretrained(m.get("pretrained"), base)}
+                             if isinstance(m, Mapping) and "pretrained" in m else m for m in raw["models"]]
         # Paths in the YAML are relative to the YAML file; make them absolute before merging.
         for key in ("data", "labels", "out", "templates", "cache_dir"):
             value = raw.get(key)

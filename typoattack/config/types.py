@@ -11,14 +11,18 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-from typoattack.constants import DEFAULT_CACHE_DIR, DEFAULT_FONT, FONTS_DIR
+from typoattack.constants import DEFAULT_CACHE_DIR, DEFAULT_FONT, DEMO_MODEL, FONTS_DIR
 from typoattack.errors import ConfigError
 
 SEED_PREFIX = "seed:"
 UNTRAINED_WARNING = ("UNTRAINED MODEL: {models} {verb} random weights (seed:N); these numbers only check "
                      "the pipeline, they say nothing about CLIP.")
+DEMO_WARNING = ("DEMO MODEL: {models} is typoattack's 4.5 M-parameter toy, trained for half an hour on a CPU on the "
+                "very 500 images the CI config evaluates, to show and check the pipeline; its numbers say nothing "
+                "about CLIP.")
 
 
 def is_untrained(pretrained: str | None) -> bool:
@@ -30,6 +34,18 @@ def is_untrained(pretrained: str | None) -> bool:
 def get_untrained_warning(labels: list[str]) -> str:
     """The one warning text shown wherever untrained models (`labels`) appear."""
     return UNTRAINED_WARNING.format(models=", ".join(labels), verb="has" if len(labels) == 1 else "have")
+
+
+def get_model_warnings(models: Iterable[tuple[str, str | None]]) -> list[str]:
+    """The warnings to show wherever these (model name, pretrained) appear: random weights
+    (`seed:N`), and the demo model trained on the CI images themselves."""
+    labels = {(name, pretrained): f"{name}/{pretrained}" if pretrained else name for name, pretrained in models}
+    untrained = [label for (name, pretrained), label in labels.items() if is_untrained(pretrained)]
+    demo = [label for (name, pretrained), label in labels.items() if name == DEMO_MODEL and not is_untrained(pretrained)]
+    warnings = [get_untrained_warning(untrained)] if untrained else []
+    if demo:
+        warnings.append(DEMO_WARNING.format(models=", ".join(demo)))
+    return warnings
 
 
 def check_fraction(fraction: float) -> None:
@@ -210,9 +226,9 @@ class RunConfig:
             )
 
     @property
-    def untrained_labels(self) -> list[str]:
-        """Labels of the models with random weights (`seed:N`); empty for a real benchmark."""
-        return [m.label for m in self.models if is_untrained(m.pretrained)]
+    def model_warnings(self) -> list[str]:
+        """Warnings about the run's models (random weights, the demo model); empty for a real benchmark."""
+        return get_model_warnings((m.name, m.pretrained) for m in self.models)
 
     @property
     def style(self) -> RenderStyle:

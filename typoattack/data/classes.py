@@ -1,4 +1,5 @@
-"""ImageNet class metadata: open_clip's zero-shot class names and the standard WordNet-id order."""
+"""ImageNet class metadata: open_clip's zero-shot class names, the standard WordNet-id order and
+the WordNet lemmas of each class."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from typoattack.constants import NUM_CLASSES, SYNSETS_FILE
+from typoattack.constants import LEMMAS_FILE, NUM_CLASSES, SYNSETS_FILE
 from typoattack.errors import ConfigError, suggest
 
-__all__ = ["IMAGENET_CLASSNAMES", "get_class_name", "list_class_names", "list_synsets", "resolve_class"]
+__all__ = ["IMAGENET_CLASSNAMES", "get_class_name", "list_class_names", "list_lemmas", "list_synsets", "resolve_class"]
 
 
 @lru_cache(maxsize=1)
@@ -37,23 +38,35 @@ def list_synsets() -> tuple[str, ...]:
     return synsets
 
 
+@lru_cache(maxsize=1)
+def list_lemmas() -> tuple[tuple[str, ...], ...]:
+    """The WordNet lemmas of each ImageNet class, indexed by class (e.g. class 412: 'ashcan',
+    'trash can', 'garbage can', 'wastebin', ..., 'dustbin', ...)."""
+    rows = [line.split("\t") for line in LEMMAS_FILE.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+    if [r[0] for r in rows] != list(list_synsets()) or any(len(r) != 2 for r in rows):
+        raise RuntimeError(f"{LEMMAS_FILE} is corrupt: expected one line per ImageNet class in class order")
+    return tuple(tuple(lemma.strip() for lemma in r[1].split(", ")) for r in rows)
+
+
 def get_class_name(index: int) -> str:
     """Return open_clip's zero-shot class name of ImageNet class `index` (0-999)."""
     return list_class_names()[index]
 
 
 def resolve_class(target: str | int) -> int:
-    """Resolve a class given by open_clip class name (case-insensitive) or index to its index.
+    """Resolve a class given by open_clip class name, WordNet lemma (both case-insensitive) or index.
 
     Args:
-        target: A class name from open_clip's IMAGENET_CLASSNAMES or an index 0-999.
+        target: A class name from open_clip's IMAGENET_CLASSNAMES, a WordNet lemma of an ImageNet
+            class ('dustbin', 'ashcan' for class 412 'trash can'), or an index 0-999.
 
     Returns:
         The class index.
 
     Raises:
-        ConfigError: The name matches no class (the message suggests the nearest names), matches
-            several classes, or the index is out of range.
+        ConfigError: The name matches no class (the message suggests the nearest names and
+            lemmas), matches several classes (give the index), or the index is out of range.
     """
     if isinstance(target, bool):
         raise ConfigError(f"target {target!r} is not a class name or index")
@@ -66,12 +79,18 @@ def resolve_class(target: str | int) -> int:
     text = target.strip()
     if text.isascii() and text.isdigit():
         return resolve_class(int(text))
-    matches = [i for i, name in enumerate(list_class_names()) if name.lower() == text.lower()]
+    key = text.lower()
+    names = list_class_names()
+    matches = [i for i, name in enumerate(names) if name.lower() == key]
+    what = "class names"
+    if not matches:  # open_clip's names first, then WordNet's lemmas
+        matches = [i for i, lemmas in enumerate(list_lemmas()) if key in (lemma.lower() for lemma in lemmas)]
+        what = "WordNet lemmas of classes"
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise ConfigError(
-            f"target {target!r} names several classes {matches}; give the class index instead"
-        )
-    hint = suggest(text, list_class_names()) or " Give a class index 0-999 or an exact class name."
-    raise ConfigError(f"target {target!r} matches no ImageNet class name.{hint}")
+        listed = ", ".join(f"{i} ({names[i]})" for i in matches)
+        raise ConfigError(f"target {target!r} is one of the {what} {listed}; give the class index instead")
+    vocabulary = list(dict.fromkeys([*names, *(lemma for lemmas in list_lemmas() for lemma in lemmas)]))
+    hint = suggest(text, vocabulary) or " Give a class index 0-999, a class name or a WordNet lemma."
+    raise ConfigError(f"target {target!r} matches no ImageNet class name or WordNet lemma.{hint}")

@@ -4,6 +4,7 @@ plus device and precision, resolved here and nowhere else."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import functools
 import json
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from torchvision import transforms as T
 from typoattack import hub
 from typoattack.config.types import SEED_PREFIX, ModelSpec, Precision, is_untrained
 from typoattack.files import expand_path
-from typoattack.constants import MODEL_CONFIGS_DIR
+from typoattack.constants import MODEL_CONFIGS_DIR, SHIPPED_WEIGHTS, WEIGHTS_DIR
 from typoattack.errors import ConfigError, WeightsError, suggest
 
 TINY_MODEL = "typoattack-tiny"
@@ -33,7 +34,8 @@ _WEIGHTS_HELP = (
 
 
 def register_model_configs() -> None:
-    """Register typoattack's own open_clip configs (the tiny pipeline-test model) once."""
+    """Register typoattack's own open_clip configs (the tiny pipeline-test model and the demo
+    reader) once."""
     if TINY_MODEL not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIGS_DIR)
 
@@ -145,7 +147,7 @@ def _check_spec(spec: ModelSpec) -> str:
             "Run `typoattack models` to list them"
         )
     if not pretrained:
-        tags = open_clip.list_pretrained_tags_by_model(name)
+        tags = list_pretrained_tags(name)
         raise WeightsError(
             f"no weights given for {name}: pass --pretrained with a tag ({', '.join(tags[:6]) or 'none known'}), "
             "a checkpoint file, or seed:N for random weights"
@@ -155,6 +157,11 @@ def _check_spec(spec: ModelSpec) -> str:
         if not (digits.isascii() and digits.isdigit()):
             raise WeightsError(f"pretrained {pretrained!r}: write seed:N with an integer N, e.g. seed:0")
         return "seed"
+    if (name, pretrained) in SHIPPED_WEIGHTS:
+        if not get_shipped_weights_path(name, pretrained).is_file():
+            raise WeightsError(f"the weights file of {name}/{pretrained} is missing from the installed package "
+                               f"({get_shipped_weights_path(name, pretrained)}); reinstall typoattack")
+        return "shipped"
     if open_clip.get_pretrained_cfg(name, pretrained):
         return "tag"
     if expand_path(pretrained).is_file():
@@ -162,7 +169,7 @@ def _check_spec(spec: ModelSpec) -> str:
     looks_like_path = "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
     if looks_like_path:
         raise WeightsError(f"checkpoint file {pretrained} does not exist")
-    tags = open_clip.list_pretrained_tags_by_model(name)
+    tags = list_pretrained_tags(name)
     raise WeightsError(
         f"unknown pretrained tag {pretrained!r} for {name}.{suggest(pretrained, tags)} "
         f"Known tags: {', '.join(tags) or 'none'}; or give a checkpoint file path"
@@ -217,6 +224,10 @@ def get_open_clip_kwargs(spec: ModelSpec) -> dict[str, Any]:
 def get_weights_id(spec: ModelSpec) -> str:
     """Return a string that changes whenever the weights a spec loads change."""
     kind = _check_spec(spec)
+    if kind == "shipped":
+        # By content, so a wheel install and a clone share their classifier caches.
+        path = get_shipped_weights_path(spec.name, str(spec.pretrained))
+        return f"{spec.name}|shipped:{spec.pretrained}|{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
     if kind == "file":
         p = expand_path(str(spec.pretrained)).resolve()
         st = p.stat()
@@ -327,6 +338,8 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
     pretrained: str | None = spec.pretrained
     if kind in ("seed", "hf-hub", "local-dir"):
         pretrained = None
+    elif kind == "shipped":  # loaded as a checkpoint file, the way users' own files are
+        pretrained = str(get_shipped_weights_path(spec.name, str(spec.pretrained)))
     try:
         with hub.hub_offline_if_unreachable(), torch.random.fork_rng(devices=[]):
             if kind == "seed":
@@ -365,4 +378,10 @@ def list_pretrained_tags(name: str) -> list[str]:
     """
     if name not in open_clip.list_models():
         raise WeightsError(f"unknown open_clip model {name!r}.{suggest(name, open_clip.list_models())}")
-    return list(open_clip.list_pretrained_tags_by_model(name))
+    shipped = [tag for model, tag in SHIPPED_WEIGHTS if model == name]
+    return shipped + list(open_clip.list_pretrained_tags_by_model(name))
+
+
+def get_shipped_weights_path(name: str, pretrained: str) -> Path:
+    """The file of weights the package ships for (model, tag), e.g. typoattack-reader-tiny/ci500."""
+    return WEIGHTS_DIR / SHIPPED_WEIGHTS[(name, pretrained)]

@@ -136,10 +136,12 @@ def build_run_info(cfg: RunConfig, vocab: Vocabulary, templates: tuple[str, ...]
 
 
 def build_mask_info(conditions: list[Condition], masks: dict[Condition, Any]) -> list[dict[str, Any]]:
-    """The `masks` entry of a model in run.json: each condition with its solved font size and coverage."""
+    """The `masks` entry of a model in run.json: each condition with its solved font size, the
+    stamps' sub-pixel phases, the number of random stamps and the coverage."""
     keys = ("word", "fraction", "placement", "font", "fill", "outline")
     return [{**{k: c.to_columns()[k] for k in keys},
-             "font_size": masks[c].font_size, "mask_coverage": round(masks[c].coverage, 6)} for c in conditions]
+             "font_size": masks[c].font_size, "phases": list(masks[c].phases), "copies": masks[c].copies,
+             "mask_coverage": round(masks[c].coverage, 6)} for c in conditions]
 
 
 def finish_run_info(info: dict[str, Any], records: pd.DataFrame, n_skipped: int, clean: list[dict[str, Any]],

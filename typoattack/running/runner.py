@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from typoattack.analysis.report import SKIPPED_CSV, summarize_clean, write_csv, write_tables
-from typoattack.attack.render import check_glyphs, create_attack_mask
+from typoattack.attack.masks import MaskRequest, create_attack_masks
+from typoattack.attack.render import AttackMask, check_glyphs
 from typoattack.config.loading import load_templates, load_vocab
-from typoattack.config.types import ModelSpec, RunConfig, Vocabulary, get_untrained_warning
+from typoattack.config.types import ModelSpec, RunConfig, Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import IMAGENET_CLASSNAMES
 from typoattack.data.sources import ImageSource, open_image_source, select_subset
@@ -55,10 +56,13 @@ class _RunState:
     encode_seconds: float = 0.0
 
 
-def _validate_before_loading(cfg: RunConfig) -> tuple[Vocabulary, tuple[str, ...]]:
-    """Everything that can be checked without loading a model or decoding an image."""
+def _validate_before_loading(cfg: RunConfig, progress: ProgressReporter) -> tuple[Vocabulary, tuple[str, ...], ImageSource]:
+    """Everything that can be checked without loading a model or decoding an image, cheapest
+    first: the data source, vocabulary and templates, glyphs, device, model names and weights,
+    then the text masks (solved once here and cached on disk for the evaluation)."""
     from typoattack.models.loading import check_precision, check_weights_available, get_canvas_size, resolve_device
 
+    source = open_image_source(cfg.data)
     vocab = load_vocab(cfg.vocab)
     templates = load_templates(cfg.templates)
     for style in cfg.styles:
@@ -66,13 +70,24 @@ def _validate_before_loading(cfg: RunConfig) -> tuple[Vocabulary, tuple[str, ...
             check_glyphs(word.text, style.font)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
+    sizes = []
     for spec in cfg.models:
         check_weights_available(spec)
-        size = get_canvas_size(spec)
-        if size is not None:
-            for cond in list_conditions(cfg, vocab):
-                create_attack_mask(cond.word, cond.fraction, cond.placement, cond.style, size)
-    return vocab, templates
+        sizes.append(get_canvas_size(spec))
+    conditions = list_conditions(cfg, vocab)
+    for size in dict.fromkeys(s for s in sizes if s is not None):
+        _solve_masks(cfg, conditions, size, progress)
+    return vocab, templates, source
+
+
+def _solve_masks(cfg: RunConfig, conditions: list[Condition], canvas_size: tuple[int, int],
+                 progress: ProgressReporter) -> dict[Condition, AttackMask]:
+    """The text mask of every condition at one canvas size, from the mask cache or solved on
+    `cfg.workers` processes (and cached)."""
+    requests = [MaskRequest(c.word, c.fraction, c.placement, c.style, canvas_size) for c in conditions]
+    advance = progress.start(f"Text masks {canvas_size[0]}x{canvas_size[1]}", len(requests))
+    masks = create_attack_masks(requests, cfg.cache_dir, workers=cfg.workers, advance=advance)
+    return dict(zip(conditions, masks))
 
 
 def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite: bool = False) -> RunResult:
@@ -99,15 +114,14 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
         raise ConfigError("no output folder; pass --out DIR or set `out` in the config")
     out = Path(cfg.out)
     t_start = time.perf_counter()
-    vocab, templates = _validate_before_loading(cfg)
-    source = open_image_source(cfg.data)
+    vocab, templates, source = _validate_before_loading(cfg, progress)
     indices = select_subset(source.items, cfg.limit, cfg.seed)
     fingerprint = rundir.get_run_fingerprint(cfg, vocab, templates, [source.items[i].image_id for i in indices])
     previous = rundir.prepare_out_dir(out, fingerprint, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    if cfg.untrained_labels:
-        progress.log(f"[bold yellow]{get_untrained_warning(cfg.untrained_labels)}[/]")
+    for warning in cfg.model_warnings:
+        progress.log(f"[bold yellow]{warning}[/]")
     info = rundir.build_run_info(cfg, vocab, templates, fingerprint, device, len(indices), previous)
     rundir.save_run_info(out, info)
     state = _RunState(cfg, out, source, indices, templates, list_conditions(cfg, vocab), device, info, progress, [], {})
@@ -137,7 +151,7 @@ def _evaluate_model(state: _RunState, m_index: int, spec: ModelSpec) -> None:
     progress.log(f"Loading {spec.label} on {state.device}")
     loaded = create_model(spec, state.device, cfg.precision, compile=cfg.compile)
     seconds["load_model"] = round(time.perf_counter() - t0, 3)
-    masks = {c: create_attack_mask(c.word, c.fraction, c.placement, c.style, loaded.canvas_size) for c in conditions}
+    masks = _solve_masks(cfg, conditions, loaded.canvas_size, progress)
     device_masks = [upload_mask(masks[c], state.device) for c in conditions]
 
     t0 = time.perf_counter()
