@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CI_OUT ?= /tmp/typoattack-ci-run
 
-.PHONY: help install test test-fast reproduce-ci ci-run bench bench-masks gpu-check clean
+.PHONY: help install test test-fast reproduce-ci ci-run bench bench-masks gpu-check train-reader clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -24,11 +24,11 @@ test: $(STAMP) ## Install if needed, then run the whole test suite (CI runs this
 test-fast: $(STAMP) ## Run the tests that take seconds (skips the end-to-end CI reproduction)
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
-ci-run: $(STAMP) ## Run the CI reproduction (tiny model, 500 shipped images) into $(CI_OUT)
-	$(BIN)/typoattack eval --config configs/ci.yaml --out $(CI_OUT) --overwrite
+ci-run: $(STAMP) ## Run the CI reproduction (the demo model, 500 shipped images) into $(CI_OUT)
+	$(BIN)/typoattack eval --config ci --out $(CI_OUT) --overwrite
 
-reproduce-ci: $(STAMP) ## Regenerate the reference tables in results/ci/ from configs/ci.yaml
-	$(BIN)/typoattack eval --config configs/ci.yaml --out $(CI_OUT) --overwrite
+reproduce-ci: $(STAMP) ## Regenerate the reference tables in results/ci/ from the built-in config ci
+	$(BIN)/typoattack eval --config ci --out $(CI_OUT) --overwrite
 	cp $(CI_OUT)/per_word.csv $(CI_OUT)/confusion.csv $(CI_OUT)/per_word.md results/ci/
 
 bench: $(STAMP) ## Run the pipeline benchmark (tiny model, 500 shipped images, 9 words)
@@ -39,6 +39,9 @@ bench-masks: $(STAMP) ## Time the text-mask solver over the 1000 ImageNet class 
 
 gpu-check: $(STAMP) ## On a CUDA machine: CUDA tests, CPU/GPU agreement, GPU speed and MFU, OOM halving (one table)
 	$(BIN)/python benchmarks/gpu_check.py --out $(or $(GPU_CHECK_OUT),/tmp/typoattack-gpu-check)
+
+train-reader: $(STAMP) ## Retrain the demo model typoattack-reader-tiny (about 35 minutes on 2 cores; CI never does)
+	$(BIN)/python training/train_reader.py
 
 clean: ## Remove the virtual environment and caches made by the tests
 	rm -rf $(VENV) .pytest_cache

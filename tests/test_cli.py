@@ -83,8 +83,10 @@ def test_eval_without_config_uses_flags_and_defaults(captured, tmp_path) -> None
     [
         (["--data", "/no/such/folder", "--model", "typoattack-tiny", "--pretrained", "seed:0"], "data path /no/such/folder does not exist"),
         (["--data", ".", "--fraction", "1.5", "--model", "x"], "fraction 1.5 must be in (0, 1)"),
-        (["--data", ".", "--model", "ViT-B-33", "--pretrained", "openai"], "Did you mean 'ViT-B-32'"),
-        (["--data", ".", "--model", "typoattack-tiny", "--pretrained", "seed:0", "--vocab", "nope"], "vocabulary file"),
+        (["--data", str(SAMPLE_DIR), "--model", "ViT-B-33", "--pretrained", "openai"], "Did you mean 'ViT-B-32'"),
+        (["--data", str(SAMPLE_DIR), "--model", "typoattack-tiny", "--pretrained", "seed:0", "--vocab", "nope"],
+         "vocabulary 'nope' is neither a YAML file nor a built-in vocabulary (goh2021, imagenet-classes)"),
+        (["--config", "cii"], "'cii' is neither a file nor a built-in config (ci, paper, sweep-fraction). Did you mean 'ci'?"),
         (["--data", "."], "no model given"),
     ],
 )
@@ -104,7 +106,8 @@ def test_bad_enum_is_rejected_by_typer(tmp_path) -> None:
 
 def test_missing_config_file(tmp_path) -> None:
     result = runner.invoke(app, ["eval", "--config", str(tmp_path / "none.yaml")])
-    assert result.exit_code == 2 and "does not exist" in result.output
+    assert result.exit_code == 1 and f"config file {tmp_path / 'none.yaml'} does not exist" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_render_previews_one_attack(sample_dir, tmp_path) -> None:

@@ -45,7 +45,13 @@ def _progress() -> Iterator[RichProgress]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
-        yield RichProgress(progress)
+        try:
+            yield RichProgress(progress)
+        except TypoAttackError:
+            # A user mistake is one red line: the bars of the work it interrupted go away.
+            for task in list(progress.task_ids):
+                progress.remove_task(task)
+            raise
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from typoattack.analysis.report import (
     CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD, RECORDS_FILE, RUN_FILE, SKIPPED_CSV,
 )
 from typoattack.config.types import ModelSpec, RunConfig, Vocabulary
-from typoattack.data.classes import IMAGENET_CLASSNAMES
+from typoattack.data.classes import list_class_names
 from typoattack.errors import OutputError
 from typoattack.files import get_label_slug, write_parquet_atomic, write_text_atomic
 from typoattack.records import Condition
@@ -122,7 +122,7 @@ def build_run_info(cfg: RunConfig, vocab: Vocabulary, templates: tuple[str, ...]
         "config": cfg.to_dict(),
         "vocab": {"name": vocab.name, "path": vocab.path,
                   "words": [{"text": w.text, "target_index": w.target_index,
-                             "target_name": IMAGENET_CLASSNAMES[w.target_index]} for w in vocab.words]},
+                             "target_name": list_class_names()[w.target_index]} for w in vocab.words]},
         "templates": {"name": cfg.templates, "count": len(templates)},
         "versions": _get_versions(),
         "device": get_device_name(device),

@@ -17,7 +17,7 @@ from typoattack.attack.render import AttackMask, check_glyphs
 from typoattack.config.loading import load_templates, load_vocab
 from typoattack.config.types import ModelSpec, RunConfig, Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
-from typoattack.data.classes import IMAGENET_CLASSNAMES
+from typoattack.data.classes import list_class_names
 from typoattack.data.sources import ImageSource, open_image_source, select_subset
 from typoattack.errors import ConfigError, DataError
 from typoattack.records import Condition, list_conditions
@@ -56,13 +56,15 @@ class _RunState:
     encode_seconds: float = 0.0
 
 
-def _validate_before_loading(cfg: RunConfig, progress: ProgressReporter) -> tuple[Vocabulary, tuple[str, ...], ImageSource]:
+def _validate_before_loading(cfg: RunConfig,
+                             progress: ProgressReporter) -> tuple[Vocabulary, tuple[str, ...], ImageSource, float]:
     """Everything that can be checked without loading a model or decoding an image, cheapest
     first: the data source, vocabulary and templates, glyphs, device, model names and weights,
-    then the text masks (solved once here and cached on disk for the evaluation)."""
+    then the text masks (solved once here and cached on disk for the evaluation; the seconds
+    that took are returned last)."""
+    source = open_image_source(cfg.data)
     from typoattack.models.loading import check_precision, check_weights_available, get_canvas_size, resolve_device
 
-    source = open_image_source(cfg.data)
     vocab = load_vocab(cfg.vocab)
     templates = load_templates(cfg.templates)
     for style in cfg.styles:
@@ -75,9 +77,10 @@ def _validate_before_loading(cfg: RunConfig, progress: ProgressReporter) -> tupl
         check_weights_available(spec)
         sizes.append(get_canvas_size(spec))
     conditions = list_conditions(cfg, vocab)
+    t0 = time.perf_counter()
     for size in dict.fromkeys(s for s in sizes if s is not None):
         _solve_masks(cfg, conditions, size, progress)
-    return vocab, templates, source
+    return vocab, templates, source, time.perf_counter() - t0
 
 
 def _solve_masks(cfg: RunConfig, conditions: list[Condition], canvas_size: tuple[int, int],
@@ -107,29 +110,30 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
     Raises:
         TypoAttackError: A user-fixable problem (config, data, weights, font, output folder).
     """
-    from typoattack.models.loading import resolve_device
-
     progress = progress or NullProgress()
     if not cfg.out:
         raise ConfigError("no output folder; pass --out DIR or set `out` in the config")
     out = Path(cfg.out)
     t_start = time.perf_counter()
-    vocab, templates, source = _validate_before_loading(cfg, progress)
+    vocab, templates, source, mask_seconds = _validate_before_loading(cfg, progress)
     indices = select_subset(source.items, cfg.limit, cfg.seed)
     fingerprint = rundir.get_run_fingerprint(cfg, vocab, templates, [source.items[i].image_id for i in indices])
     previous = rundir.prepare_out_dir(out, fingerprint, overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    from typoattack.models.loading import resolve_device
+
     device = resolve_device(cfg.device)
     for warning in cfg.model_warnings:
         progress.log(f"[bold yellow]{warning}[/]")
     info = rundir.build_run_info(cfg, vocab, templates, fingerprint, device, len(indices), previous)
+    info["seconds_masks"] = round(mask_seconds, 3)
     rundir.save_run_info(out, info)
     state = _RunState(cfg, out, source, indices, templates, list_conditions(cfg, vocab), device, info, progress, [], {})
     for m_index, spec in enumerate(cfg.models):
         _evaluate_model(state, m_index, spec)
 
     records = rundir.merge_chunks(out, state.chunk_paths)
-    per_word = write_tables(records, out, IMAGENET_CLASSNAMES)
+    per_word = write_tables(records, out, list_class_names())
     write_csv(pd.DataFrame(sorted(state.skipped.items()), columns=["image_id", "reason"]), out / SKIPPED_CSV)
     ips = round(state.encoded / state.encode_seconds, 1) if state.encoded and state.encode_seconds > 0 else None
     rundir.finish_run_info(info, records, len(state.skipped), summarize_clean(records),
@@ -169,8 +173,8 @@ def _evaluate_model(state: _RunState, m_index: int, spec: ModelSpec) -> None:
 
     t0 = time.perf_counter()
     classifier, cached = build_classifier(
-        loaded, IMAGENET_CLASSNAMES, state.templates, cfg.cache_dir,
-        progress=progress.start(f"Classifier {spec.label} ({len(state.templates)} templates)", len(IMAGENET_CLASSNAMES)),
+        loaded, list_class_names(), state.templates, cfg.cache_dir,
+        progress=progress.start(f"Classifier {spec.label} ({len(state.templates)} templates)", len(list_class_names())),
     )
     seconds["classifier"] = round(time.perf_counter() - t0, 3)
     timing = _evaluate_shards(state, m_index, loaded, classifier, canvases, rows, device_masks, seconds)
