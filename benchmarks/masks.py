@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # noqa: E402
 
-from typoattack.attack import render  # noqa: E402
+from typoattack.attack import render, solver  # noqa: E402
 from typoattack.config.types import Placement, RenderStyle  # noqa: E402
 from typoattack.errors import RenderError  # noqa: E402
 from typoattack.attack.masks import MaskRequest, create_attack_masks  # noqa: E402
@@ -44,7 +44,7 @@ def main() -> None:
           "empty cache")
     print(f"{'placement':<10} {'masks':>6} {'ms/mask':>8} {'max rel err':>11} {'within 1%':>9} {'within 4%':>9} {'errors':>6}")
     for placement in [Placement(p) for p in (args.placement or ["paper8", "random"])]:
-        render.create_attack_mask.cache_clear()
+        solver.create_attack_mask.cache_clear()
         render._draw_stamp.cache_clear()
         requests = [MaskRequest(w, args.fraction, placement, style, (args.size, args.size)) for w in words]
         t0 = time.perf_counter()

@@ -42,7 +42,8 @@ from typoattack.data.canvases import prepare_canvases  # noqa: E402
 from typoattack.data.sources import open_image_source, select_subset  # noqa: E402
 from typoattack.constants import SAMPLE_DIR  # noqa: E402
 from typoattack.models.loading import create_model, get_autocast, resolve_device  # noqa: E402
-from typoattack.attack.render import apply_attack, create_attack_mask  # noqa: E402
+from typoattack.attack.render import apply_attack  # noqa: E402
+from typoattack.attack.solver import create_attack_mask  # noqa: E402
 from typoattack.running.evaluate import resolve_batch_size  # noqa: E402
 from typoattack.running.runner import run_eval  # noqa: E402
 

@@ -11,7 +11,8 @@ from torchvision import transforms as T
 
 from typoattack.attack.compose import composite_batch, get_offsets, upload_mask
 from typoattack.config.types import Placement, RenderStyle
-from typoattack.attack.render import apply_attack, create_attack_mask
+from typoattack.attack.render import apply_attack
+from typoattack.attack.solver import create_attack_mask
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from typoattack.attack.compose import composite_batch, get_offsets, upload_mask
-from typoattack.attack.render import apply_attack, create_attack_mask
+from typoattack.attack.render import apply_attack
+from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import ModelSpec, Placement, Precision, RenderStyle
 from typoattack.data.classes import IMAGENET_CLASSNAMES
 from typoattack.models.classify import build_classifier, encode_canvases

@@ -13,7 +13,7 @@ from typoattack.config.types import Placement, RenderStyle
 from typoattack.constants import DEFAULT_FONT
 from typoattack.errors import RenderError
 from typoattack.attack.masks import MaskRequest, create_attack_masks, get_mask_key, load_mask
-from typoattack.attack.render import create_attack_mask
+from typoattack.attack.solver import create_attack_mask
 
 SIZE = (224, 224)
 STYLE = RenderStyle()

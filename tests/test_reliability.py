@@ -25,7 +25,8 @@ import typoattack.models.loading
 from typoattack.cli import app
 from typoattack.config.types import Placement, RenderStyle
 from typoattack.errors import RenderError
-from typoattack.attack.render import apply_attack, create_attack_mask
+from typoattack.attack.render import apply_attack
+from typoattack.attack.solver import create_attack_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

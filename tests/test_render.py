@@ -18,18 +18,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from typoattack.attack import render
-from typoattack.config.types import Placement, RenderStyle
-from typoattack.errors import RenderError
+from typoattack.attack import render, solver
 from typoattack.attack.render import (
     AttackMask,
     TextLayers,
     apply_attack,
     composite,
-    create_attack_mask,
     measure_pixel_cover,
     stable_hash,
 )
+from typoattack.attack.solver import create_attack_mask
+from typoattack.config.types import Placement, RenderStyle
+from typoattack.errors import RenderError
 
 from typoattack.constants import SAMPLE_DIR
 N_IMAGES = 40
@@ -700,12 +700,12 @@ def test_pick_phases_finds_the_closest_sum() -> None:
     for n, target in ((1, 50), (3, 130), (8, 371), (8, 10), (8, 10_000)):
         best = min(abs(sum(counts[p] for p in c) - target) for c in itertools.combinations_with_replacement(range(16), n)) \
             if n <= 3 else None
-        picked = render._pick_phases(counts, n, target)
+        picked = solver._pick_phases(counts, n, target)
         assert len(picked) == n and list(picked) == sorted(picked)
         if best is not None:
             assert abs(sum(counts[p] for p in picked) - target) == best
-    assert sum(counts[p] for p in render._pick_phases(counts, 8, 10)) == 8 * 39
-    assert sum(counts[p] for p in render._pick_phases(counts, 8, 10_000)) == 8 * 61
+    assert sum(counts[p] for p in solver._pick_phases(counts, 8, 10)) == 8 * 39
+    assert sum(counts[p] for p in solver._pick_phases(counts, 8, 10_000)) == 8 * 61
 
 
 @pytest.mark.parametrize("placement", [Placement.PAPER8, Placement.RANDOM])
@@ -722,3 +722,10 @@ def test_fast_solver_meets_one_percent_on_class_names(placement) -> None:
         np.testing.assert_array_equal(redrawn.outline_alpha, mask.layers.outline_alpha)
     assert max(errors) <= SOLVE_RTOL
     assert np.mean(np.asarray(errors) <= 0.01) >= 0.95
+
+
+def test_drawing_and_solving_import_no_model_code() -> None:
+    code = ("import sys, typoattack.attack.render, typoattack.attack.solver, typoattack.attack.masks; "
+            "bad = [m for m in ('torch', 'open_clip', 'typer') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -47,7 +47,8 @@ import typoattack.models.loading  # noqa: E402,F401  (registers typoattack's mod
 from typoattack.config.types import Placement, RenderStyle  # noqa: E402
 from typoattack.constants import SAMPLE_DIR, WEIGHTS_DIR  # noqa: E402
 from typoattack.errors import RenderError  # noqa: E402
-from typoattack.attack.render import AttackMask, apply_attack, create_attack_mask  # noqa: E402
+from typoattack.attack.render import AttackMask, apply_attack  # noqa: E402
+from typoattack.attack.solver import create_attack_mask  # noqa: E402
 
 MODEL = "typoattack-reader-tiny"
 SIZE = 224

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from typoattack.config.types import Placement, RenderStyle
-from typoattack.attack.render import AttackMask, TextLayers, create_attack_mask
+from typoattack.attack.render import AttackMask, TextLayers
+from typoattack.attack.solver import create_attack_mask
 
 # Bump when the solver or the drawing changes what a mask holds for the same inputs.
 MASK_FORMAT = 1

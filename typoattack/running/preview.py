@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from typoattack.attack.render import AttackMask, apply_attack, create_attack_mask
+from typoattack.attack.render import AttackMask, apply_attack
+from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import Placement, RenderStyle, check_fraction
 from typoattack.data.sources import load_rgb
 from typoattack.errors import ConfigError, DataError

@@ -14,7 +14,8 @@ from typoattack.analysis.metrics import build_leaderboard, build_per_word_table
 from typoattack.analysis.report import (
     PER_WORD_CSV, format_leaderboard_markdown, load_records, read_run_info, write_csv, write_report, write_tables,
 )
-from typoattack.attack.render import apply_attack, create_attack_mask
+from typoattack.attack.render import apply_attack
+from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import DataSpec, ModelSpec, RenderStyle
 from typoattack.constants import CLEAN_WORD
 from typoattack.data.classes import IMAGENET_CLASSNAMES
