@@ -729,3 +729,12 @@ def test_drawing_and_solving_import_no_model_code() -> None:
             "bad = [m for m in ('torch', 'open_clip', 'typer') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_random_stamp_near_the_band_limit_is_solved() -> None:
+    """'indigo bunting' at 0.07: most phases of the solved size make the single stamp a pixel too
+    large for the canvas; the solver must step the size from the phases that fit (it once asked
+    FreeType for a size of almost zero)."""
+    mask = create_attack_mask("indigo bunting", 0.07, Placement.RANDOM, STYLE, SIZE)
+    assert abs(mask.coverage - 0.07) <= 0.01 * 0.07
+    assert mask.layers.shape[0] <= SIZE[0] // mask.copies and mask.layers.shape[1] <= SIZE[1]

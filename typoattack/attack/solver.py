@@ -103,6 +103,8 @@ def _solve(word: str, fraction: float, placement: Placement, style: RenderStyle,
 # Secant steps of the fast solver, then rounds of phase picking (each may move the size once).
 _FAST_STEPS = 8
 _PHASE_ROUNDS = 5
+# The pixel count of a phase that must never be picked (a random stamp too large for its band).
+_NEVER = 2 ** 40
 # Share of a text stamp's box that glyphs cover, roughly: only the fast solver's first guess uses it.
 _GLYPH_DENSITY = 0.3
 
@@ -160,14 +162,16 @@ def _largest_fitting_size(word: str, style: RenderStyle, size: float, height: in
         h, w = _draw_stamp(word, style.font, s, style.outline_width, 0, False)[0].shape
         return min((height + 0.5) / h, (width + 0.5) / w)
 
-    lo = round(size * scale(size), 3)
+    # A stamp that draws nothing (too small a size) has a 1x1 box: keep guesses below the box's size.
+    limit = 2.0 * max(height, width)
+    lo = round(min(size * scale(size), limit), 3)
     while not fits(lo):
         lo = round(lo * 0.97 * min(scale(lo), 1.0), 3)
         if lo < _MIN_FONT_SIZE:
             return None
-    hi = round(lo * 1.1, 3)
-    while fits(hi):
-        lo, hi = hi, round(hi * 1.1, 3)
+    hi = round(min(lo * 1.1, limit), 3)
+    while hi < limit and fits(hi):
+        lo, hi = hi, round(min(hi * 1.1, limit), 3)
     while hi - lo > 0.005 * lo:
         mid = round((lo + hi) / 2, 3)
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
@@ -184,7 +188,7 @@ def _phase_counts(word: str, style: RenderStyle, size: float, placement: Placeme
     for p in range(_PHASES):
         alpha = _draw_stamp(word, style.font, size, style.outline_width, p, False)[0]
         fits = placement is not Placement.RANDOM or (alpha.shape[0] <= H // copies and alpha.shape[1] <= W)
-        counts.append(int(np.count_nonzero(alpha)) if fits else 2 ** 40)
+        counts.append(int(np.count_nonzero(alpha)) if fits else _NEVER)
         if n == 1 and abs(counts[-1] - target) <= tol:
             break
     return counts
@@ -236,7 +240,12 @@ def _solve_fast(word: str, fraction: float, placement: Placement, style: RenderS
         if n * min(counts) <= target <= n * max(counts):
             target += (fraction - c) * H * W / copies  # stamps clipped at the edges or overlapping
         else:  # no choice of phases reaches it at this size: a step on the size
-            size = round(min(size * (target / (n * float(np.median(counts)))) ** 0.5, max_size), 3)
+            drawable = [count for count in counts if count < _NEVER]
+            if not drawable:
+                return None
+            size = round(min(size * (target / (n * float(np.median(drawable)))) ** 0.5, max_size), 3)
+            if size < _MIN_FONT_SIZE:
+                return None
     return None
 
 
