@@ -65,10 +65,11 @@ def test_wheel_renders_and_evaluates_from_an_empty_directory(installed, tmp_path
     assert r.returncode == 0, r.stdout + r.stderr
     info = json.loads((empty / "run" / "run.json").read_text())
     assert info["complete"] is True
-    # Data, vocabulary and weights all came from the installed wheel, not from this repository.
+    # Data and vocabulary came from the installed wheel, not from this repository; the weights are
+    # the shipped demo weights (identified by their content).
     site = str(installed.resolve())
     assert info["config"]["data"]["source"].startswith(site)
     assert info["vocab"]["path"].startswith(site)
-    assert str(info["config"]["models"][0]["pretrained"]).startswith(site)
+    assert info["models"][0]["weights_id"].startswith("typoattack-reader-tiny|shipped:ci500|")
     records = pd.read_parquet(empty / "run" / "records.parquet")
     assert len(records) == 20 * (1 + 9 * 2 * 2) and records["image_id"].nunique() == 20
