@@ -58,3 +58,55 @@ def with_fills(per_word: pd.DataFrame) -> pd.DataFrame:
     red = per_word.assign(fill="red", outline="black", font=FONT, asr=per_word["asr"] / 2,
                           asr_ci_low=per_word["asr_ci_low"] / 2, asr_ci_high=per_word["asr_ci_high"] / 2)
     return pd.concat([white, red], ignore_index=True)
+
+
+def make_many_words(n_words: int = 1000) -> list[str]:
+    """`n_words` distinct words of 4 to 23 characters (`w000`, `w001a`, ...)."""
+    return [f"w{i:03d}" + "abcdefghijklmnopqrs"[: i % 20] for i in range(n_words)]
+
+
+def make_many_word_per_word(n_words: int = 1000, seed: int = 0, n_images: int = 50) -> pd.DataFrame:
+    """A per-word table of one model over `n_words` words (each word targets class i), two
+    fractions and one placement, with binomial ASR counts and their Wilson intervals."""
+    from typoattack.analysis.metrics import PER_WORD_COLUMNS, wilson_interval
+
+    rng = np.random.default_rng(seed)
+    words = make_many_words(n_words)
+    rows = []
+    for fraction in FRACTIONS:
+        p = rng.beta(1.0, 4.0, n_words)
+        k = rng.binomial(n_images, p)
+        lo, hi = wilson_interval(k, np.full(n_words, n_images))
+        for i, word in enumerate(words):
+            asr = k[i] / n_images
+            rows.append({"model": "ViT-B-32", "pretrained": "openai", "word": word, "target_index": i,
+                         "target_name": CLASS_NAMES[i], "fraction": fraction, "placement": "paper8",
+                         "n_images": n_images, "pixel_cover_mean": fraction * 0.98, "clean_top1": 0.7,
+                         "attacked_top1": 0.5, "asr": asr, "asr_ci_low": lo[i], "asr_ci_high": hi[i],
+                         "changed_to": asr, "already_target": 0.0, "changed_away": 0.1,
+                         "neither": 0.9 - asr, "flip_rate": 0.3})
+    return pd.DataFrame(rows)[PER_WORD_COLUMNS].assign(font=FONT)
+
+
+def make_many_word_records(n_words: int = 1000, n_images: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Records of one model over `n_words` words (word i targets class i) at one fraction and
+    placement; word i succeeds on an image with probability rising with i."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 1000, n_images)
+    clean = true.copy()
+    model, pretrained = "ViT-B-32", "openai"
+    rows = [(f"img{j:03d}", int(true[j]), model, pretrained, "", -1, 0.0, "", FONT, 0.0, int(clean[j]))
+            for j in range(n_images)]
+    for i, word in enumerate(make_many_words(n_words)):
+        hit = rng.random(n_images) < (i + 1) / (n_words + 1)
+        pred = np.where(hit, i, clean)
+        cover = 0.1 * (1 - 0.05 * rng.random(n_images))
+        rows += [(f"img{j:03d}", int(true[j]), model, pretrained, word, i, 0.1, "paper8", FONT, float(cover[j]),
+                  int(pred[j])) for j in range(n_images)]
+    frame = pd.DataFrame(rows, columns=["image_id", "true_index", "model", "pretrained", "word", "target_index",
+                                        "fraction", "placement", "font", "pixel_cover", "pred_index"])
+    frame["pred_top5"] = [_top5(p) for p in frame["pred_index"]]
+    frame["p_target"] = 0.1
+    frame["p_true"] = 0.2
+    frame["fill"], frame["outline"], frame["outline_width"], frame["opacity"] = "white", "black", 2.0, 1.0
+    return frame.reindex(columns=RECORD_COLUMNS)

@@ -60,12 +60,29 @@ EX_W = 2.2
 EX_H = 3.0
 EX_TITLE_H = 0.8
 
+# Layout of plot_asr_ranked: at most RANK_MAX_COLS panels per row, each RANK_PANEL_W inches wide
+# and RANK_BASE_H + RANK_BAR_H * n_slots inches high (n_slots: the most bars of a panel, plus one
+# for the gap between its top and bottom bars), plus TITLE_H and LEGEND_ROW_H. Word and target are
+# each cut to RANK_LABEL_MAX characters.
+RANK_PANEL_W = 6.5
+RANK_BAR_H = 0.17
+RANK_BASE_H = 1.3
+RANK_MAX_COLS = 2
+RANK_LABEL_MAX = 22
+
+# Layout of plot_asr_distribution and plot_asr_vs_word_length: at most ASR_VS_FRACTION_MAX_COLS
+# panels of PANEL_W x PANEL_H inches per row, plus TITLE_H.
+
 _REQUIRED = {
     "plot_asr_vs_fraction": ["model", "pretrained", "word", "target_name", "fraction", "placement",
                              "pixel_cover_mean", "asr", "asr_ci_low", "asr_ci_high"],
     "plot_asr_by_word": ["model", "pretrained", "word", "target_name", "fraction", "placement", "asr",
                          "asr_ci_low", "asr_ci_high", "flip_rate"],
     "plot_accuracy": ["model", "pretrained", "fraction", "clean_top1", "attacked_top1"],
+    "plot_asr_ranked": ["model", "pretrained", "word", "target_index", "target_name", "fraction", "placement",
+                        "n_images", "asr", "asr_ci_low", "asr_ci_high"],
+    "plot_asr_distribution": ["model", "pretrained", "word", "target_index", "fraction", "placement", "asr"],
+    "plot_asr_vs_word_length": ["model", "pretrained", "word", "target_index", "fraction", "placement", "asr"],
 }
 _RECORD_REQUIRED = ["model", "pretrained", "word", "true_index", "pred_index"]
 

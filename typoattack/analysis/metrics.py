@@ -200,3 +200,82 @@ def build_leaderboard(per_word: pd.DataFrame) -> pd.DataFrame:
     board["n_images"] = board["n_images"].astype(np.int64)
     return board.reset_index(drop=True)
 
+
+
+MANY_WORDS = 30
+"""A table with more (word, target) pairs than this has a large vocabulary: per-word figures give
+way to ranked views."""
+RANKING_SIZE = 20
+"""Rows at each end of the ranking of `build_asr_ranking`."""
+RANKING_VALUE_COLUMNS = ["group", "rank", "n_words", "word", "target_index", "target_name", "n_images", "asr",
+                         "asr_ci_low", "asr_ci_high"]
+_RANKING_REQUIRED = ["model", "pretrained", "word", "target_index", "target_name", "fraction", "placement",
+                     "n_images", "asr", "asr_ci_low", "asr_ci_high"]
+
+
+def count_words(per_word: pd.DataFrame) -> int:
+    """The number of distinct (word, target_index) pairs of the per-word table."""
+    if per_word.empty:
+        return 0
+    return int(per_word[["word", "target_index"]].drop_duplicates().shape[0])
+
+
+def is_large_vocabulary(per_word: pd.DataFrame, threshold: int = MANY_WORDS) -> bool:
+    """True when the table holds more than `threshold` (word, target) pairs."""
+    return count_words(per_word) > threshold
+
+
+def rank_words(per_word: pd.DataFrame) -> list[str]:
+    """The distinct words, highest mean ASR over all their conditions first (ties: by word)."""
+    if per_word.empty:
+        return []
+    mean = per_word.groupby("word", sort=True)["asr"].mean().reset_index()
+    mean = mean.sort_values(["asr", "word"], ascending=[False, True], kind="stable", na_position="last")
+    return [str(w) for w in mean["word"]]
+
+
+def get_ranking_keys(per_word: pd.DataFrame) -> list[str]:
+    """The columns that name a condition of the ranking: model, pretrained, placement, fraction and
+    the style columns the table carries."""
+    return ["model", "pretrained", "placement", "fraction", *(c for c in STYLE_COLUMNS if c in per_word.columns)]
+
+
+def build_asr_ranking(per_word: pd.DataFrame, n: int = RANKING_SIZE) -> pd.DataFrame:
+    """The `n` highest and `n` lowest (word, target) pairs by ASR per condition.
+
+    A condition is (model, pretrained, placement, fraction, style columns present). Within one,
+    pairs are ranked by descending ASR (ties: word, then target index); `rank` 1 is the highest.
+    `group` is "top" for the first min(n, k) of the k pairs and "bottom" for the last
+    min(n, k - top) ones, so no pair is listed twice. Rows of a condition run in rank order.
+
+    Args:
+        per_word: The per-word table (PER_WORD_COLUMNS, optionally STYLE_COLUMNS).
+        n: Pairs at each end.
+
+    Returns:
+        The condition columns, then RANKING_VALUE_COLUMNS (`n_words`: k); conditions in the
+        per-word table's order.
+
+    Raises:
+        ValueError: `n` < 1 or `per_word` lacks a needed column.
+    """
+    if n < 1:
+        raise ValueError(f"build_asr_ranking: n must be at least 1, got {n}")
+    missing = [c for c in _RANKING_REQUIRED if c not in per_word.columns]
+    if missing:
+        raise ValueError(f"build_asr_ranking: the per-word table lacks the column(s) {', '.join(missing)}")
+    keys = get_ranking_keys(per_word)
+    parts = []
+    for _, rows in per_word.groupby(keys, sort=True, dropna=False):
+        ranked = rows.sort_values(["asr", "word", "target_index"], ascending=[False, True, True], kind="stable")
+        ranked = ranked.assign(rank=np.arange(1, len(ranked) + 1, dtype=np.int64), n_words=len(ranked))
+        top = min(n, len(ranked))
+        bottom = min(n, len(ranked) - top)
+        chosen = pd.concat([ranked.iloc[:top].assign(group="top"),
+                            ranked.iloc[len(ranked) - bottom:].assign(group="bottom")])
+        parts.append(chosen)
+    if not parts:
+        return pd.DataFrame(columns=keys + RANKING_VALUE_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)
+    out["n_images"] = out["n_images"].astype(np.int64)
+    return out[keys + RANKING_VALUE_COLUMNS]

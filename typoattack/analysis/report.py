@@ -23,7 +23,8 @@ from typoattack.analysis.labels import (
     format_percent, format_style, get_model_label, is_missing, list_varying_styles,
 )
 from typoattack.analysis.metrics import (
-    PER_WORD_COLUMNS, build_clean_table, build_confusion_table, build_per_word_table,
+    MANY_WORDS, PER_WORD_COLUMNS, RANKING_SIZE, build_asr_ranking, build_clean_table, build_confusion_table,
+    build_per_word_table, count_words,
 )
 from typoattack.config.types import get_model_warnings
 from typoattack.errors import OutputError
@@ -171,6 +172,27 @@ def build_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], list[
     return header, cells
 
 
+RANKING_HEADER = ["model", "pretrained", "fraction", "placement", "group", "rank", "word", "target", "n",
+                  "ASR [95% CI]"]
+
+
+def build_ranking_cells(ranking: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of `build_asr_ranking`'s table: rank as `r / n_words`, the word as
+    `code`, ASR and its interval as percentages (varying style columns appended to the placement)."""
+    styles = list_varying_styles(ranking)
+    cells = []
+    for r in ranking.to_dict("records"):
+        placement = "" if is_missing(r["placement"]) else str(r["placement"])
+        if styles:
+            placement += f" · {format_style(r, styles)}"
+        ci = f"{100 * r['asr_ci_low']:.1f}–{100 * r['asr_ci_high']:.1f}"
+        cells.append([str(r["model"]), "" if is_missing(r["pretrained"]) else str(r["pretrained"]),
+                      f"{r['fraction']:g}", placement, str(r["group"]), f"{r['rank']} / {r['n_words']}",
+                      f"`{r['word']}`", f"{r['target_name']} ({r['target_index']})", str(r["n_images"]),
+                      f"{format_percent(r['asr'])} [{ci}]"])
+    return list(RANKING_HEADER), cells
+
+
 def format_leaderboard_markdown(leaderboard: pd.DataFrame) -> str:
     """Render the leaderboard as a Markdown table (rank first, percentages with one decimal).
 
@@ -292,6 +314,9 @@ _LEADERBOARD_NOTE = ("Most robust first (lowest mean attack success rate). ASR: 
                      "not the target, attacked prediction the target); attacked top-1 and ASR are means over words, "
                      "placements and fractions.")
 _NO_CONDITIONS = "No attacked conditions."
+_RANKING_NOTE = (f"The vocabulary has more than {MANY_WORDS} words: per condition, the {RANKING_SIZE} words with the "
+                 f"highest and the {RANKING_SIZE} with the lowest attack success rate (rank 1: highest; ties by "
+                 "word), with the 95% Wilson interval. Every word is in the per-word table and per_word.csv.")
 
 
 @dataclass(frozen=True)
@@ -319,15 +344,19 @@ def _list_run_blocks(info: dict, index: int) -> list[_Block]:
 
 
 def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
-                        run_infos: list[dict], title: str) -> list[_Block]:
+                        run_infos: list[dict], title: str, notes: Sequence[str] = ()) -> list[_Block]:
     """The report's content, in order."""
     blocks = [_Block("h1", title)]
     blocks.extend(_Block("warn", w) for w in _model_warnings(per_word, run_infos))
     blocks += [_Block("h2", "Leaderboard"), _Block("p", _LEADERBOARD_NOTE)]
     blocks.append(_Block("p", _NO_CONDITIONS) if leaderboard.empty
                   else _table_block(*build_leaderboard_cells(leaderboard), "leaderboard"))
-    if figures:
-        blocks += [_Block("h2", "Figures")] + [_Block("figure", path=f) for f in figures]
+    if figures or notes:
+        blocks.append(_Block("h2", "Figures"))
+        blocks += [_Block("p", n) for n in notes] + [_Block("figure", path=f) for f in figures]
+    if count_words(per_word) > MANY_WORDS:
+        blocks += [_Block("h2", "Words ranked by attack success rate"), _Block("p", _RANKING_NOTE),
+                   _table_block(*build_ranking_cells(build_asr_ranking(per_word)), "ranking")]
     blocks.append(_Block("h2", "Per-word results"))
     blocks.append(_Block("p", _NO_CONDITIONS) if per_word.empty
                   else _table_block(*build_per_word_cells(_per_word_display(per_word)), "per-word"))
@@ -379,12 +408,14 @@ def _format_html_block(block: _Block) -> str:
 
 
 def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
-                 run_infos: list[dict], title: str = "typoattack report") -> tuple[Path, Path]:
+                 run_infos: list[dict], title: str = "typoattack report",
+                 notes: Sequence[str] = ()) -> tuple[Path, Path]:
     """Write report.md and a self-contained report.html into `out_dir`.
 
     Both hold the same content: a warning when a model is untrained (pretrained `seed:N`), the
-    leaderboard, every figure, the per-word table (varying style columns are appended to the
-    placement), and one section per run with its device, image counts, versions, a bold
+    leaderboard, the notes and every figure, with more than MANY_WORDS (word, target) pairs the top
+    and bottom RANKING_SIZE words by ASR per condition (`build_ranking_cells`), the per-word table
+    (varying style columns are appended to the placement), and one section per run with its device, image counts, versions, a bold
     untrained-model warning where it applies, and its config as a JSON block. report.md links the
     figures by their path relative to `out_dir`; report.html embeds them as base64 PNG data URIs,
     renders tables as HTML tables and escapes every string.
@@ -396,6 +427,7 @@ def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFram
         figures: PNG files to include, in order.
         run_infos: run.json contents of the runs the tables come from.
         title: The report title.
+        notes: Paragraphs shown above the figures (e.g. which words got per-word figures).
 
     Returns:
         (path of report.md, path of report.html).
@@ -409,7 +441,7 @@ def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFram
     for f in figures:
         if not f.is_file():
             raise FileNotFoundError(f"write_report: figure {f} does not exist")
-    blocks = _list_report_blocks(per_word, leaderboard, figures, run_infos, title)
+    blocks = _list_report_blocks(per_word, leaderboard, figures, run_infos, title, notes)
     md = [line for block in blocks for line in _format_markdown_block(block, out_dir)]
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")

@@ -3,6 +3,7 @@ re-rendered examples and report.md/report.html over all the runs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from typoattack.analysis import plots
-from typoattack.analysis.metrics import build_leaderboard, build_per_word_table
+from typoattack.analysis.metrics import MANY_WORDS, build_leaderboard, build_per_word_table, count_words, rank_words
 from typoattack.analysis.report import (
     PER_WORD_CSV, format_leaderboard_markdown, load_records, read_run_info, write_csv, write_report, write_tables,
 )
@@ -25,11 +26,18 @@ from typoattack.files import get_word_slug, write_text_atomic
 from typoattack.records import CONDITION_COLUMNS, IMAGE_COLUMNS, MODEL_COLUMNS, Condition
 from typoattack.running.progress import NullProgress, ProgressReporter
 
+CONFUSION_MAX_WORDS = 12
+"""With more than MANY_WORDS words, confusion heatmaps are drawn for this many words (highest mean ASR)."""
+EXAMPLE_MAX_WORDS = 8
+"""With more than MANY_WORDS words, examples.png shows this many words (highest mean ASR)."""
 
-def collect_examples(records: pd.DataFrame, info: dict[str, Any], per_word_images: int) -> list[dict[str, Any]]:
+
+def collect_examples(records: pd.DataFrame, info: dict[str, Any], per_word_images: int,
+                     words: list[str] | None = None) -> list[dict[str, Any]]:
     """Re-render a few attacked canvases per word from the records' conditions and source images.
 
-    Uses the run's first model and, per word, the condition of its first attacked record.
+    Uses the run's first model and, per word, the condition of its first attacked record; only
+    `words` (in that order) when given, else every attacked word.
 
     Returns:
         Dicts for `plots.plot_examples` (word, uint8 HxWx3 image, class names).
@@ -50,7 +58,8 @@ def collect_examples(records: pd.DataFrame, info: dict[str, Any], per_word_image
     clean = mine[mine["word"] == CLEAN_WORD].set_index("image_id")["pred_index"]
     attacked = mine[mine["word"] != CLEAN_WORD]
     examples = []
-    for word in dict.fromkeys(attacked["word"]):
+    present = set(attacked["word"])
+    for word in (dict.fromkeys(attacked["word"]) if words is None else [w for w in words if w in present]):
         rows = attacked[attacked["word"] == word]
         first = rows.iloc[0]
         same = rows[(rows[CONDITION_COLUMNS] == first[CONDITION_COLUMNS]).all(axis=1)]
@@ -79,17 +88,47 @@ def _load_runs(dirs: list[Path]) -> tuple[list[pd.DataFrame], list[dict[str, Any
     return all_records, infos
 
 
-def _plot_figures(records: pd.DataFrame, per_word: pd.DataFrame, out: Path) -> list[Path]:
-    """The summary figures and one confusion heatmap per word."""
-    figures = [out / "asr_vs_fraction.png", out / "asr_by_word.png", out / "accuracy.png"]
-    plots.plot_asr_vs_fraction(per_word, figures[0])
-    plots.plot_asr_by_word(per_word, figures[1])
-    plots.plot_accuracy(per_word, figures[2])
-    for word in dict.fromkeys(records.loc[records["word"] != CLEAN_WORD, "word"]):
+def select_figure_words(per_word: pd.DataFrame, limit: int) -> list[str] | None:
+    """The words that get per-word figures: None (all) up to MANY_WORDS words, else the `limit`
+    words with the highest mean ASR."""
+    if count_words(per_word) <= MANY_WORDS:
+        return None
+    return rank_words(per_word)[:limit]
+
+
+def _plot_figures(records: pd.DataFrame, per_word: pd.DataFrame, out: Path) -> tuple[list[Path], list[str]]:
+    """The summary figures and the confusion heatmaps, and notes on what was left out.
+
+    Up to MANY_WORDS words: ASR against cover, ASR per word, accuracy and one heatmap per word.
+    Above: ASR against cover (summarised over words), the ranked, distribution and word-length
+    views instead of ASR per word, accuracy, and heatmaps of the CONFUSION_MAX_WORDS words with
+    the highest mean ASR.
+    """
+    large = count_words(per_word) > MANY_WORDS
+    summaries: dict[str, Callable[[pd.DataFrame, Path], None]] = {"asr_vs_fraction": plots.plot_asr_vs_fraction}
+    if large:
+        summaries.update(asr_ranked=plots.plot_asr_ranked, asr_distribution=plots.plot_asr_distribution,
+                         asr_vs_word_length=plots.plot_asr_vs_word_length)
+    else:
+        summaries["asr_by_word"] = plots.plot_asr_by_word
+    summaries["accuracy"] = plots.plot_accuracy
+    figures = []
+    for name, plot in summaries.items():
+        figures.append(out / f"{name}.png")
+        plot(per_word, figures[-1])
+    chosen = select_figure_words(per_word, CONFUSION_MAX_WORDS)
+    words = list(dict.fromkeys(records.loc[records["word"] != CLEAN_WORD, "word"])) if chosen is None else chosen
+    for word in words:
         path = out / f"confusion_{get_word_slug(word)}.png"
         plots.plot_confusion(records, word, IMAGENET_CLASSNAMES, path)
         figures.append(path)
-    return figures
+    notes = []
+    if large:
+        notes.append(f"The vocabulary has {count_words(per_word)} words (more than {MANY_WORDS}): ASR per word is "
+                     "shown as a ranking, a distribution and against word length; confusion heatmaps are drawn for "
+                     f"the {len(words)} words with the highest mean ASR only ({', '.join(words)}); examples.png "
+                     f"shows at most {EXAMPLE_MAX_WORDS} words, those with the highest mean ASR.")
+    return figures, notes
 
 
 def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | None = None,
@@ -102,7 +141,8 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
         out_dir: Where the report goes (default: `<run_dir>/report` for one run, else
             `typoattack-report`).
         progress: Where to show messages.
-        examples_per_word: Attacked canvases shown per word in examples.png.
+        examples_per_word: Attacked canvases shown per word in examples.png (with more than
+            MANY_WORDS words, only the EXAMPLE_MAX_WORDS words with the highest mean ASR are shown).
 
     Returns:
         (the per-word table over all runs, the report folder).
@@ -118,9 +158,10 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
     out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
     out.mkdir(parents=True, exist_ok=True)
     per_word = build_per_word_table(records, IMAGENET_CLASSNAMES)
-    figures = _plot_figures(records, per_word, out)
+    figures, notes = _plot_figures(records, per_word, out)
     try:
-        examples = collect_examples(all_records[0], infos[0], examples_per_word)
+        examples = collect_examples(all_records[0], infos[0], examples_per_word,
+                                    select_figure_words(per_word, EXAMPLE_MAX_WORDS))
     except TypoAttackError as e:
         progress.log(f"[yellow]examples.png skipped: the source images cannot be read here ({e})[/]")
     else:
@@ -130,5 +171,5 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
     write_csv(leaderboard, out / "leaderboard.csv")
     write_text_atomic(out / "leaderboard.md", format_leaderboard_markdown(leaderboard))
     write_csv(per_word, out / PER_WORD_CSV)
-    write_report(out, per_word, leaderboard, figures, infos)
+    write_report(out, per_word, leaderboard, figures, infos, notes=notes)
     return per_word, out

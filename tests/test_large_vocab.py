@@ -1,0 +1,255 @@
+"""Large vocabularies (issue 10): the ASR ranking, the ranked / distribution / word-length figures,
+the ranking table of the report and the cap on per-word figures."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from synthetic_tables import (
+    CLASS_NAMES, FRACTIONS, make_many_word_per_word, make_many_word_records, make_many_words,
+)
+from typoattack.analysis import plots
+from typoattack.analysis.metrics import (
+    MANY_WORDS, RANKING_SIZE, build_asr_ranking, build_leaderboard, build_per_word_table, count_words,
+    is_large_vocabulary, rank_words,
+)
+from typoattack.analysis.report import build_ranking_cells, write_report
+from typoattack.running import reporting
+
+MAX_HEIGHT_PX = 4000
+
+
+@pytest.fixture(scope="module")
+def many() -> pd.DataFrame:
+    return make_many_word_per_word(1000)
+
+
+@pytest.fixture(scope="module")
+def few() -> pd.DataFrame:
+    return make_many_word_per_word(9)
+
+
+@pytest.fixture
+def captured(monkeypatch) -> list:
+    """The figures the plot functions save (kept open for inspection)."""
+    figures = []
+
+    def save(fig, path):
+        figures.append(fig)
+        fig.savefig(path, dpi=plots.DPI, format="png")
+
+    monkeypatch.setattr(plots, "_save", save)
+    yield figures
+    for fig in figures:
+        plt.close(fig)
+
+
+def _size(path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def _expected_order(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.sort_values(["asr", "word"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_threshold_and_word_count(many, few):
+    assert count_words(many) == 1000 and count_words(few) == 9
+    assert is_large_vocabulary(many) and not is_large_vocabulary(few)
+    at_threshold = make_many_word_per_word(MANY_WORDS)
+    assert not is_large_vocabulary(at_threshold) and is_large_vocabulary(make_many_word_per_word(MANY_WORDS + 1))
+
+
+def test_ranking_holds_top_and_bottom_twenty_per_condition(many):
+    ranking = build_asr_ranking(many)
+    assert len(ranking) == len(FRACTIONS) * 2 * RANKING_SIZE
+    for fraction in FRACTIONS:
+        got = ranking[ranking["fraction"] == fraction]
+        want = _expected_order(many[many["fraction"] == fraction])
+        top, bottom = got[got["group"] == "top"], got[got["group"] == "bottom"]
+        assert len(top) == RANKING_SIZE and len(bottom) == RANKING_SIZE
+        assert list(top["word"]) == list(want["word"].iloc[:RANKING_SIZE])
+        assert list(bottom["word"]) == list(want["word"].iloc[-RANKING_SIZE:])
+        assert (np.diff(top["asr"].to_numpy()) <= 0).all() and (np.diff(bottom["asr"].to_numpy()) <= 0).all()
+        assert top["asr"].min() >= want["asr"].iloc[RANKING_SIZE:].max()
+        assert bottom["asr"].max() <= want["asr"].iloc[:-RANKING_SIZE].min()
+        assert list(top["rank"]) == list(range(1, 21)) and list(bottom["rank"]) == list(range(981, 1001))
+        assert set(got["n_words"]) == {1000}
+        # The interval travels with its word.
+        merged = top.merge(many[many["fraction"] == fraction], on=["word", "target_index"], suffixes=("", "_pw"))
+        np.testing.assert_allclose(merged["asr_ci_low"], merged["asr_ci_low_pw"])
+        np.testing.assert_allclose(merged["asr_ci_high"], merged["asr_ci_high_pw"])
+
+
+def test_ranking_of_a_small_vocabulary_lists_no_word_twice(few):
+    ranking = build_asr_ranking(few)
+    assert (ranking["group"] == "top").sum() == len(FRACTIONS) * 9 and (ranking["group"] == "bottom").sum() == 0
+    four = build_asr_ranking(few, n=4)
+    for _, rows in four.groupby("fraction"):
+        assert list(rows["rank"]) == [1, 2, 3, 4, 6, 7, 8, 9]
+        assert rows["word"].is_unique
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        build_asr_ranking(few, n=0)
+
+
+def test_rank_words_by_mean_asr(many):
+    order = rank_words(many)
+    mean = many.groupby("word")["asr"].mean()
+    assert len(order) == 1000 and set(order) == set(make_many_words(1000))
+    assert (np.diff(mean[order].to_numpy()) <= 0).all()
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_ranked_figure_bars_labels_and_bounded_size(many, captured, tmp_path):
+    path = tmp_path / "asr_ranked.png"
+    plots.plot_asr_ranked(many, path)
+    slots = 2 * RANKING_SIZE + 1
+    want = (round(plots.RANK_PANEL_W * 2 * plots.DPI),
+            round(((plots.RANK_BASE_H + plots.RANK_BAR_H * slots) + plots.TITLE_H + plots.LEGEND_ROW_H) * plots.DPI))
+    width, height = _size(path)
+    assert abs(width - want[0]) <= 3 and abs(height - want[1]) <= 3 and height < MAX_HEIGHT_PX
+    ax = captured[0].axes[0]
+    ranking = build_asr_ranking(many)
+    first = ranking[ranking["fraction"] == min(FRACTIONS)]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [f"{plots._truncate(w, plots.RANK_LABEL_MAX)} → {t}" for w, t in zip(first["word"], first["target_name"])]
+    widths = [p.get_width() for p in ax.patches]
+    np.testing.assert_allclose(widths, 100 * first["asr"].to_numpy())
+    assert "top 20 and bottom 20 of 1000 words" in ax.get_title()
+    assert any("960 words in between" in t.get_text() for t in ax.texts)
+    # The size does not grow with the vocabulary.
+    other = tmp_path / "100.png"
+    plots.plot_asr_ranked(make_many_word_per_word(100), other)
+    assert _size(other) == (width, height)
+
+
+def test_distribution_figure_is_an_ecdf_per_condition(many, captured, tmp_path):
+    path = tmp_path / "asr_distribution.png"
+    plots.plot_asr_distribution(many, path)
+    assert _size(path)[1] < MAX_HEIGHT_PX
+    ax = captured[0].axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == len(FRACTIONS)
+    for line, fraction in zip(lines, sorted(FRACTIONS)):
+        asr = 100 * many.loc[many["fraction"] == fraction, "asr"]
+        assert line.get_ydata()[-1] == 100 and len(line.get_xdata()) == len(asr) + 2
+        assert f"median {np.median(asr):.1f}% (n=1000)" in line.get_label()
+
+
+def test_word_length_figure_plots_the_mean_per_length(many, captured, tmp_path):
+    path = tmp_path / "asr_vs_word_length.png"
+    plots.plot_asr_vs_word_length(many, path)
+    assert path.is_file() and _size(path)[1] < MAX_HEIGHT_PX
+    ax = captured[0].axes[0]
+    rows = many[many["fraction"] == min(FRACTIONS)]
+    want = (100 * rows["asr"]).groupby(rows["word"].str.len()).mean()
+    (line,) = ax.get_lines()
+    np.testing.assert_allclose(line.get_xdata(), want.index.to_numpy(dtype=float))
+    np.testing.assert_allclose(line.get_ydata(), want.to_numpy())
+    assert len(ax.collections[0].get_offsets()) == 1000
+
+
+def test_asr_vs_fraction_summarises_many_words(many, captured, tmp_path):
+    path = tmp_path / "asr_vs_fraction.png"
+    plots.plot_asr_vs_fraction(many, path)
+    fig = captured[0]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["mean over words", "median", "10–90th percentile of words"]
+    mean_line = fig.axes[0].get_lines()[0]
+    want = 100 * many.groupby("fraction")["asr"].mean()
+    np.testing.assert_allclose(mean_line.get_ydata(), want.to_numpy())
+    width, height = _size(path)
+    assert height == round((plots.PANEL_H + plots.TITLE_H + plots.LEGEND_ROW_H) * plots.DPI)
+
+
+def test_asr_by_word_switches_to_the_ranked_view(many, few, captured, tmp_path):
+    plots.plot_asr_by_word(many, tmp_path / "by_word.png")
+    plots.plot_asr_ranked(many, tmp_path / "ranked.png")
+    assert _size(tmp_path / "by_word.png") == _size(tmp_path / "ranked.png")
+    assert captured[0].get_suptitle() == captured[1].get_suptitle()
+    plots.plot_asr_by_word(few, tmp_path / "few.png")
+    assert len(captured[2].axes[0].get_xticklabels()) == 9  # one bar group per word, as before
+
+
+def test_small_vocabulary_keeps_one_line_per_word(few, captured, tmp_path):
+    plots.plot_asr_vs_fraction(few, tmp_path / "a.png")
+    legend = {t.get_text() for t in captured[0].legends[0].get_texts()}
+    assert legend == {f"“{w}” → {CLASS_NAMES[i]}" for i, w in enumerate(make_many_words(9))}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def test_report_ranking_table(many, tmp_path):
+    md_path, html_path = write_report(tmp_path, many, build_leaderboard(many), [], [], notes=["a note"])
+    md, page = md_path.read_text(), html_path.read_text()
+    assert "## Words ranked by attack success rate" in md and "a note" in md
+    section = md.split("## Words ranked by attack success rate")[1].split("## Per-word results")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ViT-B-32")]
+    assert len(rows) == len(FRACTIONS) * 2 * RANKING_SIZE
+    first = [r for r in rows if "| 0.04 |" in r]
+    top = [r for r in first if "| top |" in r]
+    bottom = [r for r in first if "| bottom |" in r]
+    assert len(top) == RANKING_SIZE and len(bottom) == RANKING_SIZE
+    asr = [float(re.search(r"\| (\d+\.\d)% \[", r).group(1)) for r in top]
+    assert asr == sorted(asr, reverse=True)
+    want = _expected_order(many[many["fraction"] == 0.04])
+    assert asr == [round(100 * a, 1) for a in want["asr"].iloc[:RANKING_SIZE]]
+    assert top[0].split(" | ")[6] == f"`{want['word'].iloc[0]}`" and "| 1 / 1000 |" in top[0]
+    assert "| 1000 / 1000 |" in bottom[-1]
+    assert page.count('<table class="ranking">') == 1
+    table = page.split('<table class="ranking">')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + len(rows)
+
+
+def test_ranking_cells_header_and_width(many):
+    header, cells = build_ranking_cells(build_asr_ranking(many))
+    assert header[:4] == ["model", "pretrained", "fraction", "placement"] and "ASR [95% CI]" in header
+    assert {len(row) for row in cells} == {len(header)}
+
+
+def test_small_vocabulary_report_has_no_ranking(few, tmp_path):
+    md_path, html_path = write_report(tmp_path, few, build_leaderboard(few), [], [])
+    assert "Words ranked" not in md_path.read_text() and 'class="ranking"' not in html_path.read_text()
+
+
+# --------------------------------------------------------------------------- report figures
+
+
+def test_large_vocabulary_caps_per_word_figures(tmp_path):
+    records = make_many_word_records(1000, n_images=5)
+    per_word = build_per_word_table(records, CLASS_NAMES)
+    figures, notes = reporting._plot_figures(records, per_word, tmp_path)
+    names = [f.name for f in figures]
+    confusions = sorted(tmp_path.glob("confusion_*.png"))
+    assert len(confusions) == reporting.CONFUSION_MAX_WORDS
+    assert [f"confusion_{w}.png" for w in rank_words(per_word)[: reporting.CONFUSION_MAX_WORDS]] == names[5:]
+    assert names[:5] == ["asr_vs_fraction.png", "asr_ranked.png", "asr_distribution.png",
+                         "asr_vs_word_length.png", "accuracy.png"]
+    assert not (tmp_path / "asr_by_word.png").exists()
+    for f in figures:
+        assert f.is_file() and _size(f)[1] < MAX_HEIGHT_PX, f.name
+    assert len(notes) == 1 and "1000 words" in notes[0] and f"the {reporting.CONFUSION_MAX_WORDS} words" in notes[0]
+    assert reporting.select_figure_words(per_word, reporting.EXAMPLE_MAX_WORDS) == rank_words(per_word)[:8]
+
+
+def test_small_vocabulary_keeps_todays_figures(tmp_path):
+    records = make_many_word_records(9, n_images=5)
+    per_word = build_per_word_table(records, CLASS_NAMES)
+    figures, notes = reporting._plot_figures(records, per_word, tmp_path)
+    assert [f.name for f in figures] == (["asr_vs_fraction.png", "asr_by_word.png", "accuracy.png"]
+                                         + [f"confusion_{w}.png" for w in make_many_words(9)])
+    assert notes == [] and reporting.select_figure_words(per_word, reporting.EXAMPLE_MAX_WORDS) is None
+    assert not (tmp_path / "asr_ranked.png").exists()
