@@ -327,8 +327,11 @@ def test_interrupted_canvas_fill_leaves_no_temporary_file(sample_dir, tmp_path, 
 def test_ctrl_c_says_how_to_resume(sample_dir, tmp_path, cache_dir) -> None:
     out = tmp_path / "int"
     # 100 chunks: seconds of work left after the first one, so the signal lands mid-run.
+    # A shell that starts the test suite in the background ignores SIGINT in its children, and Python
+    # keeps an inherited SIG_IGN: give the child the default disposition, as a terminal would.
     proc = subprocess.Popen(_cli(_eval_args(sample_dir, out, cache_dir, "--limit", "500", "--chunk-size", "5")),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list((out / "chunks").rglob("*.parquet"))) < 1:
         time.sleep(0.05)
