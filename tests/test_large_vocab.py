@@ -14,7 +14,7 @@ from PIL import Image
 from synthetic_tables import (
     CLASS_NAMES, FRACTIONS, make_many_word_per_word, make_many_word_records, make_many_words,
 )
-from typoattack.analysis import plots
+from typoattack.analysis import plots, vocab_plots
 from typoattack.analysis.metrics import (
     MANY_WORDS, RANKING_SIZE, build_asr_ranking, build_leaderboard, build_per_word_table, count_words,
     is_large_vocabulary, rank_words,
@@ -45,6 +45,7 @@ def captured(monkeypatch) -> list:
         fig.savefig(path, dpi=plots.DPI, format="png")
 
     monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(vocab_plots, "_save", save)
     yield figures
     for fig in figures:
         plt.close(fig)

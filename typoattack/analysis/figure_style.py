@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -12,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from typoattack.analysis.labels import is_missing  # noqa: E402
@@ -126,3 +128,23 @@ def _same(column: pd.Series, value: Any) -> pd.Series:
     if is_missing(value):
         return column.isna()
     return column == value
+
+
+def _save(fig: Figure, path: Path, palette: bool = False) -> None:
+    """Write `fig` as PNG at DPI (creating the parent folder) and close it.
+
+    With `palette`, the PNG is stored with a 256-colour palette: photographs then take a third
+    of the space, which keeps report.html (images embedded) small enough to share.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=DPI, format="png")
+    finally:
+        plt.close(fig)
+    if palette:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            quantized = img.convert("RGB").quantize(256)
+        quantized.save(path, optimize=True)
