@@ -56,20 +56,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_encoder(loaded, classifier, canvases: np.ndarray, batch_size: int, repeats: int) -> float:
-    """Images/s of normalise + encode_image + logits on canvases already on the device."""
+def measure_encoder(loaded, classifier, canvases: np.ndarray, batch_size: int, passes: int) -> float:
+    """Images/s of normalise + encode_image + logits on canvases already on the device, timed over
+    `passes` passes over the canvases (as many encoder passes as the eval call makes)."""
     x = torch.from_numpy(np.array(canvases)).to(loaded.device)  # a writable copy of the memmap rows
     encode_images(loaded, classifier, x[:batch_size])  # warm-up
     _sync(loaded.device)
     t0 = time.perf_counter()
-    n = 0
-    for _ in range(repeats):
+    for _ in range(passes):
         for start in range(0, len(x), batch_size):
-            logits = encode_images(loaded, classifier, x[start:start + batch_size])
-            logits.argmax(1)
-            n += len(logits)
+            encode_images(loaded, classifier, x[start:start + batch_size]).argmax(1)
     _sync(loaded.device)
-    return n / (time.perf_counter() - t0)
+    return passes * len(x) / (time.perf_counter() - t0)
 
 
 class NaivePairs(torch.utils.data.Dataset):
@@ -155,7 +153,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=[p.value for p in Precision])
     parser.add_argument("--templates", default="simple")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="Passes over the canvases for the encoder figure.")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="Timed eval calls and encoder passes; the best of each is reported.")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--cache-dir", default=None)
@@ -188,29 +187,33 @@ def main() -> None:
     run_eval(cfg)
     print(f"warm-up run (fills canvas and classifier caches): {time.perf_counter() - t0:.1f} s", flush=True)
 
-    # 2. end to end from a warm cache
-    t0 = time.perf_counter()
-    result = run_eval(cfg, overwrite=True)
-    wall = time.perf_counter() - t0
-    n_images = result.info["models"][0]["n_images"]
-    e2e_passes = len(result.records) / wall
-    e2e_pairs = n_images * len(words) / wall
-
     # 1. encoder only, same canvases, model and batch size
     loaded = create_model(ModelSpec(args.model, args.pretrained), device, precision, compile=args.compile)
     classifier, _ = build_classifier(loaded, IMAGENET_CLASSNAMES, load_templates(args.templates), cache_dir)
     source = open_image_source(cfg.data)
     indices = select_subset(source.items, cfg.limit, cfg.seed)
-    canvases = prepare_canvases(source, indices, loaded.canvas_transform, loaded.transform_key,
-                                loaded.canvas_size, cache_dir)
-    enc = measure_encoder(loaded, classifier, np.asarray(canvases.canvases), batch_size, args.repeats)
+    canvases = np.asarray(prepare_canvases(source, indices, loaded.canvas_transform, loaded.transform_key,
+                                           loaded.canvas_size, cache_dir).canvases)
+
+    # 1 and 2 interleaved, the best of --repeats rounds each: load from elsewhere on the machine
+    # only ever slows a measurement down, and interleaving exposes both to the same load.
+    wall, enc = float("inf"), 0.0
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        result = run_eval(cfg, overwrite=True)  # 2. end to end from a warm cache
+        wall = min(wall, time.perf_counter() - t0)
+        passes = max(1, round(len(result.records) / len(canvases)))
+        enc = max(enc, measure_encoder(loaded, classifier, canvases, batch_size, passes))
+    n_images = result.info["models"][0]["n_images"]
+    e2e_passes = len(result.records) / wall
+    e2e_pairs = n_images * len(words) / wall
 
     print()
     print(f"images: {n_images}, words: {len(words)}, fraction {args.fraction}, placement {args.placement}")
     print(f"1. encoder only:          {enc:10.1f} images/s")
     print(f"2. typoattack eval:       {e2e_passes:10.1f} images/s ({e2e_pairs:.1f} (image, word) pairs/s, "
           f"{len(result.records)} encoder passes incl. clean, {wall:.2f} s wall)")
-    print(f"   ratio 2/1:             {e2e_passes / enc:10.3f}")
+    print(f"   ratio 2/1:             {e2e_passes / enc:10.3f}  (target >= 0.8)")
     if not args.skip_naive:
         conditions = [(w.text, args.fraction, Placement(args.placement)) for w in words]
         naive, naive_preds = measure_naive(loaded, classifier, source, indices, conditions, cfg.style, cfg.seed,
@@ -219,7 +222,7 @@ def main() -> None:
         ours = recs["pred_index"].to_numpy()  # records are image-major, words in vocab order
         agree = float(np.mean(ours == naive_preds))
         print(f"3. naive per-pair loader: {naive:10.1f} (image, word) pairs/s")
-        print(f"   ratio 2/3:             {e2e_pairs / naive:10.3f}  (pairs/s over pairs/s)")
+        print(f"   ratio 2/3:             {e2e_pairs / naive:10.3f}  (pairs/s over pairs/s; target >= 3)")
         print(f"   top-1 agreement 2 vs 3: {100 * agree:.2f}% of {len(ours)} attacked images")
     if device.type == "cuda" and args.model in IMAGE_GFLOP:
         peak = measure_matmul_tflops(device)

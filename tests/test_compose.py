@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,11 +35,12 @@ STYLES = [
 @pytest.mark.parametrize("placement", list(Placement))
 @pytest.mark.parametrize("style", STYLES, ids=["default", "coloured", "no-outline"])
 @pytest.mark.parametrize("word,fraction", [("iPod", 0.07), ("library", 0.03), ("$$$", 0.12)])
-def test_device_composite_equals_cpu_reference(canvases, placement, style, word, fraction) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_device_composite_equals_cpu_reference(canvases, placement, style, word, fraction, dtype) -> None:
     ids, clean = canvases
     mask = create_attack_mask(word, fraction, placement, style, (224, 224))
     expected = [apply_attack(c, mask, i, seed=3) for c, i in zip(clean, ids)]
-    x = torch.from_numpy(clean.copy()).float()
+    x = torch.from_numpy(clean.copy()).to(dtype)
     changed = composite_batch(x, upload_mask(mask, torch.device("cpu")), get_offsets(mask, ids, seed=3))
     got = x.round().to(torch.uint8).numpy()
     for k, (attacked, cover) in enumerate(expected):
@@ -75,3 +78,21 @@ def test_random_placement_with_several_stamps_matches_reference(canvases) -> Non
         assert np.array_equal(x[k].numpy().astype(np.uint8), attacked)
         assert changed[k].item() / (224 * 224) == cover
     assert abs(np.mean([c for _, c in expected]) - 0.2) <= 0.1 * 0.2
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 16, 64])
+def test_batches_hold_each_jobs_canvas(canvases, batch_size) -> None:
+    """The evaluation loop's batches are the canvases of their jobs, in job order, whatever the
+    batch size and however the rows of a shard are spread over the cache (skipped images)."""
+    from typoattack.running.evaluate import _iter_batches
+
+    _, clean = canvases
+    cache = SimpleNamespace(canvases=clean)
+    rows = np.array([0, 1, 2, 5, 6, 9, 10, 11, 12, 15, 16, 19])
+    job_pos = np.tile(np.arange(len(rows)), 3)
+    seen = 0
+    for start, x in _iter_batches(cache, rows, job_pos, batch_size, torch.device("cpu")):
+        assert start == seen
+        assert np.array_equal(x.numpy(), clean[rows[job_pos[start:start + batch_size]]].astype(np.float32))
+        seen += len(x)
+    assert seen == len(job_pos)

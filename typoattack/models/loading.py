@@ -348,12 +348,9 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
                 spec.name, pretrained=pretrained, device=device, cache_dir=cache_dir,
                 load_weights=kind != "seed", **get_open_clip_kwargs(spec),
             )
-            tokenizer = open_clip.get_tokenizer(spec.name, cache_dir=cache_dir)
     except (RuntimeError, OSError, ValueError, KeyError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if len(first) > 300:
-            first = first[:300] + "..."
-        raise WeightsError(f"cannot load weights for {spec.label}: {first}; {_WEIGHTS_HELP}") from None
+        raise WeightsError(f"cannot load weights for {spec.label}: {_first_line(e)}; {_WEIGHTS_HELP}") from None
+    tokenizer = _LazyTokenizer(spec, cache_dir)
     model.eval()
     if _is_convnet(model):
         model = model.to(memory_format=torch.channels_last)
@@ -363,6 +360,39 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
     transform, transform_key, canvas_size, mean, std = _split_preprocess(preprocess)
     return LoadedModel(spec, model, tokenizer, transform, transform_key, canvas_size,
                        mean, std, device, precision, weights_id, encode)  # type: ignore[arg-type]
+
+
+def _first_line(e: BaseException) -> str:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return first[:300] + "..." if len(first) > 300 else first
+
+
+class _LazyTokenizer:
+    """The model's open_clip tokenizer, created on first use: a run whose classifier is cached
+    never needs it (creating one takes a noticeable share of a short run)."""
+
+    def __init__(self, spec: ModelSpec, cache_dir: str | None) -> None:
+        self.spec, self.cache_dir = spec, cache_dir
+        self._tokenizer: Callable[..., torch.Tensor] | None = None
+
+    def _get(self) -> Callable[..., torch.Tensor]:
+        if self._tokenizer is None:
+            try:
+                with hub.hub_offline_if_unreachable():
+                    self._tokenizer = open_clip.get_tokenizer(self.spec.name, cache_dir=self.cache_dir)
+            except (RuntimeError, OSError, ValueError, KeyError) as e:
+                raise WeightsError(f"cannot load the tokenizer of {self.spec.label}: {_first_line(e)}; "
+                                   f"{_WEIGHTS_HELP}") from None
+        return self._tokenizer
+
+    def __call__(self, texts: str | list[str], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """int64 [n, context_length] token ids of `texts`."""
+        return self._get()(texts, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("spec", "cache_dir"):
+            raise AttributeError(name)
+        return getattr(self._get(), name)
 
 
 def list_model_names() -> list[str]:

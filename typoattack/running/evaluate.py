@@ -7,6 +7,7 @@ runs. The encoder halves its sub-batch after a CUDA out-of-memory error.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,7 +35,7 @@ class BatchEncoder:
         self.loaded, self.classifier, self.max_batch, self.progress = loaded, classifier, batch_size, progress
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 [B, n_classes] logits of float [B, H, W, 3] canvases (values 0-255) on the device."""
+        """float32 [B, n_classes] logits of uint8 or float [B, H, W, 3] canvases (values 0-255) on the device."""
         # Looked up at call time so tests can wrap the encoder.
         from typoattack.models import classify
 
@@ -100,29 +101,43 @@ def evaluate_shard(loaded: LoadedModel, encoder: BatchEncoder, canvases: CanvasS
 
 def _iter_batches(canvases: CanvasSet, rows: np.ndarray, job_pos: np.ndarray, batch_size: int,
                   device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first job, float32 [B, H, W, 3] clean canvases of jobs first..first+B on `device`).
+    """(first job, [B, H, W, 3] clean canvases of jobs first..first+B on `device`, values 0-255).
 
-    Each distinct image of a batch is read from the cache once; a worker thread reads the next
-    batch while the caller works on this one.
+    A worker thread reads the next batch while the caller works on this one. On CUDA the batch
+    is uint8: each distinct image is copied from the cache once into pinned memory, sent to the
+    device and repeated there per job. On the CPU it is float32, converted straight from the
+    cache in runs of consecutive rows: that conversion is the one the encoder would make anyway,
+    so reading a batch costs no extra pass over it.
     """
-    pin = device.type == "cuda"
-
-    def load(start: int) -> tuple[np.ndarray, Any]:
-        pos = job_pos[start:start + batch_size]
-        unique, inverse = np.unique(pos, return_inverse=True)
-        host = torch.from_numpy(np.ascontiguousarray(canvases.canvases[rows[unique]]))
-        if pin:
-            host = host.pin_memory()
-        return inverse, host
-
+    with warnings.catch_warnings():
+        # The memory-mapped cache is read-only; it is only ever copied from.
+        warnings.simplefilter("ignore", UserWarning)
+        cache = torch.from_numpy(canvases.canvases)
+    load = _load_for_cuda if device.type == "cuda" else _load_for_cpu
     starts = list(range(0, len(job_pos), batch_size))
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, starts[0])
+        pending = pool.submit(load, cache, rows[job_pos[:batch_size]])
         for i, start in enumerate(starts):
-            inverse, host = pending.result()
+            x = pending.result()
             if i + 1 < len(starts):
-                pending = pool.submit(load, starts[i + 1])
-            yield start, host.to(device, non_blocking=pin)[torch.from_numpy(inverse).to(device)].float()
+                pending = pool.submit(load, cache, rows[job_pos[starts[i + 1]:starts[i + 1] + batch_size]])
+            yield start, x if device.type != "cuda" else x[0].to(device, non_blocking=True)[x[1].to(device)]
+
+
+def _load_for_cpu(cache: torch.Tensor, job_rows: np.ndarray) -> torch.Tensor:
+    """float32 [B, H, W, 3] copies of cache rows `job_rows` (int [B]); torch copies without the GIL."""
+    x = torch.empty((len(job_rows), *cache.shape[1:]), dtype=torch.float32)
+    breaks = np.flatnonzero(np.diff(job_rows) != 1) + 1
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(job_rows)]):
+        x[a:b].copy_(cache[int(job_rows[a]):int(job_rows[a]) + (b - a)])
+    return x
+
+
+def _load_for_cuda(cache: torch.Tensor, job_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pinned uint8 [U, H, W, 3] distinct cache rows of the jobs, int64 [B] index of each job's row)."""
+    unique, inverse = np.unique(job_rows, return_inverse=True)
+    host = cache.index_select(0, torch.from_numpy(unique.astype(np.int64))).pin_memory()
+    return host, torch.from_numpy(inverse.astype(np.int64))
 
 
 def _draw_attacks(x: torch.Tensor, cond: np.ndarray, pos: np.ndarray, device_masks: Sequence[DeviceMask],
@@ -130,7 +145,7 @@ def _draw_attacks(x: torch.Tensor, cond: np.ndarray, pos: np.ndarray, device_mas
     """Composite each job's mask onto its canvas in `x` (in place).
 
     Args:
-        x: float32 [B, H, W, 3] canvases of the batch's jobs.
+        x: uint8 or float32 [B, H, W, 3] canvases of the batch's jobs.
         cond: int [B] job conditions (0 = clean, drawn on nothing).
         pos: int [B] job image positions (index the random-placement offsets).
         device_masks: The conditions' masks.
