@@ -242,7 +242,7 @@ def _report(run_dirs: list[Path], out: Path | None) -> None:
 
 @app.command("report")
 def report_command(
-    run_dirs: Annotated[list[Path], typer.Argument(help="One or more folders written by `typoattack eval`.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more folders written by `typoattack eval` or `typoattack real`.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: DIR/report for one run, ./typoattack-report for several).")] = None,
 ) -> None:
     """Recompute each run's tables from records.parquet; write plots, a leaderboard and report.html."""
