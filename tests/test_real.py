@@ -305,3 +305,15 @@ def test_report_of_real_and_eval_runs(runs, sample_dir, cache_dir, tmp_path) -> 
     assert (rep / "report.html").is_file() and (rep / "real.html").is_file() and (rep / "real.md").is_file()
     assert "real.html" in (rep / "report.md").read_text()
     assert "disentangle" in (rep / "real.md").read_text()
+
+
+def test_cli_config_file_and_repeated_models(datasets_root, tmp_path, cache_dir) -> None:
+    config = tmp_path / "real.yaml"
+    config.write_text(f"dataset: folder\ndata: {datasets_root['folder']}\nprotocol: binary\ndevice: cpu\n"
+                      f"cache_dir: {cache_dir}\nmodels:\n  - {{name: {TINY_MODEL}, pretrained: 'seed:0'}}\n")
+    result = runner.invoke(app, ["real", "-c", str(config), "--model", TINY_MODEL, "--pretrained", "seed:0",
+                                 "--model", TINY_MODEL, "--pretrained", "seed:1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "o" / "summary.csv")
+    assert list(summary["pretrained"]) == ["seed:0", "seed:1"] and set(summary["protocol"]) == {"binary"}
+    assert set(summary["n_images"]) == {6}

@@ -273,6 +273,8 @@ def models_command(
 # --- typoattack real: the real typographic-attack datasets (issue 11) ---
 from typoattack.config.real import Protocol, RealDataset  # noqa: E402
 
+RealConfigOption = Annotated[Optional[str], typer.Option(
+    "--config", "-c", help="YAML file of `real` settings (dataset, data, models, protocol, ...); flags override its keys.")]
 RealDatasetOption = Annotated[Optional[RealDataset], typer.Option(
     case_sensitive=False, help="Dataset format: scam, rta100, paint, disentangle or folder.")]
 RealDataOption = Annotated[Optional[str], typer.Option(
@@ -317,7 +319,7 @@ def _real(config: str | None, overrides: dict[str, Any], overwrite: bool) -> Non
 
 @app.command("real")
 def real_command(
-    config: ConfigOption = None, dataset: RealDatasetOption = None, data: RealDataOption = None,
+    config: RealConfigOption = None, dataset: RealDatasetOption = None, data: RealDataOption = None,
     out: OutOption = None, model: RealModelsOption = None, pretrained: RealPretrainedOption = None,
     protocol: ProtocolOption = None, templates: RealTemplatesOption = None, hf_split: RealSplitOption = None,
     limit: RealLimitOption = None, batch_size: BatchSizeOption = None, device: DeviceOption = None,
