@@ -317,3 +317,15 @@ def test_cli_config_file_and_repeated_models(datasets_root, tmp_path, cache_dir)
     summary = pd.read_csv(tmp_path / "o" / "summary.csv")
     assert list(summary["pretrained"]) == ["seed:0", "seed:1"] and set(summary["protocol"]) == {"binary"}
     assert set(summary["n_images"]) == {6}
+
+
+def test_unreadable_image_is_skipped_and_listed(datasets_root, tmp_path, cache_dir) -> None:
+    data = tmp_path / "rta"
+    shutil.copytree(datasets_root["rta100"], data)
+    (data / "label=dog_text=broken.png").write_bytes(b"")
+    result = run_real(load_real_config(None, _settings(str(data), "rta100", "union", tmp_path / "o", cache_dir)))
+    skipped = pd.read_csv(tmp_path / "o" / "skipped.csv")
+    assert list(skipped["image_id"]) == ["label=dog_text=broken.png"]
+    assert len(result.records) == 9 and "label=dog_text=broken.png" not in set(result.records["image_id"])
+    assert result.info["n_skipped"] == 1 and result.info["models"][0]["n_images"] == 9
+    assert pd.read_csv(tmp_path / "o" / "summary.csv")["n_images"].tolist() == [9]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,12 @@ from typoattack.data.real_datasets import RealSource, open_real_dataset, select_
 from typoattack.errors import ConfigError, DataError
 from typoattack.running import rundir
 from typoattack.running.progress import NullProgress, ProgressReporter
+
+if TYPE_CHECKING:
+    import torch
+
+    from typoattack.models.loading import LoadedModel
+    from typoattack.running.evaluate import BatchEncoder
 
 RUN_KIND = "real"
 """run.json `kind` of a real run (eval runs have none)."""
@@ -80,7 +87,7 @@ def _validate_before_loading(cfg: RealConfig) -> tuple[RealSource, tuple[str, ..
 
 
 def _build_run_info(cfg: RealConfig, source: RealSource, templates: tuple[str, ...], vocabulary: list[str],
-                    fingerprint: str, device: Any, n_images: int, previous: dict[str, Any] | None) -> dict[str, Any]:
+                    fingerprint: str, device: torch.device, n_images: int, previous: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "kind": RUN_KIND,
         "complete": False,
@@ -153,7 +160,7 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
 
 
 def _evaluate_model(cfg: RealConfig, out: Path, source: RealSource, indices: list[int], templates: tuple[str, ...],
-                    vocabulary: list[str], device: Any, m_index: int, spec: ModelSpec, info: dict[str, Any],
+                    vocabulary: list[str], device: torch.device, m_index: int, spec: ModelSpec, info: dict[str, Any],
                     chunk_paths: list[Path], skipped: dict[str, str], progress: ProgressReporter) -> None:
     """Load one model and classify every shard not yet committed; append its run.json entry."""
     import torch
@@ -211,7 +218,7 @@ def _evaluate_model(cfg: RealConfig, out: Path, source: RealSource, indices: lis
     rundir.save_run_info(out, info)
 
 
-def _decode(source: RealSource, index: int, transform: Any) -> np.ndarray | str:
+def _decode(source: RealSource, index: int, transform: Callable[[Any], Any]) -> np.ndarray | str:
     """The model input of image `index`, uint8 [H, W, 3], or why it could not be read."""
     try:
         return np.asarray(transform(source.open_image(index)), dtype=np.uint8)
@@ -221,9 +228,9 @@ def _decode(source: RealSource, index: int, transform: Any) -> np.ndarray | str:
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def _evaluate_shard(cfg: RealConfig, source: RealSource, shard: list[int], loaded: Any, encoder: Any,
-                    vocabulary: list[str], batch_size: int, pool: ThreadPoolExecutor,
-                    advance: Any) -> tuple[pd.DataFrame, dict[str, str]]:
+def _evaluate_shard(cfg: RealConfig, source: RealSource, shard: list[int], loaded: LoadedModel,
+                    encoder: BatchEncoder, vocabulary: list[str], batch_size: int, pool: ThreadPoolExecutor,
+                    advance: Callable[[int], None]) -> tuple[pd.DataFrame, dict[str, str]]:
     """Classify the images of one shard; return their records and the images that were skipped."""
     import torch
 
@@ -259,7 +266,7 @@ def _evaluate_shard(cfg: RealConfig, source: RealSource, shard: list[int], loade
                          "postit_area_pct": np.float64}), skipped
 
 
-def score_logits(logits: Any, object_index: np.ndarray, attack_index: np.ndarray, protocol: Protocol) -> dict[str, np.ndarray]:
+def score_logits(logits: torch.Tensor, object_index: np.ndarray, attack_index: np.ndarray, protocol: Protocol) -> dict[str, np.ndarray]:
     """Scores of a batch under a protocol.
 
     Args:
