@@ -220,6 +220,11 @@ def test_real_tables_loaders_and_config_import_no_model_code() -> None:
     import subprocess
     import sys
 
+    code = ("import sys, typoattack.config.real; bad = [m for m in ('torch', 'yaml', 'typer') if m in sys.modules]; "
+            "print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
     code = ("import sys, typoattack.analysis.real_tables, typoattack.analysis.real_report, typoattack.config.real, "
             "typoattack.data.real_datasets; bad = [m for m in ('torch', 'open_clip', 'typer', 'typoattack.models.loading', "
             "'typoattack.running.real') if m in sys.modules]; print(bad); sys.exit(bool(bad))")

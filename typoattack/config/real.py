@@ -1,7 +1,9 @@
 """Settings of `typoattack real`: the real typographic-attack datasets, the two scoring protocols,
 and the frozen config of a run, parsed from YAML and flags (YAML < flags).
 
-Imports no model code and reads no data; the loaders are in `typoattack.data.real_datasets`.
+Imports no model code and reads no data (the loaders are in `typoattack.data.real_datasets`); the
+YAML parsing helpers of `typoattack.config.loading` are imported when a config is loaded, so the
+CLI can import the enums cheaply.
 """
 
 from __future__ import annotations
@@ -14,10 +16,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from typoattack.config.loading import (
-    _as_batch_size, _as_bool, _as_enum, _as_int, _as_str, _parse_models, _resolve_path, _resolve_pretrained,
-    load_yaml_mapping, resolve_config_path,
-)
 from typoattack.config.types import BUILTIN_TEMPLATES, ModelSpec, Precision, get_model_warnings
 from typoattack.constants import DEFAULT_CACHE_DIR
 from typoattack.errors import ConfigError, suggest
@@ -159,6 +157,8 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
     Raises:
         ConfigError: A key is unknown, a value has the wrong type, or a required key is missing.
     """
+    from typoattack.config.loading import _as_batch_size, _as_bool, _as_enum, _as_int, _as_str, _parse_models
+
     for key in raw:
         if not isinstance(key, str) or key not in _REAL_KEYS:
             raise ConfigError(f"unknown config key `{key}` for `typoattack real`.{suggest(str(key), _REAL_KEYS)}")
@@ -195,6 +195,8 @@ def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | Non
         path: The YAML file (or a built-in config name), or None for the flags alone.
         overrides: Settings keyed as in the YAML file; None values are ignored.
     """
+    from typoattack.config.loading import _resolve_path, _resolve_pretrained, load_yaml_mapping, resolve_config_path
+
     raw: dict[str, Any] = {}
     if path is not None:
         path = resolve_config_path(path)
