@@ -50,13 +50,16 @@ def _settings(data: str, dataset: str, protocol: str, out: Path, cache_dir: Path
 
 @pytest.fixture(scope="module")
 def runs(datasets_root, tmp_path_factory, cache_dir) -> dict[tuple[str, str], Path]:
-    """Every format under both protocols, run through the library function."""
+    """Every format under both protocols, run through `typoattack real`."""
     root = tmp_path_factory.mktemp("real-runs")
     out = {}
     for dataset in FORMATS:
         for protocol in PROTOCOLS:
             path = root / f"{dataset}-{protocol}"
-            run_real(load_real_config(None, _settings(datasets_root[dataset], dataset, protocol, path, cache_dir)))
+            result = runner.invoke(app, ["real", "--dataset", dataset, "--data", datasets_root[dataset], "--protocol",
+                                         protocol, "--model", TINY_MODEL, "--pretrained", "seed:0", "--device", "cpu",
+                                         "--workers", "1", "--cache-dir", str(cache_dir), "--out", str(path)])
+            assert result.exit_code == 0, result.output
             out[dataset, protocol] = path
     return out
 
