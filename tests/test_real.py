@@ -295,6 +295,8 @@ def test_report_of_real_runs(runs, tmp_path) -> None:
 
 
 def test_report_of_real_and_eval_runs(runs, sample_dir, cache_dir, tmp_path) -> None:
+    # The eval run's 1000-class classifier (tiny model, `simple` templates) is the slow part (~25 s
+    # on 2 cores); in a full test session test_cli has already cached it in `cache_dir`.
     vocab = tmp_path / "one.yaml"
     vocab.write_text("words:\n  - {text: pizza, target: pizza}\n")
     result = runner.invoke(app, ["eval", "--data", str(sample_dir), "--model", TINY_MODEL, "--pretrained", "seed:0",
