@@ -334,3 +334,13 @@ def test_unreadable_image_is_skipped_and_listed(datasets_root, tmp_path, cache_d
     assert len(result.records) == 9 and "label=dog_text=broken.png" not in set(result.records["image_id"])
     assert result.info["n_skipped"] == 1 and result.info["models"][0]["n_images"] == 9
     assert pd.read_csv(tmp_path / "o" / "summary.csv")["n_images"].tolist() == [9]
+
+
+def test_report_refuses_an_incomplete_real_run(runs, tmp_path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(runs["rta100", "binary"], run)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "complete": False}))
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 1 and "rerun the same `typoattack real` command" in result.output
+    assert len(result.output.strip().splitlines()) == 1

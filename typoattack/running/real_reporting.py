@@ -81,10 +81,15 @@ def run_real_report(run_dirs: list[Path], out: Path, progress: ProgressReporter 
     progress = progress or NullProgress()
     all_records, infos = [], []
     for d in run_dirs:
+        info = read_run_info(d)
+        if not info.get("complete", False):
+            raise OutputError(f"the run in {d} is incomplete ({info.get('chunks_done', 0)} of "
+                              f"{info.get('chunks_total', '?')} chunks); rerun the same `typoattack real` command "
+                              "to resume it")
         records = load_records(d)
         write_real_tables(records, d)
         all_records.append(records)
-        infos.append(read_run_info(d))
+        infos.append(info)
     records = pd.concat(all_records, ignore_index=True)
     if records.duplicated(["model", "pretrained", "dataset", "protocol", "image_id"]).any():
         raise OutputError("two of the runs hold the same model, dataset and protocol; report runs of different "
