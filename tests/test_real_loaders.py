@@ -230,3 +230,16 @@ def test_real_tables_loaders_and_config_import_no_model_code() -> None:
             "'typoattack.running.real') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unpaired_scam_ids_are_warned_about() -> None:
+    from typoattack.data.real_datasets import RealItem, RealSource
+    from typoattack.running.real import get_unpaired_warning
+
+    def source(ids: list[tuple[str, str]]) -> RealSource:
+        return RealSource("t", [RealItem(f"r{k}", "o", "w", v, pid) for k, (v, pid) in enumerate(ids)], None)
+
+    paired = source([("SCAM", "a"), ("NoSCAM", "a"), ("NoSCAM", "b")])
+    assert get_unpaired_warning(paired, [0, 1, 2]) is None
+    assert "no NoSCAM photo shares its `id`" in get_unpaired_warning(paired, [0, 2])
+    assert get_unpaired_warning(source([("attacked", "x")]), [0]) is None

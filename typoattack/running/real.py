@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from typoattack.analysis.real_tables import (
-    PER_ATTACK_WORD_CSV, REAL_RECORD_COLUMNS, SUMMARY_CSV, write_real_tables,
+    CLEAN_VARIANT, PER_ATTACK_WORD_CSV, REAL_RECORD_COLUMNS, SUMMARY_CSV, write_real_tables,
 )
 from typoattack.analysis.report import RUN_FILE, SKIPPED_CSV, write_csv
 from typoattack.config.loading import load_templates
@@ -72,6 +72,20 @@ def get_real_fingerprint(cfg: RealConfig, templates: tuple[str, ...], vocabulary
         item = source.items[i]
         h.update(json.dumps([item.image_id, item.object_label, item.attack_word, item.variant, item.photo_id]).encode())
     return h.hexdigest()
+
+
+def get_unpaired_warning(source: RealSource, indices: list[int]) -> str | None:
+    """A warning when the selection holds NoSCAM and attacked photos but no photo in both (the
+    ids then follow a scheme typoattack does not pair, and the summary has no paired drop)."""
+    by_variant: dict[str, set[str]] = {}
+    for i in indices:
+        by_variant.setdefault(source.items[i].variant, set()).add(source.items[i].photo_id)
+    clean = by_variant.pop(CLEAN_VARIANT, set())
+    attacked = set().union(*by_variant.values()) if by_variant else set()
+    if clean and attacked and not clean & attacked:
+        return (f"no {CLEAN_VARIANT} photo shares its `id` with a photo of another variant, so the summary has no "
+                "paired drop; check the dataset's `id` column")
+    return None
 
 
 def _validate_before_loading(cfg: RealConfig) -> tuple[RealSource, tuple[str, ...]]:
@@ -141,6 +155,9 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
     device = resolve_device(cfg.device)
     for warning in cfg.model_warnings:
         progress.log(f"[bold yellow]{warning}[/]")
+    unpaired = get_unpaired_warning(source, indices)
+    if unpaired:
+        progress.log(f"[bold yellow]{unpaired}[/]")
     info = _build_run_info(cfg, source, templates, vocabulary, fingerprint, device, len(indices), previous)
     rundir.save_run_info(out, info)
     chunk_paths: list[Path] = []
