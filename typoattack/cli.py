@@ -292,8 +292,7 @@ RealLimitOption = Annotated[Optional[int], typer.Option(help="Use a fixed, seede
 
 
 def _real(config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
-    from rich.table import Table
-
+    from typoattack.analysis.real_report import build_summary_rich_table
     from typoattack.config.real import load_real_config
     from typoattack.running.real import run_real
 
@@ -301,15 +300,8 @@ def _real(config: str | None, overrides: dict[str, Any], overwrite: bool) -> Non
         cfg = load_real_config(config, overrides)
         with _progress() as progress:
             result = run_real(cfg, progress=progress, overwrite=overwrite)
-    table = Table(title=f"Real typographic attacks: {cfg.dataset.value}, protocol {cfg.protocol.value}")
-    for col in ("model", "variant", "n", "object acc [95% CI]", "attack rate [95% CI]", "paired drop"):
-        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
-    for r in result.summary.to_dict("records"):
-        drop = "" if r["n_pairs"] == 0 else f"{100 * r['paired_drop']:+.1f} pp ({r['n_pairs']} pairs)"
-        table.add_row(f"{r['model']}/{r['pretrained']}", str(r["variant"]), str(r["n_images"]),
-                      f"{100 * r['object_acc']:.1f}% [{100 * r['object_acc_ci_low']:.1f}–{100 * r['object_acc_ci_high']:.1f}]",
-                      f"{100 * r['attack_rate']:.1f}% [{100 * r['attack_rate_ci_low']:.1f}–{100 * r['attack_rate_ci_high']:.1f}]",
-                      drop)
+    table = build_summary_rich_table(result.summary, f"Real typographic attacks: {cfg.dataset.value}, "
+                                     f"protocol {cfg.protocol.value}")
     console.print(table)
     console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, {result.info['n_skipped']} skipped images)",
                   highlight=False)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
 
 from typoattack.analysis.figure_style import _colors, _plain_text, _save, _truncate, plt
 from typoattack.analysis.report import (
@@ -46,6 +47,19 @@ def build_summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str
         rows.append([str(r["model"]), str(r["pretrained"]), str(r["dataset"]), str(r["protocol"]), str(r["variant"]),
                      str(r["n_images"]), _ci(r, "object_acc"), _ci(r, "attack_rate"), drop])
     return SUMMARY_HEADER, rows
+
+
+def build_summary_rich_table(summary: pd.DataFrame, title: str) -> Table:
+    """The summary as one rich Table for the terminal: object accuracy and attack rate with their
+    95% intervals and the paired drop, per model and variant."""
+    table = Table(title=title)
+    for col in ("model", "variant", "n", "object acc [95% CI]", "attack rate [95% CI]", "paired drop"):
+        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
+    for r in summary.to_dict("records"):
+        drop = "" if not r["n_pairs"] else f"{100 * r['paired_drop']:+.1f} pp ({r['n_pairs']} pairs)"
+        table.add_row(f"{r['model']}/{r['pretrained']}", str(r["variant"]), str(r["n_images"]),
+                      _ci(r, "object_acc"), _ci(r, "attack_rate"), drop)
+    return table
 
 
 def build_real_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
