@@ -242,7 +242,7 @@ def _report(run_dirs: list[Path], out: Path | None) -> None:
 
 @app.command("report")
 def report_command(
-    run_dirs: Annotated[list[Path], typer.Argument(help="One or more folders written by `typoattack eval`.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more folders written by `typoattack eval` or `typoattack real`.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: DIR/report for one run, ./typoattack-report for several).")] = None,
 ) -> None:
     """Recompute each run's tables from records.parquet; write plots, a leaderboard and report.html."""
@@ -268,3 +268,56 @@ def models_command(
 ) -> None:
     """List open_clip model names, or the pretrained tags of one model."""
     _models(name)
+
+
+# --- typoattack real: the real typographic-attack datasets (issue 11) ---
+from typoattack.config.real import Protocol, RealDataset  # noqa: E402
+
+RealConfigOption = Annotated[Optional[str], typer.Option(
+    "--config", "-c", help="YAML file of `real` settings (dataset, data, models, protocol, ...); flags override its keys.")]
+RealDatasetOption = Annotated[Optional[RealDataset], typer.Option(
+    case_sensitive=False, help="Dataset format: scam, rta100, paint, disentangle or folder.")]
+RealDataOption = Annotated[Optional[str], typer.Option(
+    help="Dataset folder, or hf:NAME for SCAM (a Hub name, a local dataset folder or a save_to_disk folder).")]
+RealModelsOption = Annotated[Optional[list[str]], typer.Option(
+    "--model", help="open_clip model name, hf-hub:ORG/REPO or local-dir:PATH; repeat for several.")]
+RealPretrainedOption = Annotated[Optional[list[str]], typer.Option(
+    "--pretrained", help="Pretrained tag, checkpoint file or seed:N; one for all models or one per --model.")]
+ProtocolOption = Annotated[Optional[Protocol], typer.Option(
+    case_sensitive=False, help="union: argmax over all object labels and attack words; binary: object vs its attack word.")]
+RealTemplatesOption = Annotated[Optional[str], typer.Option(
+    help="dataset (each dataset's own prompt, the default), openai (80), simple (7), or a YAML file of templates.")]
+RealSplitOption = Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset (SCAM: train).")]
+RealLimitOption = Annotated[Optional[int], typer.Option(help="Use a fixed, seeded subset of N photos (a SCAM photo brings all its variants).")]
+
+
+def _real(config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
+    from typoattack.analysis.real_report import build_summary_rich_table
+    from typoattack.config.real import load_real_config
+    from typoattack.running.real import run_real
+
+    with _user_errors():
+        cfg = load_real_config(config, overrides)
+        with _progress() as progress:
+            result = run_real(cfg, progress=progress, overwrite=overwrite)
+    table = build_summary_rich_table(result.summary, f"Real typographic attacks: {cfg.dataset.value}, "
+                                     f"protocol {cfg.protocol.value}")
+    console.print(table)
+    console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, {result.info['n_skipped']} skipped images)",
+                  highlight=False)
+    for warning in cfg.model_warnings:
+        console.print(f"[bold yellow]{warning}[/]")
+
+
+@app.command("real")
+def real_command(
+    config: RealConfigOption = None, dataset: RealDatasetOption = None, data: RealDataOption = None,
+    out: OutOption = None, model: RealModelsOption = None, pretrained: RealPretrainedOption = None,
+    protocol: ProtocolOption = None, templates: RealTemplatesOption = None, hf_split: RealSplitOption = None,
+    limit: RealLimitOption = None, batch_size: BatchSizeOption = None, device: DeviceOption = None,
+    precision: PrecisionOption = None, seed: SeedOption = None, cache_dir: CacheDirOption = None,
+    workers: WorkersOption = None, chunk_size: ChunkSizeOption = None, compile: CompileOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Classify real photos with typographic attacks (SCAM, RTA-100, PAINT, Disentangling, a folder) zero-shot."""
+    _real(config, _get_overrides(locals()), overwrite)

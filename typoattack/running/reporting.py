@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 from typoattack.analysis import plots
-from typoattack.analysis.metrics import MANY_WORDS, build_leaderboard, build_per_word_table, count_words, rank_words
+from typoattack.analysis.metrics import (
+    MANY_WORDS, PER_WORD_COLUMNS, build_leaderboard, build_per_word_table, count_words, rank_words,
+)
 from typoattack.analysis.report import (
     PER_WORD_CSV, format_leaderboard_markdown, load_records, read_run_info, write_csv, write_report, write_tables,
 )
@@ -137,7 +139,8 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
     self-contained report over all the runs.
 
     Args:
-        run_dirs: One or more folders written by `eval` (complete runs).
+        run_dirs: One or more folders written by `eval` or `real` (complete runs; real runs get
+            their own report, see `typoattack.running.real_reporting`).
         out_dir: Where the report goes (default: `<run_dir>/report` for one run, else
             `typoattack-report`).
         progress: Where to show messages.
@@ -151,14 +154,25 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
     dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     if not dirs:
         raise OutputError("give at least one run directory")
+    out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
+    # Runs of `typoattack real` get their own report (alone: report.html; beside eval runs: real.html).
+    from typoattack.running.real_reporting import run_real_report, split_real_runs
+
+    dirs, real_dirs = split_real_runs(dirs)
+    if real_dirs:
+        real_html = run_real_report(real_dirs, out, progress, name="real" if dirs else "report")
+        if not dirs:
+            return pd.DataFrame(columns=PER_WORD_COLUMNS), out
     all_records, infos = _load_runs(dirs)
     records = pd.concat(all_records, ignore_index=True)
     if records.duplicated([*MODEL_COLUMNS, IMAGE_COLUMNS[0], *CONDITION_COLUMNS]).any():
         raise OutputError("two of the runs hold the same model and condition; report runs of different models or settings")
-    out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
     out.mkdir(parents=True, exist_ok=True)
     per_word = build_per_word_table(records, IMAGENET_CLASSNAMES)
     figures, notes = _plot_figures(records, per_word, out)
+    if real_dirs:
+        notes.append(f"Runs on real typographic-attack datasets are reported in {real_html.name} "
+                     f"({len(real_dirs)} run(s)).")
     try:
         examples = collect_examples(all_records[0], infos[0], examples_per_word,
                                     select_figure_words(per_word, EXAMPLE_MAX_WORDS))

@@ -1,0 +1,183 @@
+"""The report of `typoattack real` runs (no model code): a figure of object accuracy and attack
+rate per variant and model, a grid of example photos with their predictions, and real.md /
+real.html (or report.md / report.html when only real runs are reported) built from the summary
+table of `typoattack.analysis.real_tables`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from typoattack.analysis.figure_style import _colors, _plain_text, _save, _truncate, plt
+from typoattack.analysis.report import (
+    _CSS, _Block, _format_html_block, _format_markdown_block, _list_run_blocks, _table_block,
+)
+from typoattack.config.types import get_model_warnings
+from typoattack.files import write_text_atomic
+
+SUMMARY_HEADER = ["model", "pretrained", "dataset", "protocol", "variant", "n", "object acc [95% CI]",
+                  "attack rate [95% CI]", "paired drop (NoSCAM − variant)"]
+LEADERBOARD_HEADER = ["rank", "model", "pretrained", "dataset", "protocol", "variant", "n", "object acc",
+                      "attack rate", "NoSCAM acc", "paired drop"]
+_NOTE = ("Object accuracy: share of photos classified as their object label; attack rate: share classified as "
+         "the word written on them. Protocol union: argmax over every object label and attack word of the "
+         "dataset; binary: a choice between the photo's own object label and its attack word. The paired drop "
+         "is NoSCAM accuracy minus the variant's accuracy over the photos present in both, paired by SCAM's `id`.")
+_LEADERBOARD_NOTE = "Most robust first (highest object accuracy on the attacked photos) per dataset, protocol and variant."
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * float(value):.1f}%"
+
+
+def _ci(row: dict[str, Any], name: str) -> str:
+    return f"{_pct(row[name])} [{100 * row[name + '_ci_low']:.1f}–{100 * row[name + '_ci_high']:.1f}]"
+
+
+def build_summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(header, rows of text) of the summary table for report.md / report.html."""
+    rows = []
+    for r in summary.to_dict("records"):
+        drop = "" if not r["n_pairs"] else f"{100 * r['paired_drop']:+.1f} pp ({r['n_pairs']} pairs)"
+        rows.append([str(r["model"]), str(r["pretrained"]), str(r["dataset"]), str(r["protocol"]), str(r["variant"]),
+                     str(r["n_images"]), _ci(r, "object_acc"), _ci(r, "attack_rate"), drop])
+    return SUMMARY_HEADER, rows
+
+
+def build_summary_rich_table(summary: pd.DataFrame, title: str) -> Table:
+    """The summary as one rich Table for the terminal: object accuracy and attack rate with their
+    95% intervals and the paired drop, per model and variant."""
+    table = Table(title=title)
+    for col in ("model", "variant", "n", "object acc [95% CI]", "attack rate [95% CI]", "paired drop"):
+        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
+    for r in summary.to_dict("records"):
+        drop = "" if not r["n_pairs"] else f"{100 * r['paired_drop']:+.1f} pp ({r['n_pairs']} pairs)"
+        table.add_row(f"{r['model']}/{r['pretrained']}", str(r["variant"]), str(r["n_images"]),
+                      _ci(r, "object_acc"), _ci(r, "attack_rate"), drop)
+    return table
+
+
+def build_real_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(header, rows of text) of the leaderboard; ranks restart per dataset, protocol and variant."""
+    rows = []
+    for _, group in leaderboard.groupby(["dataset", "protocol", "variant"], sort=False):
+        for rank, r in enumerate(group.to_dict("records"), start=1):
+            drop = "" if pd.isna(r["paired_drop"]) else f"{100 * r['paired_drop']:+.1f} pp"
+            rows.append([str(rank), str(r["model"]), str(r["pretrained"]), str(r["dataset"]), str(r["protocol"]),
+                         str(r["variant"]), str(r["n_images"]), _pct(r["object_acc"]), _pct(r["attack_rate"]),
+                         _pct(r["clean_variant_acc"]), drop])
+    return LEADERBOARD_HEADER, rows
+
+
+def plot_real_accuracy(summary: pd.DataFrame, path: Path) -> None:
+    """Bars of object accuracy and attack rate (95% Wilson intervals as error bars) per variant,
+    one bar per model, one row of two panels per (dataset, protocol).
+
+    Raises:
+        ValueError: The summary is empty.
+    """
+    if summary.empty:
+        raise ValueError("plot_real_accuracy: the summary table is empty")
+    groups = list(summary.groupby(["dataset", "protocol"], sort=False))
+    models = list(dict.fromkeys(zip(summary["model"], summary["pretrained"])))
+    colors = dict(zip(models, _colors(len(models))))
+    with _plain_text():
+        fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.4 * len(groups) + 0.6), squeeze=False,
+                                 layout="constrained")
+        for row, ((dataset, protocol), rows) in enumerate(groups):
+            variants = list(dict.fromkeys(rows["variant"]))
+            width = 0.8 / len(models)
+            for col, (metric, title) in enumerate((("object_acc", "object accuracy"), ("attack_rate", "attack rate"))):
+                ax = axes[row, col]
+                for m, model in enumerate(models):
+                    sel = rows[(rows["model"] == model[0]) & (rows["pretrained"] == model[1])].set_index("variant")
+                    present = [v for v in variants if v in sel.index]
+                    x = np.array([variants.index(v) for v in present]) + (m - (len(models) - 1) / 2) * width
+                    value = sel.loc[present, metric].to_numpy(dtype=float)
+                    err = np.vstack([value - sel.loc[present, f"{metric}_ci_low"].to_numpy(dtype=float),
+                                     sel.loc[present, f"{metric}_ci_high"].to_numpy(dtype=float) - value])
+                    ax.bar(x, value, width, yerr=err, capsize=3, color=colors[model],
+                           label=_truncate(f"{model[0]}/{model[1]}", 40))
+                ax.set_xticks(range(len(variants)), variants)
+                ax.set_ylim(0, 1)
+                ax.set_ylabel(title)
+                ax.set_title(f"{dataset}, protocol {protocol}: {title}")
+                ax.grid(axis="y", alpha=0.3)
+        axes[0, 0].legend(loc="upper left", fontsize=7)
+        _save(fig, path)
+
+
+def plot_real_examples(examples: list[dict[str, Any]], path: Path, columns: int = 4) -> None:
+    """A grid of photos, each captioned with its object label, attack word and prediction; a
+    green frame when the prediction is the object, red otherwise.
+
+    Args:
+        examples: Dicts with `image` (uint8 H x W x 3), `object_label`, `attack_word`, `pred_label`,
+            `variant`.
+        path: The PNG file to write.
+
+    Raises:
+        ValueError: `examples` is empty.
+    """
+    if not examples:
+        raise ValueError("plot_real_examples: no examples")
+    nrows = -(-len(examples) // columns)
+    ncols = min(columns, len(examples))
+    with _plain_text():
+        fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 3.0 * nrows + 0.5), squeeze=False,
+                                 layout="constrained")
+        for k, ax in enumerate(axes.flat):
+            if k >= len(examples):
+                ax.set_visible(False)
+                continue
+            ex = examples[k]
+            ax.imshow(np.asarray(ex["image"]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            correct = ex["pred_label"] == ex["object_label"]
+            for spine in ax.spines.values():
+                spine.set_edgecolor("#1e8449" if correct else "#c0392b")
+                spine.set_linewidth(2.5)
+            ax.set_xlabel(f"{ex['variant']}\nobject: {_truncate(str(ex['object_label']), 22)}\n"
+                          f"text: {_truncate(str(ex['attack_word']), 22)}\n"
+                          f"predicted: {_truncate(str(ex['pred_label']), 22)}", fontsize=8, loc="left")
+        fig.suptitle("Real typographic attacks (green frame: predicted the object; red: otherwise)", fontsize=10)
+        _save(fig, path, palette=True)
+
+
+def write_real_report(out_dir: Path, summary: pd.DataFrame, leaderboard: pd.DataFrame, figures: Sequence[Path],
+                      run_infos: Sequence[dict], name: str = "real") -> tuple[Path, Path]:
+    """Write `<name>.md` and a self-contained `<name>.html` (figures embedded) into `out_dir`:
+    model warnings, the leaderboard, the summary table, the figures and one section per run.
+
+    Returns:
+        (path of the .md, path of the .html).
+    """
+    out_dir = Path(out_dir)
+    models = list(dict.fromkeys(zip(summary["model"], summary["pretrained"])))
+    blocks = [_Block("h1", "typoattack report: real typographic attacks")]
+    blocks += [_Block("warn", w) for w in get_model_warnings((m, p or None) for m, p in models)]
+    blocks += [_Block("h2", "Leaderboard"), _Block("p", _LEADERBOARD_NOTE),
+               _table_block(*build_real_leaderboard_cells(leaderboard), "leaderboard"),
+               _Block("h2", "Object accuracy and attack rate"), _Block("p", _NOTE),
+               _table_block(*build_summary_cells(summary), "per-word")]
+    if figures:
+        blocks.append(_Block("h2", "Figures"))
+        blocks += [_Block("figure", path=Path(f)) for f in figures]
+    blocks.append(_Block("h2", "Runs"))
+    for index, info in enumerate(run_infos, start=1):
+        blocks += _list_run_blocks(info, index)
+    md = [line for block in blocks for line in _format_markdown_block(block, out_dir)]
+    md_path, html_path = out_dir / f"{name}.md", out_dir / f"{name}.html"
+    write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<title>typoattack report: real typographic attacks</title>\n"
+            f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(_format_html_block(b) for b in blocks)
+            + "\n</body>\n</html>\n")
+    write_text_atomic(html_path, page)
+    return md_path, html_path

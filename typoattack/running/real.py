@@ -1,0 +1,315 @@
+"""The `real` pipeline: photographs with real typographic attacks (SCAM, RTA-100, PAINT,
+Disentangling, any labelled folder) classified zero-shot against their object labels and attack
+words, under the union or the binary protocol.
+
+Validate cheaply first (data format, templates, device, weights), then per model: load it, build
+the text classifier over the dataset's vocabulary (cached on disk like eval's), encode the images
+with the model's own preprocessing in batches, and commit the records per shard of `chunk_size`
+images (`typoattack.running.rundir`), so a rerun of the same command resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from typoattack.analysis.real_tables import (
+    CLEAN_VARIANT, PER_ATTACK_WORD_CSV, REAL_RECORD_COLUMNS, SUMMARY_CSV, write_real_tables,
+)
+from typoattack.analysis.report import RUN_FILE, SKIPPED_CSV, write_csv
+from typoattack.config.loading import load_templates
+from typoattack.config.real import DEFAULT_TEMPLATES, Protocol, RealConfig, get_default_templates
+from typoattack.config.types import ModelSpec
+from typoattack.data.real_datasets import RealSource, open_real_dataset, select_photos
+from typoattack.errors import ConfigError, DataError
+from typoattack.running import rundir
+from typoattack.running.progress import NullProgress, ProgressReporter
+
+if TYPE_CHECKING:
+    import torch
+
+    from typoattack.models.loading import LoadedModel
+    from typoattack.running.evaluate import BatchEncoder
+
+RUN_KIND = "real"
+"""run.json `kind` of a real run (eval runs have none)."""
+
+
+@dataclass
+class RealResult:
+    """What `run_real` produced."""
+
+    out_dir: Path
+    records: pd.DataFrame
+    summary: pd.DataFrame
+    info: dict[str, Any]
+
+
+def resolve_templates(cfg: RealConfig) -> tuple[str, ...]:
+    """The prompt templates of a run: the dataset's own (`dataset`), or `load_templates`'s."""
+    if cfg.templates == DEFAULT_TEMPLATES:
+        default = get_default_templates(cfg.dataset, cfg.protocol)
+        return load_templates(default) if isinstance(default, str) else default
+    return load_templates(cfg.templates)
+
+
+def get_real_fingerprint(cfg: RealConfig, templates: tuple[str, ...], vocabulary: list[str],
+                         source: RealSource, indices: list[int]) -> str:
+    """Hash of everything that determines the records: the settings, the templates, the
+    vocabulary and the selected photos with their labels (an edited dataset never resumes)."""
+    h = hashlib.sha256(cfg.fingerprint().encode())
+    h.update(json.dumps([list(templates), vocabulary]).encode())
+    for i in indices:
+        item = source.items[i]
+        h.update(json.dumps([item.image_id, item.object_label, item.attack_word, item.variant, item.photo_id]).encode())
+    return h.hexdigest()
+
+
+def get_unpaired_warning(source: RealSource, indices: list[int]) -> str | None:
+    """A warning when the selection holds NoSCAM and attacked photos but no photo in both (the
+    ids then follow a scheme typoattack does not pair, and the summary has no paired drop)."""
+    by_variant: dict[str, set[str]] = {}
+    for i in indices:
+        by_variant.setdefault(source.items[i].variant, set()).add(source.items[i].photo_id)
+    clean = by_variant.pop(CLEAN_VARIANT, set())
+    attacked = set().union(*by_variant.values()) if by_variant else set()
+    if clean and attacked and not clean & attacked:
+        return (f"no {CLEAN_VARIANT} photo shares its `id` with a photo of another variant, so the summary has no "
+                "paired drop; check the dataset's `id` column")
+    return None
+
+
+def _validate_before_loading(cfg: RealConfig) -> tuple[RealSource, tuple[str, ...]]:
+    """Data format, templates, device, precision, model names and weights, cheapest first."""
+    source = open_real_dataset(cfg.dataset, cfg.data, cfg.hf_split)
+    templates = resolve_templates(cfg)
+    from typoattack.models.loading import check_precision, check_weights_available, resolve_device
+
+    check_precision(cfg.precision, resolve_device(cfg.device))
+    for spec in cfg.models:
+        check_weights_available(spec)
+    return source, templates
+
+
+def _build_run_info(cfg: RealConfig, source: RealSource, templates: tuple[str, ...], vocabulary: list[str],
+                    fingerprint: str, device: torch.device, n_images: int, previous: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "kind": RUN_KIND,
+        "complete": False,
+        "fingerprint": fingerprint,
+        "config": cfg.to_dict(),
+        "dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
+                    "vocabulary_size": len(vocabulary)},
+        "templates": {"name": cfg.templates, "count": len(templates), "first": templates[0]},
+        "versions": rundir._get_versions(),
+        "device": rundir.get_device_name(device),
+        "seed": cfg.seed,
+        "n_images_selected": n_images,
+        "started": (previous or {}).get("started") or rundir._now(),
+        "models": [],
+        "chunks_total": 0,
+        "chunks_done": 0,
+    }
+
+
+def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrite: bool = False) -> RealResult:
+    """Evaluate the models of `cfg` on a real typographic-attack dataset and write the results.
+
+    Writes records.parquet (REAL_RECORD_COLUMNS, one row per image x model), summary.csv,
+    per_attack_word.csv, skipped.csv and run.json (`kind: real`) to `cfg.out`. Work is committed
+    per (model, shard of `chunk_size` images); rerunning the same config resumes.
+
+    Args:
+        cfg: The resolved config (`out` must be set).
+        progress: Progress display (nothing shown when None).
+        overwrite: Replace a different run that `cfg.out` already holds.
+
+    Raises:
+        TypoAttackError: A user-fixable problem (config, data format, weights, output folder).
+    """
+    progress = progress or NullProgress()
+    if not cfg.out:
+        raise ConfigError("no output folder; pass --out DIR or set `out` in the config")
+    out = Path(cfg.out)
+    t_start = time.perf_counter()
+    source, templates = _validate_before_loading(cfg)
+    vocabulary = source.list_vocabulary()
+    indices = select_photos(source.items, cfg.limit, cfg.seed)
+    fingerprint = get_real_fingerprint(cfg, templates, vocabulary, source, indices)
+    if overwrite and (out / RUN_FILE).is_file():
+        for name in (SUMMARY_CSV, PER_ATTACK_WORD_CSV):
+            (out / name).unlink(missing_ok=True)
+    previous = rundir.prepare_out_dir(out, fingerprint, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    from typoattack.models.loading import resolve_device
+
+    device = resolve_device(cfg.device)
+    for warning in cfg.model_warnings:
+        progress.log(f"[bold yellow]{warning}[/]")
+    unpaired = get_unpaired_warning(source, indices)
+    if unpaired:
+        progress.log(f"[bold yellow]{unpaired}[/]")
+    info = _build_run_info(cfg, source, templates, vocabulary, fingerprint, device, len(indices), previous)
+    rundir.save_run_info(out, info)
+    chunk_paths: list[Path] = []
+    skipped: dict[str, str] = {}
+    for m_index, spec in enumerate(cfg.models):
+        _evaluate_model(cfg, out, source, indices, templates, vocabulary, device, m_index, spec, info,
+                        chunk_paths, skipped, progress)
+    records = rundir.merge_chunks(out, chunk_paths)
+    if records.empty:
+        raise DataError(f"none of the {len(indices)} images could be decoded (e.g. {next(iter(skipped.values()), '?')})")
+    summary = write_real_tables(records, out)
+    write_csv(pd.DataFrame(sorted(skipped.items()), columns=["image_id", "reason"]), out / SKIPPED_CSV)
+    info.update({"complete": True, "n_records": len(records), "n_skipped": len(skipped), "finished": rundir._now(),
+                 "seconds_total_this_session": round(time.perf_counter() - t_start, 3)})
+    rundir.save_run_info(out, info)
+    return RealResult(out, records, summary, info)
+
+
+def _evaluate_model(cfg: RealConfig, out: Path, source: RealSource, indices: list[int], templates: tuple[str, ...],
+                    vocabulary: list[str], device: torch.device, m_index: int, spec: ModelSpec, info: dict[str, Any],
+                    chunk_paths: list[Path], skipped: dict[str, str], progress: ProgressReporter) -> None:
+    """Load one model and classify every shard not yet committed; append its run.json entry."""
+    import torch
+
+    from typoattack.models.classify import build_classifier
+    from typoattack.models.loading import create_model
+    from typoattack.running.evaluate import BatchEncoder, resolve_batch_size
+
+    t0 = time.perf_counter()
+    progress.log(f"Loading {spec.label} on {device}")
+    loaded = create_model(spec, device, cfg.precision, compile=cfg.compile)
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    classifier, cached = build_classifier(
+        loaded, vocabulary, templates, cfg.cache_dir,
+        progress=progress.start(f"Classifier {spec.label} ({len(vocabulary)} labels, {len(templates)} templates)",
+                                len(vocabulary)))
+    t_classifier = time.perf_counter() - t0
+    batch_size = resolve_batch_size(cfg.batch_size, device)
+    encoder = BatchEncoder(loaded, classifier, batch_size, progress)
+    shards = [indices[i:i + cfg.chunk_size] for i in range(0, len(indices), cfg.chunk_size)]
+    info["chunks_total"] += len(shards)
+    advance = progress.start(f"Evaluating {spec.label}", len(indices))
+    encoded, n_model_skipped = 0, 0
+    t0 = time.perf_counter()
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=max(cfg.workers, 1)) as pool:
+        for s_index, shard in enumerate(shards):
+            path = rundir.get_chunk_path(out, m_index, spec, s_index)
+            chunk_paths.append(path)
+            if path.is_file():
+                done = pd.read_parquet(path, columns=["image_id"])
+                shard_skipped = {source.items[i].image_id for i in shard} - set(done["image_id"])
+                skipped.update({k: "could not be decoded (earlier session)" for k in shard_skipped})
+                n_model_skipped += len(shard_skipped)
+                advance(len(shard))
+            else:
+                frame, shard_skipped = _evaluate_shard(cfg, source, shard, loaded, encoder, vocabulary, batch_size,
+                                                       pool, advance)
+                rundir.save_chunk(frame, path)
+                skipped.update(shard_skipped)
+                n_model_skipped += len(shard_skipped)
+                encoded += len(frame)
+            info["chunks_done"] += 1
+            rundir.save_run_info(out, info)
+    t_eval = time.perf_counter() - t0
+    info["models"].append({
+        "name": spec.name, "pretrained": spec.pretrained, "weights_id": loaded.weights_id,
+        "input_size": list(loaded.canvas_size), "transform": loaded.transform_key,
+        "n_images": len(indices) - n_model_skipped, "n_skipped": n_model_skipped,
+        "classifier_from_cache": cached, "batch_size": batch_size, "encoder_batch_size_final": encoder.max_batch,
+        "seconds": {"load_model": round(t_load, 3), "classifier": round(t_classifier, 3), "evaluate": round(t_eval, 3)},
+        "images_encoded_this_session": encoded,
+        "images_per_second": round(encoded / t_eval, 1) if encoded and t_eval > 0 else None,
+    })
+    rundir.save_run_info(out, info)
+
+
+def _decode(source: RealSource, index: int, transform: Callable[[Any], Any]) -> np.ndarray | str:
+    """The model input of image `index`, uint8 [H, W, 3], or why it could not be read."""
+    try:
+        return np.asarray(transform(source.open_image(index)), dtype=np.uint8)
+    except DataError as e:
+        return str(e)
+    except (OSError, ValueError, SyntaxError) as e:  # what PIL raises on broken files
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _evaluate_shard(cfg: RealConfig, source: RealSource, shard: list[int], loaded: LoadedModel,
+                    encoder: BatchEncoder, vocabulary: list[str], batch_size: int, pool: ThreadPoolExecutor,
+                    advance: Callable[[int], None]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Classify the images of one shard; return their records and the images that were skipped."""
+    import torch
+
+    label_index = {label: i for i, label in enumerate(vocabulary)}
+
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    for start in range(0, len(shard), batch_size):
+        batch = shard[start:start + batch_size]
+        decoded = list(pool.map(lambda i: _decode(source, i, loaded.canvas_transform), batch))
+        good = [(i, x) for i, x in zip(batch, decoded) if isinstance(x, np.ndarray)]
+        skipped.update({source.items[i].image_id: x for i, x in zip(batch, decoded) if isinstance(x, str)})
+        if good:
+            x = torch.from_numpy(np.stack([a for _, a in good])).to(loaded.device)
+            items = [source.items[i] for i, _ in good]
+            obj = np.array([label_index[it.object_label] for it in items], dtype=np.int64)
+            atk = np.array([label_index[it.attack_word] for it in items], dtype=np.int64)
+            scores = score_logits(encoder(x), obj, atk, cfg.protocol)
+            for k, it in enumerate(items):
+                rows.append({
+                    "image_id": it.image_id, "photo_id": it.photo_id, "model": loaded.spec.name,
+                    "pretrained": loaded.spec.pretrained or "", "dataset": cfg.dataset.value, "variant": it.variant,
+                    "protocol": cfg.protocol.value, "object_label": it.object_label, "attack_word": it.attack_word,
+                    "pred_label": (it.object_label if scores["pred_is_object"][k] else it.attack_word)
+                    if cfg.protocol is Protocol.BINARY else vocabulary[int(scores["pred_index"][k])],
+                    "p_object": float(scores["p_object"][k]), "p_attack": float(scores["p_attack"][k]),
+                    "n_classes": 2 if cfg.protocol is Protocol.BINARY else len(vocabulary),
+                    "postit_area_pct": it.postit_area_pct,
+                })
+        advance(len(batch))
+    frame = pd.DataFrame(rows, columns=REAL_RECORD_COLUMNS)
+    return frame.astype({"p_object": np.float32, "p_attack": np.float32, "n_classes": np.int64,
+                         "postit_area_pct": np.float64}), skipped
+
+
+def score_logits(logits: torch.Tensor, object_index: np.ndarray, attack_index: np.ndarray, protocol: Protocol) -> dict[str, np.ndarray]:
+    """Scores of a batch under a protocol.
+
+    Args:
+        logits: float32 [B, V] zero-shot logits (LOGIT_SCALE x cosine similarity) over the
+            dataset's vocabulary, on any device.
+        object_index: int [B], each image's object label in the vocabulary.
+        attack_index: int [B], each image's attack word in the vocabulary.
+        protocol: UNION: softmax and argmax over all V labels. BINARY: softmax over the two
+            columns (object, attack word) only; the object wins ties.
+
+    Returns:
+        p_object, p_attack float32 [B] in [0, 1]; pred_index int64 [B] (argmax over V, union);
+        pred_is_object bool [B] (binary).
+    """
+    import torch
+
+    logits = logits.float()
+    rows = torch.arange(len(logits), device=logits.device)
+    obj = torch.as_tensor(object_index, device=logits.device)
+    atk = torch.as_tensor(attack_index, device=logits.device)
+    if protocol is Protocol.BINARY:
+        pair = torch.softmax(torch.stack([logits[rows, obj], logits[rows, atk]], dim=1), dim=1).cpu().numpy()
+        return {"p_object": pair[:, 0], "p_attack": pair[:, 1], "pred_is_object": pair[:, 0] >= pair[:, 1],
+                "pred_index": np.where(pair[:, 0] >= pair[:, 1], object_index, attack_index)}
+    probs = torch.softmax(logits, dim=1)
+    return {"p_object": probs[rows, obj].cpu().numpy(), "p_attack": probs[rows, atk].cpu().numpy(),
+            "pred_index": logits.argmax(dim=1).cpu().numpy().astype(np.int64),
+            "pred_is_object": (logits.argmax(dim=1) == obj).cpu().numpy()}
+
