@@ -149,7 +149,8 @@ def plot_stroop_matrix(rows: pd.DataFrame, path: Path) -> None:
             mine = rows[(rows["model"] == model) & (rows["pretrained"] == pretrained)]
             for c, (values, what) in enumerate(zip(build_stroop_matrix(mine, inks, words), ("ink", "word"))):
                 ax = axes[r, c]
-                ax.imshow(np.nan_to_num(values, nan=0.0), vmin=0, vmax=1, cmap="Greens" if c == 0 else "Reds")
+                cmap = plt.get_cmap("Greens" if c == 0 else "Reds").with_extremes(bad="#e5e5e5")
+                ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=1, cmap=cmap)
                 for i in range(len(inks)):
                     for j in range(len(words)):
                         v = values[i, j]
