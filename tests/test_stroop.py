@@ -30,7 +30,7 @@ runner = CliRunner()
 DISTILL_INKS = ["black", "red", "green", "blue", "purple", "orange", "pink", "yellow"]
 DISTILL_WORDS = ["red", "green", "blue", "purple", "orange", "pink", "yellow"]
 FONT = str(DEFAULT_FONT)
-WHITE = (255, 255, 255)
+WHITE = "#ffffff"
 CANVAS = (224, 224)
 
 
@@ -43,8 +43,8 @@ def test_default_stimuli_are_distills_64() -> None:
     assert cfg.prompts == ("my favorite word, written in the color {}",) and cfg.variants == 1
     colours = load_colours(cfg.colours)
     assert colours.names == DISTILL_INKS
-    stimuli = list_stimuli(colours, cfg.neutral_word, cfg.fonts, cfg.backgrounds, cfg.variants)
-    assert len(stimuli) == 64 and cfg.backgrounds == (WHITE,)
+    stimuli = list_stimuli(colours, cfg.neutral_word, cfg.fonts, cfg.background_colours, cfg.variants)
+    assert len(stimuli) == 64 and cfg.backgrounds == ((255, 255, 255),) and {s.background for s in stimuli} == {WHITE}
     by_condition = {c: {(s.ink, s.word) for s in stimuli if s.condition is c} for c in StroopCondition}
     assert by_condition[StroopCondition.NEUTRAL] == {(ink, "example") for ink in DISTILL_INKS}
     assert by_condition[StroopCondition.CONGRUENT] == {(w, w) for w in DISTILL_WORDS}
@@ -57,7 +57,7 @@ def test_default_stimuli_are_distills_64() -> None:
 def test_variants_fonts_and_backgrounds_multiply_the_set() -> None:
     colours = _distill()
     fonts = [FONT, str(FONTS_DIR / "DejaVuSans.ttf")]
-    stimuli = list_stimuli(colours, "example", fonts, [WHITE, (128, 128, 128)], 3)
+    stimuli = list_stimuli(colours, "example", fonts, [WHITE, "image:a.png"], 3)
     assert len(stimuli) == 64 * 3 * 2 * 2
     pairs = pd.DataFrame([(s.ink, s.word, s.variant, s.font, s.background) for s in stimuli])
     assert not pairs.duplicated().any()
@@ -73,7 +73,7 @@ def test_rendered_pixels_are_exactly_the_ink_and_the_background(variant: int) ->
     background = (200, 210, 220)
     size = get_base_size(["example", *DISTILL_WORDS], FONT, CANVAS)
     for ink in colours.colours:
-        stimulus = StroopStimulus(ink.name, "purple", StroopCondition.INCONGRUENT, variant, FONT, background)
+        stimulus = StroopStimulus(ink.name, "purple", StroopCondition.INCONGRUENT, variant, FONT, "#c8d2dc")
         image = render_stimulus(stimulus, ink.rgb, size, CANVAS, seed=3)
         assert image.shape == (*CANVAS, 3) and image.dtype == np.uint8
         values, counts = np.unique(image.reshape(-1, 3), axis=0, return_counts=True)
@@ -81,6 +81,20 @@ def test_rendered_pixels_are_exactly_the_ink_and_the_background(variant: int) ->
         ink_share = counts[[tuple(v) == ink.rgb for v in values.tolist()]][0] / (CANVAS[0] * CANVAS[1])
         assert 0.01 < ink_share < 0.3
         np.testing.assert_array_equal(image, render_stimulus(stimulus, ink.rgb, size, CANVAS, seed=3))
+
+
+def test_text_on_a_photo_is_exactly_the_ink_and_the_rest_is_the_photo() -> None:
+    photo = np.random.default_rng(0).integers(0, 256, (*CANVAS, 3), dtype=np.uint8)
+    size = get_base_size(["example", *DISTILL_WORDS], FONT, CANVAS)
+    on_white = StroopStimulus("green", "red", StroopCondition.INCONGRUENT, 2, FONT, WHITE)
+    on_photo = StroopStimulus("green", "red", StroopCondition.INCONGRUENT, 2, FONT, "image:n01_x.JPEG")
+    text = (render_stimulus(on_white, (0, 128, 0), size, CANVAS, 0) == (0, 128, 0)).all(axis=-1)
+    image = render_stimulus(on_photo, (0, 128, 0), size, CANVAS, 0, photo)
+    assert text.sum() > 100
+    assert (image[text] == (0, 128, 0)).all()
+    np.testing.assert_array_equal(image[~text], photo[~text])
+    with pytest.raises(ValueError, match="needs a uint8"):
+        render_stimulus(on_photo, (0, 128, 0), size, CANVAS, 0)
 
 
 def _ink_box(image: np.ndarray, rgb: tuple[int, int, int]) -> tuple[int, int, int, int]:
@@ -251,7 +265,7 @@ def test_predictions_equal_open_clips_zero_shot(tiny_model, tmp_path, cache_dir)
     out = tmp_path / "run"
     prompts = ["a {} word", "the colour {}"]
     result = runner.invoke(app, ["stroop", "--model", "typoattack-tiny", "--pretrained", "seed:0", "--device", "cpu",
-                                 "--prompt", prompts[0], "--prompt", prompts[1], "--background", "#202020",
+                                 "--prompt", prompts[0], "--prompt", "the colour {c}", "--background", "#202020",
                                  "--cache-dir", str(cache_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(out / "stroop.csv", keep_default_na=False)
@@ -262,7 +276,7 @@ def test_predictions_equal_open_clips_zero_shot(tiny_model, tmp_path, cache_dir)
     preprocess = open_clip.image_transform(224, is_train=False, mean=tiny_model.mean, std=tiny_model.std)
     size = get_base_size(["example", *DISTILL_WORDS], FONT, CANVAS)
     for r in rows.sample(6, random_state=0).itertuples():
-        stimulus = StroopStimulus(r.ink, r.word, StroopCondition(r.condition), 0, FONT, (32, 32, 32))
+        stimulus = StroopStimulus(r.ink, r.word, StroopCondition(r.condition), 0, FONT, "#202020")
         image = Image.fromarray(render_stimulus(stimulus, colours.get_rgb(r.ink), size, CANVAS, seed=0))
         with torch.no_grad():
             features = tiny_model.model.encode_image(preprocess(image)[None], normalize=True)

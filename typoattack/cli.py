@@ -276,6 +276,9 @@ ColoursOption = Annotated[Optional[str], typer.Option(help="Colour set: a YAML f
 NeutralWordOption = Annotated[Optional[str], typer.Option(help="Word of the neutral condition (names no colour).")]
 BackgroundsOption = Annotated[Optional[list[str]], typer.Option(
     "--background", help="Background colour: name or #rrggbb; repeat for several.")]
+BackgroundDataOption = Annotated[Optional[str], typer.Option(
+    help="Photos as backgrounds too (replacing the default white): image folder with labels.csv, ImageNet-val folder or hf:NAME.")]
+BackgroundLimitOption = Annotated[Optional[int], typer.Option(help="Number of background photos (seeded, class-balanced; default 8).")]
 VariantsOption = Annotated[Optional[int], typer.Option(help="Renderings per stimulus (0: centred; others with seeded size and position jitter).")]
 
 
@@ -307,7 +310,8 @@ def _stroop(config: str | None, overrides: dict[str, Any], overwrite: bool) -> N
 def stroop_command(
     config: ConfigOption = None, out: OutOption = None, model: ModelOption = None, pretrained: PretrainedOption = None,
     prompt: PromptsOption = None, colours: ColoursOption = None, neutral_word: NeutralWordOption = None,
-    font: FontsOption = None, background: BackgroundsOption = None, variants: VariantsOption = None,
+    font: FontsOption = None, background: BackgroundsOption = None, background_data: BackgroundDataOption = None,
+    background_limit: BackgroundLimitOption = None, variants: VariantsOption = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the size and position jitter.")] = None,
     batch_size: BatchSizeOption = None, device: DeviceOption = None, precision: PrecisionOption = None,
     cache_dir: CacheDirOption = None, overwrite: OverwriteOption = False,

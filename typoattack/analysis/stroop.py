@@ -20,6 +20,7 @@ from typoattack.analysis.metrics import wilson_interval
 from typoattack.analysis.report import (
     _CSS, _Block, _format_html_block, _format_markdown_block, _list_run_blocks, _table_block, write_csv,
 )
+from typoattack.attack.stroop import IMAGE_BACKGROUND_PREFIX
 from typoattack.config.types import get_model_warnings
 from typoattack.errors import OutputError
 from typoattack.files import write_text_atomic
@@ -29,6 +30,7 @@ STROOP_SUMMARY_CSV = "stroop_summary.csv"
 STROOP_MATRIX_PNG = "stroop_matrix.png"
 STROOP_EXAMPLES_PNG = "stroop_examples.png"
 RUN_KIND = "stroop"
+IMAGES_GROUP = "images"
 
 CONDITIONS = ("neutral", "congruent", "incongruent")
 STYLE_KEYS = ["font", "background"]
@@ -59,8 +61,14 @@ def check_stroop_rows(rows: pd.DataFrame) -> None:
         raise ValueError(f"unknown Stroop condition(s) {sorted(unknown)}; expected {', '.join(CONDITIONS)}")
 
 
+def get_background_group(background: str) -> str:
+    """The summary's background of a row: its colour '#rrggbb', or 'images' for any photo."""
+    return IMAGES_GROUP if background.startswith(IMAGE_BACKGROUND_PREFIX) else background
+
+
 def build_stroop_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, pretrained, font, background, condition).
+    """One row per (model, pretrained, font, background, condition); photo backgrounds are pooled
+    into one background, `images`.
 
     `ink_acc` is the share of stimuli predicted as their ink colour, `word_rate` the share
     predicted as the written word (NaN for the neutral condition: its word is no class), each
@@ -74,7 +82,8 @@ def build_stroop_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """
     check_stroop_rows(rows)
     frame = rows.assign(_ink=rows["pred"] == rows["ink"], _word=rows["pred"] == rows["word"],
-                        _order=rows["condition"].map(CONDITIONS.index))
+                        _order=rows["condition"].map(CONDITIONS.index),
+                        background=[get_background_group(b) for b in rows["background"]])
     out = []
     for keys, g in frame.groupby([*SUMMARY_KEYS[:-1], "_order", "condition"], sort=True, dropna=False):
         n = len(g)
@@ -208,16 +217,21 @@ def plot_stroop_examples(examples: list[dict[str, Any]], path: Path) -> None:
 
 
 def build_stroop_summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and string cells of the summary (percentages with one decimal and the interval)."""
+    """Header and string cells of the summary: percentages with one decimal and the interval; the
+    font and background columns only when they take more than one value."""
+    styles = [k for k in STYLE_KEYS if summary[k].nunique(dropna=False) > 1]
+
     def share(r: dict[str, Any], key: str) -> str:
         if is_missing(r[key]):
             return "n/a"
         return f"{format_percent(r[key])} [{100 * r[key + '_ci_low']:.1f}–{100 * r[key + '_ci_high']:.1f}]"
 
-    cells = [[str(r["model"]), "" if is_missing(r["pretrained"]) else str(r["pretrained"]), format_value(r["font"]),
-              str(r["background"]), str(r["condition"]), str(r["n"]), share(r, "ink_acc"), share(r, "word_rate")]
+    header = [h for h in SUMMARY_HEADER if h not in STYLE_KEYS or h in styles]
+    cells = [[str(r["model"]), "" if is_missing(r["pretrained"]) else str(r["pretrained"]),
+              *(format_value(r[k]) for k in styles), str(r["condition"]), str(r["n"]), share(r, "ink_acc"),
+              share(r, "word_rate")]
              for r in summary.to_dict("records")]
-    return list(SUMMARY_HEADER), cells
+    return header, cells
 
 
 STROOP_NOTE = ("Each stimulus is one word drawn in one ink colour and classified zero-shot among the colour names. "

@@ -1,9 +1,9 @@
 """Stroop stimuli (Goh et al. 2021): colour words drawn in an ink colour, one word per image.
 
 Pure PIL + numpy: no model code. A stimulus is a (ink, word, variant, font, background) tuple;
-`render_stimulus` draws it at the model's input size without anti-aliasing, so every pixel of
-the image is exactly the ink or the background colour (no resize follows: the model sees those
-exact values).
+`render_stimulus` draws it at the model's input size without anti-aliasing, so every text pixel
+is exactly the ink and every other pixel the background (a colour, or a photo already resized to
+the model's input); no resize follows, so the model sees those exact values.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from typoattack.attack.render import check_glyphs, stable_hash
 from typoattack.errors import ConfigError, RenderError
+
+IMAGE_BACKGROUND_PREFIX = "image:"
+"""Background names: '#rrggbb' for a colour, IMAGE_BACKGROUND_PREFIX + image id for a photo."""
 
 # Variant 0 is drawn at BASE_HEIGHT x canvas height, centred (Distill's single rendering);
 # variants >= 1 scale that size by a factor in SIZE_JITTER and place the word anywhere it fits.
@@ -87,7 +90,7 @@ class StroopStimulus:
         condition: neutral (the word is no colour), congruent (word = ink) or incongruent.
         variant: Rendering index 0..N-1 (0: centred at the base size; others jittered).
         font: Font file path.
-        background: Background colour, RGB 0-255.
+        background: '#rrggbb' for a colour, or 'image:<image id>' for a photo.
     """
 
     ink: str
@@ -95,11 +98,19 @@ class StroopStimulus:
     condition: StroopCondition
     variant: int
     font: str
-    background: tuple[int, int, int]
+    background: str
+
+    @property
+    def background_rgb(self) -> tuple[int, int, int] | None:
+        """The background colour, or None for a photo."""
+        if self.background.startswith(IMAGE_BACKGROUND_PREFIX):
+            return None
+        text = self.background
+        return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
 
 
 def list_stimuli(colours: ColourSet, neutral_word: str, fonts: Sequence[str],
-                 backgrounds: Sequence[tuple[int, int, int]], variants: int) -> list[StroopStimulus]:
+                 backgrounds: Sequence[str], variants: int) -> list[StroopStimulus]:
     """Every stimulus: fonts x backgrounds x inks x (neutral word + colour words) x variants.
 
     With Distill's 8 colours (no 'black' word), one font, one background and one variant: 8
@@ -182,7 +193,7 @@ def get_layout(stimulus: StroopStimulus, base_size: int, canvas_size: tuple[int,
 
 
 def render_stimulus(stimulus: StroopStimulus, ink_rgb: tuple[int, int, int], base_size: int,
-                    canvas_size: tuple[int, int], seed: int) -> np.ndarray:
+                    canvas_size: tuple[int, int], seed: int, background_image: np.ndarray | None = None) -> np.ndarray:
     """Draw one stimulus.
 
     Args:
@@ -191,13 +202,24 @@ def render_stimulus(stimulus: StroopStimulus, ink_rgb: tuple[int, int, int], bas
         base_size: Font size of variant 0 (`get_base_size`).
         canvas_size: (height, width): the model's input size.
         seed: Run seed (keys the jitter of variants >= 1).
+        background_image: uint8 [H, W, 3], the photo of an 'image:' background (already resized
+            and cropped to the model's input); ignored for colour backgrounds.
 
     Returns:
-        uint8 [H, W, 3]: every pixel is exactly `ink_rgb` (text) or `stimulus.background`.
+        uint8 [H, W, 3]: every text pixel is exactly `ink_rgb`, every other one the background.
+
+    Raises:
+        ValueError: A photo background without `background_image`, or of the wrong size.
     """
     H, W = canvas_size
     size, x, y = get_layout(stimulus, base_size, canvas_size, seed)
-    image = Image.new("RGB", (W, H), stimulus.background)
+    rgb = stimulus.background_rgb
+    if rgb is not None:
+        image = Image.new("RGB", (W, H), rgb)
+    elif background_image is None or background_image.shape != (H, W, 3):
+        raise ValueError(f"background {stimulus.background} needs a uint8 [{H}, {W}, 3] image")
+    else:
+        image = Image.fromarray(np.ascontiguousarray(background_image, dtype=np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
     draw.fontmode = "1"  # no anti-aliasing: the ink is exact, never blended with the background
     font = _get_font(stimulus.font, size)

@@ -28,8 +28,8 @@ DEFAULT_NEUTRAL_WORD = "example"
 MAX_VARIANTS = 10_000
 
 _STROOP_KEYS = (
-    "models", "model", "pretrained", "colours", "prompt", "neutral_word", "font", "background", "variants",
-    "seed", "device", "precision", "batch_size", "cache_dir", "out",
+    "models", "model", "pretrained", "colours", "prompt", "neutral_word", "font", "background", "background_data",
+    "background_limit", "variants", "seed", "device", "precision", "batch_size", "cache_dir", "out",
 )
 _COLOUR_FILE_KEYS = ("name", "description", "source", "colours")
 _COLOUR_KEYS = ("name", "rgb", "word")
@@ -46,6 +46,9 @@ class StroopConfig:
         neutral_word: The word of the neutral condition (names no colour).
         fonts: Font files; every stimulus is drawn in each.
         backgrounds: Background colours, RGB 0-255; every stimulus is drawn on each.
+        background_data: Photos as backgrounds too: a data source as `eval --data` takes it (image
+            folder with labels.csv, ImageNet-val folder, hf:NAME); None for colours only.
+        background_limit: How many photos (a seeded, class-balanced subset of the source).
         variants: Renderings per (ink, word, font, background): 0 is centred, the others jittered.
         seed: Keys the size and position jitter.
     """
@@ -56,6 +59,8 @@ class StroopConfig:
     neutral_word: str = DEFAULT_NEUTRAL_WORD
     fonts: tuple[str, ...] = (str(DEFAULT_FONT),)
     backgrounds: tuple[tuple[int, int, int], ...] = ((255, 255, 255),)
+    background_data: str | None = None
+    background_limit: int = 8
     variants: int = 1
     seed: int = 0
     device: str = "auto"
@@ -83,14 +88,21 @@ class StroopConfig:
                 raise ConfigError(f"font file {font} does not exist; give a .ttf/.otf path or a file name in fonts/")
         if not self.fonts or len(set(self.fonts)) != len(self.fonts):
             raise ConfigError("`font` is empty or lists a font twice")
-        if not self.backgrounds or len(set(self.backgrounds)) != len(self.backgrounds):
+        if (not self.backgrounds and not self.background_data) or len(set(self.backgrounds)) != len(self.backgrounds):
             raise ConfigError("`background` is empty or lists a colour twice")
+        if self.background_limit < 1:
+            raise ConfigError(f"background_limit must be a positive number of images, got {self.background_limit}")
         if not 1 <= self.variants <= MAX_VARIANTS:
             raise ConfigError(f"variants must be 1-{MAX_VARIANTS} renderings per stimulus, got {self.variants}")
         if self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer or auto, got {self.batch_size}")
+
+    @property
+    def background_colours(self) -> list[str]:
+        """The colour backgrounds as stimulus background names, '#rrggbb'."""
+        return [format_color(b) for b in self.backgrounds]
 
     @property
     def model_warnings(self) -> list[str]:
@@ -116,7 +128,8 @@ class StroopConfig:
 
 
 def check_prompt(template: str) -> None:
-    """Raise ConfigError unless `template` holds exactly one `{}` and no other braces."""
+    """Raise ConfigError unless `template` holds exactly one `{}` and no other braces (`{c}` is
+    read as `{}` when the config is built)."""
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError:
@@ -124,6 +137,10 @@ def check_prompt(template: str) -> None:
     if fields != [""]:
         raise ConfigError(f"prompt {template!r} must contain exactly one {{}} where the colour name goes, "
                           "e.g. 'my favorite word, written in the color {}' (write {{ and }} for literal braces)")
+
+
+def _as_data_source(value: str, base: Path | None) -> str:
+    return value if value.startswith("hf:") else _resolve_path(value, base)
 
 
 def list_builtin_colour_sets() -> list[str]:
@@ -194,10 +211,12 @@ def build_stroop_config(raw: Mapping[str, Any], base: Path | None = None) -> Str
             raise ConfigError(f"unknown stroop config key `{key}`.{suggest(str(key), _STROOP_KEYS)}")
     fonts = [resolve_font_path(_as_str("font", f), base) for f in _as_list(raw["font"])] if raw.get("font") else [
         str(DEFAULT_FONT)]
-    prompts = [p if isinstance(p, str) else _as_str("prompt", p) for p in _as_list(raw.get("prompt", DEFAULT_PROMPT))]
-    backgrounds_raw = raw.get("background", "white")
+    prompts = [_as_str("prompt", p).replace("{c}", "{}") for p in _as_list(raw.get("prompt", DEFAULT_PROMPT))]
+    background_data = raw.get("background_data")
+    # Photo backgrounds replace the default white one; colours given as well are kept.
+    backgrounds_raw = raw.get("background", [] if background_data else "white")
     # A list of three integers is one colour; any other list is several.
-    if isinstance(backgrounds_raw, list) and not all(isinstance(v, int) for v in backgrounds_raw):
+    if isinstance(backgrounds_raw, list) and not (backgrounds_raw and all(isinstance(v, int) for v in backgrounds_raw)):
         backgrounds = [parse_color("background", b) for b in backgrounds_raw]
     else:
         backgrounds = [parse_color("background", backgrounds_raw)]
@@ -209,6 +228,8 @@ def build_stroop_config(raw: Mapping[str, Any], base: Path | None = None) -> Str
         neutral_word=_as_str("neutral_word", raw.get("neutral_word", DEFAULT_NEUTRAL_WORD)),
         fonts=tuple(fonts),
         backgrounds=tuple(backgrounds),
+        background_data=None if background_data is None else _as_data_source(_as_str("background_data", background_data), base),
+        background_limit=_as_int("background_limit", raw.get("background_limit", 8)),
         variants=_as_int("variants", raw.get("variants", 1)),
         seed=_as_int("seed", raw.get("seed", 0)),
         device=_as_str("device", raw.get("device", "auto")),
@@ -237,6 +258,8 @@ def load_stroop_config(path: str | Path | None, overrides: Mapping[str, Any] | N
         if isinstance(raw.get("models"), list):
             raw["models"] = [{**m, "pretrained": _resolve_pretrained(m.get("pretrained"), base)}
                              if isinstance(m, Mapping) and "pretrained" in m else m for m in raw["models"]]
+        if isinstance(raw.get("background_data"), str):
+            raw["background_data"] = _as_data_source(raw["background_data"], base)
         for key in ("out", "cache_dir"):
             if isinstance(raw.get(key), str) and raw[key].strip():
                 raw[key] = _resolve_path(raw[key], base)

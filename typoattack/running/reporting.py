@@ -158,7 +158,7 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
     stroop_dirs = [d for d in dirs if is_stroop_run(d)]
     dirs = [d for d in dirs if d not in stroop_dirs]
     if stroop_dirs:
-        run_stroop_report(stroop_dirs, out, stem="stroop_report" if dirs else "report")
+        run_stroop_report(stroop_dirs, out, stem="stroop_report" if dirs else "report", progress=progress)
         if not dirs:
             return pd.DataFrame(columns=PER_WORD_COLUMNS), out
     all_records, infos = _load_runs(dirs)

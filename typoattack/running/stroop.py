@@ -21,11 +21,12 @@ from typoattack.analysis.stroop import (
     build_stroop_summary, is_stroop_run_info, read_stroop_csv, plot_stroop_examples, plot_stroop_matrix, write_stroop_report,
 )
 from typoattack.attack.stroop import (
-    ColourSet, StroopStimulus, check_stimulus_glyphs, get_base_size, get_layout, list_stimuli, render_stimulus,
+    IMAGE_BACKGROUND_PREFIX, ColourSet, StroopStimulus, check_stimulus_glyphs, get_base_size, get_layout, list_stimuli, render_stimulus,
 )
 from typoattack.config.stroop import StroopConfig, load_colours
-from typoattack.config.types import ModelSpec, format_color
-from typoattack.errors import ConfigError, OutputError
+from typoattack.config.types import DataSpec, ModelSpec, format_color
+from typoattack.data.sources import ImageSource, open_image_source, select_subset
+from typoattack.errors import ConfigError, DataError, OutputError, TypoAttackError
 from typoattack.running import rundir
 from typoattack.running.progress import NullProgress, ProgressReporter
 
@@ -53,6 +54,40 @@ def _list_words(stimuli: Sequence[StroopStimulus]) -> list[str]:
     return list(dict.fromkeys(s.word for s in stimuli))
 
 
+def open_background_images(background_data: str | None, limit: int, seed: int) -> tuple[ImageSource | None, list[int]]:
+    """The photo backgrounds: the source and the indices of a seeded, class-balanced subset of
+    `limit` of its images (None and [] without `background_data`).
+
+    Raises:
+        DataError: The source cannot be opened or holds no image.
+    """
+    if not background_data:
+        return None, []
+    source = open_image_source(DataSpec(background_data))
+    if not source.items:
+        raise DataError(f"background data {background_data} holds no image")
+    return source, select_subset(source.items, limit, seed)
+
+
+def load_background_canvases(source: ImageSource | None, indices: Sequence[int],
+                             transform: Any) -> dict[str, np.ndarray]:
+    """Each photo background resized and cropped by the model's canvas transform: uint8 [H, W, 3]
+    by background name ('image:<image id>').
+
+    Raises:
+        DataError: An image cannot be decoded (its id and the reason are named).
+    """
+    canvases = {}
+    for i in indices:
+        assert source is not None
+        image_id = source.items[i].image_id
+        try:
+            canvases[IMAGE_BACKGROUND_PREFIX + image_id] = np.asarray(transform(source.open_image(i)), dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"background image {image_id} cannot be decoded: {e}") from None
+    return canvases
+
+
 def run_stroop(cfg: StroopConfig, progress: ProgressReporter | None = None, overwrite: bool = False) -> StroopResult:
     """Run the Stroop test described by `cfg` and write its results to `cfg.out`.
 
@@ -75,7 +110,10 @@ def run_stroop(cfg: StroopConfig, progress: ProgressReporter | None = None, over
     out = Path(cfg.out)
     t_start = time.perf_counter()
     colours = load_colours(cfg.colours)
-    stimuli = list_stimuli(colours, cfg.neutral_word, cfg.fonts, cfg.backgrounds, cfg.variants)
+    source, image_indices = open_background_images(cfg.background_data, cfg.background_limit, cfg.seed)
+    backgrounds = cfg.background_colours
+    backgrounds += [IMAGE_BACKGROUND_PREFIX + source.items[i].image_id for i in image_indices] if source else []
+    stimuli = list_stimuli(colours, cfg.neutral_word, cfg.fonts, backgrounds, cfg.variants)
     check_stimulus_glyphs(_list_words(stimuli), cfg.fonts)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
@@ -94,18 +132,22 @@ def run_stroop(cfg: StroopConfig, progress: ProgressReporter | None = None, over
         "colours": {"name": colours.name, "path": colours.path,
                     "colours": [{"name": c.name, "rgb": format_color(c.rgb), "word": c.as_word}
                                 for c in colours.colours]},
-        "n_stimuli": len(stimuli), "versions": rundir._get_versions(), "device": rundir.get_device_name(device),
+        "backgrounds": backgrounds, "n_stimuli": len(stimuli), "versions": rundir._get_versions(), "device": rundir.get_device_name(device),
         "seed": cfg.seed, "started": (previous or {}).get("started") or rundir._now(), "models": [],
     }
     rundir.save_run_info(out, info)
-    frames = [_evaluate_model(cfg, spec, colours, stimuli, device, info, progress) for spec in cfg.models]
+    frames, examples_backgrounds = [], None
+    for spec in cfg.models:
+        frame, canvases = _evaluate_model(cfg, spec, colours, stimuli, (source, image_indices), device, info, progress)
+        frames.append(frame)
+        examples_backgrounds = canvases if examples_backgrounds is None else examples_backgrounds
     rows = pd.concat(frames, ignore_index=True)
     write_csv(rows, out / STROOP_CSV)
     rows = read_stroop_csv(out / STROOP_CSV)
     summary = build_stroop_summary(rows)
     write_csv(summary, out / STROOP_SUMMARY_CSV)
     plot_stroop_matrix(rows, out / STROOP_MATRIX_PNG)
-    plot_stroop_examples(collect_stroop_examples(rows, info), out / STROOP_EXAMPLES_PNG)
+    plot_stroop_examples(collect_stroop_examples(rows, info, examples_backgrounds), out / STROOP_EXAMPLES_PNG)
     info.update(complete=True, n_rows=len(rows), finished=rundir._now(),
                 seconds_total_this_session=round(time.perf_counter() - t_start, 3))
     rundir.save_run_info(out, info)
@@ -113,9 +155,10 @@ def run_stroop(cfg: StroopConfig, progress: ProgressReporter | None = None, over
 
 
 def _evaluate_model(cfg: StroopConfig, spec: ModelSpec, colours: ColourSet, stimuli: list[StroopStimulus],
-                    device: Any, info: dict[str, Any], progress: ProgressReporter) -> pd.DataFrame:
+                    images: tuple[ImageSource | None, list[int]], device: Any, info: dict[str, Any],
+                    progress: ProgressReporter) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Load one model, build its colour classifier and classify every stimulus; append the model's
-    entry to run.json's `models`."""
+    entry to run.json's `models`. Returns the rows and the photo backgrounds at its input size."""
     import torch
 
     from typoattack.models.classify import build_classifier
@@ -130,6 +173,7 @@ def _evaluate_model(cfg: StroopConfig, spec: ModelSpec, colours: ColourSet, stim
     classifier, cached = build_classifier(loaded, colours.names, cfg.prompts, cfg.cache_dir,
                                           progress=progress.start(f"Colour classifier {spec.label}", len(colours.names)))
     seconds["classifier"] = round(time.perf_counter() - t0, 3)
+    canvases = load_background_canvases(images[0], images[1], loaded.canvas_transform)
     words = _list_words(stimuli)
     base_sizes = {font: get_base_size(words, font, loaded.canvas_size) for font in cfg.fonts}
     batch_size = resolve_batch_size(cfg.batch_size, device)
@@ -143,9 +187,9 @@ def _evaluate_model(cfg: StroopConfig, spec: ModelSpec, colours: ColourSet, stim
     with torch.inference_mode():
         for start in range(0, len(stimuli), batch_size):
             batch = stimuli[start:start + batch_size]
-            images = np.stack([render_stimulus(s, colours.get_rgb(s.ink), base_sizes[s.font], loaded.canvas_size,
-                                               cfg.seed) for s in batch])
-            probs = torch.softmax(encoder(torch.from_numpy(images).to(device)).float(), dim=1).cpu().numpy()
+            drawn = np.stack([render_stimulus(s, colours.get_rgb(s.ink), base_sizes[s.font], loaded.canvas_size,
+                                              cfg.seed, canvases.get(s.background)) for s in batch])
+            probs = torch.softmax(encoder(torch.from_numpy(drawn).to(device)).float(), dim=1).cpu().numpy()
             rows = np.arange(len(batch))
             preds.append(probs.argmax(axis=1))
             p_ink.append(probs[rows, ink_idx[start:start + len(batch)]])
@@ -158,7 +202,7 @@ def _evaluate_model(cfg: StroopConfig, spec: ModelSpec, colours: ColourSet, stim
         "model": spec.name, "pretrained": spec.pretrained or "",
         "ink": [s.ink for s in stimuli], "word": [s.word for s in stimuli],
         "condition": [s.condition.value for s in stimuli], "variant": [s.variant for s in stimuli],
-        "font": [s.font for s in stimuli], "background": [format_color(s.background) for s in stimuli],
+        "font": [s.font for s in stimuli], "background": [s.background for s in stimuli],
         "font_size": [lay[0] for lay in layouts], "x": [lay[1] for lay in layouts], "y": [lay[2] for lay in layouts],
         "pred": [colours.names[i] for i in np.concatenate(preds)],
         "p_ink": np.concatenate(p_ink).astype(np.float64), "p_word": np.concatenate(p_word).astype(np.float64),
@@ -167,12 +211,23 @@ def _evaluate_model(cfg: StroopConfig, spec: ModelSpec, colours: ColourSet, stim
                            "canvas_size": list(loaded.canvas_size), "base_font_sizes": base_sizes,
                            "n_images": len(stimuli), "classifier_from_cache": cached, "batch_size": batch_size,
                            "encoder_batch_size_final": encoder.max_batch, "seconds": seconds})
-    return frame
+    return frame, canvases
 
 
-def collect_stroop_examples(rows: pd.DataFrame, info: dict[str, Any]) -> list[dict[str, Any]]:
+def collect_stroop_examples(rows: pd.DataFrame, info: dict[str, Any],
+                            backgrounds: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """Re-draw variant 0 of every (ink, word) in the first model's first font and background,
-    with that model's prediction, for `plot_stroop_examples`."""
+    with that model's prediction, for `plot_stroop_examples`.
+
+    Args:
+        rows: stroop.csv rows.
+        info: The run's run.json.
+        backgrounds: Photo backgrounds at the first model's input size, by name; when None and
+            the first background is a photo, it is read again from the run's background data.
+
+    Raises:
+        TypoAttackError: A photo background cannot be read here.
+    """
     from typoattack.attack.stroop import StroopCondition
 
     config, model = info["config"], info["models"][0]
@@ -182,11 +237,19 @@ def collect_stroop_examples(rows: pd.DataFrame, info: dict[str, Any]) -> list[di
                 & (rows["font"] == first["font"]) & (rows["background"] == first["background"]) & (rows["variant"] == 0)]
     canvas = (int(model["canvas_size"][0]), int(model["canvas_size"][1]))
     base_size = int(model["base_font_sizes"][first["font"]])
+    background = str(first["background"])
+    if background.startswith(IMAGE_BACKGROUND_PREFIX) and backgrounds is None:
+        from typoattack.models.loading import get_canvas_transform
+
+        source = open_image_source(DataSpec(config["background_data"]))
+        index = [i for i, item in enumerate(source.items) if IMAGE_BACKGROUND_PREFIX + item.image_id == background]
+        transform, _, _ = get_canvas_transform(ModelSpec(model["name"], model["pretrained"]))
+        backgrounds = load_background_canvases(source, index, transform)
     examples = []
     for r in mine.itertuples():
-        background = _parse_hex(str(r.background))
         stimulus = StroopStimulus(r.ink, r.word, StroopCondition(r.condition), 0, str(r.font), background)
-        image = render_stimulus(stimulus, _parse_hex(colours[r.ink]), base_size, canvas, int(config["seed"]))
+        image = render_stimulus(stimulus, _parse_hex(colours[r.ink]), base_size, canvas, int(config["seed"]),
+                                (backgrounds or {}).get(background))
         examples.append({"ink": r.ink, "word": r.word, "image": image, "pred": r.pred})
     return examples
 
@@ -218,7 +281,8 @@ def is_stroop_run(run_dir: Path) -> bool:
         return False
 
 
-def run_stroop_report(run_dirs: Sequence[Path], out: Path, stem: str = "report") -> pd.DataFrame:
+def run_stroop_report(run_dirs: Sequence[Path], out: Path, stem: str = "report",
+                      progress: ProgressReporter | None = None) -> pd.DataFrame:
     """Rewrite each Stroop run's summary from its stroop.csv, then write the summary over all runs,
     the figures and `{stem}.md` / `{stem}.html` into `out`.
 
@@ -228,6 +292,7 @@ def run_stroop_report(run_dirs: Sequence[Path], out: Path, stem: str = "report")
     Raises:
         OutputError: A run is incomplete, or two runs hold the same model and stimuli.
     """
+    progress = progress or NullProgress()
     frames, infos = [], []
     for d in run_dirs:
         rows, info = load_stroop_rows(Path(d))
@@ -244,6 +309,12 @@ def run_stroop_report(run_dirs: Sequence[Path], out: Path, stem: str = "report")
     write_csv(summary, out / STROOP_SUMMARY_CSV)
     figures = [out / STROOP_MATRIX_PNG, out / STROOP_EXAMPLES_PNG]
     plot_stroop_matrix(rows, figures[0])
-    plot_stroop_examples(collect_stroop_examples(frames[0], infos[0]), figures[1])
+    try:
+        examples = collect_stroop_examples(frames[0], infos[0])
+    except TypoAttackError as e:
+        progress.log(f"[yellow]{STROOP_EXAMPLES_PNG} skipped: the background images cannot be read here ({e})[/]")
+        figures.pop()
+    else:
+        plot_stroop_examples(examples, figures[1])
     write_stroop_report(out, summary, figures, infos, stem=stem)
     return summary
