@@ -295,3 +295,31 @@ def test_stroop_analysis_and_stimuli_import_no_model_code() -> None:
 def test_colour_set_rejects_no_written_word() -> None:
     with pytest.raises(ConfigError, match="writes no colour"):
         ColourSet("x", (Colour("red", (255, 0, 0), False), Colour("blue", (0, 0, 255), False)))
+
+
+def test_photo_backgrounds_and_a_report_beside_an_eval_run(sample_dir, tmp_path, cache_dir) -> None:
+    out = tmp_path / "stroop"
+    result = runner.invoke(app, ["stroop", "--model", "typoattack-tiny", "--pretrained", "seed:0", "--device", "cpu",
+                                 "--background-data", str(sample_dir), "--background-limit", "2",
+                                 "--cache-dir", str(cache_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "stroop.csv", keep_default_na=False)
+    photos = sorted(set(rows["background"]))
+    # Photos replace the default white background; each is a shipped sample image.
+    assert len(rows) == 64 * 2 and len(photos) == 2 and all(p.startswith("image:n") for p in photos)
+    assert all((sample_dir / p.removeprefix("image:")).is_file() for p in photos)
+    summary = pd.read_csv(out / "stroop_summary.csv", keep_default_na=False, na_values=[""])
+    assert list(summary["background"]) == ["images"] * 3 and list(summary["n"]) == [16, 14, 98]
+
+    evaluated = tmp_path / "eval"
+    result = runner.invoke(app, ["eval", "--data", str(sample_dir), "--model", "typoattack-tiny", "--pretrained",
+                                 "seed:0", "--limit", "4", "--templates", "simple", "--device", "cpu", "--workers", "0",
+                                 "--cache-dir", str(cache_dir), "--out", str(evaluated)])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "report"
+    result = runner.invoke(app, ["report", str(evaluated), str(out), "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "## Stroop test" not in (report / "report.md").read_text()
+    assert "## Stroop test" in (report / "stroop_report.md").read_text()
+    for name in ("leaderboard.csv", "examples.png", "stroop_matrix.png", "stroop_examples.png", "stroop_summary.csv"):
+        assert (report / name).is_file(), name
