@@ -169,6 +169,9 @@ def test_bad_colour_file_is_one_red_line(tmp_path, content: str, message: str) -
     (["--variants", "0"], "variants must be"),
     (["--font", "missing.ttf"], "does not exist"),
     (["--neutral-word", "名前"], "has no glyph"),
+    (["--precision", "fp16"], "fp16 needs a CUDA device"),
+    (["--model", "ViT-B-3"], "unknown open_clip model 'ViT-B-3'"),
+    (["--background-data", "/nonexistent/photos"], "does not exist"),
 ])
 def test_user_errors_are_one_red_line(tmp_path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["stroop", "--model", "typoattack-tiny", "--pretrained", "seed:0",
@@ -312,8 +315,12 @@ def test_photo_backgrounds_and_a_report_beside_an_eval_run(sample_dir, tmp_path,
     assert list(summary["background"]) == ["images"] * 3 and list(summary["n"]) == [16, 14, 98]
 
     evaluated = tmp_path / "eval"
+    templates = tmp_path / "one.yaml"
+    templates.write_text("- a photo of a {}.\n")
+    vocab = tmp_path / "one-word.yaml"
+    vocab.write_text("name: one\nwords:\n  - {text: pizza, target: pizza}\n")
     result = runner.invoke(app, ["eval", "--data", str(sample_dir), "--model", "typoattack-tiny", "--pretrained",
-                                 "seed:0", "--limit", "4", "--templates", "simple", "--device", "cpu", "--workers", "0",
+                                 "seed:0", "--limit", "4", "--templates", str(templates), "--vocab", str(vocab), "--device", "cpu", "--workers", "0",
                                  "--cache-dir", str(cache_dir), "--out", str(evaluated)])
     assert result.exit_code == 0, result.output
     report = tmp_path / "report"

@@ -279,7 +279,7 @@ BackgroundsOption = Annotated[Optional[list[str]], typer.Option(
 BackgroundDataOption = Annotated[Optional[str], typer.Option(
     help="Photos as backgrounds too (replacing the default white): image folder with labels.csv, ImageNet-val folder or hf:NAME.")]
 BackgroundLimitOption = Annotated[Optional[int], typer.Option(help="Number of background photos (seeded, class-balanced; default 8).")]
-VariantsOption = Annotated[Optional[int], typer.Option(help="Renderings per stimulus (0: centred; others with seeded size and position jitter).")]
+VariantsOption = Annotated[Optional[int], typer.Option(help="Renderings per stimulus (variant 0 centred, the others with seeded size and position jitter).")]
 
 
 def _stroop(config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
