@@ -330,3 +330,22 @@ def test_photo_backgrounds_and_a_report_beside_an_eval_run(sample_dir, tmp_path,
     assert "## Stroop test" in (report / "stroop_report.md").read_text()
     for name in ("leaderboard.csv", "examples.png", "stroop_matrix.png", "stroop_examples.png", "stroop_summary.csv"):
         assert (report / name).is_file(), name
+
+
+def test_config_yaml_is_overridden_by_flags_and_paths_are_relative_to_it(tmp_path) -> None:
+    (tmp_path / "fonts").mkdir()
+    font = tmp_path / "fonts" / "mine.ttf"
+    font.write_bytes(DEFAULT_FONT.read_bytes())
+    (tmp_path / "mine.yaml").write_text("colours:\n  - {name: red, rgb: [255, 0, 0]}\n  - {name: blue, rgb: blue}\n")
+    config = tmp_path / "stroop.yaml"
+    config.write_text("model: typoattack-tiny\npretrained: 'seed:0'\ncolours: mine.yaml\nfont: fonts/mine.ttf\n"
+                      "background: [[10, 20, 30], gray]\nprompt: 'a {c} word'\nvariants: 2\nout: runs/x\n")
+    cfg = load_stroop_config(config, {"variants": 4, "seed": None})
+    assert cfg.variants == 4 and cfg.seed == 0
+    assert cfg.colours == str(tmp_path / "mine.yaml") and cfg.fonts == (str(font),)
+    assert cfg.backgrounds == ((10, 20, 30), (128, 128, 128)) and cfg.prompts == ("a {} word",)
+    assert cfg.out == str(tmp_path / "runs" / "x")
+    assert load_colours(cfg.colours).names == ["red", "blue"]
+    assert load_stroop_config(config, {"background": ["white"]}).backgrounds == ((255, 255, 255),)
+    with pytest.raises(ConfigError, match="unknown stroop config key `variant`"):
+        load_stroop_config(None, {"model": "typoattack-tiny", "pretrained": "seed:0", "variant": 2})
