@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from typoattack.analysis import plots
-from typoattack.analysis.metrics import MANY_WORDS, PER_WORD_COLUMNS, build_leaderboard, build_per_word_table, count_words, rank_words
+from typoattack.analysis.metrics import MANY_WORDS, build_leaderboard, build_per_word_table, count_words, rank_words
 from typoattack.analysis.report import (
     PER_WORD_CSV, format_leaderboard_markdown, load_records, read_run_info, write_csv, write_report, write_tables,
 )
@@ -151,20 +151,23 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
     dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     if not dirs:
         raise OutputError("give at least one run directory")
-    out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
     # Stroop runs (run.json "kind": "stroop") get their own report: report.md alone, stroop_report.md beside an eval one.
     from typoattack.running.stroop import is_stroop_run, run_stroop_report
 
     stroop_dirs = [d for d in dirs if is_stroop_run(d)]
-    dirs = [d for d in dirs if d not in stroop_dirs]
     if stroop_dirs:
-        run_stroop_report(stroop_dirs, out, stem="stroop_report" if dirs else "report", progress=progress)
+        out_dir = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
+        dirs = [d for d in dirs if d not in stroop_dirs]
+        run_stroop_report(stroop_dirs, out_dir, stem="stroop_report" if dirs else "report", progress=progress)
         if not dirs:
-            return pd.DataFrame(columns=PER_WORD_COLUMNS), out
+            from typoattack.analysis.metrics import PER_WORD_COLUMNS
+
+            return pd.DataFrame(columns=PER_WORD_COLUMNS), out_dir
     all_records, infos = _load_runs(dirs)
     records = pd.concat(all_records, ignore_index=True)
     if records.duplicated([*MODEL_COLUMNS, IMAGE_COLUMNS[0], *CONDITION_COLUMNS]).any():
         raise OutputError("two of the runs hold the same model and condition; report runs of different models or settings")
+    out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
     out.mkdir(parents=True, exist_ok=True)
     per_word = build_per_word_table(records, IMAGENET_CLASSNAMES)
     figures, notes = _plot_figures(records, per_word, out)
