@@ -309,6 +309,42 @@ def _real(config: str | None, overrides: dict[str, Any], overwrite: bool) -> Non
         console.print(f"[bold yellow]{warning}[/]")
 
 
+PromptsOption = Annotated[Optional[list[str]], typer.Option(
+    "--prompt", help="Zero-shot template with {} for the colour name; repeat for several (averaged).")]
+ColoursOption = Annotated[Optional[str], typer.Option(help="Colour set: a YAML file of names and RGB values, or a built-in name (distill).")]
+NeutralWordOption = Annotated[Optional[str], typer.Option(help="Word of the neutral condition (names no colour).")]
+BackgroundsOption = Annotated[Optional[list[str]], typer.Option(
+    "--background", help="Background colour: name or #rrggbb; repeat for several.")]
+BackgroundDataOption = Annotated[Optional[str], typer.Option(
+    help="Photos as backgrounds too (replacing the default white): image folder with labels.csv, ImageNet-val folder or hf:NAME.")]
+BackgroundLimitOption = Annotated[Optional[int], typer.Option(help="Number of background photos (seeded, class-balanced; default 8).")]
+VariantsOption = Annotated[Optional[int], typer.Option(help="Renderings per stimulus (variant 0 centred, the others with seeded size and position jitter).")]
+
+
+def _stroop(config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
+    from typoattack.analysis.stroop import build_stroop_summary_cells
+    from typoattack.config.stroop import load_stroop_config
+    from typoattack.running.stroop import run_stroop
+
+    with _user_errors():
+        cfg = load_stroop_config(config, overrides)
+        with _progress() as progress:
+            result = run_stroop(cfg, progress=progress, overwrite=overwrite)
+    from rich.table import Table
+
+    header, cells = build_stroop_summary_cells(result.summary)
+    table = Table(title="Stroop test: share read as the ink vs as the written word")
+    for col in header:
+        table.add_column(col, justify="right" if col in ("n",) or "[" in col else "left")
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"Wrote {result.out_dir}/ ({len(result.rows)} rows: stroop.csv, stroop_summary.csv, "
+                  "stroop_matrix.png, stroop_examples.png, run.json)", highlight=False)
+    for warning in cfg.model_warnings:
+        console.print(f"[bold yellow]{warning}[/]")
+
+
 @app.command("real")
 def real_command(
     config: RealConfigOption = None, dataset: RealDatasetOption = None, data: RealDataOption = None,
@@ -321,3 +357,17 @@ def real_command(
 ) -> None:
     """Classify real photos with typographic attacks (SCAM, RTA-100, PAINT, Disentangling, a folder) zero-shot."""
     _real(config, _get_overrides(locals()), overwrite)
+
+
+@app.command("stroop")
+def stroop_command(
+    config: ConfigOption = None, out: OutOption = None, model: ModelOption = None, pretrained: PretrainedOption = None,
+    prompt: PromptsOption = None, colours: ColoursOption = None, neutral_word: NeutralWordOption = None,
+    font: FontsOption = None, background: BackgroundsOption = None, background_data: BackgroundDataOption = None,
+    background_limit: BackgroundLimitOption = None, variants: VariantsOption = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the size and position jitter.")] = None,
+    batch_size: BatchSizeOption = None, device: DeviceOption = None, precision: PrecisionOption = None,
+    cache_dir: CacheDirOption = None, overwrite: OverwriteOption = False,
+) -> None:
+    """Goh et al.'s Stroop test: colour words in ink colours, classified zero-shot among the colours."""
+    _stroop(config, _get_overrides(locals()), overwrite)

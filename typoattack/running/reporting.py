@@ -155,6 +155,15 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
     if not dirs:
         raise OutputError("give at least one run directory")
     out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
+    # Stroop runs (run.json "kind": "stroop") get their own report: report.md alone, stroop_report.md beside others.
+    from typoattack.running.stroop import is_stroop_run, run_stroop_report
+
+    stroop_dirs = [d for d in dirs if is_stroop_run(d)]
+    if stroop_dirs:
+        dirs = [d for d in dirs if d not in stroop_dirs]
+        run_stroop_report(stroop_dirs, out, stem="stroop_report" if dirs else "report", progress=progress)
+        if not dirs:
+            return pd.DataFrame(columns=PER_WORD_COLUMNS), out
     # Runs of `typoattack real` get their own report (alone: report.html; beside eval runs: real.html).
     from typoattack.running.real_reporting import run_real_report, split_real_runs
 
