@@ -15,7 +15,7 @@ import os
 import platform
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ import typoattack
 from typoattack.analysis.report import (
     CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD, RECORDS_FILE, RUN_FILE, SKIPPED_CSV,
 )
-from typoattack.config.types import ModelSpec, RunConfig, Vocabulary
+from typoattack.config.types import ModelSpec, RunConfig, ShardSpec, Vocabulary
 from typoattack.data.classes import list_class_names
 from typoattack.errors import OutputError
 from typoattack.files import get_label_slug, write_parquet_atomic, write_text_atomic
@@ -32,6 +32,7 @@ from typoattack.records import Condition
 
 CHUNKS_DIR = "chunks"
 REPORT_DIR = "report"
+T = TypeVar("T")
 RUN_FILES = (RECORDS_FILE, RUN_FILE, PER_WORD_CSV, PER_WORD_MD, CONFUSION_CSV, SKIPPED_CSV)
 
 
@@ -85,9 +86,32 @@ def _remove_run(out: Path) -> None:
     shutil.rmtree(out / REPORT_DIR, ignore_errors=True)
 
 
-def get_chunk_path(out: Path, model_index: int, spec: ModelSpec, shard_index: int) -> Path:
-    """Where the records of one (model, shard) are committed."""
-    return out / CHUNKS_DIR / f"{model_index:02d}-{get_label_slug(spec.label)}" / f"{shard_index:05d}.parquet"
+def get_cell_id(model_index: int, spec: ModelSpec, shard_index: int) -> str:
+    """The stable id of one (model, shard of `chunk_size` images): `00-<model label>/00003`."""
+    return f"{model_index:02d}-{get_label_slug(spec.label)}/{shard_index:05d}"
+
+
+def get_chunk_path(out: Path, cell_id: str) -> Path:
+    """Where the records of one cell are committed."""
+    return out / CHUNKS_DIR / f"{cell_id}.parquet"
+
+
+def select_shard(cells: list[T], shard: ShardSpec | None) -> list[T]:
+    """The cells of shard K of N: every N-th cell of the run's cell list, from the K-th (all
+    cells without a shard). Round-robin spreads each model's cells over the shards."""
+    if shard is None:
+        return list(cells)
+    return cells[shard.index - 1::shard.count]
+
+
+def get_shard_info(cfg: RunConfig) -> dict[str, int] | None:
+    """The `shard` entry of run.json, without its cell list (None for a whole run)."""
+    return None if cfg.shard is None else {"index": cfg.shard.index, "count": cfg.shard.count}
+
+
+def describe_shard(shard: dict[str, Any] | None) -> str:
+    """'shard K/N' or 'the whole run' for messages."""
+    return "the whole run" if not shard else f"shard {shard['index']}/{shard['count']}"
 
 
 def _get_versions() -> dict[str, str]:
@@ -130,6 +154,7 @@ def build_run_info(cfg: RunConfig, vocab: Vocabulary, templates: tuple[str, ...]
         "n_images_selected": n_images,
         "started": (previous or {}).get("started") or _now(),
         "models": [],
+        "executor": cfg.executor.value,
         "chunks_total": 0,
         "chunks_done": 0,
     }
