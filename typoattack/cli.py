@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import typoattack
@@ -60,7 +61,8 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except TypoAttackError as e:
-        err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+        # escape: a message such as "pip install 'typoattack[ray]'" is text, not rich markup
+        err_console.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
         err_console.print("[bold yellow]Interrupted.[/] Finished chunks are saved; rerun the same command to resume.")
