@@ -74,8 +74,8 @@ def main() -> None:
     print(f"{'run':<34} {'wall s':>8} {'vs local':>9} {'agreement':>12} {'identical':>10}")
     rows = [("local (--executor local)", times["local"], work / "local"),
             ("ray (--executor ray, local cluster)", times["ray"], work / "ray"),
-            (f"2 shards one after the other + merge", sum(shard_times) + merge_time, work / "merged"),
-            (f"2 shards side by side + merge", max(shard_times) + merge_time, work / "merged")]
+            ("2 shards one after the other + merge", sum(shard_times) + merge_time, work / "merged"),
+            ("2 shards side by side + merge", max(shard_times) + merge_time, work / "merged")]
     for name, seconds, folder in rows:
         same, n, identical = _agreement(work / "local", folder)
         print(f"{name:<34} {seconds:8.1f} {seconds / times['local']:8.2f}x {same:11.2%} {str(identical):>10}"

@@ -72,6 +72,7 @@ class ModelContext:
     """A loaded model with its canvases, masks on the device, classifier and batch encoder."""
 
     key: tuple[Any, ...]
+    model_index: int
     loaded: Any
     canvases: CanvasSet
     conditions: list[Condition]
@@ -129,7 +130,7 @@ def create_model_context(cfg: RunConfig, model_index: int, indices: tuple[int, .
     info = {"weights_id": loaded.weights_id, "canvas_size": list(loaded.canvas_size),
             "canvas_transform": loaded.transform_key, "classifier_from_cache": cached, "batch_size": batch_size,
             "seconds": seconds}
-    return ModelContext(_get_context_key(cfg, model_index, indices), loaded, canvases, conditions, masks,
+    return ModelContext(_get_context_key(cfg, model_index, indices), model_index, loaded, canvases, conditions, masks,
                         device_masks, encoder, batch_size, info)
 
 

@@ -47,7 +47,7 @@ class LocalExecutor:
         advance = progress.start(f"Evaluating {len(tasks)} cells", sum(t.n_jobs for t in tasks))
         ctx = None
         for task in tasks:
-            if ctx is None or ctx.key[-2] != task.model_index:
+            if ctx is None or ctx.model_index != task.model_index:
                 ctx = None  # frees the previous model before loading the next
                 ctx = create_model_context(task.cfg, task.model_index, task.indices, progress)
             on_result(evaluate_cell(ctx, task, advance))
@@ -108,7 +108,7 @@ class RayExecutor:
             progress: ProgressReporter) -> None:
         ray = connect_ray(self.address)
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-        remote = ray.remote(_run_cell_task).options(num_cpus=0 if has_gpus else 1, num_gpus=1 if has_gpus else 0,
+        remote = ray.remote(_run_cell_task).options(num_cpus=1, num_gpus=1 if has_gpus else 0,
                                                     max_retries=MAX_RETRIES)
         progress.log(f"Ray: {len(tasks)} cells on {_describe_cluster(ray)}")
         advance = progress.start(f"Evaluating {len(tasks)} cells on Ray", sum(t.n_jobs for t in tasks))
