@@ -133,6 +133,8 @@ def test_shards_merged_equal_local_run(local_run, tmp_path, cache_dir) -> None:
     runner.run_eval(_config(tmp_path / "other", cache_dir, shard="2/2", seed=1))
     refused(shards[0], tmp_path / "other", match="shards of different runs")
     refused(shards[0], local_run, match="not a shard")
+    reported = CliRunner().invoke(app, ["report", str(shards[0])])
+    assert reported.exit_code == 1 and "is shard 1/2 of a run" in reported.output, reported.output
 
 
 def test_shard_folder_refuses_another_shard(tmp_path, cache_dir) -> None:
