@@ -71,14 +71,14 @@ def main() -> None:
 
     print(f"CI config ({args.limit or 500} images, chunk size {args.chunk_size or 100}), {os.cpu_count()} CPUs, "
           f"warm caches; runs in {work}")
-    print(f"{'run':<34} {'wall s':>8} {'vs local':>9} {'agreement':>12} {'identical':>10}")
+    print(f"{'run':<38} {'wall s':>8} {'vs local':>9} {'agreement':>12} {'identical':>10}")
     rows = [("local (--executor local)", times["local"], work / "local"),
             ("ray (--executor ray, local cluster)", times["ray"], work / "ray"),
             ("2 shards one after the other + merge", sum(shard_times) + merge_time, work / "merged"),
-            ("2 shards side by side + merge", max(shard_times) + merge_time, work / "merged")]
+            ("2 shards in parallel (max) + merge", max(shard_times) + merge_time, work / "merged")]
     for name, seconds, folder in rows:
         same, n, identical = _agreement(work / "local", folder)
-        print(f"{name:<34} {seconds:8.1f} {seconds / times['local']:8.2f}x {same:11.2%} {str(identical):>10}"
+        print(f"{name:<38} {seconds:8.1f} {seconds / times['local']:8.2f}x {same:11.2%} {str(identical):>10}"
               f"  ({n} records)")
     print(f"shard walls {shard_times[0]:.1f} s + {shard_times[1]:.1f} s, merge {merge_time:.1f} s")
     ratio = times["ray"] / times["local"]
