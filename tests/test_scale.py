@@ -1,5 +1,5 @@
 """Beyond one process: cells on a local Ray cluster, `--shard K/N` with `typoattack merge`, and the
-same tables either way (the CI config on 40 of its images, 4 cells of 10)."""
+same tables either way (the CI config on 40 of its images, 4 cells of 10, simple templates)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ N_CELLS = LIMIT // CHUNK
 
 
 def _config(out: Path, cache_dir: Path, **overrides):
-    return load_run_config("ci", {"limit": LIMIT, "chunk_size": CHUNK, "out": str(out), "cache_dir": str(cache_dir),
-                                  **overrides})
+    # The 7 simple templates: a cold classifier cache costs seconds instead of half a minute.
+    return load_run_config("ci", {"limit": LIMIT, "chunk_size": CHUNK, "templates": "simple", "out": str(out),
+                                  "cache_dir": str(cache_dir), **overrides})
 
 
 def _assert_same_tables(a: Path, b: Path) -> None:
@@ -141,7 +142,8 @@ def test_shard_folder_refuses_another_shard(tmp_path, cache_dir) -> None:
     out = tmp_path / "s"
     runner.run_eval(_config(out, cache_dir, shard="1/4"))
     r = CliRunner().invoke(app, ["eval", "--config", "ci", "--limit", str(LIMIT), "--chunk-size", str(CHUNK),
-                                 "--cache-dir", str(cache_dir), "--out", str(out), "--shard", "2/4"])
+                                 "--templates", "simple", "--cache-dir", str(cache_dir), "--out", str(out),
+                                 "--shard", "2/4"])
     assert r.exit_code == 1 and "holds shard 1/4 of this run, not shard 2/4" in r.output, r.output
 
 
