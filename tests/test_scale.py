@@ -78,6 +78,8 @@ def test_fingerprint_ignores_executor_and_shard(tmp_path, cache_dir) -> None:
     assert other.executor is Executor.RAY and other.shard == ShardSpec(2, 3)
     assert base.fingerprint() == other.fingerprint()
     assert base.fingerprint() != _config(tmp_path, cache_dir, seed=1).fingerprint()
+    with pytest.raises(ConfigError, match="executor"):
+        _config(tmp_path, cache_dir, executor="spark")
 
 
 def test_shards_partition_the_cells() -> None:

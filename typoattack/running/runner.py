@@ -1,5 +1,7 @@
-"""The eval and prepare pipelines: validate, prepare canvases, evaluate every model in committed
-chunks (see `typoattack.running.rundir`), then write the tables from the records."""
+"""The eval and prepare pipelines: validate, prepare canvases, cut the run into cells (model x
+chunk of images; see `typoattack.running.cells`), evaluate the pending cells of this run (or of
+its `--shard K/N`) on the configured executor, committing each as a chunk (see
+`typoattack.running.rundir`), then write the tables from the records."""
 
 from __future__ import annotations
 
@@ -98,8 +100,10 @@ def _solve_masks(cfg: RunConfig, conditions: list[Condition], canvas_size: tuple
 def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite: bool = False) -> RunResult:
     """Run the benchmark described by `cfg` and write its results to `cfg.out`.
 
-    Work is committed per (model, shard of `chunk_size` images); rerunning the same config on
-    the same folder resumes and gives the same files as an uninterrupted run.
+    Work is committed per cell (model, shard of `chunk_size` images); rerunning the same config on
+    the same folder resumes and gives the same files as an uninterrupted run, whichever executor
+    computed the cells. With `cfg.shard`, only that shard's cells are evaluated and no tables are
+    written (`typoattack merge` writes them from all the shards).
 
     Args:
         cfg: The resolved run config (`out` must be set).
