@@ -140,9 +140,12 @@ def test_shards_merged_equal_local_run(local_run, tmp_path, cache_dir) -> None:
     assert reported.exit_code == 1 and "is shard 1/2 of a run" in reported.output, reported.output
 
 
-def test_shard_folder_refuses_another_shard(tmp_path, cache_dir) -> None:
+def test_shard_folder_resumes_and_refuses_another_shard(tmp_path, cache_dir) -> None:
     out = tmp_path / "s"
     runner.run_eval(_config(out, cache_dir, shard="1/4"))
+    resumed = runner.run_eval(_config(out, cache_dir, shard="1/4"))
+    assert resumed.info["shard"]["cells"] == resumed.info["cells"][:1]
+    assert resumed.info["models"][0]["images_encoded_this_session"] == 0
     r = CliRunner().invoke(app, ["eval", "--config", "ci", "--limit", str(LIMIT), "--chunk-size", str(CHUNK),
                                  "--templates", "simple", "--cache-dir", str(cache_dir), "--out", str(out),
                                  "--shard", "2/4"])

@@ -135,10 +135,12 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
     device = resolve_device(cfg.device)
     for warning in cfg.model_warnings:
         progress.log(f"[bold yellow]{warning}[/]")
-    if previous is not None and previous.get("shard") != rundir.get_shard_info(cfg):
+    if previous is not None and rundir.describe_shard(previous.get("shard")) != rundir.describe_shard(
+            rundir.get_shard_info(cfg)):
         raise OutputError(f"{out} holds {rundir.describe_shard(previous.get('shard'))} of this run, not "
                           f"{rundir.describe_shard(rundir.get_shard_info(cfg))}; choose another --out")
     info = rundir.build_run_info(cfg, vocab, templates, fingerprint, device, len(indices), previous)
+    info["shard"] = rundir.get_shard_info(cfg)
     info["seconds_masks"] = round(mask_seconds, 3)
     rundir.save_run_info(out, info)
     state = _RunState(cfg, out, source, indices, templates, list_conditions(cfg, vocab), device, info, progress, [], {})
