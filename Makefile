@@ -37,6 +37,10 @@ bench: $(STAMP) ## Run the pipeline benchmark (tiny model, 500 shipped images, 9
 bench-masks: $(STAMP) ## Time the text-mask solver over the 1000 ImageNet class names (paper8 and random)
 	$(BIN)/python benchmarks/masks.py
 
+.PHONY: bench-executors
+bench-executors: $(STAMP) ## Wall time of the CI config locally, on a local Ray cluster and as 2 shards + merge
+	$(BIN)/python benchmarks/executors.py
+
 gpu-check: $(STAMP) ## On a CUDA machine: CUDA tests, CPU/GPU agreement, GPU speed and MFU, OOM halving (one table)
 	$(BIN)/python benchmarks/gpu_check.py --out $(or $(GPU_CHECK_OUT),/tmp/typoattack-gpu-check)
 

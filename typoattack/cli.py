@@ -10,10 +10,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import typoattack
-from typoattack.config.types import Placement, Precision
+from typoattack.config.types import Executor, Placement, Precision
 from typoattack.errors import TypoAttackError
 
 app = typer.Typer(
@@ -60,7 +61,8 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except TypoAttackError as e:
-        err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+        # escape: a message such as "pip install 'typoattack[ray]'" is text, not rich markup
+        err_console.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
         err_console.print("[bold yellow]Interrupted.[/] Finished chunks are saved; rerun the same command to resume.")
@@ -118,6 +120,12 @@ WorkersOption = Annotated[Optional[int], typer.Option(help="Image decoding proce
 ChunkSizeOption = Annotated[Optional[int], typer.Option(help="Images per committed chunk (resume granularity).")]
 CompileOption = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the image encoder.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a different run in --out.")]
+ExecutorOption = Annotated[Optional[Executor], typer.Option(
+    case_sensitive=False, help="Where the cells (model x chunk of images) run: this process, or tasks on a Ray cluster.")]
+RayAddressOption = Annotated[Optional[str], typer.Option(
+    help="Ray cluster address (default: RAY_ADDRESS of a running cluster, else a local one).")]
+ShardOption = Annotated[Optional[str], typer.Option(
+    help="Evaluate only shard K of N of the cells (K/N, e.g. 2/8); combine the folders with `typoattack merge`.")]
 
 # Options whose YAML key is spelled differently.
 _YAML_KEYS = {"fraction": "fractions"}
@@ -148,7 +156,11 @@ def _eval(config: str | None, overrides: dict[str, Any], overwrite: bool) -> Non
         cfg = load_run_config(config, overrides)
         with _progress() as progress:
             result = runner.run_eval(cfg, progress=progress, overwrite=overwrite)
-    for table in build_rich_tables(result.per_word):
+    shard = result.info.get("shard")
+    if shard:
+        console.print(f"Shard {shard['index']}/{shard['count']}: {len(shard['cells'])} of {len(result.info['cells'])} "
+                      "cells; combine all shard folders with `typoattack merge DIR... --out DIR`", highlight=False)
+    for table in build_rich_tables(result.per_word) if not shard else []:
         console.print(table)
     ips = result.info.get("images_per_second")
     console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, "
@@ -169,6 +181,7 @@ def eval_command(
     batch_size: BatchSizeOption = None, device: DeviceOption = None, precision: PrecisionOption = None,
     seed: SeedOption = None, cache_dir: CacheDirOption = None, workers: WorkersOption = None,
     chunk_size: ChunkSizeOption = None, compile: CompileOption = None, overwrite: OverwriteOption = False,
+    executor: ExecutorOption = None, ray_address: RayAddressOption = None, shard: ShardOption = None,
 ) -> None:
     """Render attack words on images, classify them zero-shot, and write per-word and confusion tables."""
     _eval(config, _get_overrides(locals()), overwrite)
@@ -268,6 +281,28 @@ def models_command(
 ) -> None:
     """List open_clip model names, or the pretrained tags of one model."""
     _models(name)
+
+
+def _merge(run_dirs: list[Path], out: Path, overwrite: bool) -> None:
+    from typoattack.analysis.report import build_rich_tables
+    from typoattack.running.merge import run_merge
+
+    with _user_errors():
+        result = run_merge(run_dirs, out, overwrite=overwrite)
+    for table in build_rich_tables(result.per_word):
+        console.print(table)
+    console.print(f"Merged {len(run_dirs)} shard folders into {result.out_dir}/ ({len(result.records)} records, "
+                  f"{len(result.info['cells'])} cells)", highlight=False)
+
+
+@app.command("merge")
+def merge_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="The folders written by `typoattack eval --shard K/N`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Combine the shard folders of one run into the run folder a single run writes."""
+    _merge(run_dirs, out, overwrite)
 
 
 # --- typoattack real: the real typographic-attack datasets (issue 11) ---

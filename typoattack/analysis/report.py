@@ -67,7 +67,7 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
     """Read records.parquet of a run directory.
 
     Raises:
-        OutputError: The run is incomplete or has no records.
+        OutputError: The run is incomplete, is one shard of a run, or has no records.
     """
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
@@ -76,6 +76,10 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
             f"the run in {run_dir} is incomplete ({info.get('chunks_done', 0)} of {info.get('chunks_total', '?')} chunks); "
             "rerun the same `typoattack eval` command to resume it"
         )
+    if info.get("shard"):
+        shard = info["shard"]
+        raise OutputError(f"{run_dir} is shard {shard['index']}/{shard['count']} of a run, not a whole run; combine "
+                          "the shard folders with `typoattack merge DIR... --out DIR` and report on that")
     path = run_dir / RECORDS_FILE
     if not path.is_file():
         raise OutputError(f"{run_dir} has no {RECORDS_FILE}")

@@ -14,8 +14,8 @@ import yaml
 from PIL import ImageColor
 
 from typoattack.config.types import (
-    BUILTIN_TEMPLATES, AttackWord, DataSpec, ModelSpec, Placement, Precision, RenderStyle, RunConfig, Vocabulary,
-    is_untrained,
+    BUILTIN_TEMPLATES, AttackWord, DataSpec, Executor, ModelSpec, Placement, Precision, RenderStyle, RunConfig,
+    ShardSpec, Vocabulary, is_untrained,
 )
 from typoattack.constants import CONFIGS_DIR, DEFAULT_CACHE_DIR, DEFAULT_FONT, FONTS_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError, suggest
@@ -26,6 +26,7 @@ _RUN_KEYS = (
     "hf_label_column", "limit", "vocab", "fractions", "fraction", "placement", "placements",
     "font", "fill", "outline", "outline_width", "opacity", "templates", "batch_size", "device",
     "precision", "seed", "out", "cache_dir", "workers", "chunk_size", "compile",
+    "executor", "ray_address", "shard",
 )
 
 
@@ -48,6 +49,18 @@ def _as_batch_size(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return None
     return _as_int("batch_size", value)
+
+
+def parse_shard(value: Any) -> ShardSpec | None:
+    """Parse `K/N` (shard K of N, 1-based) into a ShardSpec; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, ShardSpec):
+        return value
+    parts = _as_str("shard", value).split("/")
+    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
+        raise ConfigError(f"`shard` must be K/N with 1 <= K <= N (e.g. 2/4), got {value!r}")
+    return ShardSpec(int(parts[0]), int(parts[1]))
 
 
 def _as_bool(key: str, value: Any) -> bool:
@@ -304,6 +317,9 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
         workers=_as_int("workers", raw.get("workers", 2)),
         chunk_size=_as_int("chunk_size", raw.get("chunk_size", 1000)),
         compile=_as_bool("compile", raw.get("compile", False)),
+        executor=_as_enum("executor", Executor, raw.get("executor", "local")),
+        ray_address=None if raw.get("ray_address") is None else _as_str("ray_address", raw["ray_address"]),
+        shard=parse_shard(raw.get("shard")),
     )
 
 

@@ -75,6 +75,34 @@ class Precision(str, Enum):
     FP16 = "fp16"
 
 
+class Executor(str, Enum):
+    """Where the evaluation cells run: in this process, or as tasks on a Ray cluster."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One part of a run split for schedulers without Ray (`--shard K/N`): the cells whose
+    position in the run's cell list is K-1 modulo N.
+
+    Attributes:
+        index: K, 1-based.
+        count: N, the number of shards.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 1 <= self.index <= self.count:
+            raise ConfigError(f"shard {self.index}/{self.count}: K must be in 1..N and N at least 1 (e.g. 1/4)")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
 BUILTIN_TEMPLATES = ("openai", "simple")
 
 
@@ -190,6 +218,9 @@ class RunConfig:
     workers: int = 2
     chunk_size: int = 1000
     compile: bool = False
+    executor: Executor = Executor.LOCAL
+    ray_address: str | None = None
+    shard: ShardSpec | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -252,6 +283,7 @@ class RunConfig:
     def fingerprint(self) -> str:
         """Return a JSON string of the settings that determine the records (not out, cache, workers)."""
         d = self.to_dict()
-        for key in ("out", "cache_dir", "workers", "batch_size", "device", "compile"):
+        for key in ("out", "cache_dir", "workers", "batch_size", "device", "compile", "executor", "ray_address",
+                    "shard"):
             d.pop(key, None)
         return json.dumps(d, sort_keys=True)

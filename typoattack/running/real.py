@@ -110,11 +110,11 @@ def _build_run_info(cfg: RealConfig, source: RealSource, templates: tuple[str, .
         "dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
                     "vocabulary_size": len(vocabulary)},
         "templates": {"name": cfg.templates, "count": len(templates), "first": templates[0]},
-        "versions": rundir._get_versions(),
+        "versions": rundir.get_versions(),
         "device": rundir.get_device_name(device),
         "seed": cfg.seed,
         "n_images_selected": n_images,
-        "started": (previous or {}).get("started") or rundir._now(),
+        "started": (previous or {}).get("started") or rundir.get_timestamp(),
         "models": [],
         "chunks_total": 0,
         "chunks_done": 0,
@@ -170,7 +170,7 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
         raise DataError(f"none of the {len(indices)} images could be decoded (e.g. {next(iter(skipped.values()), '?')})")
     summary = write_real_tables(records, out)
     write_csv(pd.DataFrame(sorted(skipped.items()), columns=["image_id", "reason"]), out / SKIPPED_CSV)
-    info.update({"complete": True, "n_records": len(records), "n_skipped": len(skipped), "finished": rundir._now(),
+    info.update({"complete": True, "n_records": len(records), "n_skipped": len(skipped), "finished": rundir.get_timestamp(),
                  "seconds_total_this_session": round(time.perf_counter() - t_start, 3)})
     rundir.save_run_info(out, info)
     return RealResult(out, records, summary, info)
@@ -205,7 +205,7 @@ def _evaluate_model(cfg: RealConfig, out: Path, source: RealSource, indices: lis
     t0 = time.perf_counter()
     with torch.inference_mode(), ThreadPoolExecutor(max_workers=max(cfg.workers, 1)) as pool:
         for s_index, shard in enumerate(shards):
-            path = rundir.get_chunk_path(out, m_index, spec, s_index)
+            path = rundir.get_chunk_path(out, rundir.get_cell_id(m_index, spec, s_index))
             chunk_paths.append(path)
             if path.is_file():
                 done = pd.read_parquet(path, columns=["image_id"])

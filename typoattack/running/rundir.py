@@ -15,7 +15,7 @@ import os
 import platform
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ import typoattack
 from typoattack.analysis.report import (
     CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD, RECORDS_FILE, RUN_FILE, SKIPPED_CSV,
 )
-from typoattack.config.types import ModelSpec, RunConfig, Vocabulary
+from typoattack.config.types import ModelSpec, RunConfig, ShardSpec, Vocabulary
 from typoattack.data.classes import list_class_names
 from typoattack.errors import OutputError
 from typoattack.files import get_label_slug, write_parquet_atomic, write_text_atomic
@@ -32,6 +32,7 @@ from typoattack.records import Condition
 
 CHUNKS_DIR = "chunks"
 REPORT_DIR = "report"
+T = TypeVar("T")
 RUN_FILES = (RECORDS_FILE, RUN_FILE, PER_WORD_CSV, PER_WORD_MD, CONFUSION_CSV, SKIPPED_CSV)
 
 
@@ -85,12 +86,35 @@ def _remove_run(out: Path) -> None:
     shutil.rmtree(out / REPORT_DIR, ignore_errors=True)
 
 
-def get_chunk_path(out: Path, model_index: int, spec: ModelSpec, shard_index: int) -> Path:
-    """Where the records of one (model, shard) are committed."""
-    return out / CHUNKS_DIR / f"{model_index:02d}-{get_label_slug(spec.label)}" / f"{shard_index:05d}.parquet"
+def get_cell_id(model_index: int, spec: ModelSpec, shard_index: int) -> str:
+    """The stable id of one (model, shard of `chunk_size` images): `00-<model label>/00003`."""
+    return f"{model_index:02d}-{get_label_slug(spec.label)}/{shard_index:05d}"
 
 
-def _get_versions() -> dict[str, str]:
+def get_chunk_path(out: Path, cell_id: str) -> Path:
+    """Where the records of one cell are committed."""
+    return out / CHUNKS_DIR / f"{cell_id}.parquet"
+
+
+def select_shard(cells: list[T], shard: ShardSpec | None) -> list[T]:
+    """The cells of shard K of N: every N-th cell of the run's cell list, from the K-th (all
+    cells without a shard). Round-robin spreads each model's cells over the shards."""
+    if shard is None:
+        return list(cells)
+    return cells[shard.index - 1::shard.count]
+
+
+def get_shard_info(cfg: RunConfig) -> dict[str, int] | None:
+    """The `shard` entry of run.json, without its cell list (None for a whole run)."""
+    return None if cfg.shard is None else {"index": cfg.shard.index, "count": cfg.shard.count}
+
+
+def describe_shard(shard: dict[str, Any] | None) -> str:
+    """'shard K/N' or 'the whole run' for messages."""
+    return "the whole run" if not shard else f"shard {shard['index']}/{shard['count']}"
+
+
+def get_versions() -> dict[str, str]:
     import open_clip
     import PIL
     import torch
@@ -109,7 +133,7 @@ def get_device_name(device: Any) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def _now() -> str:
+def get_timestamp() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -124,12 +148,13 @@ def build_run_info(cfg: RunConfig, vocab: Vocabulary, templates: tuple[str, ...]
                   "words": [{"text": w.text, "target_index": w.target_index,
                              "target_name": list_class_names()[w.target_index]} for w in vocab.words]},
         "templates": {"name": cfg.templates, "count": len(templates)},
-        "versions": _get_versions(),
+        "versions": get_versions(),
         "device": get_device_name(device),
         "seed": cfg.seed,
         "n_images_selected": n_images,
-        "started": (previous or {}).get("started") or _now(),
+        "started": (previous or {}).get("started") or get_timestamp(),
         "models": [],
+        "executor": cfg.executor.value,
         "chunks_total": 0,
         "chunks_done": 0,
     }
@@ -152,7 +177,7 @@ def finish_run_info(info: dict[str, Any], records: pd.DataFrame, n_skipped: int,
         "n_records": len(records),
         "n_skipped": n_skipped,
         "clean": clean,
-        "finished": _now(),
+        "finished": get_timestamp(),
         "seconds_total_this_session": round(seconds, 3),
         "images_per_second": images_per_second,
     })

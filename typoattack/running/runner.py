@@ -1,10 +1,12 @@
-"""The eval and prepare pipelines: validate, prepare canvases, evaluate every model in committed
-chunks (see `typoattack.running.rundir`), then write the tables from the records."""
+"""The eval and prepare pipelines: validate, prepare canvases, cut the run into cells (model x
+chunk of images; see `typoattack.running.cells`), evaluate the pending cells of this run (or of
+its `--shard K/N`) on the configured executor, committing each as a chunk (see
+`typoattack.running.rundir`), then write the tables from the records."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,14 @@ from typoattack.analysis.report import SKIPPED_CSV, summarize_clean, write_csv, 
 from typoattack.attack.masks import MaskRequest, create_attack_masks
 from typoattack.attack.render import AttackMask, check_glyphs
 from typoattack.config.loading import load_templates, load_vocab
-from typoattack.config.types import ModelSpec, RunConfig, Vocabulary
+from typoattack.config.types import Executor, RunConfig, Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import list_class_names
 from typoattack.data.sources import ImageSource, open_image_source, select_subset
-from typoattack.errors import ConfigError, DataError
+from typoattack.errors import ConfigError, DataError, OutputError
 from typoattack.records import Condition, list_conditions
 from typoattack.running import rundir
+from typoattack.running.cells import CellResult, CellTask
 from typoattack.running.progress import NullProgress, ProgressReporter
 
 __all__ = ["NullProgress", "ProgressReporter", "RunResult", "run_eval", "run_prepare"]
@@ -52,6 +55,7 @@ class _RunState:
     progress: ProgressReporter
     chunk_paths: list[Path]
     skipped: dict[str, str]
+    model_canvases: list[tuple[CanvasSet, np.ndarray]] = field(default_factory=list)
     encoded: int = 0
     encode_seconds: float = 0.0
 
@@ -96,8 +100,10 @@ def _solve_masks(cfg: RunConfig, conditions: list[Condition], canvas_size: tuple
 def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite: bool = False) -> RunResult:
     """Run the benchmark described by `cfg` and write its results to `cfg.out`.
 
-    Work is committed per (model, shard of `chunk_size` images); rerunning the same config on
-    the same folder resumes and gives the same files as an uninterrupted run.
+    Work is committed per cell (model, shard of `chunk_size` images); rerunning the same config on
+    the same folder resumes and gives the same files as an uninterrupted run, whichever executor
+    computed the cells. With `cfg.shard`, only that shard's cells are evaluated and no tables are
+    written (`typoattack merge` writes them from all the shards).
 
     Args:
         cfg: The resolved run config (`out` must be set).
@@ -115,6 +121,10 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
         raise ConfigError("no output folder; pass --out DIR or set `out` in the config")
     out = Path(cfg.out)
     t_start = time.perf_counter()
+    if cfg.executor is Executor.RAY:
+        from typoattack.running.executors import import_ray
+
+        import_ray()  # says how to install Ray before any work
     vocab, templates, source, mask_seconds = _validate_before_loading(cfg, progress)
     indices = select_subset(source.items, cfg.limit, cfg.seed)
     fingerprint = rundir.get_run_fingerprint(cfg, vocab, templates, [source.items[i].image_id for i in indices])
@@ -125,16 +135,34 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
     device = resolve_device(cfg.device)
     for warning in cfg.model_warnings:
         progress.log(f"[bold yellow]{warning}[/]")
+    if previous is not None and rundir.describe_shard(previous.get("shard")) != rundir.describe_shard(
+            rundir.get_shard_info(cfg)):
+        raise OutputError(f"{out} holds {rundir.describe_shard(previous.get('shard'))} of this run, not "
+                          f"{rundir.describe_shard(rundir.get_shard_info(cfg))}; choose another --out")
     info = rundir.build_run_info(cfg, vocab, templates, fingerprint, device, len(indices), previous)
+    info["shard"] = rundir.get_shard_info(cfg)
     info["seconds_masks"] = round(mask_seconds, 3)
     rundir.save_run_info(out, info)
     state = _RunState(cfg, out, source, indices, templates, list_conditions(cfg, vocab), device, info, progress, [], {})
-    for m_index, spec in enumerate(cfg.models):
-        _evaluate_model(state, m_index, spec)
+    tasks = _plan_cells(state)
+    mine = rundir.select_shard(tasks, cfg.shard)
+    state.chunk_paths = [rundir.get_chunk_path(out, t.cell_id) for t in mine]
+    if cfg.shard is not None:
+        info["shard"] = {**rundir.get_shard_info(cfg), "cells": [t.cell_id for t in mine]}
+    info["cells"] = [t.cell_id for t in tasks]
+    info["chunks_total"] = len(mine)
+    pending = [t for t, path in zip(mine, state.chunk_paths) if not path.is_file()]
+    info["chunks_done"] = len(mine) - len(pending)
+    rundir.save_run_info(out, info)
+    _evaluate_cells(state, pending, previous)
 
     records = rundir.merge_chunks(out, state.chunk_paths)
-    per_word = write_tables(records, out, list_class_names())
     write_csv(pd.DataFrame(sorted(state.skipped.items()), columns=["image_id", "reason"]), out / SKIPPED_CSV)
+    if cfg.shard is None:
+        per_word = write_tables(records, out, list_class_names())
+    else:
+        # A shard's tables would describe a part of the images: only `typoattack merge` writes them.
+        per_word = pd.DataFrame()
     ips = round(state.encoded / state.encode_seconds, 1) if state.encoded and state.encode_seconds > 0 else None
     rundir.finish_run_info(info, records, len(state.skipped), summarize_clean(records),
                            time.perf_counter() - t_start, ips)
@@ -142,89 +170,79 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
     return RunResult(out, records, per_word, info)
 
 
-def _evaluate_model(state: _RunState, m_index: int, spec: ModelSpec) -> None:
-    """Load one model, prepare its canvases and classifier, and evaluate every shard not yet
-    committed; append the model's entry to run.json."""
-    from typoattack.attack.compose import upload_mask
-    from typoattack.models.classify import build_classifier
-    from typoattack.models.loading import create_model
+def _plan_cells(state: _RunState) -> list[CellTask]:
+    """Every cell of the run, model by model: decode the images once into the canvas cache (to
+    know which can be evaluated), then cut them into shards of `chunk_size`."""
+    from typoattack.models.loading import get_canvas_transform
 
-    cfg, progress, conditions = state.cfg, state.progress, state.conditions
-    seconds: dict[str, float] = {}
+    cfg, tasks = state.cfg, []
+    n_jobs_per_image = 1 + len(state.conditions)
+    for m_index, spec in enumerate(cfg.models):
+        transform, key, size = get_canvas_transform(spec)
+        canvases = prepare_canvases(state.source, state.indices, transform, key, size, cfg.cache_dir,
+                                    workers=cfg.workers,
+                                    progress=state.progress.start(f"Canvases {size[0]}x{size[1]}", len(state.indices)))
+        state.skipped.update(dict(canvases.skipped))
+        rows = np.flatnonzero(canvases.valid)
+        if rows.size == 0:
+            raise DataError(f"none of the {len(state.indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
+                            f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
+        state.model_canvases.append((canvases, rows))
+        for s_index, start in enumerate(range(0, rows.size, cfg.chunk_size)):
+            shard = rows[start:start + cfg.chunk_size]
+            tasks.append(CellTask(cfg, m_index, s_index, rundir.get_cell_id(m_index, spec, s_index),
+                                  tuple(state.indices), shard, int(shard.size) * n_jobs_per_image))
+    return tasks
+
+
+def _evaluate_cells(state: _RunState, pending: list[CellTask], previous: dict[str, Any] | None) -> None:
+    """Run the pending cells on the configured executor, committing each cell's chunk as its
+    records arrive; then write each model's entry in run.json."""
+    from typoattack.running.evaluate import resolve_batch_size
+    from typoattack.running.executors import create_executor
+
+    cfg = state.cfg
+    by_model: list[dict[str, Any]] = [{"encoded": 0, "seconds": 0.0, "info": {}} for _ in cfg.models]
+
+    def commit(result: CellResult) -> None:
+        rundir.save_chunk(result.records, rundir.get_chunk_path(state.out, result.cell_id))
+        stats = by_model[result.model_index]
+        stats["encoded"] += len(result.records)
+        stats["seconds"] += result.seconds
+        seconds = {**stats["info"].get("seconds", {}), **result.model_info.get("seconds", {})}
+        stats["info"] = {**stats["info"], **result.model_info, "seconds": seconds}
+        state.info["chunks_done"] += 1
+        rundir.save_run_info(state.out, state.info)
+
     t0 = time.perf_counter()
-    progress.log(f"Loading {spec.label} on {state.device}")
-    loaded = create_model(spec, state.device, cfg.precision, compile=cfg.compile)
-    seconds["load_model"] = round(time.perf_counter() - t0, 3)
-    masks = _solve_masks(cfg, conditions, loaded.canvas_size, progress)
-    device_masks = [upload_mask(masks[c], state.device) for c in conditions]
-
-    t0 = time.perf_counter()
-    canvases = prepare_canvases(
-        state.source, state.indices, loaded.canvas_transform, loaded.transform_key, loaded.canvas_size,
-        cfg.cache_dir, workers=cfg.workers,
-        progress=progress.start(f"Canvases {loaded.canvas_size[0]}x{loaded.canvas_size[1]}", len(state.indices)),
-    )
-    seconds["canvases"] = round(time.perf_counter() - t0, 3)
-    state.skipped.update(dict(canvases.skipped))
-    rows = np.flatnonzero(canvases.valid)
-    if rows.size == 0:
-        raise DataError(f"none of the {len(state.indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
-                        f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
-
-    t0 = time.perf_counter()
-    classifier, cached = build_classifier(
-        loaded, list_class_names(), state.templates, cfg.cache_dir,
-        progress=progress.start(f"Classifier {spec.label} ({len(state.templates)} templates)", len(list_class_names())),
-    )
-    seconds["classifier"] = round(time.perf_counter() - t0, 3)
-    timing = _evaluate_shards(state, m_index, loaded, classifier, canvases, rows, device_masks, seconds)
-    state.info["models"].append({
-        "name": spec.name, "pretrained": spec.pretrained, "weights_id": loaded.weights_id,
-        "canvas_size": list(loaded.canvas_size), "canvas_transform": loaded.transform_key,
-        "canvas_cache": canvases.path, "n_images": int(rows.size), "n_skipped": len(canvases.skipped),
-        "classifier_from_cache": cached, "batch_size": timing.pop("batch_size"),
-        "encoder_batch_size_final": timing.pop("encoder_batch_size_final"),
-        "masks": rundir.build_mask_info(conditions, masks), **timing,
-    })
-    rundir.save_run_info(state.out, state.info)
-
-
-def _evaluate_shards(state: _RunState, m_index: int, loaded: Any, classifier: Any, canvases: CanvasSet,
-                     rows: np.ndarray, device_masks: list[Any], seconds: dict[str, float]) -> dict[str, Any]:
-    """Evaluate the shards of one model that have no committed chunk; return its run.json timings."""
-    import torch
-
-    from typoattack.running.evaluate import BatchEncoder, evaluate_shard, resolve_batch_size
-
-    cfg, spec = state.cfg, loaded.spec
-    shards = [rows[i:i + cfg.chunk_size] for i in range(0, rows.size, cfg.chunk_size)]
-    state.info["chunks_total"] += len(shards)
-    per_image = 1 + len(state.conditions)
-    advance = state.progress.start(f"Evaluating {spec.label}", rows.size * per_image)
-    batch_size = resolve_batch_size(cfg.batch_size, state.device)
-    encoder = BatchEncoder(loaded, classifier, batch_size, state.progress)
-    t0 = time.perf_counter()
-    encoded = 0
-    with torch.inference_mode():
-        for s_index, shard in enumerate(shards):
-            path = rundir.get_chunk_path(state.out, m_index, spec, s_index)
-            state.chunk_paths.append(path)
-            if path.is_file():
-                advance(shard.size * per_image)
-            else:
-                frame = evaluate_shard(loaded, encoder, canvases, shard, state.conditions, device_masks, cfg.seed,
-                                       batch_size, advance)
-                rundir.save_chunk(frame, path)
-                encoded += len(frame)
-            state.info["chunks_done"] += 1
-            rundir.save_run_info(state.out, state.info)
+    if pending:
+        create_executor(cfg).run(pending, commit, state.progress)
     t_eval = time.perf_counter() - t0
-    state.encoded += encoded
-    state.encode_seconds += t_eval
-    return {"batch_size": batch_size, "encoder_batch_size_final": encoder.max_batch,
-            "seconds": {**seconds, "evaluate": round(t_eval, 3)},
+    state.encoded = sum(s["encoded"] for s in by_model)
+    state.encode_seconds = t_eval
+    old_models = (previous or {}).get("models") or []
+    from typoattack.models.loading import get_canvas_transform, get_weights_id
+
+    for m_index, spec in enumerate(cfg.models):
+        canvases, rows = state.model_canvases[m_index]
+        _, key, size = get_canvas_transform(spec)
+        stats, old = by_model[m_index], (old_models[m_index] if m_index < len(old_models) else {})
+        info = stats["info"]
+        masks = _solve_masks(cfg, state.conditions, size, NullProgress())
+        encoded, seconds = stats["encoded"], stats["seconds"]
+        state.info["models"].append({
+            "name": spec.name, "pretrained": spec.pretrained, "weights_id": get_weights_id(spec),
+            "canvas_size": list(size), "canvas_transform": key, "canvas_cache": canvases.path,
+            "n_images": int(rows.size), "n_skipped": len(canvases.skipped),
+            "classifier_from_cache": info.get("classifier_from_cache", old.get("classifier_from_cache")),
+            "batch_size": resolve_batch_size(cfg.batch_size, state.device),
+            "encoder_batch_size_final": info.get("encoder_batch_size_final", old.get("encoder_batch_size_final")),
+            "masks": rundir.build_mask_info(state.conditions, masks),
+            "seconds": {**info.get("seconds", {}), "evaluate": round(seconds, 3)},
             "images_encoded_this_session": encoded,
-            "images_per_second": round(encoded / t_eval, 1) if encoded and t_eval > 0 else None}
+            "images_per_second": round(encoded / seconds, 1) if encoded and seconds > 0 else None,
+        })
+    rundir.save_run_info(state.out, state.info)
 
 
 def run_prepare(cfg: RunConfig, progress: ProgressReporter | None = None) -> list[dict[str, Any]]:

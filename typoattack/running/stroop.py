@@ -132,8 +132,8 @@ def run_stroop(cfg: StroopConfig, progress: ProgressReporter | None = None, over
         "colours": {"name": colours.name, "path": colours.path,
                     "colours": [{"name": c.name, "rgb": format_color(c.rgb), "word": c.as_word}
                                 for c in colours.colours]},
-        "backgrounds": backgrounds, "n_stimuli": len(stimuli), "versions": rundir._get_versions(), "device": rundir.get_device_name(device),
-        "seed": cfg.seed, "started": (previous or {}).get("started") or rundir._now(), "models": [],
+        "backgrounds": backgrounds, "n_stimuli": len(stimuli), "versions": rundir.get_versions(), "device": rundir.get_device_name(device),
+        "seed": cfg.seed, "started": (previous or {}).get("started") or rundir.get_timestamp(), "models": [],
     }
     rundir.save_run_info(out, info)
     frames, examples_backgrounds = [], None
@@ -148,7 +148,7 @@ def run_stroop(cfg: StroopConfig, progress: ProgressReporter | None = None, over
     write_csv(summary, out / STROOP_SUMMARY_CSV)
     plot_stroop_matrix(rows, out / STROOP_MATRIX_PNG)
     plot_stroop_examples(collect_stroop_examples(rows, info, examples_backgrounds), out / STROOP_EXAMPLES_PNG)
-    info.update(complete=True, n_rows=len(rows), finished=rundir._now(),
+    info.update(complete=True, n_rows=len(rows), finished=rundir.get_timestamp(),
                 seconds_total_this_session=round(time.perf_counter() - t_start, 3))
     rundir.save_run_info(out, info)
     return StroopResult(out, rows, summary, info)
