@@ -44,8 +44,8 @@ def captured(monkeypatch) -> list:
         figures.append(fig)
         fig.savefig(path, dpi=plots.DPI, format="png")
 
-    monkeypatch.setattr(plots, "_save", save)
-    monkeypatch.setattr(vocab_plots, "_save", save)
+    monkeypatch.setattr(plots, "save_figure", save)
+    monkeypatch.setattr(vocab_plots, "save_figure", save)
     yield figures
     for fig in figures:
         plt.close(fig)
@@ -125,7 +125,7 @@ def test_ranked_figure_bars_labels_and_bounded_size(many, captured, tmp_path):
     ranking = build_asr_ranking(many)
     first = ranking[ranking["fraction"] == min(FRACTIONS)]
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels == [f"{plots._truncate(w, plots.RANK_LABEL_MAX)} → {t}" for w, t in zip(first["word"], first["target_name"])]
+    assert labels == [f"{plots.truncate_label(w, plots.RANK_LABEL_MAX)} → {t}" for w, t in zip(first["word"], first["target_name"])]
     widths = [p.get_width() for p in ax.patches]
     np.testing.assert_allclose(widths, 100 * first["asr"].to_numpy())
     assert "top 20 and bottom 20 of 1000 words" in ax.get_title()

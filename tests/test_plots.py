@@ -57,13 +57,13 @@ def _assert_size_and_not_blank(path: Path, size_inches: tuple[float, float]) -> 
 def captured(monkeypatch) -> list:
     """The matplotlib figures the plot functions save (kept open for inspection)."""
     figures = []
-    original = plots._save
+    original = plots.save_figure
 
     def save(fig, path):
         figures.append(fig)
         fig.savefig(path, dpi=plots.DPI, format="png")
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots, "save_figure", save)
     yield figures
     for fig in figures:
         plt.close(fig)
@@ -196,9 +196,9 @@ def test_confusion_uses_first_model_and_counts(records, captured, tmp_path):
     assert all(len(s) <= plots.CLASS_NAME_MAX for s in shown_cols + shown_rows)
     counts = first.groupby("pred_index").size()
     top_pred = counts.sort_values(ascending=False, kind="stable").index[0]
-    assert shown_cols[0] == plots._truncate(CLASS_NAMES[top_pred])
+    assert shown_cols[0] == plots.truncate_label(CLASS_NAMES[top_pred])
     # The annotated counts are the cells of the crosstab restricted to the shown classes.
-    name_to_idx = {plots._truncate(n): i for i, n in enumerate(CLASS_NAMES)}
+    name_to_idx = {plots.truncate_label(n): i for i, n in enumerate(CLASS_NAMES)}
     cross = pd.crosstab(first["true_index"], first["pred_index"])
     want = sum(int(cross.loc[name_to_idx[r], name_to_idx[c]]) for r in shown_rows for c in shown_cols)
     assert sum(int(t.get_text()) for t in ax.texts) == want > 0
@@ -208,8 +208,8 @@ def test_confusion_uses_first_model_and_counts(records, captured, tmp_path):
 def test_confusion_long_class_name_truncated(records, captured, tmp_path):
     plots.plot_confusion(records, "iPod", CLASS_NAMES, tmp_path / "c.png", top_n=50)
     labels = [t.get_text() for t in captured[0].axes[0].get_yticklabels()]
-    assert plots._truncate(CLASS_NAMES[7]) in labels
-    assert plots._truncate(CLASS_NAMES[7]).endswith("…") and len(plots._truncate(CLASS_NAMES[7])) == 18
+    assert plots.truncate_label(CLASS_NAMES[7]) in labels
+    assert plots.truncate_label(CLASS_NAMES[7]).endswith("…") and len(plots.truncate_label(CLASS_NAMES[7])) == 18
 
 
 def test_style_columns_add_panels(per_word, tmp_path, captured):

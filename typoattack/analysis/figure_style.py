@@ -75,7 +75,7 @@ RANK_LABEL_MAX = 22
 # Layout of plot_asr_distribution and plot_asr_vs_word_length: at most ASR_VS_FRACTION_MAX_COLS
 # panels of PANEL_W x PANEL_H inches per row, plus TITLE_H.
 
-_REQUIRED = {
+PER_WORD_REQUIRED = {
     "plot_asr_vs_fraction": ["model", "pretrained", "word", "target_name", "fraction", "placement",
                              "pixel_cover_mean", "asr", "asr_ci_low", "asr_ci_high"],
     "plot_asr_by_word": ["model", "pretrained", "word", "target_name", "fraction", "placement", "asr",
@@ -86,10 +86,10 @@ _REQUIRED = {
     "plot_asr_distribution": ["model", "pretrained", "word", "target_index", "fraction", "placement", "asr"],
     "plot_asr_vs_word_length": ["model", "pretrained", "word", "target_index", "fraction", "placement", "asr"],
 }
-_RECORD_REQUIRED = ["model", "pretrained", "word", "true_index", "pred_index"]
+RECORD_REQUIRED = ["model", "pretrained", "word", "true_index", "pred_index"]
 
 
-def _check_table(frame: pd.DataFrame, function: str, required: Sequence[str], what: str = "per-word table") -> None:
+def check_table(frame: pd.DataFrame, function: str, required: Sequence[str], what: str = "per-word table") -> None:
     """Raise ValueError when `frame` is empty or lacks a required column."""
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -98,18 +98,18 @@ def _check_table(frame: pd.DataFrame, function: str, required: Sequence[str], wh
         raise ValueError(f"{function}: the {what} is empty (no attacked conditions); there is nothing to plot")
 
 
-def _truncate(text: str, limit: int = CLASS_NAME_MAX) -> str:
+def truncate_label(text: str, limit: int = CLASS_NAME_MAX) -> str:
     """`text` cut to `limit` characters with an ellipsis."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _word_label(word: Any, target_name: Any) -> str:
+def format_word_label(word: Any, target_name: Any) -> str:
     """`"word" → target` legend label."""
     return f"“{word}” → {target_name}"
 
 
 @contextmanager
-def _plain_text() -> Iterator[None]:
+def plain_text() -> Iterator[None]:
     """Matplotlib settings for the figures here: literal text (no mathtext for `$`), white background."""
     with plt.rc_context({"text.parse_math": False, "figure.facecolor": "white", "savefig.facecolor": "white",
                          "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
@@ -117,20 +117,20 @@ def _plain_text() -> Iterator[None]:
         yield
 
 
-def _colors(n: int) -> list[Any]:
+def get_colors(n: int) -> list[Any]:
     """`n` distinguishable colours (tab10, tab20 beyond 10, repeating beyond 20)."""
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _same(column: pd.Series, value: Any) -> pd.Series:
+def select_equal(column: pd.Series, value: Any) -> pd.Series:
     """Element-wise equality that treats missing values as equal to each other."""
     if is_missing(value):
         return column.isna()
     return column == value
 
 
-def _save(fig: Figure, path: Path, palette: bool = False) -> None:
+def save_figure(fig: Figure, path: Path, palette: bool = False) -> None:
     """Write `fig` as PNG at DPI (creating the parent folder) and close it.
 
     With `palette`, the PNG is stored with a 256-colour palette: photographs then take a third

@@ -48,11 +48,11 @@ from typoattack.analysis.labels import (  # noqa: E402
 )
 # The layout constants are re-exported: figure sizes are documented in terms of plots.NAME.
 from typoattack.analysis.figure_style import (  # noqa: E402, F401
-    _RECORD_REQUIRED, _REQUIRED, ACC_BASE_W, ACC_H, ACC_LEGEND_MAX_COLS, ACC_MIN_W, ACC_W_PER_BAR,
+    RECORD_REQUIRED, PER_WORD_REQUIRED, ACC_BASE_W, ACC_H, ACC_LEGEND_MAX_COLS, ACC_MIN_W, ACC_W_PER_BAR,
     ASR_VS_FRACTION_MAX_COLS, BAR_LEGEND_MAX_COLS, BAR_PANEL_BASE_W, BAR_PANEL_H, BAR_PANEL_MIN_W, BAR_W_PER_BAR,
     BAR_W_PER_WORD_MIN, CLASS_NAME_MAX, CONF_BASE_H, CONF_BASE_W, CONF_CELL, DPI, EX_H, EX_TITLE_H, EX_W,
     LEGEND_MAX_COLS, LEGEND_ROW_H, PANEL_H, PANEL_W, RANK_BAR_H, RANK_BASE_H, RANK_LABEL_MAX, RANK_MAX_COLS,
-    RANK_PANEL_W, TITLE_H, _check_table, _colors, _plain_text, _same, _save, _truncate, _word_label,
+    RANK_PANEL_W, TITLE_H, check_table, get_colors, plain_text, select_equal, save_figure, truncate_label, format_word_label,
 )
 from typoattack.analysis.vocab_plots import (  # noqa: E402
     plot_asr_distribution, plot_asr_ranked, plot_asr_vs_word_length,
@@ -104,19 +104,19 @@ def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
     Raises:
         ValueError: `per_word` is empty or lacks a needed column.
     """
-    _check_table(per_word, "plot_asr_vs_fraction", _REQUIRED["plot_asr_vs_fraction"])
+    check_table(per_word, "plot_asr_vs_fraction", PER_WORD_REQUIRED["plot_asr_vs_fraction"])
     styles = list_varying_styles(per_word)
     panel_keys = ["model", "pretrained", "placement", *styles]
     panels = list(iter_groups(per_word, panel_keys))
     words = list(iter_groups(per_word, ["word", "target_name"]))
-    color = {(k["word"], k["target_name"]): c for (k, _), c in zip(words, _colors(len(words)))}
+    color = {(k["word"], k["target_name"]): c for (k, _), c in zip(words, get_colors(len(words)))}
 
     many = len(words) > MANY_WORDS
     ncols = min(len(panels), ASR_VS_FRACTION_MAX_COLS)
     nrows = math.ceil(len(panels) / ncols)
     legend_rows = 1 if many else math.ceil(len(words) / LEGEND_MAX_COLS)
     size = (PANEL_W * ncols, PANEL_H * nrows + TITLE_H + LEGEND_ROW_H * legend_rows)
-    with _plain_text():
+    with plain_text():
         fig, axes = plt.subplots(nrows, ncols, figsize=size, sharey=True, squeeze=False, layout="constrained")
         handles: dict[str, Any] = {}
         x_max = 100 * float(per_word["pixel_cover_mean"].max())
@@ -145,7 +145,7 @@ def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
                    ncols=min(len(handles), LEGEND_MAX_COLS),
                    title=f"{len(words)} words" if many else "word → target class", frameon=False)
-        _save(fig, path)
+        save_figure(fig, path)
 
 
 def _draw_word_lines(ax: Any, rows: pd.DataFrame, color: dict[tuple[Any, Any], Any], handles: dict[str, Any]) -> None:
@@ -159,7 +159,7 @@ def _draw_word_lines(ax: Any, rows: pd.DataFrame, color: dict[tuple[Any, Any], A
         lo = 100 * wrows["asr_ci_low"].to_numpy(dtype=float)
         hi = 100 * wrows["asr_ci_high"].to_numpy(dtype=float)
         c = color[(wkeys["word"], wkeys["target_name"])]
-        label = _word_label(wkeys["word"], wkeys["target_name"])
+        label = format_word_label(wkeys["word"], wkeys["target_name"])
         marker = markers[list(color).index((wkeys["word"], wkeys["target_name"])) // 10 % len(markers)]
         (line,) = ax.plot(x, y, marker=marker, color=c, lw=1.6, ms=5, label=label)
         if len(x) > 1:
@@ -214,7 +214,7 @@ def plot_asr_by_word(per_word: pd.DataFrame, path: Path) -> None:
     Raises:
         ValueError: `per_word` is empty or lacks a needed column.
     """
-    _check_table(per_word, "plot_asr_by_word", _REQUIRED["plot_asr_by_word"])
+    check_table(per_word, "plot_asr_by_word", PER_WORD_REQUIRED["plot_asr_by_word"])
     if count_words(per_word) > MANY_WORDS:
         plot_asr_ranked(per_word, path)
         return
@@ -227,11 +227,11 @@ def plot_asr_by_word(per_word: pd.DataFrame, path: Path) -> None:
     legend_rows = 1 + math.ceil(n_m / BAR_LEGEND_MAX_COLS)  # legend title + entries
     size = (2 * panel_w, BAR_PANEL_H * len(row_groups) + TITLE_H + LEGEND_ROW_H * legend_rows)
     x = np.arange(n_w)
-    colors = _colors(n_m)
+    colors = get_colors(n_m)
     rotate = n_w > 4
     sep = " " if rotate else "\n"  # rotated labels read best on one line
-    tick_labels = [f"{_truncate(str(w['word']), 14)}{sep}→ {_truncate(str(w['target_name']), 16)}" for w in words]
-    with _plain_text():
+    tick_labels = [f"{truncate_label(str(w['word']), 14)}{sep}→ {truncate_label(str(w['target_name']), 16)}" for w in words]
+    with plain_text():
         fig, axes = plt.subplots(len(row_groups), 2, figsize=size, squeeze=False, sharey=True, layout="constrained")
         for r, (keys, rows) in enumerate(row_groups):
             _draw_model_bars(axes[r], rows, models, words, colors)
@@ -250,7 +250,7 @@ def plot_asr_by_word(per_word: pd.DataFrame, path: Path) -> None:
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), BAR_LEGEND_MAX_COLS), title="model", frameon=False)
         fig.suptitle("Attack success rate and flip rate per word (flip rate n/a: no clean-correct image)")
-        _save(fig, path)
+        save_figure(fig, path)
 
 
 def _draw_model_bars(axes_row: Sequence[Any], rows: pd.DataFrame, models: list[dict[str, Any]],
@@ -260,7 +260,7 @@ def _draw_model_bars(axes_row: Sequence[Any], rows: pd.DataFrame, models: list[d
     n_m, x = len(models), np.arange(len(words))
     width = 0.8 / n_m
     for m_index, mk in enumerate(models):
-        mrows = rows[(rows["model"] == mk["model"]) & _same(rows["pretrained"], mk["pretrained"])]
+        mrows = rows[(rows["model"] == mk["model"]) & select_equal(rows["pretrained"], mk["pretrained"])]
         by_word = {(k["word"], k["target_name"]): g.iloc[0] for k, g in iter_groups(mrows, ["word", "target_name"])}
         vals = [by_word.get((w["word"], w["target_name"])) for w in words]
         asr = np.array([np.nan if v is None else 100 * v["asr"] for v in vals], dtype=float)
@@ -295,7 +295,7 @@ def plot_accuracy(per_word: pd.DataFrame, path: Path) -> None:
     Raises:
         ValueError: `per_word` is empty or lacks a needed column.
     """
-    _check_table(per_word, "plot_accuracy", _REQUIRED["plot_accuracy"])
+    check_table(per_word, "plot_accuracy", PER_WORD_REQUIRED["plot_accuracy"])
     fractions = sorted(per_word["fraction"].unique())
     models = list(iter_groups(per_word, ["model", "pretrained"]))
     series = ["clean", "attacked (all conditions)"] + [f"attacked @ fraction {f:g}" for f in fractions]
@@ -314,7 +314,7 @@ def plot_accuracy(per_word: pd.DataFrame, path: Path) -> None:
     x = np.arange(n_m)
     oranges = plt.get_cmap("Oranges")
     colors = ["#2b7bba", "#d62728"] + [oranges(0.35 + 0.5 * i / max(len(fractions) - 1, 1)) for i in range(len(fractions))]
-    with _plain_text():
+    with plain_text():
         fig, ax = plt.subplots(figsize=size, layout="constrained")
         for s in range(n_s):
             bars = ax.bar(x + (s - (n_s - 1) / 2) * width, values[s], width, label=series[s], color=colors[s],
@@ -330,7 +330,7 @@ def plot_accuracy(per_word: pd.DataFrame, path: Path) -> None:
         ax.set_title("Zero-shot top-1 accuracy: clean vs attacked images\n"
                      "(attacked: mean over words and placements, all fractions or one)")
         fig.legend(loc="outside lower center", ncols=min(n_s, ACC_LEGEND_MAX_COLS), title="images", frameon=False)
-        _save(fig, path)
+        save_figure(fig, path)
 
 
 def plot_confusion(records: pd.DataFrame, word: str, class_names: Sequence[str], path: Path, top_n: int = 15) -> None:
@@ -369,7 +369,7 @@ def plot_confusion(records: pd.DataFrame, word: str, class_names: Sequence[str],
     size = (CONF_BASE_W + CONF_CELL * n_c, CONF_BASE_H + CONF_CELL * n_r)
     label = get_model_label(first["model"], first["pretrained"])
     scope = f"model {label}" + (f" (first of {len(models)} models)" if len(models) > 1 else "")
-    with _plain_text():
+    with plain_text():
         fig, ax = plt.subplots(figsize=size, layout="constrained")
         im = ax.imshow(np.where(data > 0, data, np.nan), cmap="Blues", vmin=0, vmax=max(data.max(), 1), aspect="auto")
         ax.set_facecolor("#f7f7f7")
@@ -379,9 +379,9 @@ def plot_confusion(records: pd.DataFrame, word: str, class_names: Sequence[str],
                 if data[i, j] > 0:
                     ax.text(j, i, f"{int(data[i, j])}", ha="center", va="center", fontsize=7,
                             color="white" if data[i, j] > 0.6 * vmax else "black")
-        ax.set_xticks(np.arange(n_c), [_truncate(str(class_names[int(c)])) for c in matrix.columns],
+        ax.set_xticks(np.arange(n_c), [truncate_label(str(class_names[int(c)])) for c in matrix.columns],
                       rotation=45, ha="right", rotation_mode="anchor")
-        ax.set_yticks(np.arange(n_r), [_truncate(str(class_names[int(r)])) for r in matrix.index])
+        ax.set_yticks(np.arange(n_r), [truncate_label(str(class_names[int(r)])) for r in matrix.index])
         for tick, c in zip(ax.get_xticklabels(), matrix.columns):
             if target is not None and int(c) == target:
                 tick.set_color("#c0392b")
@@ -393,12 +393,12 @@ def plot_confusion(records: pd.DataFrame, word: str, class_names: Sequence[str],
                      f"top {n_r} true x top {n_c} predicted classes", fontsize=9)
         cbar = fig.colorbar(im, ax=ax, shrink=0.8)
         cbar.set_label("number of attacked images")
-        _save(fig, path)
+        save_figure(fig, path)
 
 
 def _select_confusion_rows(records: pd.DataFrame, word: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The attacked records of `word` of the first model, and every model that has some."""
-    missing = [c for c in _RECORD_REQUIRED if c not in records.columns]
+    missing = [c for c in RECORD_REQUIRED if c not in records.columns]
     if missing:
         raise ValueError(f"plot_confusion: the record table lacks the column(s) {', '.join(missing)}")
     rows = records[(records["word"] == word) & (records["word"] != CLEAN_WORD)]
@@ -409,7 +409,7 @@ def _select_confusion_rows(records: pd.DataFrame, word: str) -> tuple[pd.DataFra
                          f" (words present: {shown or 'none'})")
     models = [k for k, _ in iter_groups(rows, ["model", "pretrained"])]
     first = models[0]
-    return rows[(rows["model"] == first["model"]) & _same(rows["pretrained"], first["pretrained"])], models
+    return rows[(rows["model"] == first["model"]) & select_equal(rows["pretrained"], first["pretrained"])], models
 
 
 def _build_confusion_matrix(rows: pd.DataFrame, top_n: int) -> pd.DataFrame:
@@ -430,9 +430,9 @@ def _example_caption(example: dict[str, Any]) -> tuple[str, bool]:
     """
     success = example["attacked_pred"] == example["target_name"] and example["clean_pred"] != example["target_name"]
     mark = "✓ attack succeeded" if success else "✗ attack failed"
-    caption = (f"true: {_truncate(str(example['true_name']), 24)}\n"
-               f"clean: {_truncate(str(example['clean_pred']), 24)}\n"
-               f"attacked: {_truncate(str(example['attacked_pred']), 24)}\n{mark}")
+    caption = (f"true: {truncate_label(str(example['true_name']), 24)}\n"
+               f"clean: {truncate_label(str(example['clean_pred']), 24)}\n"
+               f"attacked: {truncate_label(str(example['attacked_pred']), 24)}\n{mark}")
     return caption, success
 
 
@@ -461,7 +461,7 @@ def plot_examples(examples: list[dict], path: Path) -> None:
         by_word.setdefault(str(ex["word"]), []).append(ex)
     nrows, ncols = len(by_word), max(len(v) for v in by_word.values())
     size = (EX_W * ncols, EX_H * nrows + EX_TITLE_H)
-    with _plain_text():
+    with plain_text():
         fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
         for r, (word, exs) in enumerate(by_word.items()):
             for c in range(ncols):
@@ -481,12 +481,12 @@ def plot_examples(examples: list[dict], path: Path) -> None:
                 ax.set_xlabel(caption, fontsize=8, color="black", loc="left", linespacing=1.3)
                 ax.xaxis.label.set_horizontalalignment("left")
                 if c == 0:
-                    ax.set_ylabel(f"“{_truncate(word, 20)}”\n→ {_truncate(str(ex['target_name']), 20)}",
+                    ax.set_ylabel(f"“{truncate_label(word, 20)}”\n→ {truncate_label(str(ex['target_name']), 20)}",
                                   fontsize=10, fontweight="bold")
         fig.suptitle("Attacked images (rows: word → target class)\n"
                      "green frame ✓: attacked prediction is the target and the clean one was not; red frame ✗: otherwise",
                      fontsize=10)
-        _save(fig, path, palette=True)
+        save_figure(fig, path, palette=True)
 
 
 def _check_examples(examples: list[dict]) -> None:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from typoattack.analysis.figure_style import _colors, _plain_text, _save, _truncate, plt
+from typoattack.analysis.figure_style import get_colors, plain_text, save_figure, truncate_label, plt
 from typoattack.analysis.report import (
-    _CSS, _Block, _format_html_block, _format_markdown_block, _list_run_blocks, _table_block,
+    REPORT_CSS, ReportBlock, format_html_block, format_markdown_block, list_run_blocks, build_table_block,
 )
 from typoattack.config.types import get_model_warnings
 from typoattack.files import write_text_atomic
@@ -85,8 +85,8 @@ def plot_real_accuracy(summary: pd.DataFrame, path: Path) -> None:
         raise ValueError("plot_real_accuracy: the summary table is empty")
     groups = list(summary.groupby(["dataset", "protocol"], sort=False))
     models = list(dict.fromkeys(zip(summary["model"], summary["pretrained"])))
-    colors = dict(zip(models, _colors(len(models))))
-    with _plain_text():
+    colors = dict(zip(models, get_colors(len(models))))
+    with plain_text():
         fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.4 * len(groups) + 0.6), squeeze=False,
                                  layout="constrained")
         for row, ((dataset, protocol), rows) in enumerate(groups):
@@ -102,14 +102,14 @@ def plot_real_accuracy(summary: pd.DataFrame, path: Path) -> None:
                     err = np.vstack([value - sel.loc[present, f"{metric}_ci_low"].to_numpy(dtype=float),
                                      sel.loc[present, f"{metric}_ci_high"].to_numpy(dtype=float) - value])
                     ax.bar(x, value, width, yerr=err, capsize=3, color=colors[model],
-                           label=_truncate(f"{model[0]}/{model[1]}", 40))
+                           label=truncate_label(f"{model[0]}/{model[1]}", 40))
                 ax.set_xticks(range(len(variants)), variants)
                 ax.set_ylim(0, 1)
                 ax.set_ylabel(title)
                 ax.set_title(f"{dataset}, protocol {protocol}: {title}")
                 ax.grid(axis="y", alpha=0.3)
         axes[0, 0].legend(loc="upper left", fontsize=7)
-        _save(fig, path)
+        save_figure(fig, path)
 
 
 def plot_real_examples(examples: list[dict[str, Any]], path: Path, columns: int = 4) -> None:
@@ -128,7 +128,7 @@ def plot_real_examples(examples: list[dict[str, Any]], path: Path, columns: int 
         raise ValueError("plot_real_examples: no examples")
     nrows = -(-len(examples) // columns)
     ncols = min(columns, len(examples))
-    with _plain_text():
+    with plain_text():
         fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 3.0 * nrows + 0.5), squeeze=False,
                                  layout="constrained")
         for k, ax in enumerate(axes.flat):
@@ -143,11 +143,11 @@ def plot_real_examples(examples: list[dict[str, Any]], path: Path, columns: int 
             for spine in ax.spines.values():
                 spine.set_edgecolor("#1e8449" if correct else "#c0392b")
                 spine.set_linewidth(2.5)
-            ax.set_xlabel(f"{ex['variant']}\nobject: {_truncate(str(ex['object_label']), 22)}\n"
-                          f"text: {_truncate(str(ex['attack_word']), 22)}\n"
-                          f"predicted: {_truncate(str(ex['pred_label']), 22)}", fontsize=8, loc="left")
+            ax.set_xlabel(f"{ex['variant']}\nobject: {truncate_label(str(ex['object_label']), 22)}\n"
+                          f"text: {truncate_label(str(ex['attack_word']), 22)}\n"
+                          f"predicted: {truncate_label(str(ex['pred_label']), 22)}", fontsize=8, loc="left")
         fig.suptitle("Real typographic attacks (green frame: predicted the object; red: otherwise)", fontsize=10)
-        _save(fig, path, palette=True)
+        save_figure(fig, path, palette=True)
 
 
 def write_real_report(out_dir: Path, summary: pd.DataFrame, leaderboard: pd.DataFrame, figures: Sequence[Path],
@@ -160,24 +160,24 @@ def write_real_report(out_dir: Path, summary: pd.DataFrame, leaderboard: pd.Data
     """
     out_dir = Path(out_dir)
     models = list(dict.fromkeys(zip(summary["model"], summary["pretrained"])))
-    blocks = [_Block("h1", "typoattack report: real typographic attacks")]
-    blocks += [_Block("warn", w) for w in get_model_warnings((m, p or None) for m, p in models)]
-    blocks += [_Block("h2", "Leaderboard"), _Block("p", _LEADERBOARD_NOTE),
-               _table_block(*build_real_leaderboard_cells(leaderboard), "leaderboard"),
-               _Block("h2", "Object accuracy and attack rate"), _Block("p", _NOTE),
-               _table_block(*build_summary_cells(summary), "per-word")]
+    blocks = [ReportBlock("h1", "typoattack report: real typographic attacks")]
+    blocks += [ReportBlock("warn", w) for w in get_model_warnings((m, p or None) for m, p in models)]
+    blocks += [ReportBlock("h2", "Leaderboard"), ReportBlock("p", _LEADERBOARD_NOTE),
+               build_table_block(*build_real_leaderboard_cells(leaderboard), "leaderboard"),
+               ReportBlock("h2", "Object accuracy and attack rate"), ReportBlock("p", _NOTE),
+               build_table_block(*build_summary_cells(summary), "per-word")]
     if figures:
-        blocks.append(_Block("h2", "Figures"))
-        blocks += [_Block("figure", path=Path(f)) for f in figures]
-    blocks.append(_Block("h2", "Runs"))
+        blocks.append(ReportBlock("h2", "Figures"))
+        blocks += [ReportBlock("figure", path=Path(f)) for f in figures]
+    blocks.append(ReportBlock("h2", "Runs"))
     for index, info in enumerate(run_infos, start=1):
-        blocks += _list_run_blocks(info, index)
-    md = [line for block in blocks for line in _format_markdown_block(block, out_dir)]
+        blocks += list_run_blocks(info, index)
+    md = [line for block in blocks for line in format_markdown_block(block, out_dir)]
     md_path, html_path = out_dir / f"{name}.md", out_dir / f"{name}.html"
     write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<title>typoattack report: real typographic attacks</title>\n"
-            f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(_format_html_block(b) for b in blocks)
+            f"<style>{REPORT_CSS}</style>\n</head>\n<body>\n" + "\n".join(format_html_block(b) for b in blocks)
             + "\n</body>\n</html>\n")
     write_text_atomic(html_path, page)
     return md_path, html_path

@@ -300,7 +300,7 @@ def _run_title(info: dict, index: int) -> str:
     return f"Run {index}: {', '.join(names) or 'unknown model'}{where}"
 
 
-_CSS = (
+REPORT_CSS = (
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;"
     "color:#222;line-height:1.45}"
     "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}"
@@ -324,7 +324,7 @@ _RANKING_NOTE = (f"The vocabulary has more than {MANY_WORDS} words: per conditio
 
 
 @dataclass(frozen=True)
-class _Block:
+class ReportBlock:
     """One element of the report: `kind` is h1, h2, h3, p, warn, table, figure, facts or config."""
 
     kind: str
@@ -334,44 +334,44 @@ class _Block:
     path: Path | None = None
 
 
-def _table_block(header: list[str], cells: list[list[str]], css_class: str) -> _Block:
-    return _Block("table", css_class, tuple(header), tuple(tuple(r) for r in cells))
+def build_table_block(header: list[str], cells: list[list[str]], css_class: str) -> ReportBlock:
+    return ReportBlock("table", css_class, tuple(header), tuple(tuple(r) for r in cells))
 
 
-def _list_run_blocks(info: dict, index: int) -> list[_Block]:
+def list_run_blocks(info: dict, index: int) -> list[ReportBlock]:
     """Heading, untrained warning, facts and config of one run."""
-    blocks = [_Block("h3", _run_title(info, index))]
-    blocks.extend(_Block("warn", w) for w in get_model_warnings((m, p or None) for m, p in _run_models(info)))
-    blocks.append(_Block("facts", cells=tuple((k, v) for k, v in _run_facts(info))))
-    blocks.append(_Block("config", json.dumps(info.get("config") or {}, indent=2, sort_keys=True, default=str)))
+    blocks = [ReportBlock("h3", _run_title(info, index))]
+    blocks.extend(ReportBlock("warn", w) for w in get_model_warnings((m, p or None) for m, p in _run_models(info)))
+    blocks.append(ReportBlock("facts", cells=tuple((k, v) for k, v in _run_facts(info))))
+    blocks.append(ReportBlock("config", json.dumps(info.get("config") or {}, indent=2, sort_keys=True, default=str)))
     return blocks
 
 
 def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
-                        run_infos: list[dict], title: str, notes: Sequence[str] = ()) -> list[_Block]:
+                        run_infos: list[dict], title: str, notes: Sequence[str] = ()) -> list[ReportBlock]:
     """The report's content, in order."""
-    blocks = [_Block("h1", title)]
-    blocks.extend(_Block("warn", w) for w in _model_warnings(per_word, run_infos))
-    blocks += [_Block("h2", "Leaderboard"), _Block("p", _LEADERBOARD_NOTE)]
-    blocks.append(_Block("p", _NO_CONDITIONS) if leaderboard.empty
-                  else _table_block(*build_leaderboard_cells(leaderboard), "leaderboard"))
+    blocks = [ReportBlock("h1", title)]
+    blocks.extend(ReportBlock("warn", w) for w in _model_warnings(per_word, run_infos))
+    blocks += [ReportBlock("h2", "Leaderboard"), ReportBlock("p", _LEADERBOARD_NOTE)]
+    blocks.append(ReportBlock("p", _NO_CONDITIONS) if leaderboard.empty
+                  else build_table_block(*build_leaderboard_cells(leaderboard), "leaderboard"))
     if figures or notes:
-        blocks.append(_Block("h2", "Figures"))
-        blocks += [_Block("p", n) for n in notes] + [_Block("figure", path=f) for f in figures]
+        blocks.append(ReportBlock("h2", "Figures"))
+        blocks += [ReportBlock("p", n) for n in notes] + [ReportBlock("figure", path=f) for f in figures]
     if count_words(per_word) > MANY_WORDS:
-        blocks += [_Block("h2", "Words ranked by attack success rate"), _Block("p", _RANKING_NOTE),
-                   _table_block(*build_ranking_cells(build_asr_ranking(per_word)), "ranking")]
-    blocks.append(_Block("h2", "Per-word results"))
-    blocks.append(_Block("p", _NO_CONDITIONS) if per_word.empty
-                  else _table_block(*build_per_word_cells(_per_word_display(per_word)), "per-word"))
+        blocks += [ReportBlock("h2", "Words ranked by attack success rate"), ReportBlock("p", _RANKING_NOTE),
+                   build_table_block(*build_ranking_cells(build_asr_ranking(per_word)), "ranking")]
+    blocks.append(ReportBlock("h2", "Per-word results"))
+    blocks.append(ReportBlock("p", _NO_CONDITIONS) if per_word.empty
+                  else build_table_block(*build_per_word_cells(_per_word_display(per_word)), "per-word"))
     if run_infos:
-        blocks.append(_Block("h2", "Runs"))
+        blocks.append(ReportBlock("h2", "Runs"))
     for index, info in enumerate(run_infos, start=1):
-        blocks += _list_run_blocks(info, index)
+        blocks += list_run_blocks(info, index)
     return blocks
 
 
-def _format_markdown_block(block: _Block, out_dir: Path) -> list[str]:
+def format_markdown_block(block: ReportBlock, out_dir: Path) -> list[str]:
     """Lines of one block in report.md (figures linked by their path relative to `out_dir`)."""
     if block.kind in ("h1", "h2", "h3"):
         return ["#" * int(block.kind[1]) + f" {block.text}", ""]
@@ -390,7 +390,7 @@ def _format_markdown_block(block: _Block, out_dir: Path) -> list[str]:
     return [block.text, ""]
 
 
-def _format_html_block(block: _Block) -> str:
+def format_html_block(block: ReportBlock) -> str:
     """HTML of one block in report.html (every string escaped, figures embedded as data URIs)."""
     text = html.escape(block.text)
     if block.kind in ("h1", "h2", "h3"):
@@ -446,13 +446,13 @@ def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFram
         if not f.is_file():
             raise FileNotFoundError(f"write_report: figure {f} does not exist")
     blocks = _list_report_blocks(per_word, leaderboard, figures, run_infos, title, notes)
-    md = [line for block in blocks for line in _format_markdown_block(block, out_dir)]
+    md = [line for block in blocks for line in format_markdown_block(block, out_dir)]
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(_format_html_block(b) for b in blocks) + "\n</body>\n</html>\n"
+        f"<title>{html.escape(title)}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(format_html_block(b) for b in blocks) + "\n</body>\n</html>\n"
     )
     write_text_atomic(html_path, page)
     return md_path, html_path

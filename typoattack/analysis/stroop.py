@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from typoattack.analysis.figure_style import _plain_text, _save, _truncate, plt
+from typoattack.analysis.figure_style import plain_text, save_figure, truncate_label, plt
 from typoattack.analysis.labels import format_percent, format_value, get_model_label, is_missing
 from typoattack.analysis.metrics import wilson_interval
 from typoattack.analysis.report import (
-    _CSS, _Block, _format_html_block, _format_markdown_block, _list_run_blocks, _table_block, write_csv,
+    REPORT_CSS, ReportBlock, format_html_block, format_markdown_block, list_run_blocks, build_table_block, write_csv,
 )
 from typoattack.attack.stroop import IMAGE_BACKGROUND_PREFIX
 from typoattack.config.types import get_model_warnings
@@ -151,7 +151,7 @@ def plot_stroop_matrix(rows: pd.DataFrame, path: Path) -> None:
     inks, words = list_inks_and_words(rows)
     models = list(dict.fromkeys(zip(rows["model"], rows["pretrained"])))
     w, h = MATRIX_BASE + MATRIX_CELL * len(words), MATRIX_BASE + MATRIX_CELL * len(inks)
-    with _plain_text():
+    with plain_text():
         fig, axes = plt.subplots(len(models), 2, figsize=(2 * w, h * len(models) + 0.5), squeeze=False,
                                  layout="constrained")
         for r, (model, pretrained) in enumerate(models):
@@ -165,13 +165,13 @@ def plot_stroop_matrix(rows: pd.DataFrame, path: Path) -> None:
                         v = values[i, j]
                         ax.text(j, i, "n/a" if np.isnan(v) else f"{100 * v:.0f}", ha="center", va="center",
                                 fontsize=7, color="white" if not np.isnan(v) and v > 0.6 else "black")
-                ax.set_xticks(range(len(words)), [_truncate(x, 10) for x in words], rotation=45, ha="right")
-                ax.set_yticks(range(len(inks)), [_truncate(x, 10) for x in inks])
+                ax.set_xticks(range(len(words)), [truncate_label(x, 10) for x in words], rotation=45, ha="right")
+                ax.set_yticks(range(len(inks)), [truncate_label(x, 10) for x in inks])
                 ax.set_xlabel("written word")
                 ax.set_ylabel("ink colour")
-                ax.set_title(f"{_truncate(get_model_label(model, pretrained), 40)}: % read as the {what}")
+                ax.set_title(f"{truncate_label(get_model_label(model, pretrained), 40)}: % read as the {what}")
         fig.suptitle("Stroop test: share of stimuli classified as the ink colour vs as the written word")
-        _save(fig, path)
+        save_figure(fig, path)
 
 
 def plot_stroop_examples(examples: list[dict[str, Any]], path: Path) -> None:
@@ -212,23 +212,23 @@ def plot_stroop_examples(examples: list[dict[str, Any]], path: Path) -> None:
         y, x = r * ch, c * cw
         mosaic[y:y + H + 2 * frame, x:x + W + 2 * frame] = colors[read]
         mosaic[y + frame:y + frame + H, x + frame:x + frame + W] = np.asarray(ex["image"], np.uint8)
-        captions.append((x + frame + W / 2, y + 2 * frame + H + cap / 2, f"→ {_truncate(str(ex['pred']), 12)}",
+        captions.append((x + frame + W / 2, y + 2 * frame + H + cap / 2, f"→ {truncate_label(str(ex['pred']), 12)}",
                          np.asarray(colors[read]) / 255))
-    with _plain_text():
+    with plain_text():
         fig, ax = plt.subplots(figsize=(EXAMPLE_CELL * len(words), EXAMPLE_CELL * len(inks) + EXAMPLE_TITLE_H),
                                layout="constrained")
         ax.imshow(mosaic, interpolation="antialiased")
         for x, y, text, color in captions:
             ax.text(x, y, text, ha="center", va="center", fontsize=7, color=color)
-        ax.set_xticks([c * cw + frame + W / 2 for c in range(len(words))], [_truncate(w, 12) for w in words])
+        ax.set_xticks([c * cw + frame + W / 2 for c in range(len(words))], [truncate_label(w, 12) for w in words])
         ax.xaxis.tick_top()
-        ax.set_yticks([r * ch + frame + H / 2 for r in range(len(inks))], [f"ink {_truncate(i, 10)}" for i in inks])
+        ax.set_yticks([r * ch + frame + H / 2 for r in range(len(inks))], [f"ink {truncate_label(i, 10)}" for i in inks])
         ax.tick_params(length=0)
         for spine in ax.spines.values():
             spine.set_visible(False)
         fig.suptitle("Stroop stimuli and predictions (green: read as the ink; red: as the word; grey: neither)",
                      fontsize=9)
-        _save(fig, path, palette=True)
+        save_figure(fig, path, palette=True)
 
 
 def build_stroop_summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -280,20 +280,20 @@ def write_stroop_report(out_dir: Path, summary: pd.DataFrame, figures: Sequence[
             raise OutputError(f"figure {f} does not exist")
     models = [(str(m), None if is_missing(p) or p == "" else str(p))
               for m, p in dict.fromkeys(zip(summary["model"], summary["pretrained"]))]
-    blocks = [_Block("h1", title)] + [_Block("warn", w) for w in get_model_warnings(models)]
-    blocks += [_Block("h2", "Stroop test"), _Block("p", STROOP_NOTE),
-               _table_block(*build_stroop_summary_cells(summary), "stroop")]
-    blocks += [_Block("figure", path=Path(f)) for f in figures]
+    blocks = [ReportBlock("h1", title)] + [ReportBlock("warn", w) for w in get_model_warnings(models)]
+    blocks += [ReportBlock("h2", "Stroop test"), ReportBlock("p", STROOP_NOTE),
+               build_table_block(*build_stroop_summary_cells(summary), "stroop")]
+    blocks += [ReportBlock("figure", path=Path(f)) for f in figures]
     if run_infos:
-        blocks.append(_Block("h2", "Runs"))
+        blocks.append(ReportBlock("h2", "Runs"))
     for index, info in enumerate(run_infos, start=1):
-        blocks += _list_run_blocks(info, index)
-    md = [line for block in blocks for line in _format_markdown_block(block, out_dir)]
+        blocks += list_run_blocks(info, index)
+    md = [line for block in blocks for line in format_markdown_block(block, out_dir)]
     md_path, html_path = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
     write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(_format_html_block(b) for b in blocks) + "\n</body>\n</html>\n")
+            f"<title>{html.escape(title)}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(format_html_block(b) for b in blocks) + "\n</body>\n</html>\n")
     write_text_atomic(html_path, page)
     return md_path, html_path
 

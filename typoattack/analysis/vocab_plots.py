@@ -15,8 +15,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from typoattack.analysis.figure_style import (
-    _REQUIRED, ASR_VS_FRACTION_MAX_COLS, LEGEND_ROW_H, PANEL_H, PANEL_W, RANK_BAR_H, RANK_BASE_H, RANK_LABEL_MAX,
-    RANK_MAX_COLS, RANK_PANEL_W, TITLE_H, _check_table, _colors, _plain_text, _save, _truncate,
+    PER_WORD_REQUIRED, ASR_VS_FRACTION_MAX_COLS, LEGEND_ROW_H, PANEL_H, PANEL_W, RANK_BAR_H, RANK_BASE_H, RANK_LABEL_MAX,
+    RANK_MAX_COLS, RANK_PANEL_W, TITLE_H, check_table, get_colors, plain_text, save_figure, truncate_label,
 )
 from typoattack.analysis.labels import format_style, get_model_label, iter_groups, list_varying_styles
 from typoattack.analysis.metrics import RANKING_SIZE, build_asr_ranking, get_ranking_keys
@@ -46,7 +46,7 @@ def plot_asr_ranked(per_word: pd.DataFrame, path: Path, n: int = RANKING_SIZE) -
     Raises:
         ValueError: `per_word` is empty or lacks a needed column, or `n` < 1.
     """
-    _check_table(per_word, "plot_asr_ranked", _REQUIRED["plot_asr_ranked"])
+    check_table(per_word, "plot_asr_ranked", PER_WORD_REQUIRED["plot_asr_ranked"])
     ranking = build_asr_ranking(per_word, n)
     styles = list_varying_styles(per_word)
     panels = list(iter_groups(ranking, get_ranking_keys(per_word)))
@@ -54,7 +54,7 @@ def plot_asr_ranked(per_word: pd.DataFrame, path: Path, n: int = RANKING_SIZE) -
     ncols = min(len(panels), RANK_MAX_COLS)
     nrows = math.ceil(len(panels) / ncols)
     size = (RANK_PANEL_W * ncols, (RANK_BASE_H + RANK_BAR_H * slots) * nrows + TITLE_H + LEGEND_ROW_H)
-    with _plain_text():
+    with plain_text():
         fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
         for ax, (keys, rows) in zip(axes.flat, panels):
             _draw_ranked_bars(ax, rows, slots)
@@ -72,7 +72,7 @@ def plot_asr_ranked(per_word: pd.DataFrame, path: Path, n: int = RANKING_SIZE) -
         fig.legend(handles=[Patch(color=_TOP_COLOR, label="highest ASR"), Patch(color=_BOTTOM_COLOR, label="lowest ASR")],
                    loc="outside lower center", ncols=2, frameon=False)
         fig.suptitle("Words ranked by attack success rate (per condition)")
-        _save(fig, path)
+        save_figure(fig, path)
 
 
 def _draw_ranked_bars(ax: Any, rows: pd.DataFrame, slots: int) -> None:
@@ -87,7 +87,7 @@ def _draw_ranked_bars(ax: Any, rows: pd.DataFrame, slots: int) -> None:
     colors = [_TOP_COLOR] * len(top) + [_BOTTOM_COLOR] * len(bottom)
     ax.barh(y, asr, height=0.75, color=colors, xerr=np.clip(np.nan_to_num([asr - lo, hi - asr]), 0, None),
             error_kw={"elinewidth": 0.8, "ecolor": "0.25", "capsize": 1.5})
-    labels = [f"{_truncate(str(w), RANK_LABEL_MAX)} → {_truncate(str(t), RANK_LABEL_MAX)}"
+    labels = [f"{truncate_label(str(w), RANK_LABEL_MAX)} → {truncate_label(str(t), RANK_LABEL_MAX)}"
               for w, t in zip(frame["word"], frame["target_name"])]
     ax.set_yticks(y, labels, fontsize=7)
     if len(bottom):
@@ -126,17 +126,17 @@ def plot_asr_distribution(per_word: pd.DataFrame, path: Path) -> None:
     Raises:
         ValueError: `per_word` is empty or lacks a needed column.
     """
-    _check_table(per_word, "plot_asr_distribution", _REQUIRED["plot_asr_distribution"])
+    check_table(per_word, "plot_asr_distribution", PER_WORD_REQUIRED["plot_asr_distribution"])
     styles = list_varying_styles(per_word)
     panels = list(iter_groups(per_word, ["model", "pretrained", *styles]))
     ncols = min(len(panels), ASR_VS_FRACTION_MAX_COLS)
     nrows = math.ceil(len(panels) / ncols)
-    with _plain_text():
+    with plain_text():
         fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL_W * ncols, PANEL_H * nrows + TITLE_H),
                                  squeeze=False, layout="constrained")
         for ax, (keys, rows) in zip(axes.flat, panels):
             series = list(iter_groups(rows, ["fraction", "placement"]))
-            for (skeys, srows), color in zip(series, _colors(len(series))):
+            for (skeys, srows), color in zip(series, get_colors(len(series))):
                 values = np.sort(100 * srows["asr"].dropna().to_numpy(dtype=float))
                 if not len(values):
                     continue
@@ -155,7 +155,7 @@ def plot_asr_distribution(per_word: pd.DataFrame, path: Path) -> None:
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
         fig.suptitle("Distribution of attack success rate over words\n(cumulative share of words)", fontsize=10)
-        _save(fig, path)
+        save_figure(fig, path)
 
 
 def plot_asr_vs_word_length(per_word: pd.DataFrame, path: Path) -> None:
@@ -176,14 +176,14 @@ def plot_asr_vs_word_length(per_word: pd.DataFrame, path: Path) -> None:
     Raises:
         ValueError: `per_word` is empty or lacks a needed column.
     """
-    _check_table(per_word, "plot_asr_vs_word_length", _REQUIRED["plot_asr_vs_word_length"])
+    check_table(per_word, "plot_asr_vs_word_length", PER_WORD_REQUIRED["plot_asr_vs_word_length"])
     styles = list_varying_styles(per_word)
     panels = list(iter_groups(per_word, ["model", "pretrained", "placement", "fraction", *styles]))
     ncols = min(len(panels), ASR_VS_FRACTION_MAX_COLS)
     nrows = math.ceil(len(panels) / ncols)
     size = (PANEL_W * ncols, PANEL_H * nrows + TITLE_H + LEGEND_ROW_H)
     rng = np.random.default_rng(0)
-    with _plain_text():
+    with plain_text():
         fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
         handles: dict[str, Any] = {}
         for ax, (keys, rows) in zip(axes.flat, panels):
@@ -210,4 +210,4 @@ def plot_asr_vs_word_length(per_word: pd.DataFrame, path: Path) -> None:
             ax.set_visible(False)
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center", ncols=2, frameon=False)
         fig.suptitle("Attack success rate against word length")
-        _save(fig, path)
+        save_figure(fig, path)

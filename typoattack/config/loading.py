@@ -34,7 +34,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _as_int(key: str, value: Any, *, allow_none: bool = False) -> int | None:
+def as_int(key: str, value: Any, *, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
@@ -45,10 +45,10 @@ def _as_int(key: str, value: Any, *, allow_none: bool = False) -> int | None:
     return value
 
 
-def _as_batch_size(value: Any) -> int | None:
+def as_batch_size(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return None
-    return _as_int("batch_size", value)
+    return as_int("batch_size", value)
 
 
 def parse_shard(value: Any) -> ShardSpec | None:
@@ -57,13 +57,13 @@ def parse_shard(value: Any) -> ShardSpec | None:
         return None
     if isinstance(value, ShardSpec):
         return value
-    parts = _as_str("shard", value).split("/")
+    parts = as_str("shard", value).split("/")
     if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise ConfigError(f"`shard` must be K/N with 1 <= K <= N (e.g. 2/4), got {value!r}")
     return ShardSpec(int(parts[0]), int(parts[1]))
 
 
-def _as_bool(key: str, value: Any) -> bool:
+def as_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
@@ -71,7 +71,7 @@ def _as_bool(key: str, value: Any) -> bool:
     raise ConfigError(f"`{key}` must be true or false, got {value!r}")
 
 
-def _as_float(key: str, value: Any) -> float:
+def as_float(key: str, value: Any) -> float:
     try:
         number = float(value) if isinstance(value, str) or _is_number(value) else math.nan
     except (ValueError, OverflowError):
@@ -81,7 +81,7 @@ def _as_float(key: str, value: Any) -> float:
     return number
 
 
-def _as_str(key: str, value: Any) -> str:
+def as_str(key: str, value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError(f"`{key}` must be a string, got {value!r}")
     text = str(value).strip()
@@ -90,14 +90,14 @@ def _as_str(key: str, value: Any) -> str:
     return text
 
 
-def _as_list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _as_enum(key: str, enum: type[Enum], value: Any) -> Any:
+def as_enum(key: str, enum: type[Enum], value: Any) -> Any:
     if isinstance(value, enum):
         return value
-    text = _as_str(key, value).lower()
+    text = as_str(key, value).lower()
     try:
         return enum(text)
     except ValueError:
@@ -114,7 +114,7 @@ def parse_color(key: str, value: Any) -> tuple[int, int, int]:
             return (int(value[0]), int(value[1]), int(value[2]))
         raise ConfigError(f"`{key}` must be three integers 0-255, got {value!r}")
     try:
-        rgb = ImageColor.getrgb(_as_str(key, value))
+        rgb = ImageColor.getrgb(as_str(key, value))
     except ValueError:
         rgb = (-1, -1, -1)
     if not all(0 <= c <= 255 for c in rgb[:3]):
@@ -129,7 +129,7 @@ def parse_colors(key: str, value: Any) -> list[tuple[int, int, int]]:
     return [parse_color(key, value)]
 
 
-def _resolve_path(value: str, base: Path | None) -> str:
+def resolve_path(value: str, base: Path | None) -> str:
     path = expand_path(value)
     if not path.is_absolute() and base is not None:
         path = base / path
@@ -138,13 +138,13 @@ def _resolve_path(value: str, base: Path | None) -> str:
 
 def resolve_font_path(value: str, base: Path | None = None) -> str:
     """Resolve a font given as a path or as a file name shipped in fonts/."""
-    path = Path(_resolve_path(value, base))
+    path = Path(resolve_path(value, base))
     if not path.exists() and (FONTS_DIR / value).is_file():
         return str(FONTS_DIR / value)
     return str(path)
 
 
-def _is_name(value: str) -> bool:
+def is_name(value: str) -> bool:
     """True when `value` names a built-in file (no folder, no .yaml suffix) rather than a path."""
     return "/" not in value and "\\" not in value and not value.endswith((".yaml", ".yml"))
 
@@ -169,10 +169,10 @@ def resolve_config_path(value: str | Path) -> Path:
     path = expand_path(text)
     if path.is_file():
         return path.resolve()
-    if _is_name(text) and (CONFIGS_DIR / f"{text}.yaml").is_file():
+    if is_name(text) and (CONFIGS_DIR / f"{text}.yaml").is_file():
         return CONFIGS_DIR / f"{text}.yaml"
     names = list_builtin_configs()
-    if _is_name(text):
+    if is_name(text):
         raise ConfigError(f"--config {text!r} is neither a file nor a built-in config ({', '.join(names)})."
                           f"{suggest(text, names)}")
     what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
@@ -185,8 +185,8 @@ def resolve_vocab_path(value: str, base: Path | None = None) -> str:
     Raises:
         ConfigError: A name that is no built-in vocabulary (the message lists them).
     """
-    if not _is_name(value):
-        return _resolve_path(value, base)
+    if not is_name(value):
+        return resolve_path(value, base)
     if not (VOCAB_DIR / f"{value}.yaml").is_file():
         names = list_builtin_vocabularies()
         raise ConfigError(f"vocabulary {value!r} is neither a YAML file nor a built-in vocabulary "
@@ -194,7 +194,7 @@ def resolve_vocab_path(value: str, base: Path | None = None) -> str:
     return str(VOCAB_DIR / f"{value}.yaml")
 
 
-def _resolve_pretrained(value: Any, base: Path) -> Any:
+def resolve_pretrained(value: Any, base: Path) -> Any:
     """A `pretrained` checkpoint path written relative to the config file, made absolute; tags
     and seed:N stay as they are."""
     if not isinstance(value, str) or is_untrained(value) or Path(value).is_absolute():
@@ -203,14 +203,14 @@ def _resolve_pretrained(value: Any, base: Path) -> Any:
     return str(candidate) if candidate.is_file() else value
 
 
-def _parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
+def parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
     if "models" in raw and ("model" in raw or "pretrained" in raw):
         raise ConfigError("give either `models` (a list) or `model` + `pretrained`, not both")
     if "models" in raw:
         specs = []
-        for item in _as_list(raw["models"]):
+        for item in as_list(raw["models"]):
             if isinstance(item, str):
-                specs.append(ModelSpec(_as_str("models", item)))
+                specs.append(ModelSpec(as_str("models", item)))
                 continue
             if not isinstance(item, Mapping):
                 raise ConfigError(f"each entry of `models` must be a mapping with `name` and `pretrained`, got {item!r}")
@@ -221,13 +221,13 @@ def _parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
             if "name" not in item:
                 raise ConfigError(f"a `models` entry has no `name`: {dict(item)!r}")
             pretrained = item.get("pretrained")
-            specs.append(ModelSpec(_as_str("name", item["name"]), None if pretrained is None else _as_str("pretrained", pretrained)))
+            specs.append(ModelSpec(as_str("name", item["name"]), None if pretrained is None else as_str("pretrained", pretrained)))
         return tuple(specs)
     if "model" not in raw:
         return ()
-    names = [_as_str("model", m) for m in _as_list(raw["model"])]
+    names = [as_str("model", m) for m in as_list(raw["model"])]
     pretrained_raw = raw.get("pretrained")
-    pretrained = [None if p is None else _as_str("pretrained", p) for p in _as_list(pretrained_raw)]
+    pretrained = [None if p is None else as_str("pretrained", p) for p in as_list(pretrained_raw)]
     if len(pretrained) == 1:
         pretrained = pretrained * len(names)
     if len(pretrained) != len(names):
@@ -236,16 +236,16 @@ def _parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
 
 
 def _parse_data(raw: Mapping[str, Any], base: Path | None) -> DataSpec:
-    source = _as_str("data", raw["data"])
+    source = as_str("data", raw["data"])
     if not source.startswith("hf:"):
-        source = _resolve_path(source, base)
+        source = resolve_path(source, base)
     labels = raw.get("labels")
     return DataSpec(
         source=source,
-        labels=None if labels is None else _resolve_path(_as_str("labels", labels), base),
-        hf_split=_as_str("hf_split", raw.get("hf_split", "validation")),
-        hf_image_column=_as_str("hf_image_column", raw.get("hf_image_column", "image")),
-        hf_label_column=_as_str("hf_label_column", raw.get("hf_label_column", "label")),
+        labels=None if labels is None else resolve_path(as_str("labels", labels), base),
+        hf_split=as_str("hf_split", raw.get("hf_split", "validation")),
+        hf_image_column=as_str("hf_image_column", raw.get("hf_image_column", "image")),
+        hf_label_column=as_str("hf_label_column", raw.get("hf_label_column", "label")),
     )
 
 
@@ -260,10 +260,10 @@ def build_styles(raw: Mapping[str, Any], base: Path | None = None) -> tuple[Rend
     Raises:
         ConfigError: A font, colour, width or opacity is invalid.
     """
-    fonts = ([resolve_font_path(_as_str("font", f), base) for f in _as_list(raw["font"])]
+    fonts = ([resolve_font_path(as_str("font", f), base) for f in as_list(raw["font"])]
              if raw.get("font") is not None else [str(DEFAULT_FONT)])
-    outline_width = _as_int("outline_width", raw.get("outline_width", 1))
-    opacity = _as_float("opacity", raw.get("opacity", 1.0))
+    outline_width = as_int("outline_width", raw.get("outline_width", 1))
+    opacity = as_float("opacity", raw.get("opacity", 1.0))
     return tuple(
         RenderStyle(font=font, fill=fill, outline=outline, outline_width=outline_width, opacity=opacity)
         for font in fonts
@@ -295,30 +295,30 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
 
     fractions_raw = raw.get("fractions", raw.get("fraction", [0.07]))
     placements_raw = raw.get("placements", raw.get("placement", ["paper8"]))
-    templates = _as_str("templates", raw.get("templates", "openai"))
+    templates = as_str("templates", raw.get("templates", "openai"))
     if templates not in BUILTIN_TEMPLATES:
-        templates = _resolve_path(templates, base)
+        templates = resolve_path(templates, base)
     out = raw.get("out")
     return RunConfig(
-        models=_parse_models(raw),
+        models=parse_models(raw),
         data=_parse_data(raw, base),
-        vocab=resolve_vocab_path(_as_str("vocab", raw.get("vocab", "goh2021")), base),
-        limit=_as_int("limit", raw.get("limit"), allow_none=True),
-        fractions=tuple(_as_float("fractions", f) for f in _as_list(fractions_raw)),
-        placements=tuple(_as_enum("placement", Placement, p) for p in _as_list(placements_raw)),
+        vocab=resolve_vocab_path(as_str("vocab", raw.get("vocab", "goh2021")), base),
+        limit=as_int("limit", raw.get("limit"), allow_none=True),
+        fractions=tuple(as_float("fractions", f) for f in as_list(fractions_raw)),
+        placements=tuple(as_enum("placement", Placement, p) for p in as_list(placements_raw)),
         styles=build_styles(raw, base),
         templates=templates,
-        batch_size=_as_batch_size(raw.get("batch_size", "auto")),
-        device=_as_str("device", raw.get("device", "auto")),
-        precision=_as_enum("precision", Precision, raw.get("precision", "fp32")),
-        seed=_as_int("seed", raw.get("seed", 0)),
-        out=None if out is None else _resolve_path(_as_str("out", out), base),
-        cache_dir=str(expand_path(_as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR))))),
-        workers=_as_int("workers", raw.get("workers", 2)),
-        chunk_size=_as_int("chunk_size", raw.get("chunk_size", 1000)),
-        compile=_as_bool("compile", raw.get("compile", False)),
-        executor=_as_enum("executor", Executor, raw.get("executor", "local")),
-        ray_address=None if raw.get("ray_address") is None else _as_str("ray_address", raw["ray_address"]),
+        batch_size=as_batch_size(raw.get("batch_size", "auto")),
+        device=as_str("device", raw.get("device", "auto")),
+        precision=as_enum("precision", Precision, raw.get("precision", "fp32")),
+        seed=as_int("seed", raw.get("seed", 0)),
+        out=None if out is None else resolve_path(as_str("out", out), base),
+        cache_dir=str(expand_path(as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR))))),
+        workers=as_int("workers", raw.get("workers", 2)),
+        chunk_size=as_int("chunk_size", raw.get("chunk_size", 1000)),
+        compile=as_bool("compile", raw.get("compile", False)),
+        executor=as_enum("executor", Executor, raw.get("executor", "local")),
+        ray_address=None if raw.get("ray_address") is None else as_str("ray_address", raw["ray_address"]),
         shard=parse_shard(raw.get("shard")),
     )
 
@@ -361,16 +361,16 @@ def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None
         raw = load_yaml_mapping(path, "run config")
         base = path.parent
         if "pretrained" in raw:
-            raw["pretrained"] = ([_resolve_pretrained(v, base) for v in raw["pretrained"]]
-                                 if isinstance(raw["pretrained"], list) else _resolve_pretrained(raw["pretrained"], base))
+            raw["pretrained"] = ([resolve_pretrained(v, base) for v in raw["pretrained"]]
+                                 if isinstance(raw["pretrained"], list) else resolve_pretrained(raw["pretrained"], base))
         if isinstance(raw.get("models"), list):
-            raw["models"] = [{**m, "pretrained": _resolve_pretrained(m.get("pretrained"), base)}
+            raw["models"] = [{**m, "pretrained": resolve_pretrained(m.get("pretrained"), base)}
                              if isinstance(m, Mapping) and "pretrained" in m else m for m in raw["models"]]
         # Paths in the YAML are relative to the YAML file; make them absolute before merging.
         for key in ("data", "labels", "out", "templates", "cache_dir"):
             value = raw.get(key)
             if isinstance(value, str) and value.strip() and not (key == "data" and value.startswith("hf:")) and not (key == "templates" and value in BUILTIN_TEMPLATES):
-                raw[key] = _resolve_path(value, base)
+                raw[key] = resolve_path(value, base)
         if isinstance(raw.get("vocab"), str):
             raw["vocab"] = resolve_vocab_path(raw["vocab"], base)
         if isinstance(raw.get("font"), str):
@@ -424,7 +424,7 @@ def load_vocab(path: str | Path) -> Vocabulary:
         if extra:
             key = str(sorted(map(str, extra))[0])
             raise ConfigError(f"unknown key `{key}` in word {i + 1} of vocabulary {path}.{suggest(key, ['text', 'target', 'note'])}")
-        text = _as_str("text", item["text"])
+        text = as_str("text", item["text"])
         if len(text) > 40:
             raise ConfigError(f"word {text!r} in vocabulary {path} is longer than 40 characters")
         if text in seen:
@@ -435,7 +435,7 @@ def load_vocab(path: str | Path) -> Vocabulary:
         except ConfigError as e:
             raise ConfigError(f"word {text!r} in vocabulary {path}: {e}") from None
         words.append(AttackWord(text=text, target_index=target))
-    name = _as_str("name", doc.get("name", Path(path).stem))
+    name = as_str("name", doc.get("name", Path(path).stem))
     return Vocabulary(name=name, words=tuple(words), path=str(path))
 
 

@@ -157,7 +157,7 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
     Raises:
         ConfigError: A key is unknown, a value has the wrong type, or a required key is missing.
     """
-    from typoattack.config.loading import _as_batch_size, _as_bool, _as_enum, _as_int, _as_str, _parse_models
+    from typoattack.config.loading import as_batch_size, as_bool, as_enum, as_int, as_str, parse_models
 
     for key in raw:
         if not isinstance(key, str) or key not in _REAL_KEYS:
@@ -165,26 +165,26 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
     for key, flag in (("dataset", "--dataset scam|rta100|paint|disentangle|folder"), ("data", "--data PATH|hf:NAME")):
         if raw.get(key) is None:
             raise ConfigError(f"no {key} given; pass {flag} or set `{key}` in the config")
-    data = _as_str("data", raw["data"])
-    templates = _as_str("templates", raw.get("templates", DEFAULT_TEMPLATES))
+    data = as_str("data", raw["data"])
+    templates = as_str("templates", raw.get("templates", DEFAULT_TEMPLATES))
     out = raw.get("out")
     return RealConfig(
-        dataset=_as_enum("dataset", RealDataset, raw["dataset"]),
+        dataset=as_enum("dataset", RealDataset, raw["dataset"]),
         data=data if data.startswith("hf:") else str(expand_path(data)),
-        models=_parse_models(raw),
-        protocol=_as_enum("protocol", Protocol, raw.get("protocol", "union")),
+        models=parse_models(raw),
+        protocol=as_enum("protocol", Protocol, raw.get("protocol", "union")),
         templates=templates,
-        hf_split=_as_str("hf_split", raw.get("hf_split", "train")),
-        limit=_as_int("limit", raw.get("limit"), allow_none=True),
-        seed=_as_int("seed", raw.get("seed", 0)),
-        batch_size=_as_batch_size(raw.get("batch_size", "auto")),
-        device=_as_str("device", raw.get("device", "auto")),
-        precision=_as_enum("precision", Precision, raw.get("precision", "fp32")),
-        out=None if out is None else str(expand_path(_as_str("out", out))),
-        cache_dir=str(expand_path(_as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR))))),
-        workers=_as_int("workers", raw.get("workers", 2)),
-        chunk_size=_as_int("chunk_size", raw.get("chunk_size", 1000)),
-        compile=_as_bool("compile", raw.get("compile", False)),
+        hf_split=as_str("hf_split", raw.get("hf_split", "train")),
+        limit=as_int("limit", raw.get("limit"), allow_none=True),
+        seed=as_int("seed", raw.get("seed", 0)),
+        batch_size=as_batch_size(raw.get("batch_size", "auto")),
+        device=as_str("device", raw.get("device", "auto")),
+        precision=as_enum("precision", Precision, raw.get("precision", "fp32")),
+        out=None if out is None else str(expand_path(as_str("out", out))),
+        cache_dir=str(expand_path(as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR))))),
+        workers=as_int("workers", raw.get("workers", 2)),
+        chunk_size=as_int("chunk_size", raw.get("chunk_size", 1000)),
+        compile=as_bool("compile", raw.get("compile", False)),
     )
 
 
@@ -195,7 +195,7 @@ def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | Non
         path: The YAML file (or a built-in config name), or None for the flags alone.
         overrides: Settings keyed as in the YAML file; None values are ignored.
     """
-    from typoattack.config.loading import _resolve_path, _resolve_pretrained, load_yaml_mapping, resolve_config_path
+    from typoattack.config.loading import resolve_path, resolve_pretrained, load_yaml_mapping, resolve_config_path
 
     raw: dict[str, Any] = {}
     if path is not None:
@@ -206,10 +206,10 @@ def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | Non
             value = raw.get(key)
             if (isinstance(value, str) and value.strip() and not value.startswith("hf:")
                     and value not in (DEFAULT_TEMPLATES, *BUILTIN_TEMPLATES)):
-                raw[key] = _resolve_path(value, base)
+                raw[key] = resolve_path(value, base)
         if "pretrained" in raw:
-            raw["pretrained"] = ([_resolve_pretrained(v, base) for v in raw["pretrained"]]
-                                 if isinstance(raw["pretrained"], list) else _resolve_pretrained(raw["pretrained"], base))
+            raw["pretrained"] = ([resolve_pretrained(v, base) for v in raw["pretrained"]]
+                                 if isinstance(raw["pretrained"], list) else resolve_pretrained(raw["pretrained"], base))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "model" in overrides or "pretrained" in overrides:
         if "models" in raw and "model" not in overrides:

@@ -13,8 +13,8 @@ from typing import Any
 
 from typoattack.attack.stroop import Colour, ColourSet
 from typoattack.config.loading import (
-    _as_batch_size, _as_enum, _as_int, _as_list, _as_str, _is_name, _parse_models, _resolve_path,
-    _resolve_pretrained, load_yaml_mapping, parse_color, resolve_config_path, resolve_font_path,
+    as_batch_size, as_enum, as_int, as_list, as_str, is_name, parse_models, resolve_path,
+    resolve_pretrained, load_yaml_mapping, parse_color, resolve_config_path, resolve_font_path,
 )
 from typoattack.config.types import ModelSpec, Precision, format_color, get_model_warnings
 from typoattack.constants import CONFIGS_DIR, DEFAULT_CACHE_DIR, DEFAULT_FONT
@@ -140,7 +140,7 @@ def check_prompt(template: str) -> None:
 
 
 def _as_data_source(value: str, base: Path | None) -> str:
-    return value if value.startswith("hf:") else _resolve_path(value, base)
+    return value if value.startswith("hf:") else resolve_path(value, base)
 
 
 def list_builtin_colour_sets() -> list[str]:
@@ -150,8 +150,8 @@ def list_builtin_colour_sets() -> list[str]:
 
 def resolve_colours_path(value: str, base: Path | None = None) -> str:
     """A colour set given as a YAML path or as the name of a built-in one (distill)."""
-    if not _is_name(value):
-        return _resolve_path(value, base)
+    if not is_name(value):
+        return resolve_path(value, base)
     if not (COLOURS_DIR / f"{value}.yaml").is_file():
         names = list_builtin_colour_sets()
         raise ConfigError(f"colour set {value!r} is neither a YAML file nor a built-in colour set "
@@ -182,7 +182,7 @@ def load_colours(path: str | Path) -> ColourSet:
         if extra:
             raise ConfigError(f"unknown key `{extra[0]}` in colour {i + 1} of colour set {path}."
                               f"{suggest(extra[0], _COLOUR_KEYS)}")
-        name = _as_str("name", item["name"])
+        name = as_str("name", item["name"])
         if any(ch in name for ch in "\n\r\t{}"):
             raise ConfigError(f"colour name {name!r} in colour set {path} must be one line without braces")
         try:
@@ -197,7 +197,7 @@ def load_colours(path: str | Path) -> ColourSet:
     for c in colours:
         if rgbs.count(c.rgb) > 1:
             raise ConfigError(f"two colours of colour set {path} share the RGB value {format_color(c.rgb)}")
-    return ColourSet(_as_str("name", doc.get("name", Path(path).stem)), tuple(colours), str(path))
+    return ColourSet(as_str("name", doc.get("name", Path(path).stem)), tuple(colours), str(path))
 
 
 def build_stroop_config(raw: Mapping[str, Any], base: Path | None = None) -> StroopConfig:
@@ -209,9 +209,9 @@ def build_stroop_config(raw: Mapping[str, Any], base: Path | None = None) -> Str
     for key in raw:
         if not isinstance(key, str) or key not in _STROOP_KEYS:
             raise ConfigError(f"unknown stroop config key `{key}`.{suggest(str(key), _STROOP_KEYS)}")
-    fonts = [resolve_font_path(_as_str("font", f), base) for f in _as_list(raw["font"])] if raw.get("font") else [
+    fonts = [resolve_font_path(as_str("font", f), base) for f in as_list(raw["font"])] if raw.get("font") else [
         str(DEFAULT_FONT)]
-    prompts = [_as_str("prompt", p).replace("{c}", "{}") for p in _as_list(raw.get("prompt", DEFAULT_PROMPT))]
+    prompts = [as_str("prompt", p).replace("{c}", "{}") for p in as_list(raw.get("prompt", DEFAULT_PROMPT))]
     background_data = raw.get("background_data")
     # Photo backgrounds replace the default white one; colours given as well are kept.
     backgrounds_raw = raw.get("background", [] if background_data else "white")
@@ -222,21 +222,21 @@ def build_stroop_config(raw: Mapping[str, Any], base: Path | None = None) -> Str
         backgrounds = [parse_color("background", backgrounds_raw)]
     out = raw.get("out")
     return StroopConfig(
-        models=_parse_models(raw),
-        colours=resolve_colours_path(_as_str("colours", raw.get("colours", DEFAULT_COLOURS)), base),
+        models=parse_models(raw),
+        colours=resolve_colours_path(as_str("colours", raw.get("colours", DEFAULT_COLOURS)), base),
         prompts=tuple(prompts),
-        neutral_word=_as_str("neutral_word", raw.get("neutral_word", DEFAULT_NEUTRAL_WORD)),
+        neutral_word=as_str("neutral_word", raw.get("neutral_word", DEFAULT_NEUTRAL_WORD)),
         fonts=tuple(fonts),
         backgrounds=tuple(backgrounds),
-        background_data=None if background_data is None else _as_data_source(_as_str("background_data", background_data), base),
-        background_limit=_as_int("background_limit", raw.get("background_limit", 8)),
-        variants=_as_int("variants", raw.get("variants", 1)),
-        seed=_as_int("seed", raw.get("seed", 0)),
-        device=_as_str("device", raw.get("device", "auto")),
-        precision=_as_enum("precision", Precision, raw.get("precision", "fp32")),
-        batch_size=_as_batch_size(raw.get("batch_size", "auto")),
-        cache_dir=str(expand_path(_as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR))))),
-        out=None if out is None else _resolve_path(_as_str("out", out), base),
+        background_data=None if background_data is None else _as_data_source(as_str("background_data", background_data), base),
+        background_limit=as_int("background_limit", raw.get("background_limit", 8)),
+        variants=as_int("variants", raw.get("variants", 1)),
+        seed=as_int("seed", raw.get("seed", 0)),
+        device=as_str("device", raw.get("device", "auto")),
+        precision=as_enum("precision", Precision, raw.get("precision", "fp32")),
+        batch_size=as_batch_size(raw.get("batch_size", "auto")),
+        cache_dir=str(expand_path(as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR))))),
+        out=None if out is None else resolve_path(as_str("out", out), base),
     )
 
 
@@ -254,23 +254,23 @@ def load_stroop_config(path: str | Path | None, overrides: Mapping[str, Any] | N
         raw = load_yaml_mapping(path, "stroop config")
         base = path.parent
         if "pretrained" in raw and isinstance(raw["pretrained"], str):
-            raw["pretrained"] = _resolve_pretrained(raw["pretrained"], base)
+            raw["pretrained"] = resolve_pretrained(raw["pretrained"], base)
         if isinstance(raw.get("models"), list):
-            raw["models"] = [{**m, "pretrained": _resolve_pretrained(m.get("pretrained"), base)}
+            raw["models"] = [{**m, "pretrained": resolve_pretrained(m.get("pretrained"), base)}
                              if isinstance(m, Mapping) and "pretrained" in m else m for m in raw["models"]]
         if isinstance(raw.get("background_data"), str):
             raw["background_data"] = _as_data_source(raw["background_data"], base)
         for key in ("out", "cache_dir"):
             if isinstance(raw.get(key), str) and raw[key].strip():
-                raw[key] = _resolve_path(raw[key], base)
+                raw[key] = resolve_path(raw[key], base)
         if isinstance(raw.get("colours"), str):
             raw["colours"] = resolve_colours_path(raw["colours"], base)
         if raw.get("font") is not None:
-            raw["font"] = [resolve_font_path(f, base) if isinstance(f, str) else f for f in _as_list(raw["font"])]
+            raw["font"] = [resolve_font_path(f, base) if isinstance(f, str) else f for f in as_list(raw["font"])]
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "models" in raw and ("model" in overrides or "pretrained" in overrides):
         if "model" not in overrides:
-            entries = _as_list(raw["models"])
+            entries = as_list(raw["models"])
             if len(entries) != 1:
                 raise ConfigError("--pretrained alone is ambiguous: the config lists several models; pass --model too")
             raw["model"] = entries[0].get("name") if isinstance(entries[0], Mapping) else entries[0]
