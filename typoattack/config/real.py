@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from typoattack.config.types import BUILTIN_TEMPLATES, ModelSpec, Precision, get_model_warnings
+from typoattack.config.types import BUILTIN_TEMPLATES, ModelSpec, Precision, check_run_settings, get_model_warnings
 from typoattack.constants import DEFAULT_CACHE_DIR
 from typoattack.errors import ConfigError, suggest
 from typoattack.files import expand_path
@@ -119,16 +119,7 @@ class RealConfig:
         if self.data.startswith("hf:") and self.dataset is not RealDataset.SCAM:
             raise ConfigError(f"--data hf:... is read for --dataset scam only; for {self.dataset.value} give the "
                               "folder the dataset's zip file unpacks to")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be a positive number of images, got {self.limit}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer or auto, got {self.batch_size}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.chunk_size < 1:
-            raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
+        check_run_settings(self.seed, self.limit, self.batch_size, self.workers, self.chunk_size)
         if self.templates not in (DEFAULT_TEMPLATES, *BUILTIN_TEMPLATES) and not Path(self.templates).is_file():
             raise ConfigError(f"templates {self.templates!r} is neither 'dataset', 'openai', 'simple' "
                               "nor an existing YAML file")

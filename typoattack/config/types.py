@@ -197,6 +197,24 @@ class RenderStyle:
             raise ConfigError(f"opacity must be in (0, 1], got {self.opacity}")
 
 
+def check_run_settings(seed: int, limit: int | None, batch_size: int | None, workers: int, chunk_size: int) -> None:
+    """Validate the settings every run command shares.
+
+    Raises:
+        ConfigError: A negative seed or worker count, or a non-positive limit, batch size or chunk size.
+    """
+    if seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a positive number of images, got {limit}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer or auto, got {batch_size}")
+    if workers < 0:
+        raise ConfigError(f"workers must be >= 0, got {workers}")
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines the records of a run. Written to run.json next to the results."""
@@ -241,16 +259,7 @@ class RunConfig:
             raise ConfigError("no text style: give at least one font, fill and outline")
         if len(set(self.styles)) != len(self.styles):
             raise ConfigError("`font`, `fill` or `outline` lists a value twice")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be a positive number of images, got {self.limit}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer or auto, got {self.batch_size}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.chunk_size < 1:
-            raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
+        check_run_settings(self.seed, self.limit, self.batch_size, self.workers, self.chunk_size)
         if self.templates not in BUILTIN_TEMPLATES and not Path(self.templates).is_file():
             raise ConfigError(
                 f"templates {self.templates!r} is neither 'openai', 'simple' nor an existing YAML file"
