@@ -109,7 +109,16 @@ def build_per_word_cells(per_word: pd.DataFrame) -> tuple[list[str], list[list[s
             f["clean_top1"], f["attacked_top1"], f"{f['asr']} [{ci}]", f["already_target"],
             f["changed_away"], f["neither"], f["flip_rate"],
         ])
+    if has_several_defences(per_word):
+        for row, defence in zip(cells, per_word["defence"]):
+            row.insert(2, str(defence))
+        return [*PER_WORD_HEADER[:2], "defence", *PER_WORD_HEADER[2:]], cells
     return list(PER_WORD_HEADER), cells
+
+
+def has_several_defences(table: pd.DataFrame) -> bool:
+    """True when the table holds more than one defence (its tables then show the defence column)."""
+    return "defence" in table.columns and table["defence"].nunique() > 1
 
 
 def format_per_word_markdown(per_word: pd.DataFrame) -> str:
@@ -120,8 +129,10 @@ def format_per_word_markdown(per_word: pd.DataFrame) -> str:
 def build_rich_tables(per_word: pd.DataFrame) -> list[Table]:
     """Build one rich Table of the per-word results per model, for the terminal."""
     tables = []
-    for (model, pretrained), rows in per_word.groupby(["model", "pretrained"], sort=False):
-        table = Table(title=f"Typographic attack success: {model} / {pretrained}")
+    keys = ["model", "pretrained", "defence"] if has_several_defences(per_word) else ["model", "pretrained"]
+    for key, rows in per_word.groupby(keys, sort=False):
+        title = " / ".join(str(k) for k in key[:2]) + (f" (defence {key[2]})" if len(key) > 2 else "")
+        table = Table(title=f"Typographic attack success: {title}")
         for col in ("word", "target", "frac", "placement", "n", "cover", "clean", "attacked", "ASR [95% CI]", "flip"):
             table.add_column(col, justify="left" if col in ("word", "target", "placement") else "right")
         for r in rows.to_dict("records"):
@@ -169,6 +180,10 @@ def build_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], list[
         pretrained = "" if is_missing(r["pretrained"]) else str(r["pretrained"])
         cells.append([str(rank), str(r["model"]), pretrained, str(int(r["n_images"])), format_percent(r["clean_top1"]),
                       format_percent(r["attacked_top1"]), format_percent(r["mean_asr"])] + [format_percent(r[c]) for c in asr_cols])
+    if has_several_defences(leaderboard):
+        header.insert(3, "defence")
+        for row, defence in zip(cells, leaderboard["defence"]):
+            row.insert(3, str(defence))
     return header, cells
 
 

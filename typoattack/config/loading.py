@@ -26,6 +26,7 @@ _RUN_KEYS = (
     "hf_label_column", "limit", "vocab", "fractions", "fraction", "placement", "placements",
     "font", "fill", "outline", "outline_width", "opacity", "templates", "batch_size", "device",
     "precision", "seed", "out", "cache_dir", "workers", "chunk_size", "compile",
+    "defences", "defence",
 )
 
 
@@ -304,7 +305,15 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
         workers=_as_int("workers", raw.get("workers", 2)),
         chunk_size=_as_int("chunk_size", raw.get("chunk_size", 1000)),
         compile=_as_bool("compile", raw.get("compile", False)),
+        defences=_parse_defence_texts(raw.get("defences", raw.get("defence", ["none"])), base),
     )
+
+
+def _parse_defence_texts(value: Any, base: Path | None) -> tuple[str, ...]:
+    """The canonical texts of the `defences` values (files resolved against `base`)."""
+    from typoattack.defences.spec import parse_defences
+
+    return tuple(s.text for s in parse_defences(value, base))
 
 
 def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
@@ -361,6 +370,8 @@ def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None
             raw["font"] = resolve_font_path(raw["font"], base)
         elif isinstance(raw.get("font"), list):
             raw["font"] = [resolve_font_path(f, base) if isinstance(f, str) else f for f in raw["font"]]
+        if "defences" in raw or "defence" in raw:
+            raw["defences"] = list(_parse_defence_texts(raw.pop("defences", raw.pop("defence", None)), base))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "models" in raw and "pretrained" in overrides and "model" not in overrides:
         entries = raw["models"] if isinstance(raw["models"], list) else [raw["models"]]

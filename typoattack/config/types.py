@@ -190,6 +190,7 @@ class RunConfig:
     workers: int = 2
     chunk_size: int = 1000
     compile: bool = False
+    defences: tuple[str, ...] = ("none",)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -220,6 +221,8 @@ class RunConfig:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
+        if not self.defences or len(set(self.defences)) != len(self.defences):
+            raise ConfigError(f"`defences` must list distinct defences, got {list(self.defences)}")
         if self.templates not in BUILTIN_TEMPLATES and not Path(self.templates).is_file():
             raise ConfigError(
                 f"templates {self.templates!r} is neither 'openai', 'simple' nor an existing YAML file"

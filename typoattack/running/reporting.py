@@ -23,7 +23,8 @@ from typoattack.data.classes import IMAGENET_CLASSNAMES
 from typoattack.data.sources import open_image_source
 from typoattack.errors import OutputError, TypoAttackError
 from typoattack.files import get_word_slug, write_text_atomic
-from typoattack.records import CONDITION_COLUMNS, IMAGE_COLUMNS, MODEL_COLUMNS, Condition
+from typoattack.analysis.metrics import with_defence
+from typoattack.records import CONDITION_COLUMNS, DEFENCE_COLUMN, IMAGE_COLUMNS, MODEL_COLUMNS, Condition
 from typoattack.running.progress import NullProgress, ProgressReporter
 
 CONFUSION_MAX_WORDS = 12
@@ -153,7 +154,8 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
         raise OutputError("give at least one run directory")
     all_records, infos = _load_runs(dirs)
     records = pd.concat(all_records, ignore_index=True)
-    if records.duplicated([*MODEL_COLUMNS, IMAGE_COLUMNS[0], *CONDITION_COLUMNS]).any():
+    records = with_defence(records)
+    if records.duplicated([*MODEL_COLUMNS, DEFENCE_COLUMN, IMAGE_COLUMNS[0], *CONDITION_COLUMNS]).any():
         raise OutputError("two of the runs hold the same model and condition; report runs of different models or settings")
     out = Path(out_dir) if out_dir else (dirs[0] / "report" if len(dirs) == 1 else Path("typoattack-report"))
     out.mkdir(parents=True, exist_ok=True)

@@ -176,17 +176,31 @@ def _evaluate_model(state: _RunState, m_index: int, spec: ModelSpec) -> None:
         loaded, list_class_names(), state.templates, cfg.cache_dir,
         progress=progress.start(f"Classifier {spec.label} ({len(state.templates)} templates)", len(list_class_names())),
     )
+    defences = _build_defences(state, loaded, classifier, cached)
     seconds["classifier"] = round(time.perf_counter() - t0, 3)
-    timing = _evaluate_shards(state, m_index, loaded, classifier, canvases, rows, device_masks, seconds)
+    # The defence set goes where the classifier went: BatchEncoder takes either.
+    timing = _evaluate_shards(state, m_index, loaded, defences, canvases, rows, device_masks, seconds)
     state.info["models"].append({
         "name": spec.name, "pretrained": spec.pretrained, "weights_id": loaded.weights_id,
         "canvas_size": list(loaded.canvas_size), "canvas_transform": loaded.transform_key,
         "canvas_cache": canvases.path, "n_images": int(rows.size), "n_skipped": len(canvases.skipped),
-        "classifier_from_cache": cached, "batch_size": timing.pop("batch_size"),
+        "classifier_from_cache": cached, "defences": list(defences.labels), "batch_size": timing.pop("batch_size"),
         "encoder_batch_size_final": timing.pop("encoder_batch_size_final"),
         "masks": rundir.build_mask_info(conditions, masks), **timing,
     })
     rundir.save_run_info(state.out, state.info)
+
+
+def _build_defences(state: _RunState, loaded: Any, classifier: Any, cached: bool) -> Any:
+    """The run's defences for one model (`typoattack.defences.apply.DefenceSet`)."""
+    from typoattack.defences.apply import build_defence_set
+    from typoattack.models.classify import build_classifier
+
+    def build_templates(name: str) -> Any:
+        return build_classifier(loaded, list_class_names(), load_templates(name), state.cfg.cache_dir)
+
+    return build_defence_set(loaded, state.cfg.defences, classifier, cached, build_templates, list_class_names(),
+                             state.cfg.cache_dir)
 
 
 def _evaluate_shards(state: _RunState, m_index: int, loaded: Any, classifier: Any, canvases: CanvasSet,
