@@ -55,6 +55,23 @@ class DefenceSet:
         return cls(("none",), (ImageVariant((), classifier, (0,)),), int(classifier.shape[1]), (False,))
 
 
+def check_defences(loaded: LoadedModel, defences: Sequence[str]) -> None:
+    """Check, before any long work, that each defence fits the model: heads exist in a supported
+    ViT tower, a prefix file holds a vector of the text tower's width.
+
+    Raises:
+        ConfigError: The first defence that does not fit.
+    """
+    from typoattack.defences.heads import check_heads
+    from typoattack.defences.prefix import get_text_width, load_prefix
+
+    for spec in (parse_defence(d) for d in defences):
+        if spec.kind is DefenceKind.HEADS:
+            check_heads(loaded.model, spec.heads, spec.label)
+        elif spec.kind is DefenceKind.PREFIX:
+            load_prefix(spec.path, get_text_width(loaded.model))
+
+
 def build_defence_set(loaded: LoadedModel, defences: Sequence[str], classifier: torch.Tensor, from_cache: bool,
                       build_templates: Callable[[str], tuple[torch.Tensor, bool]], classnames: Sequence[str],
                       cache_dir: str | Path) -> DefenceSet:

@@ -126,7 +126,8 @@ def load_heads_file(path: str | Path) -> tuple[tuple[int, int], ...]:
         elif isinstance(item, str):
             texts.append(item)
         else:
-            raise ConfigError(f"heads file {path}: {item!r} is not a head (L.H or [L, H])")
+            raise ConfigError(f"heads file {path}: {item!r} is not a head; write 'L.H' in quotes or [L, H] "
+                              "(YAML reads an unquoted 1.10 as the number 1.1)")
     return parse_heads(",".join(texts), where=f"heads file {path}")
 
 

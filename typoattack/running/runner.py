@@ -155,6 +155,9 @@ def _evaluate_model(state: _RunState, m_index: int, spec: ModelSpec) -> None:
     progress.log(f"Loading {spec.label} on {state.device}")
     loaded = create_model(spec, state.device, cfg.precision, compile=cfg.compile)
     seconds["load_model"] = round(time.perf_counter() - t0, 3)
+    from typoattack.defences.apply import check_defences
+
+    check_defences(loaded, cfg.defences)
     masks = _solve_masks(cfg, conditions, loaded.canvas_size, progress)
     device_masks = [upload_mask(masks[c], state.device) for c in conditions]
 
