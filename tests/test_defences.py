@@ -222,6 +222,17 @@ def test_several_defences_share_images_and_keep_the_undefended_numbers(tmp_path,
     info = json.loads((out / "run.json").read_text())
     assert info["config"]["defences"][1] == "heads:1.0,1.1"
 
+    from typoattack.running.reporting import run_report
+
+    _, report = run_report([out])
+    md = (report / "report.md").read_text()
+    table = md[md.index("## Defences"):md.index("## Figures")]
+    none_row = next(line for line in table.splitlines() if "| none |" in line)
+    assert "+0.0 pt" in none_row and "| heads:1.0,1.1 |" in table and "| templates:openai |" in table
+    assert (report / "asr_vs_fraction_heads_1.0_1.1.png").is_file() and (report / "asr_vs_fraction_none.png").is_file()
+    _, single = run_report([plain])
+    assert "## Defences" not in (single / "report.md").read_text()
+
 
 def test_yaml_defences_resolve_files_next_to_the_config(tmp_path, sample_dir) -> None:
     torch.save(torch.ones(64), tmp_path / "p.pt")

@@ -299,3 +299,29 @@ def build_asr_ranking(per_word: pd.DataFrame, n: int = RANKING_SIZE) -> pd.DataF
     out = pd.concat(parts, ignore_index=True)
     out["n_images"] = out["n_images"].astype(np.int64)
     return out[keys + RANKING_VALUE_COLUMNS]
+
+
+def build_defence_table(per_word: pd.DataFrame) -> pd.DataFrame:
+    """Defences side by side: one row per (model, pretrained, defence), `none` first.
+
+    Columns: the leaderboard's (`clean_top1`, `attacked_top1`, `mean_asr`, `asr@<f>`), then
+    `clean_top1_change` and `mean_asr_change`: the difference to the same model's `none` row
+    (NaN when the run has no `none`).
+
+    Args:
+        per_word: The per-word table.
+
+    Returns:
+        The table, rows by model, then `none`, then the other defences by name.
+    """
+    board = build_leaderboard(with_defence(per_word))
+    if board.empty:
+        return board
+    board = board.assign(_first=board[DEFENCE_COLUMN] != NO_DEFENCE)
+    board = board.sort_values([*MODEL_COLUMNS, "_first", DEFENCE_COLUMN], kind="stable").drop(columns="_first")
+    none = board[board[DEFENCE_COLUMN] == NO_DEFENCE].set_index(MODEL_COLUMNS)[["clean_top1", "mean_asr"]]
+    keys = pd.MultiIndex.from_frame(board[MODEL_COLUMNS])
+    for col in ("clean_top1", "mean_asr"):
+        base = none[col].reindex(keys).to_numpy()
+        board[f"{col}_change"] = board[col].to_numpy() - base
+    return board.reset_index(drop=True)

@@ -24,7 +24,7 @@ from typoattack.analysis.labels import (
 )
 from typoattack.analysis.metrics import (
     MANY_WORDS, PER_WORD_COLUMNS, RANKING_SIZE, build_asr_ranking, build_clean_table, build_confusion_table,
-    build_per_word_table, count_words,
+    build_defence_table, build_per_word_table, count_words,
 )
 from typoattack.config.types import get_model_warnings
 from typoattack.errors import OutputError
@@ -208,6 +208,24 @@ def build_ranking_cells(ranking: pd.DataFrame) -> tuple[list[str], list[list[str
     return list(RANKING_HEADER), cells
 
 
+def build_defence_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of `build_defence_table` (percentages; changes in points vs `none`)."""
+    asr_cols = [c for c in table.columns if str(c).startswith("asr@")]
+    header = ["model", "pretrained", "defence", "clean top-1", "Δ clean", "attacked top-1", "mean ASR", "Δ ASR"]
+    header += [f"ASR @ {c[4:]}" for c in asr_cols]
+
+    def change(value: Any) -> str:
+        return "n/a" if is_missing(value) else f"{100 * value:+.1f} pt"
+
+    cells = []
+    for r in table.to_dict("records"):
+        cells.append([str(r["model"]), "" if is_missing(r["pretrained"]) else str(r["pretrained"]), str(r["defence"]),
+                      format_percent(r["clean_top1"]), change(r["clean_top1_change"]),
+                      format_percent(r["attacked_top1"]), format_percent(r["mean_asr"]),
+                      change(r["mean_asr_change"])] + [format_percent(r[c]) for c in asr_cols])
+    return header, cells
+
+
 def format_leaderboard_markdown(leaderboard: pd.DataFrame) -> str:
     """Render the leaderboard as a Markdown table (rank first, percentages with one decimal).
 
@@ -358,6 +376,11 @@ def _list_run_blocks(info: dict, index: int) -> list[_Block]:
     return blocks
 
 
+_DEFENCE_NOTE = ("Each defence on the same images, words, fractions and placements: clean and attacked top-1, "
+                 "mean ASR, and their change from no defence (`none`) in percentage points. One ASR-vs-fraction "
+                 "figure per defence is in the figures below.")
+
+
 def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
                         run_infos: list[dict], title: str, notes: Sequence[str] = ()) -> list[_Block]:
     """The report's content, in order."""
@@ -366,6 +389,9 @@ def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figur
     blocks += [_Block("h2", "Leaderboard"), _Block("p", _LEADERBOARD_NOTE)]
     blocks.append(_Block("p", _NO_CONDITIONS) if leaderboard.empty
                   else _table_block(*build_leaderboard_cells(leaderboard), "leaderboard"))
+    if has_several_defences(per_word):
+        blocks += [_Block("h2", "Defences"), _Block("p", _DEFENCE_NOTE),
+                   _table_block(*build_defence_cells(build_defence_table(per_word)), "defences")]
     if figures or notes:
         blocks.append(_Block("h2", "Figures"))
         blocks += [_Block("p", n) for n in notes] + [_Block("figure", path=f) for f in figures]
