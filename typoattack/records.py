@@ -1,4 +1,4 @@
-"""The record schema: one row of records.parquet per (model, image, condition), declared here once.
+"""The record schema: one row of records.parquet per (model, defence, image, condition), declared here once.
 
 A `Condition` is what an attacked canvas varies in (word, target, fraction, placement and the
 text style); `to_columns` / `from_row` convert it to and from the condition columns of a record.
