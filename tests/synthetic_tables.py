@@ -49,6 +49,7 @@ def make_records(seed: int = 0) -> pd.DataFrame:
     frame["p_true"] = 0.2
     # One drawing style throughout (style columns the record schema may carry).
     frame["fill"], frame["outline"], frame["outline_width"], frame["opacity"] = "white", "black", 2.0, 1.0
+    frame["defence"] = "none"
     return frame.reindex(columns=RECORD_COLUMNS)
 
 
@@ -79,7 +80,7 @@ def make_many_word_per_word(n_words: int = 1000, seed: int = 0, n_images: int = 
         lo, hi = wilson_interval(k, np.full(n_words, n_images))
         for i, word in enumerate(words):
             asr = k[i] / n_images
-            rows.append({"model": "ViT-B-32", "pretrained": "openai", "word": word, "target_index": i,
+            rows.append({"model": "ViT-B-32", "pretrained": "openai", "defence": "none", "word": word, "target_index": i,
                          "target_name": CLASS_NAMES[i], "fraction": fraction, "placement": "paper8",
                          "n_images": n_images, "pixel_cover_mean": fraction * 0.98, "clean_top1": 0.7,
                          "attacked_top1": 0.5, "asr": asr, "asr_ci_low": lo[i], "asr_ci_high": hi[i],
@@ -109,4 +110,5 @@ def make_many_word_records(n_words: int = 1000, n_images: int = 5, seed: int = 0
     frame["p_target"] = 0.1
     frame["p_true"] = 0.2
     frame["fill"], frame["outline"], frame["outline_width"], frame["opacity"] = "white", "black", 2.0, 1.0
+    frame["defence"] = "none"
     return frame.reindex(columns=RECORD_COLUMNS)

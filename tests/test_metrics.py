@@ -44,9 +44,10 @@ CLEAN_STYLE = {"font": "", "fill": "", "outline": "", "outline_width": -1, "opac
 
 
 def _record(image_id, true_index, model, pretrained, word, target_index, fraction, placement,
-            pixel_cover, pred_index, style=None) -> dict:
+            pixel_cover, pred_index, style=None, defence="none") -> dict:
     return {
         "image_id": image_id, "true_index": int(true_index), "model": model, "pretrained": pretrained,
+        "defence": defence,
         "word": word, "target_index": int(target_index), "fraction": float(fraction),
         "placement": placement, **(style or STYLE), "pixel_cover": float(pixel_cover),
         "pred_index": int(pred_index), "pred_top5": _top5(int(pred_index)),
@@ -518,7 +519,7 @@ def synthetic_per_word() -> pd.DataFrame:
 def test_leaderboard_matches_pandas(synthetic_per_word):
     per_word = synthetic_per_word
     board = build_leaderboard(per_word)
-    assert list(board.columns) == ["model", "pretrained", "n_images", "clean_top1", "attacked_top1", "mean_asr",
+    assert list(board.columns) == ["model", "pretrained", "defence", "n_images", "clean_top1", "attacked_top1", "mean_asr",
                                    "asr@0.04", "asr@0.1"]
     assert len(board) == len(synthetic_tables.MODELS)
     g = per_word.groupby(["model", "pretrained"])

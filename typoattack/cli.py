@@ -126,9 +126,11 @@ RayAddressOption = Annotated[Optional[str], typer.Option(
     help="Ray cluster address (default: RAY_ADDRESS of a running cluster, else a local one).")]
 ShardOption = Annotated[Optional[str], typer.Option(
     help="Evaluate only shard K of N of the cells (K/N, e.g. 2/8); combine the folders with `typoattack merge`.")]
+DefencesOption = Annotated[Optional[list[str]], typer.Option(
+    help="Defence: none, heads:L.H,L.H, heads:@FILE, prefix:PATH or templates:NAME|FILE; repeat for several.")]
 
 # Options whose YAML key is spelled differently.
-_YAML_KEYS = {"fraction": "fractions"}
+_YAML_KEYS = {"fraction": "fractions", "defence": "defences"}
 
 
 def _to_yaml_value(value: Any) -> Any:
@@ -182,6 +184,7 @@ def eval_command(
     seed: SeedOption = None, cache_dir: CacheDirOption = None, workers: WorkersOption = None,
     chunk_size: ChunkSizeOption = None, compile: CompileOption = None, overwrite: OverwriteOption = False,
     executor: ExecutorOption = None, ray_address: RayAddressOption = None, shard: ShardOption = None,
+    defence: DefencesOption = None,
 ) -> None:
     """Render attack words on images, classify them zero-shot, and write per-word and confusion tables."""
     _eval(config, _get_overrides(locals()), overwrite)
@@ -406,3 +409,39 @@ def stroop_command(
 ) -> None:
     """Goh et al.'s Stroop test: colour words in ink colours, classified zero-shot among the colours."""
     _stroop(config, _get_overrides(locals()), overwrite)
+
+
+def _find_heads(config: str | None, out: Path, overrides: dict[str, Any]) -> None:
+    from typoattack.config.loading import load_run_config
+    from typoattack.running.find_heads import run_find_heads
+
+    with _user_errors():
+        cfg = load_run_config(config, overrides)
+        with _progress() as progress:
+            search = run_find_heads(cfg, out, progress=progress)
+    (sel, held) = search.baseline
+    last = search.steps[-1] if search.steps else None
+    heads = ",".join(f"{a}.{b}" for a, b in search.heads) or "none"
+    console.print(f"Heads: {heads} ({search.stopped})", highlight=False)
+    for name, base, after in (("selection", sel, last[1] if last else sel), ("held-out", held, last[2] if last else held)):
+        console.print(f"  {name}: clean top-1 {base.clean_top1:.1%} -> {after.clean_top1:.1%}, typographic top-1 "
+                      f"{base.attacked_top1:.1%} -> {after.attacked_top1:.1%}", highlight=False)
+    console.print(f"Wrote {out}; evaluate with --defence heads:@{out}", highlight=False)
+
+
+@app.command("find-heads")
+def find_heads_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The heads.yaml to write.")],
+    config: ConfigOption = None, model: ModelOption = None, pretrained: PretrainedOption = None,
+    data: DataOption = None, labels: LabelsOption = None, hf_split: HfSplitOption = None,
+    hf_image_column: HfImageOption = None, hf_label_column: HfLabelOption = None, limit: LimitOption = None,
+    vocab: VocabOption = None, fraction: FractionsOption = None, placement: PlacementsOption = None,
+    templates: TemplatesOption = None, batch_size: BatchSizeOption = None, device: DeviceOption = None,
+    precision: PrecisionOption = None, seed: SeedOption = None, cache_dir: CacheDirOption = None,
+    workers: WorkersOption = None,
+) -> None:
+    """Choose vision attention heads to ablate: score heads by class-token attention on the drawn text,
+    keep them greedily on a seeded half of the images, report on the other half; write heads.yaml."""
+    options = dict(locals())
+    options.pop("out")
+    _find_heads(config, out, _get_overrides(options))

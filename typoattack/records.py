@@ -1,4 +1,4 @@
-"""The record schema: one row of records.parquet per (model, image, condition), declared here once.
+"""The record schema: one row of records.parquet per (model, defence, image, condition), declared here once.
 
 A `Condition` is what an attacked canvas varies in (word, target, fraction, placement and the
 text style); `to_columns` / `from_row` convert it to and from the condition columns of a record.
@@ -26,11 +26,14 @@ from typoattack.constants import CLEAN_PLACEMENT, CLEAN_WORD, FONTS_DIR
 
 IMAGE_COLUMNS = ["image_id", "true_index"]
 MODEL_COLUMNS = ["model", "pretrained"]
+# The defence a record was evaluated under (`none` when undefended): see typoattack.defences.
+DEFENCE_COLUMN = "defence"
+NO_DEFENCE = "none"
 # Text-style columns of a condition: tables treat them as part of the condition when present.
 STYLE_COLUMNS = ["font", "fill", "outline", "outline_width", "opacity"]
 CONDITION_COLUMNS = ["word", "target_index", "fraction", "placement", *STYLE_COLUMNS]
 OUTCOME_COLUMNS = ["pixel_cover", "pred_index", "pred_top5", "p_target", "p_true"]
-RECORD_COLUMNS = [*IMAGE_COLUMNS, *MODEL_COLUMNS, *CONDITION_COLUMNS, *OUTCOME_COLUMNS]
+RECORD_COLUMNS = [*IMAGE_COLUMNS, *MODEL_COLUMNS, DEFENCE_COLUMN, *CONDITION_COLUMNS, *OUTCOME_COLUMNS]
 
 CONDITION_DTYPES: dict[str, Any] = {
     "word": object, "target_index": np.int64, "fraction": np.float64, "placement": object, "font": object,
@@ -108,7 +111,7 @@ def list_conditions(cfg: RunConfig, vocab: Vocabulary) -> list[Condition]:
 
 def build_records(spec: ModelSpec, image_ids: Sequence[str], true_index: np.ndarray, conditions: Sequence[Condition],
                   job_condition: np.ndarray, job_image: np.ndarray, pixel_cover: np.ndarray,
-                  outcomes: Sequence[Mapping[str, np.ndarray]]) -> pd.DataFrame:
+                  outcomes: Sequence[Mapping[str, np.ndarray]], defence: str = NO_DEFENCE) -> pd.DataFrame:
     """The records of one model's jobs (a job is one image under one condition, or clean).
 
     Args:
@@ -121,6 +124,7 @@ def build_records(spec: ModelSpec, image_ids: Sequence[str], true_index: np.ndar
         pixel_cover: float64 [n_jobs] share of canvas pixels the attack changed (0 for clean).
         outcomes: Per batch of jobs, in job order, `summarize_logits` output (pred_index,
             pred_top5, p_target, p_true).
+        defence: The defence label of every record (`none` when undefended).
 
     Returns:
         RECORD_COLUMNS with their dtypes, sorted image by image (clean first, then the conditions
@@ -133,6 +137,7 @@ def build_records(spec: ModelSpec, image_ids: Sequence[str], true_index: np.ndar
         "true_index": np.asarray(true_index)[job_image],
         "model": spec.name,
         "pretrained": spec.pretrained or "",
+        DEFENCE_COLUMN: defence,
         **{k: values[job_condition] for k, values in by_condition.items()},
         "pixel_cover": pixel_cover,
         "pred_index": np.concatenate([r["pred_index"] for r in outcomes]),

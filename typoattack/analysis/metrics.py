@@ -10,17 +10,20 @@ import numpy as np
 import pandas as pd
 
 from typoattack.constants import CLEAN_WORD
-from typoattack.records import CONDITION_COLUMNS, MODEL_COLUMNS, STYLE_COLUMNS
+from typoattack.records import CONDITION_COLUMNS, DEFENCE_COLUMN, MODEL_COLUMNS, NO_DEFENCE, STYLE_COLUMNS
 
-# A per-word row is one condition of one model; style columns join the key when records carry them.
-CONDITION_KEYS = [*MODEL_COLUMNS, *(c for c in CONDITION_COLUMNS if c not in STYLE_COLUMNS)]
+# A per-word row is one condition of one model under one defence; style columns join the key when
+# records carry them.
+CONDITION_KEYS = [*MODEL_COLUMNS, DEFENCE_COLUMN, *(c for c in CONDITION_COLUMNS if c not in STYLE_COLUMNS)]
+# Model and defence: the rows of the leaderboard and the clean table.
+MODEL_DEFENCE_KEYS = [*MODEL_COLUMNS, DEFENCE_COLUMN]
 PER_WORD_COLUMNS = [
-    "model", "pretrained", "word", "target_index", "target_name", "fraction", "placement",
+    "model", "pretrained", "defence", "word", "target_index", "target_name", "fraction", "placement",
     "n_images", "pixel_cover_mean", "clean_top1", "attacked_top1", "asr", "asr_ci_low",
     "asr_ci_high", "changed_to", "already_target", "changed_away", "neither", "flip_rate",
 ]
-CONFUSION_COLUMNS = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index", "count"]
-LEADERBOARD_BASE_COLUMNS = ["model", "pretrained", "n_images", "clean_top1", "attacked_top1", "mean_asr"]
+CONFUSION_COLUMNS = ["model", "pretrained", "defence", "word", "fraction", "placement", "true_index", "pred_index", "count"]
+LEADERBOARD_BASE_COLUMNS = ["model", "pretrained", "defence", "n_images", "clean_top1", "attacked_top1", "mean_asr"]
 _LEADERBOARD_REQUIRED = ["model", "pretrained", "fraction", "n_images", "clean_top1", "attacked_top1", "asr"]
 _Z95 = 1.959963984540054
 
@@ -50,6 +53,17 @@ def wilson_interval(successes: np.ndarray | int, n: np.ndarray | int, z: float =
     return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
 
 
+def with_defence(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a `defence` column (`none` on every row of a table written before defences
+    existed, placed after `pretrained`); the table itself when it has one."""
+    if DEFENCE_COLUMN in table.columns:
+        return table
+    table = table.copy()
+    at = list(table.columns).index("pretrained") + 1 if "pretrained" in table.columns else len(table.columns)
+    table.insert(at, DEFENCE_COLUMN, NO_DEFENCE)
+    return table
+
+
 def split_records(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split records into clean rows and attacked rows joined with their clean prediction.
 
@@ -57,14 +71,15 @@ def split_records(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         (clean, attacked); `attacked` gains a `clean_pred` column.
 
     Raises:
-        ValueError: An attacked record has no clean record of the same model and image.
+        ValueError: An attacked record has no clean record of the same model, defence and image.
     """
+    records = with_defence(records)
     is_clean = records["word"] == CLEAN_WORD
     clean = records[is_clean]
-    keys = ["model", "pretrained", "image_id"]
+    keys = ["model", "pretrained", DEFENCE_COLUMN, "image_id"]
     clean_pred = clean[keys + ["pred_index"]].rename(columns={"pred_index": "clean_pred"})
     if clean_pred.duplicated(keys).any():
-        raise ValueError("records hold two clean rows for the same model and image")
+        raise ValueError("records hold two clean rows for the same model, defence and image")
     attacked = records[~is_clean].merge(clean_pred, on=keys, how="left", validate="many_to_one")
     if attacked["clean_pred"].isna().any():
         missing = attacked.loc[attacked["clean_pred"].isna(), "image_id"].iloc[0]
@@ -74,7 +89,7 @@ def split_records(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
-    """One row per (model, pretrained, word, fraction, placement) with Distill's outcome split.
+    """One row per (model, pretrained, defence, word, fraction, placement) with Distill's outcome split.
 
     Outcomes per image (target t, clean prediction c, attacked prediction a):
     changed_to (c != t, a == t), already_target (c == t, a == t), changed_away (c == t, a != t),
@@ -88,7 +103,7 @@ def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> p
 
     Returns:
         A DataFrame with PER_WORD_COLUMNS (then the style columns the records carry), sorted by
-        model, placement, fraction, style, word.
+        model, defence, placement, fraction, style, word.
     """
     _, att = split_records(records)
     style = [c for c in STYLE_COLUMNS if c in records.columns]
@@ -127,7 +142,8 @@ def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> p
         out["flip_rate"] = np.where(out["n_clean_correct"] > 0, out["n_flipped"] / out["n_clean_correct"], np.nan)
     out["target_name"] = [class_names[int(i)] for i in out["target_index"]]
     out["n_images"] = out["n_images"].astype(np.int64)
-    out = out.sort_values(["model", "pretrained", "placement", "fraction", *style, "word"], kind="stable")
+    out = out.sort_values(["model", "pretrained", DEFENCE_COLUMN, "placement", "fraction", *style, "word"],
+                          kind="stable")
     return out[PER_WORD_COLUMNS + style].reset_index(drop=True)
 
 
@@ -138,33 +154,36 @@ def build_confusion_table(records: pd.DataFrame) -> pd.DataFrame:
         A DataFrame with CONFUSION_COLUMNS (then the style columns the records carry); the clean
         condition has word "", fraction 0 and placement "".
     """
+    records = with_defence(records)
     style = [c for c in STYLE_COLUMNS if c in records.columns]
-    keys = ["model", "pretrained", "word", "fraction", "placement", *style, "true_index", "pred_index"]
+    keys = ["model", "pretrained", DEFENCE_COLUMN, "word", "fraction", "placement", *style, "true_index", "pred_index"]
     counts = records.groupby(keys, sort=True, dropna=False).size().rename("count").reset_index()
     counts["count"] = counts["count"].astype(np.int64)
     return counts[CONFUSION_COLUMNS + style]
 
 
 def build_clean_table(records: pd.DataFrame) -> pd.DataFrame:
-    """Clean top-1 and top-5 accuracy per (model, pretrained)."""
+    """Clean top-1 and top-5 accuracy per (model, pretrained, defence)."""
+    records = with_defence(records)
     clean = records[records["word"] == CLEAN_WORD]
     top5 = [int(y) in set(p) for y, p in zip(clean["true_index"], clean["pred_top5"])]
     frame = pd.DataFrame({"model": clean["model"], "pretrained": clean["pretrained"],
+                          DEFENCE_COLUMN: clean[DEFENCE_COLUMN],
                           "top1": (clean["pred_index"] == clean["true_index"]).astype(float),
                           "top5": np.asarray(top5, dtype=float)})
-    g = frame.groupby(["model", "pretrained"], sort=True)
+    g = frame.groupby(MODEL_DEFENCE_KEYS, sort=True)
     return g.agg(n_images=("top1", "size"), clean_top1=("top1", "mean"), clean_top5=("top5", "mean")).reset_index()
 
 
 def build_leaderboard(per_word: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, pretrained): clean and attacked accuracy and ASR, most robust first.
+    """One row per (model, pretrained, defence): clean and attacked accuracy and ASR, most robust first.
 
-    Columns: `model, pretrained, n_images` (the largest n_images of the model's conditions),
+    Columns: `model, pretrained, defence, n_images` (the largest n_images of the model's conditions),
     `clean_top1` (mean of clean_top1 over its rows: the same value on every row), `attacked_top1`
     and `mean_asr` (means over all its conditions: words, fractions, placements, styles), then one
     column `asr@<fraction:g>` per fraction in ascending order (mean ASR over words, placements and
     styles at that fraction; NaN where the model was not run at that fraction). Sorted by ascending
-    mean_asr, ties by descending clean_top1, then by model and pretrained.
+    mean_asr, ties by descending clean_top1, then by model, pretrained and defence.
 
     Args:
         per_word: The per-word table (PER_WORD_COLUMNS, optionally STYLE_COLUMNS).
@@ -180,11 +199,12 @@ def build_leaderboard(per_word: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"build_leaderboard: the per-word table lacks the column(s) {', '.join(missing)}")
     if per_word.empty:
         return pd.DataFrame(columns=LEADERBOARD_BASE_COLUMNS)
+    per_word = with_defence(per_word)
     fractions = sorted(per_word["fraction"].unique())
     rows = []
-    for (model, pretrained), g in per_word.groupby(MODEL_COLUMNS, sort=True, dropna=False):
+    for (model, pretrained, defence), g in per_word.groupby(MODEL_DEFENCE_KEYS, sort=True, dropna=False):
         row: dict[str, Any] = {
-            "model": model, "pretrained": pretrained,
+            "model": model, "pretrained": pretrained, DEFENCE_COLUMN: defence,
             "n_images": int(g["n_images"].max()),
             "clean_top1": float(g["clean_top1"].mean()),
             "attacked_top1": float(g["attacked_top1"].mean()),
@@ -195,8 +215,8 @@ def build_leaderboard(per_word: pd.DataFrame) -> pd.DataFrame:
             row[f"asr@{f:g}"] = float(at.mean()) if len(at) else np.nan
         rows.append(row)
     board = pd.DataFrame(rows)
-    board = board.sort_values(["mean_asr", "clean_top1", "model", "pretrained"],
-                              ascending=[True, False, True, True], kind="stable", na_position="last")
+    board = board.sort_values(["mean_asr", "clean_top1", "model", "pretrained", DEFENCE_COLUMN],
+                              ascending=[True, False, True, True, True], kind="stable", na_position="last")
     board["n_images"] = board["n_images"].astype(np.int64)
     return board.reset_index(drop=True)
 
@@ -279,3 +299,29 @@ def build_asr_ranking(per_word: pd.DataFrame, n: int = RANKING_SIZE) -> pd.DataF
     out = pd.concat(parts, ignore_index=True)
     out["n_images"] = out["n_images"].astype(np.int64)
     return out[keys + RANKING_VALUE_COLUMNS]
+
+
+def build_defence_table(per_word: pd.DataFrame) -> pd.DataFrame:
+    """Defences side by side: one row per (model, pretrained, defence), `none` first.
+
+    Columns: the leaderboard's (`clean_top1`, `attacked_top1`, `mean_asr`, `asr@<f>`), then
+    `clean_top1_change` and `mean_asr_change`: the difference to the same model's `none` row
+    (NaN when the run has no `none`).
+
+    Args:
+        per_word: The per-word table.
+
+    Returns:
+        The table, rows by model, then `none`, then the other defences by name.
+    """
+    board = build_leaderboard(with_defence(per_word))
+    if board.empty:
+        return board
+    board = board.assign(_first=board[DEFENCE_COLUMN] != NO_DEFENCE)
+    board = board.sort_values([*MODEL_COLUMNS, "_first", DEFENCE_COLUMN], kind="stable").drop(columns="_first")
+    none = board[board[DEFENCE_COLUMN] == NO_DEFENCE].set_index(MODEL_COLUMNS)[["clean_top1", "mean_asr"]]
+    keys = pd.MultiIndex.from_frame(board[MODEL_COLUMNS])
+    for col in ("clean_top1", "mean_asr"):
+        base = none[col].reindex(keys).to_numpy()
+        board[f"{col}_change"] = board[col].to_numpy() - base
+    return board.reset_index(drop=True)

@@ -24,7 +24,7 @@ from typoattack.analysis.labels import (
 )
 from typoattack.analysis.metrics import (
     MANY_WORDS, PER_WORD_COLUMNS, RANKING_SIZE, build_asr_ranking, build_clean_table, build_confusion_table,
-    build_per_word_table, count_words,
+    build_defence_table, build_per_word_table, count_words,
 )
 from typoattack.config.types import get_model_warnings
 from typoattack.errors import OutputError
@@ -113,7 +113,16 @@ def build_per_word_cells(per_word: pd.DataFrame) -> tuple[list[str], list[list[s
             f["clean_top1"], f["attacked_top1"], f"{f['asr']} [{ci}]", f["already_target"],
             f["changed_away"], f["neither"], f["flip_rate"],
         ])
+    if has_several_defences(per_word):
+        for row, defence in zip(cells, per_word["defence"]):
+            row.insert(2, str(defence))
+        return [*PER_WORD_HEADER[:2], "defence", *PER_WORD_HEADER[2:]], cells
     return list(PER_WORD_HEADER), cells
+
+
+def has_several_defences(table: pd.DataFrame) -> bool:
+    """True when the table holds more than one defence (its tables then show the defence column)."""
+    return "defence" in table.columns and table["defence"].nunique() > 1
 
 
 def format_per_word_markdown(per_word: pd.DataFrame) -> str:
@@ -124,8 +133,10 @@ def format_per_word_markdown(per_word: pd.DataFrame) -> str:
 def build_rich_tables(per_word: pd.DataFrame) -> list[Table]:
     """Build one rich Table of the per-word results per model, for the terminal."""
     tables = []
-    for (model, pretrained), rows in per_word.groupby(["model", "pretrained"], sort=False):
-        table = Table(title=f"Typographic attack success: {model} / {pretrained}")
+    keys = ["model", "pretrained", "defence"] if has_several_defences(per_word) else ["model", "pretrained"]
+    for key, rows in per_word.groupby(keys, sort=False):
+        title = " / ".join(str(k) for k in key[:2]) + (f" (defence {key[2]})" if len(key) > 2 else "")
+        table = Table(title=f"Typographic attack success: {title}")
         for col in ("word", "target", "frac", "placement", "n", "cover", "clean", "attacked", "ASR [95% CI]", "flip"):
             table.add_column(col, justify="left" if col in ("word", "target", "placement") else "right")
         for r in rows.to_dict("records"):
@@ -173,6 +184,10 @@ def build_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], list[
         pretrained = "" if is_missing(r["pretrained"]) else str(r["pretrained"])
         cells.append([str(rank), str(r["model"]), pretrained, str(int(r["n_images"])), format_percent(r["clean_top1"]),
                       format_percent(r["attacked_top1"]), format_percent(r["mean_asr"])] + [format_percent(r[c]) for c in asr_cols])
+    if has_several_defences(leaderboard):
+        header.insert(3, "defence")
+        for row, defence in zip(cells, leaderboard["defence"]):
+            row.insert(3, str(defence))
     return header, cells
 
 
@@ -195,6 +210,24 @@ def build_ranking_cells(ranking: pd.DataFrame) -> tuple[list[str], list[list[str
                       f"`{r['word']}`", f"{r['target_name']} ({r['target_index']})", str(r["n_images"]),
                       f"{format_percent(r['asr'])} [{ci}]"])
     return list(RANKING_HEADER), cells
+
+
+def build_defence_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of `build_defence_table` (percentages; changes in points vs `none`)."""
+    asr_cols = [c for c in table.columns if str(c).startswith("asr@")]
+    header = ["model", "pretrained", "defence", "clean top-1", "Δ clean", "attacked top-1", "mean ASR", "Δ ASR"]
+    header += [f"ASR @ {c[4:]}" for c in asr_cols]
+
+    def change(value: Any) -> str:
+        return "n/a" if is_missing(value) else f"{100 * value:+.1f} pt"
+
+    cells = []
+    for r in table.to_dict("records"):
+        cells.append([str(r["model"]), "" if is_missing(r["pretrained"]) else str(r["pretrained"]), str(r["defence"]),
+                      format_percent(r["clean_top1"]), change(r["clean_top1_change"]),
+                      format_percent(r["attacked_top1"]), format_percent(r["mean_asr"]),
+                      change(r["mean_asr_change"])] + [format_percent(r[c]) for c in asr_cols])
+    return header, cells
 
 
 def format_leaderboard_markdown(leaderboard: pd.DataFrame) -> str:
@@ -347,6 +380,11 @@ def list_run_blocks(info: dict, index: int) -> list[ReportBlock]:
     return blocks
 
 
+_DEFENCE_NOTE = ("Each defence on the same images, words, fractions and placements: clean and attacked top-1, "
+                 "mean ASR, and their change from no defence (`none`) in percentage points. One ASR-vs-fraction "
+                 "figure per defence is in the figures below.")
+
+
 def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
                         run_infos: list[dict], title: str, notes: Sequence[str] = ()) -> list[ReportBlock]:
     """The report's content, in order."""
@@ -355,6 +393,9 @@ def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figur
     blocks += [ReportBlock("h2", "Leaderboard"), ReportBlock("p", _LEADERBOARD_NOTE)]
     blocks.append(ReportBlock("p", _NO_CONDITIONS) if leaderboard.empty
                   else build_table_block(*build_leaderboard_cells(leaderboard), "leaderboard"))
+    if has_several_defences(per_word):
+        blocks += [ReportBlock("h2", "Defences"), ReportBlock("p", _DEFENCE_NOTE),
+                   build_table_block(*build_defence_cells(build_defence_table(per_word)), "defences")]
     if figures or notes:
         blocks.append(ReportBlock("h2", "Figures"))
         blocks += [ReportBlock("p", n) for n in notes] + [ReportBlock("figure", path=f) for f in figures]

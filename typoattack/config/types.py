@@ -239,6 +239,7 @@ class RunConfig:
     executor: Executor = Executor.LOCAL
     ray_address: str | None = None
     shard: ShardSpec | None = None
+    defences: tuple[str, ...] = ("none",)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -260,6 +261,8 @@ class RunConfig:
         if len(set(self.styles)) != len(self.styles):
             raise ConfigError("`font`, `fill` or `outline` lists a value twice")
         check_run_settings(self.seed, self.limit, self.batch_size, self.workers, self.chunk_size)
+        if not self.defences or len(set(self.defences)) != len(self.defences):
+            raise ConfigError(f"`defences` must list distinct defences, got {list(self.defences)}")
         if self.templates not in BUILTIN_TEMPLATES and not Path(self.templates).is_file():
             raise ConfigError(
                 f"templates {self.templates!r} is neither 'openai', 'simple' nor an existing YAML file"

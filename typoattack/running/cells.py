@@ -91,9 +91,15 @@ def _get_context_key(cfg: RunConfig, model_index: int, indices: tuple[int, ...])
 def create_model_context(cfg: RunConfig, model_index: int, indices: tuple[int, ...],
                          progress: ProgressReporter) -> ModelContext:
     """Load a model, its canvases (from the node's canvas cache, decoded there on first use),
-    the masks of every condition on its device and its zero-shot classifier."""
+    the masks of every condition on its device, and its zero-shot classifier with the classifiers
+    and head sets of the run's defences.
+
+    Raises:
+        ConfigError: A defence does not fit the model (heads of a ResNet, a prefix of another width).
+    """
     from typoattack.attack.compose import upload_mask
     from typoattack.attack.masks import MaskRequest, create_attack_masks
+    from typoattack.defences.apply import build_defence_set, check_defences
     from typoattack.models.classify import build_classifier
     from typoattack.models.loading import create_model, resolve_device
     from typoattack.running.evaluate import BatchEncoder, resolve_batch_size
@@ -105,6 +111,7 @@ def create_model_context(cfg: RunConfig, model_index: int, indices: tuple[int, .
     progress.log(f"Loading {spec.label} on {device}")
     loaded = create_model(spec, device, cfg.precision, compile=cfg.compile)
     seconds["load_model"] = round(time.perf_counter() - t0, 3)
+    check_defences(loaded, cfg.defences)
     conditions = list_conditions(cfg, load_vocab(cfg.vocab))
     requests = [MaskRequest(c.word, c.fraction, c.placement, c.style, loaded.canvas_size) for c in conditions]
     advance = progress.start(f"Text masks {loaded.canvas_size[0]}x{loaded.canvas_size[1]}", len(requests))
@@ -124,12 +131,19 @@ def create_model_context(cfg: RunConfig, model_index: int, indices: tuple[int, .
         loaded, list_class_names(), templates, cfg.cache_dir,
         progress=progress.start(f"Classifier {spec.label} ({len(templates)} templates)", len(list_class_names())),
     )
+
+    def build_templates(name: str) -> tuple[Any, bool]:
+        return build_classifier(loaded, list_class_names(), load_templates(name), cfg.cache_dir)
+
+    # Each defence changes only its side: text-side ones add classifiers, image-side ones encoder passes.
+    defences = build_defence_set(loaded, cfg.defences, classifier, cached, build_templates, list_class_names(),
+                                 cfg.cache_dir)
     seconds["classifier"] = round(time.perf_counter() - t0, 3)
     batch_size = resolve_batch_size(cfg.batch_size, device)
-    encoder = BatchEncoder(loaded, classifier, batch_size, progress)
+    encoder = BatchEncoder(loaded, defences, batch_size, progress)
     info = {"weights_id": loaded.weights_id, "canvas_size": list(loaded.canvas_size),
-            "canvas_transform": loaded.transform_key, "classifier_from_cache": cached, "batch_size": batch_size,
-            "seconds": seconds}
+            "canvas_transform": loaded.transform_key, "classifier_from_cache": cached,
+            "defences": list(defences.labels), "batch_size": batch_size, "seconds": seconds}
     return ModelContext(_get_context_key(cfg, model_index, indices), model_index, loaded, canvases, conditions, masks,
                         device_masks, encoder, batch_size, info)
 

@@ -18,31 +18,37 @@ import torch
 
 from typoattack.attack.compose import DeviceMask, composite_batch, get_offsets
 from typoattack.data.canvases import CanvasSet
+from typoattack.defences.apply import DefenceSet
 from typoattack.models.loading import LoadedModel
 from typoattack.records import Condition, build_records
 from typoattack.running.progress import ProgressReporter
 
 
 class BatchEncoder:
-    """Zero-shot logits of batches, halving the sub-batch size after a CUDA out-of-memory error.
+    """Zero-shot logits of batches under every defence, halving the sub-batch size after a CUDA
+    out-of-memory error.
 
     Attributes:
+        defences: The defences (a plain classifier is wrapped as the single defence `none`).
         max_batch: The sub-batch size now in use (run.json records the final one).
     """
 
-    def __init__(self, loaded: LoadedModel, classifier: torch.Tensor, batch_size: int,
+    def __init__(self, loaded: LoadedModel, classifier: torch.Tensor | DefenceSet, batch_size: int,
                  progress: ProgressReporter) -> None:
-        self.loaded, self.classifier, self.max_batch, self.progress = loaded, classifier, batch_size, progress
+        self.loaded, self.max_batch, self.progress = loaded, batch_size, progress
+        self.defences = classifier if isinstance(classifier, DefenceSet) else DefenceSet.plain(classifier)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 [B, n_classes] logits of uint8 or float [B, H, W, 3] canvases (values 0-255) on the device."""
-        # Looked up at call time so tests can wrap the encoder.
-        from typoattack.models import classify
+        """float32 [B, n_classes] logits under the first defence of uint8 or float [B, H, W, 3] canvases (0-255)."""
+        return self.encode(x)[0]
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 [n_defences, B, n_classes] logits of uint8 or float [B, H, W, 3] canvases (values 0-255) on
+        the device: one encoder pass per image-side variant of the defences."""
         parts, start = [], 0
         while start < len(x):
             try:
-                parts.append(classify.encode_images(self.loaded, self.classifier, x[start:start + self.max_batch]))
+                parts.append(self._encode_all(x[start:start + self.max_batch]))
                 start += self.max_batch
             except torch.cuda.OutOfMemoryError:
                 if self.max_batch == 1:
@@ -50,7 +56,24 @@ class BatchEncoder:
                 self.max_batch //= 2
                 torch.cuda.empty_cache()
                 self.progress.log(f"[yellow]Out of GPU memory: encoder batch size lowered to {self.max_batch}[/]")
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def _encode_all(self, x: torch.Tensor) -> torch.Tensor:
+        # Looked up at call time so tests can wrap the encoder.
+        from typoattack.defences.heads import ablate_heads
+        from typoattack.models import classify
+
+        d, c = self.defences, self.defences.n_classes
+        out = torch.empty(len(d.labels), len(x), c, device=x.device)
+        for variant in d.variants:
+            if variant.heads:
+                with ablate_heads(self.loaded.model, variant.heads):
+                    logits = classify.encode_images(self.loaded, variant.classifier, x)
+            else:
+                logits = classify.encode_images(self.loaded, variant.classifier, x)
+            for k, position in enumerate(variant.positions):
+                out[position] = logits[:, k * c:(k + 1) * c]
+        return out
 
 
 def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
@@ -63,7 +86,8 @@ def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
 def evaluate_shard(loaded: LoadedModel, encoder: BatchEncoder, canvases: CanvasSet, rows: np.ndarray,
                    conditions: Sequence[Condition], device_masks: Sequence[DeviceMask], seed: int, batch_size: int,
                    advance: Callable[[int], None]) -> pd.DataFrame:
-    """Classify the clean canvas and every attacked canvas of the given rows.
+    """Classify the clean canvas and every attacked canvas of the given rows under every defence
+    of `encoder` (the attacked canvases are drawn once; each defence changes only its side).
 
     Args:
         loaded: The model.
@@ -77,7 +101,8 @@ def evaluate_shard(loaded: LoadedModel, encoder: BatchEncoder, canvases: CanvasS
         advance: Called with the number of jobs done.
 
     Returns:
-        The records of the rows (RECORD_COLUMNS), image by image, clean first.
+        The records of the rows (RECORD_COLUMNS), image by image, then defence by defence (in
+        config order), clean first.
     """
     n_rows, n_cond = len(rows), 1 + len(conditions)
     job_cond = np.repeat(np.arange(n_cond), n_rows)  # 0 = clean, k = conditions[k - 1]
@@ -87,16 +112,28 @@ def evaluate_shard(loaded: LoadedModel, encoder: BatchEncoder, canvases: CanvasS
     targets = np.array([-1] + [c.target_index for c in conditions], dtype=np.int64)
     offsets = [None] + [get_offsets(dm.mask, ids, seed) for dm in device_masks]
     covers = np.zeros(len(job_cond), np.float64)
-    outcomes: list[dict[str, np.ndarray]] = []
+    labels = encoder.defences.labels
+    outcomes: list[list[dict[str, np.ndarray]]] = [[] for _ in labels]
     from typoattack.models.classify import summarize_logits
 
     for start, x in _iter_batches(canvases, rows, job_pos, batch_size, loaded.device):
         stop = start + len(x)
         cond = job_cond[start:stop]
         covers[start:stop] = _draw_attacks(x, cond, job_pos[start:stop], device_masks, offsets)
-        outcomes.append(summarize_logits(encoder(x), targets[cond], trues[job_pos[start:stop]]))
+        logits = encoder.encode(x)
+        for d in range(len(labels)):
+            outcomes[d].append(summarize_logits(logits[d], targets[cond], trues[job_pos[start:stop]]))
         advance(stop - start)
-    return build_records(loaded.spec, ids, trues, conditions, job_cond, job_pos, covers, outcomes)
+    frames = [build_records(loaded.spec, ids, trues, conditions, job_cond, job_pos, covers, outcomes[d], labels[d])
+              for d in range(len(labels))]
+    if len(frames) == 1:
+        return frames[0]
+    # Each frame is image-major with n_cond rows per image: interleave them image by image.
+    n = len(frames[0])
+    defence = np.repeat(np.arange(len(frames)), n)
+    row = np.tile(np.arange(n), len(frames))
+    order = np.lexsort((row % n_cond, defence, row // n_cond))
+    return pd.concat(frames, ignore_index=True).iloc[order].reset_index(drop=True)
 
 
 def _iter_batches(canvases: CanvasSet, rows: np.ndarray, job_pos: np.ndarray, batch_size: int,

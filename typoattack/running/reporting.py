@@ -24,8 +24,10 @@ from typoattack.constants import CLEAN_WORD
 from typoattack.data.classes import IMAGENET_CLASSNAMES
 from typoattack.data.sources import open_image_source
 from typoattack.errors import OutputError, TypoAttackError
-from typoattack.files import get_word_slug, write_text_atomic
-from typoattack.records import CONDITION_COLUMNS, IMAGE_COLUMNS, MODEL_COLUMNS, Condition
+from typoattack.files import get_label_slug, get_word_slug, write_text_atomic
+from typoattack.analysis.metrics import with_defence
+from typoattack.analysis.report import has_several_defences
+from typoattack.records import CONDITION_COLUMNS, DEFENCE_COLUMN, IMAGE_COLUMNS, MODEL_COLUMNS, NO_DEFENCE, Condition
 from typoattack.running.progress import NullProgress, ProgressReporter
 
 CONFUSION_MAX_WORDS = 12
@@ -106,6 +108,18 @@ def _plot_figures(records: pd.DataFrame, per_word: pd.DataFrame, out: Path) -> t
     views instead of ASR per word, accuracy, and heatmaps of the CONFUSION_MAX_WORDS words with
     the highest mean ASR.
     """
+    figures, notes = [], []
+    if has_several_defences(per_word):
+        # The usual figures show the undefended rows (or the first defence); each defence gets an
+        # ASR-vs-fraction figure of its own.
+        defences = sorted(per_word["defence"].unique(), key=lambda d: (d != NO_DEFENCE, d))
+        for defence in defences:
+            figures.append(out / f"asr_vs_fraction_{get_label_slug(defence)}.png")
+            plots.plot_asr_vs_fraction(per_word[per_word["defence"] == defence], figures[-1])
+        notes.append(f"The run compares {len(defences)} defences ({', '.join(defences)}): asr_vs_fraction_<defence> "
+                     f"shows each one; the other figures show defence {defences[0]} only.")
+        per_word = per_word[per_word["defence"] == defences[0]]
+        records = records[records["defence"] == defences[0]]
     large = count_words(per_word) > MANY_WORDS
     summaries: dict[str, Callable[[pd.DataFrame, Path], None]] = {"asr_vs_fraction": plots.plot_asr_vs_fraction}
     if large:
@@ -114,7 +128,6 @@ def _plot_figures(records: pd.DataFrame, per_word: pd.DataFrame, out: Path) -> t
     else:
         summaries["asr_by_word"] = plots.plot_asr_by_word
     summaries["accuracy"] = plots.plot_accuracy
-    figures = []
     for name, plot in summaries.items():
         figures.append(out / f"{name}.png")
         plot(per_word, figures[-1])
@@ -124,7 +137,6 @@ def _plot_figures(records: pd.DataFrame, per_word: pd.DataFrame, out: Path) -> t
         path = out / f"confusion_{get_word_slug(word)}.png"
         plots.plot_confusion(records, word, IMAGENET_CLASSNAMES, path)
         figures.append(path)
-    notes = []
     if large:
         notes.append(f"The vocabulary has {count_words(per_word)} words (more than {MANY_WORDS}): ASR per word is "
                      "shown as a ranking, a distribution and against word length; confusion heatmaps are drawn for "
@@ -174,7 +186,8 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
             return pd.DataFrame(columns=PER_WORD_COLUMNS), out
     all_records, infos = _load_runs(dirs)
     records = pd.concat(all_records, ignore_index=True)
-    if records.duplicated([*MODEL_COLUMNS, IMAGE_COLUMNS[0], *CONDITION_COLUMNS]).any():
+    records = with_defence(records)
+    if records.duplicated([*MODEL_COLUMNS, DEFENCE_COLUMN, IMAGE_COLUMNS[0], *CONDITION_COLUMNS]).any():
         raise OutputError("two of the runs hold the same model and condition; report runs of different models or settings")
     out.mkdir(parents=True, exist_ok=True)
     per_word = build_per_word_table(records, IMAGENET_CLASSNAMES)
@@ -183,7 +196,9 @@ def run_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path | No
         notes.append(f"Runs on real typographic-attack datasets are reported in {real_html.name} "
                      f"({len(real_dirs)} run(s)).")
     try:
-        examples = collect_examples(all_records[0], infos[0], examples_per_word,
+        shown = with_defence(all_records[0])
+        shown = shown[shown[DEFENCE_COLUMN] == min(shown[DEFENCE_COLUMN], key=lambda d: (d != NO_DEFENCE, d))]
+        examples = collect_examples(shown, infos[0], examples_per_word,
                                     select_figure_words(per_word, EXAMPLE_MAX_WORDS))
     except TypoAttackError as e:
         progress.log(f"[yellow]examples.png skipped: the source images cannot be read here ({e})[/]")
