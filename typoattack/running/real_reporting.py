@@ -13,7 +13,9 @@ import pandas as pd
 from typoattack.analysis.real_report import (
     build_real_leaderboard_cells, plot_real_accuracy, plot_real_examples, write_real_report,
 )
-from typoattack.analysis.real_tables import build_real_leaderboard, build_summary, write_real_tables
+from typoattack.analysis.real_tables import (
+    build_real_leaderboard, build_summary, with_defence_column, write_real_tables,
+)
 from typoattack.analysis.report import format_markdown_table, load_records, read_run_info, write_csv
 from typoattack.config.real import RealDataset
 from typoattack.errors import OutputError, TypoAttackError
@@ -86,12 +88,12 @@ def run_real_report(run_dirs: list[Path], out: Path, progress: ProgressReporter 
             raise OutputError(f"the run in {d} is incomplete ({info.get('chunks_done', 0)} of "
                               f"{info.get('chunks_total', '?')} chunks); rerun the same `typoattack real` command "
                               "to resume it")
-        records = load_records(d)
+        records = with_defence_column(load_records(d))
         write_real_tables(records, d)
         all_records.append(records)
         infos.append(info)
     records = pd.concat(all_records, ignore_index=True)
-    if records.duplicated(["model", "pretrained", "dataset", "protocol", "image_id"]).any():
+    if records.duplicated(["model", "pretrained", "defence", "dataset", "protocol", "image_id"]).any():
         raise OutputError("two of the runs hold the same model, dataset and protocol; report runs of different "
                           "models, datasets or protocols")
     out.mkdir(parents=True, exist_ok=True)
