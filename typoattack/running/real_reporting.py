@@ -39,8 +39,8 @@ def split_real_runs(dirs: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def collect_real_examples(records: pd.DataFrame, info: dict[str, Any], n: int = EXAMPLES) -> list[dict[str, Any]]:
-    """Up to `n` photos of the run's first model (spread over the variants) with their predictions,
-    decoded with that model's preprocessing.
+    """Up to `n` photos of the run's first model under its first defence (spread over the variants)
+    with their predictions, decoded with that model's preprocessing.
 
     Raises:
         TypoAttackError: The photos or the model's preprocessing cannot be read here.
@@ -56,6 +56,8 @@ def collect_real_examples(records: pd.DataFrame, info: dict[str, Any], n: int = 
     source = open_real_dataset(RealDataset(config["dataset"]), config["data"], config.get("hf_split", "train"))
     index = {item.image_id: i for i, item in enumerate(source.items)}
     mine = records[(records["model"] == spec.name) & (records["pretrained"] == (spec.pretrained or ""))]
+    if "defence" in mine.columns and not mine.empty:
+        mine = mine[mine["defence"] == mine["defence"].iloc[0]]
     variants = list(dict.fromkeys(mine["variant"]))
     per_variant = max(1, n // len(variants))
     rows = pd.concat([mine[mine["variant"] == v].head(per_variant) for v in variants])
