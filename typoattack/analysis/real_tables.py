@@ -124,9 +124,9 @@ def build_per_attack_word(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_real_leaderboard(summary: pd.DataFrame) -> pd.DataFrame:
-    """Models (each defence of a model a separate entry) ranked per (dataset, protocol) by object accuracy on the attacked images (most
-    robust first): every variant except the text-free NoSCAM, with NoSCAM's accuracy and the
-    paired drop beside it where the dataset has it."""
+    """Models (each defence of a model a separate entry) ranked per (dataset, protocol) by object
+    accuracy on the attacked images (most robust first): every variant except the text-free NoSCAM,
+    with NoSCAM's accuracy (same model and defence) and the paired drop beside it where the dataset has it."""
     summary = with_defence_column(summary)
     rows = summary[summary["variant"] != CLEAN_VARIANT].copy()
     clean = summary[summary["variant"] == CLEAN_VARIANT][[*_PAIR_KEYS, "object_acc"]]
