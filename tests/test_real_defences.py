@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from real_datasets_builders import make_named_folder, make_scam
-from typoattack.analysis.real_tables import build_real_leaderboard
+from typoattack.analysis.real_tables import build_real_leaderboard, build_summary
 from typoattack.cli import app
 from typoattack.config.loading import load_templates
 from typoattack.config.real import load_real_config
@@ -174,3 +174,11 @@ def test_defence_that_does_not_fit_is_one_red_line(tmp_path, cache_dir) -> None:
     assert result.exit_code == 1, result.output
     assert "ModifiedResNet" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o2" / "records.parquet").exists()
+
+
+def test_records_without_a_defence_column_read_as_none(rta) -> None:
+    """Records of real runs written before the defence column: the tables treat them as `none`."""
+    plain = pd.read_parquet(rta["plain"] / "records.parquet")
+    old = build_summary(plain.drop(columns=["defence"]))
+    pd.testing.assert_frame_equal(old, build_summary(plain))
+    assert list(old["defence"]) == ["none"]

@@ -105,7 +105,7 @@ def plot_real_accuracy(summary: pd.DataFrame, path: Path) -> None:
                                      sel.loc[present, f"{metric}_ci_high"].to_numpy(dtype=float) - value])
                     ax.bar(x, value, width, yerr=err, capsize=3, color=colors[model],
                            label=truncate_label(f"{model[0]}/{model[1]}"
-                                                + ("" if model[2] == "none" else f" {model[2]}"), 40))
+                                                + ("" if model[2] == "none" else f" {model[2]}"), 60))
                 ax.set_xticks(range(len(variants)), variants)
                 ax.set_ylim(0, 1)
                 ax.set_ylabel(title)
