@@ -182,3 +182,26 @@ def test_records_without_a_defence_column_read_as_none(rta) -> None:
     old = build_summary(plain.drop(columns=["defence"]))
     pd.testing.assert_frame_equal(old, build_summary(plain))
     assert list(old["defence"]) == ["none"]
+
+
+def test_each_batch_is_encoded_once_per_image_side_variant(rta, tmp_path, cache_dir, monkeypatch) -> None:
+    """none and templates:simple share one encoder pass (classifiers side by side), heads:0.0 has its own."""
+    import typoattack.models.classify as classify
+
+    calls: list[tuple[int, int]] = []
+    encode = classify.encode_images
+
+    def counting(loaded, classifier, x):
+        calls.append((len(x), int(classifier.shape[1])))
+        return encode(loaded, classifier, x)
+
+    monkeypatch.setattr(classify, "encode_images", counting)
+    flags = [a for d in DEFENCES for a in ("--defence", d)]
+    result = runner.invoke(app, _args("rta100", str(rta["data"]), tmp_path / "o", cache_dir, *flags,
+                                      "--batch-size", "4"))
+    assert result.exit_code == 0, result.output
+    plain = pd.read_parquet(rta["plain"] / "records.parquet")
+    n_images, n_labels = len(plain), len(set(plain["object_label"]) | set(plain["attack_word"]))
+    assert n_images == 9  # two batches of 4 and one of 1
+    assert sorted(calls) == sorted([(4, 2 * n_labels), (4, n_labels)] * 2 + [(1, 2 * n_labels), (1, n_labels)])
+    assert sum(b for b, _ in calls) == 2 * n_images
