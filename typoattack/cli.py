@@ -391,7 +391,7 @@ def real_command(
     limit: RealLimitOption = None, batch_size: BatchSizeOption = None, device: DeviceOption = None,
     precision: PrecisionOption = None, seed: SeedOption = None, cache_dir: CacheDirOption = None,
     workers: WorkersOption = None, chunk_size: ChunkSizeOption = None, compile: CompileOption = None,
-    overwrite: OverwriteOption = False,
+    overwrite: OverwriteOption = False, defence: DefencesOption = None,
 ) -> None:
     """Classify real photos with typographic attacks (SCAM, RTA-100, PAINT, Disentangling, a folder) zero-shot."""
     _real(config, _get_overrides(locals()), overwrite)

@@ -20,9 +20,9 @@ from typoattack.analysis.report import (
 from typoattack.config.types import get_model_warnings
 from typoattack.files import write_text_atomic
 
-SUMMARY_HEADER = ["model", "pretrained", "dataset", "protocol", "variant", "n", "object acc [95% CI]",
+SUMMARY_HEADER = ["model", "pretrained", "defence", "dataset", "protocol", "variant", "n", "object acc [95% CI]",
                   "attack rate [95% CI]", "paired drop (NoSCAM − variant)"]
-LEADERBOARD_HEADER = ["rank", "model", "pretrained", "dataset", "protocol", "variant", "n", "object acc",
+LEADERBOARD_HEADER = ["rank", "model", "pretrained", "defence", "dataset", "protocol", "variant", "n", "object acc",
                       "attack rate", "NoSCAM acc", "paired drop"]
 _NOTE = ("Object accuracy: share of photos classified as their object label; attack rate: share classified as "
          "the word written on them. Protocol union: argmax over every object label and attack word of the "
@@ -44,20 +44,20 @@ def build_summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str
     rows = []
     for r in summary.to_dict("records"):
         drop = "" if not r["n_pairs"] else f"{100 * r['paired_drop']:+.1f} pp ({r['n_pairs']} pairs)"
-        rows.append([str(r["model"]), str(r["pretrained"]), str(r["dataset"]), str(r["protocol"]), str(r["variant"]),
-                     str(r["n_images"]), _ci(r, "object_acc"), _ci(r, "attack_rate"), drop])
+        rows.append([str(r["model"]), str(r["pretrained"]), str(r["defence"]), str(r["dataset"]), str(r["protocol"]),
+                     str(r["variant"]), str(r["n_images"]), _ci(r, "object_acc"), _ci(r, "attack_rate"), drop])
     return SUMMARY_HEADER, rows
 
 
 def build_summary_rich_table(summary: pd.DataFrame, title: str) -> Table:
     """The summary as one rich Table for the terminal: object accuracy and attack rate with their
-    95% intervals and the paired drop, per model and variant."""
+    95% intervals and the paired drop, per model, defence and variant."""
     table = Table(title=title)
-    for col in ("model", "variant", "n", "object acc [95% CI]", "attack rate [95% CI]", "paired drop"):
-        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
+    for col in ("model", "defence", "variant", "n", "object acc [95% CI]", "attack rate [95% CI]", "paired drop"):
+        table.add_column(col, justify="left" if col in ("model", "defence", "variant") else "right")
     for r in summary.to_dict("records"):
         drop = "" if not r["n_pairs"] else f"{100 * r['paired_drop']:+.1f} pp ({r['n_pairs']} pairs)"
-        table.add_row(f"{r['model']}/{r['pretrained']}", str(r["variant"]), str(r["n_images"]),
+        table.add_row(f"{r['model']}/{r['pretrained']}", str(r["defence"]), str(r["variant"]), str(r["n_images"]),
                       _ci(r, "object_acc"), _ci(r, "attack_rate"), drop)
     return table
 
@@ -68,7 +68,8 @@ def build_real_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], 
     for _, group in leaderboard.groupby(["dataset", "protocol", "variant"], sort=False):
         for rank, r in enumerate(group.to_dict("records"), start=1):
             drop = "" if pd.isna(r["paired_drop"]) else f"{100 * r['paired_drop']:+.1f} pp"
-            rows.append([str(rank), str(r["model"]), str(r["pretrained"]), str(r["dataset"]), str(r["protocol"]),
+            rows.append([str(rank), str(r["model"]), str(r["pretrained"]), str(r["defence"]), str(r["dataset"]),
+                         str(r["protocol"]),
                          str(r["variant"]), str(r["n_images"]), _pct(r["object_acc"]), _pct(r["attack_rate"]),
                          _pct(r["clean_variant_acc"]), drop])
     return LEADERBOARD_HEADER, rows
@@ -76,7 +77,7 @@ def build_real_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], 
 
 def plot_real_accuracy(summary: pd.DataFrame, path: Path) -> None:
     """Bars of object accuracy and attack rate (95% Wilson intervals as error bars) per variant,
-    one bar per model, one row of two panels per (dataset, protocol).
+    one bar per model and defence, one row of two panels per (dataset, protocol).
 
     Raises:
         ValueError: The summary is empty.
@@ -84,7 +85,7 @@ def plot_real_accuracy(summary: pd.DataFrame, path: Path) -> None:
     if summary.empty:
         raise ValueError("plot_real_accuracy: the summary table is empty")
     groups = list(summary.groupby(["dataset", "protocol"], sort=False))
-    models = list(dict.fromkeys(zip(summary["model"], summary["pretrained"])))
+    models = list(dict.fromkeys(zip(summary["model"], summary["pretrained"], summary["defence"])))
     colors = dict(zip(models, get_colors(len(models))))
     with plain_text():
         fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.4 * len(groups) + 0.6), squeeze=False,
@@ -95,14 +96,16 @@ def plot_real_accuracy(summary: pd.DataFrame, path: Path) -> None:
             for col, (metric, title) in enumerate((("object_acc", "object accuracy"), ("attack_rate", "attack rate"))):
                 ax = axes[row, col]
                 for m, model in enumerate(models):
-                    sel = rows[(rows["model"] == model[0]) & (rows["pretrained"] == model[1])].set_index("variant")
+                    sel = rows[(rows["model"] == model[0]) & (rows["pretrained"] == model[1])
+                               & (rows["defence"] == model[2])].set_index("variant")
                     present = [v for v in variants if v in sel.index]
                     x = np.array([variants.index(v) for v in present]) + (m - (len(models) - 1) / 2) * width
                     value = sel.loc[present, metric].to_numpy(dtype=float)
                     err = np.vstack([value - sel.loc[present, f"{metric}_ci_low"].to_numpy(dtype=float),
                                      sel.loc[present, f"{metric}_ci_high"].to_numpy(dtype=float) - value])
                     ax.bar(x, value, width, yerr=err, capsize=3, color=colors[model],
-                           label=truncate_label(f"{model[0]}/{model[1]}", 40))
+                           label=truncate_label(f"{model[0]}/{model[1]}"
+                                                + ("" if model[2] == "none" else f" {model[2]}"), 60))
                 ax.set_xticks(range(len(variants)), variants)
                 ax.set_ylim(0, 1)
                 ax.set_ylabel(title)

@@ -1,5 +1,5 @@
 """Tables of `typoattack real` runs as pure functions of their records (no model code): the
-summary per (model, dataset, variant, protocol) with Wilson intervals and SCAM's paired
+summary per (model, defence, dataset, variant, protocol) with Wilson intervals and SCAM's paired
 NoSCAM -> SCAM drop, the per-attack-word table and the leaderboard."""
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from typoattack.analysis.metrics import wilson_interval
 from typoattack.analysis.report import write_csv
 
 REAL_RECORD_COLUMNS = [
-    "image_id", "photo_id", "model", "pretrained", "dataset", "variant", "protocol", "object_label",
+    "image_id", "photo_id", "model", "pretrained", "defence", "dataset", "variant", "protocol", "object_label",
     "attack_word", "pred_label", "p_object", "p_attack", "n_classes", "postit_area_pct",
 ]
-"""One row per image x model of a real run (records.parquet)."""
-GROUP_KEYS = ["model", "pretrained", "dataset", "variant", "protocol"]
+"""One row per image x model x defence of a real run (records.parquet); `defence` is `none` without --defence."""
+GROUP_KEYS = ["model", "pretrained", "defence", "dataset", "variant", "protocol"]
+_PAIR_KEYS = ["model", "pretrained", "defence", "dataset", "protocol"]
+"""What a variant's row shares with its NoSCAM twin (pairs never cross models or defences)."""
+NO_DEFENCE = "none"
 SUMMARY_COLUMNS = [
     *GROUP_KEYS, "n_images", "object_acc", "object_acc_ci_low", "object_acc_ci_high", "attack_rate",
     "attack_rate_ci_low", "attack_rate_ci_high", "n_pairs", "paired_clean_acc", "paired_acc", "paired_drop",
@@ -26,7 +29,7 @@ PER_ATTACK_WORD_COLUMNS = [
     *GROUP_KEYS, "attack_word", "n_images", "object_acc", "object_acc_ci_low", "object_acc_ci_high",
     "attack_rate", "attack_rate_ci_low", "attack_rate_ci_high",
 ]
-LEADERBOARD_COLUMNS = ["model", "pretrained", "dataset", "protocol", "variant", "n_images", "object_acc",
+LEADERBOARD_COLUMNS = ["model", "pretrained", "defence", "dataset", "protocol", "variant", "n_images", "object_acc",
                        "attack_rate", "clean_variant_acc", "paired_drop"]
 SUMMARY_CSV = "summary.csv"
 PER_ATTACK_WORD_CSV = "per_attack_word.csv"
@@ -36,9 +39,18 @@ VARIANT_ORDER = ["SCAM", "NoSCAM", "SynthSCAM", "attacked"]
 
 
 def _add_outcomes(records: pd.DataFrame) -> pd.DataFrame:
-    out = records.copy()
+    out = with_defence_column(records)
     out["object_correct"] = (out["pred_label"] == out["object_label"]).astype(np.int64)
     out["predicted_attack"] = (out["pred_label"] == out["attack_word"]).astype(np.int64)
+    return out
+
+
+def with_defence_column(records: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `records` with a `defence` column (`none` in records written before real runs had defences)."""
+    out = records.copy()
+    if "defence" not in out.columns:
+        out.insert(out.columns.get_loc("pretrained") + 1 if "pretrained" in out.columns else len(out.columns),
+                   "defence", NO_DEFENCE)
     return out
 
 
@@ -57,22 +69,24 @@ def _rates(grouped: pd.core.groupby.DataFrameGroupBy) -> pd.DataFrame:
 def _sort(table: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
     order = {v: i for i, v in enumerate(VARIANT_ORDER)}
     rank = table["variant"].map(lambda v: order.get(v, len(order)))
-    model_order = {m: i for i, m in enumerate(dict.fromkeys(zip(table["model"], table["pretrained"])))}
-    key = pd.Series([model_order[m] for m in zip(table["model"], table["pretrained"])], index=table.index)
+    # Models, then each model's defences, in the order they first appear (the run's config order).
+    series = list(zip(table["model"], table["pretrained"], table["defence"]))
+    model_order = {m: i for i, m in enumerate(dict.fromkeys(series))}
+    key = pd.Series([model_order[m] for m in series], index=table.index)
     return (table.assign(_m=key, _v=rank).sort_values(["_m", "dataset", "protocol", "_v", *extra], kind="stable")
             .drop(columns=["_m", "_v"]).reset_index(drop=True))
 
 
 def build_paired_drop(records: pd.DataFrame) -> pd.DataFrame:
     """Accuracy on the text-free twin minus accuracy on each attacked variant, over the photos
-    present in both, paired by `photo_id` (never by row position).
+    present in both, paired by `photo_id` (never by row position) within the same model and defence.
 
     Returns:
-        One row per (model, pretrained, dataset, variant, protocol) of an attacked variant that
+        One row per (model, pretrained, defence, dataset, variant, protocol) of an attacked variant that
         has NoSCAM twins: n_pairs, paired_clean_acc, paired_acc, paired_drop (fractions in [-1, 1]).
     """
     rec = _add_outcomes(records)
-    keys = ["model", "pretrained", "dataset", "protocol"]
+    keys = _PAIR_KEYS
     clean = rec[rec["variant"] == CLEAN_VARIANT][[*keys, "photo_id", "object_correct"]]
     attacked = rec[rec["variant"] != CLEAN_VARIANT]
     if clean.empty or attacked.empty:
@@ -86,7 +100,7 @@ def build_paired_drop(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_summary(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, pretrained, dataset, variant, protocol).
+    """One row per (model, pretrained, defence, dataset, variant, protocol).
 
     object_acc: share of images predicted as their object label; attack_rate: share predicted as
     their attack word; each with a 95% Wilson interval. For attacked variants with a NoSCAM twin,
@@ -101,7 +115,7 @@ def build_summary(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_per_attack_word(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, pretrained, dataset, variant, protocol, attack word): n_images,
+    """One row per (model, pretrained, defence, dataset, variant, protocol, attack word): n_images,
     object_acc and attack_rate with 95% Wilson intervals."""
     if records.empty:
         return pd.DataFrame(columns=PER_ATTACK_WORD_COLUMNS)
@@ -110,13 +124,13 @@ def build_per_attack_word(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_real_leaderboard(summary: pd.DataFrame) -> pd.DataFrame:
-    """Models ranked per (dataset, protocol) by object accuracy on the attacked images (most
-    robust first): every variant except the text-free NoSCAM, with NoSCAM's accuracy and the
-    paired drop beside it where the dataset has it."""
+    """Models (each defence of a model a separate entry) ranked per (dataset, protocol) by object
+    accuracy on the attacked images (most robust first): every variant except the text-free NoSCAM,
+    with NoSCAM's accuracy (same model and defence) and the paired drop beside it where the dataset has it."""
+    summary = with_defence_column(summary)
     rows = summary[summary["variant"] != CLEAN_VARIANT].copy()
-    clean = summary[summary["variant"] == CLEAN_VARIANT][["model", "pretrained", "dataset", "protocol", "object_acc"]]
-    rows = rows.merge(clean.rename(columns={"object_acc": "clean_variant_acc"}),
-                      on=["model", "pretrained", "dataset", "protocol"], how="left")
+    clean = summary[summary["variant"] == CLEAN_VARIANT][[*_PAIR_KEYS, "object_acc"]]
+    rows = rows.merge(clean.rename(columns={"object_acc": "clean_variant_acc"}), on=_PAIR_KEYS, how="left")
     rows = rows.sort_values(["dataset", "protocol", "variant", "object_acc"], ascending=[True, True, True, False],
                             kind="stable")
     return rows[LEADERBOARD_COLUMNS].reset_index(drop=True)

@@ -51,7 +51,7 @@ PHOTO_OF = ("a photo of {}.",)
 
 _REAL_KEYS = (
     "dataset", "data", "hf_split", "models", "model", "pretrained", "protocol", "templates", "limit", "seed",
-    "batch_size", "device", "precision", "out", "cache_dir", "workers", "chunk_size", "compile",
+    "batch_size", "device", "precision", "out", "cache_dir", "workers", "chunk_size", "compile", "defences", "defence",
 )
 
 
@@ -92,6 +92,8 @@ class RealConfig:
         workers: Image decoding threads.
         chunk_size: Images per committed chunk (resume granularity).
         compile: torch.compile the image encoder.
+        defences: Canonical defence texts (`typoattack.defences.spec`), each a `defence` value of
+            the records; `none` is the undefended model.
     """
 
     dataset: RealDataset
@@ -110,6 +112,7 @@ class RealConfig:
     workers: int = 2
     chunk_size: int = 1000
     compile: bool = False
+    defences: tuple[str, ...] = ("none",)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -120,6 +123,8 @@ class RealConfig:
             raise ConfigError(f"--data hf:... is read for --dataset scam only; for {self.dataset.value} give the "
                               "folder the dataset's zip file unpacks to")
         check_run_settings(self.seed, self.limit, self.batch_size, self.workers, self.chunk_size)
+        if not self.defences or len(set(self.defences)) != len(self.defences):
+            raise ConfigError(f"`defences` must list distinct defences, got {list(self.defences)}")
         if self.templates not in (DEFAULT_TEMPLATES, *BUILTIN_TEMPLATES) and not Path(self.templates).is_file():
             raise ConfigError(f"templates {self.templates!r} is neither 'dataset', 'openai', 'simple' "
                               "nor an existing YAML file")
@@ -148,11 +153,15 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
     Raises:
         ConfigError: A key is unknown, a value has the wrong type, or a required key is missing.
     """
-    from typoattack.config.loading import as_batch_size, as_bool, as_enum, as_int, as_str, parse_models
+    from typoattack.config.loading import (
+        _parse_defence_texts, as_batch_size, as_bool, as_enum, as_int, as_str, parse_models,
+    )
 
     for key in raw:
         if not isinstance(key, str) or key not in _REAL_KEYS:
             raise ConfigError(f"unknown config key `{key}` for `typoattack real`.{suggest(str(key), _REAL_KEYS)}")
+    if "defences" in raw and "defence" in raw:
+        raise ConfigError("give `defences` or `defence`, not both")
     for key, flag in (("dataset", "--dataset scam|rta100|paint|disentangle|folder"), ("data", "--data PATH|hf:NAME")):
         if raw.get(key) is None:
             raise ConfigError(f"no {key} given; pass {flag} or set `{key}` in the config")
@@ -176,6 +185,7 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
         workers=as_int("workers", raw.get("workers", 2)),
         chunk_size=as_int("chunk_size", raw.get("chunk_size", 1000)),
         compile=as_bool("compile", raw.get("compile", False)),
+        defences=_parse_defence_texts(raw.get("defences", raw.get("defence", ["none"])), None),
     )
 
 
@@ -186,7 +196,9 @@ def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | Non
         path: The YAML file (or a built-in config name), or None for the flags alone.
         overrides: Settings keyed as in the YAML file; None values are ignored.
     """
-    from typoattack.config.loading import resolve_path, resolve_pretrained, load_yaml_mapping, resolve_config_path
+    from typoattack.config.loading import (
+        _parse_defence_texts, load_yaml_mapping, resolve_config_path, resolve_path, resolve_pretrained,
+    )
 
     raw: dict[str, Any] = {}
     if path is not None:
@@ -201,6 +213,11 @@ def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | Non
         if "pretrained" in raw:
             raw["pretrained"] = ([resolve_pretrained(v, base) for v in raw["pretrained"]]
                                  if isinstance(raw["pretrained"], list) else resolve_pretrained(raw["pretrained"], base))
+        if "defences" in raw or "defence" in raw:
+            if "defences" in raw and "defence" in raw:
+                raise ConfigError("give `defences` or `defence`, not both")
+            # Heads and prefix files in the YAML are relative to it, as eval's.
+            raw["defences"] = list(_parse_defence_texts(raw.pop("defences", raw.pop("defence", None)), base))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "model" in overrides or "pretrained" in overrides:
         if "models" in raw and "model" not in overrides:

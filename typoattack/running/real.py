@@ -2,10 +2,12 @@
 Disentangling, any labelled folder) classified zero-shot against their object labels and attack
 words, under the union or the binary protocol.
 
-Validate cheaply first (data format, templates, device, weights), then per model: load it, build
-the text classifier over the dataset's vocabulary (cached on disk like eval's), encode the images
-with the model's own preprocessing in batches, and commit the records per shard of `chunk_size`
-images (`typoattack.running.rundir`), so a rerun of the same command resumes.
+Validate cheaply first (data format, templates, device, weights), then per model: load it, check
+the defences against it, build the text classifier over the dataset's vocabulary (cached on disk
+like eval's) with the classifiers and head sets of the defences, encode the images with the
+model's own preprocessing in batches (once per image-side defence variant), and commit the
+records per shard of `chunk_size` images (`typoattack.running.rundir`), so a rerun of the same
+command resumes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typoattack.analysis.report import RUN_FILE, SKIPPED_CSV, write_csv
 from typoattack.config.loading import load_templates
 from typoattack.config.real import DEFAULT_TEMPLATES, Protocol, RealConfig, get_default_templates
 from typoattack.config.types import ModelSpec
-from typoattack.data.real_datasets import RealSource, open_real_dataset, select_photos
+from typoattack.data.real_datasets import RealItem, RealSource, open_real_dataset, select_photos
 from typoattack.errors import ConfigError, DataError
 from typoattack.running import rundir
 from typoattack.running.progress import NullProgress, ProgressReporter
@@ -124,7 +126,7 @@ def _build_run_info(cfg: RealConfig, source: RealSource, templates: tuple[str, .
 def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrite: bool = False) -> RealResult:
     """Evaluate the models of `cfg` on a real typographic-attack dataset and write the results.
 
-    Writes records.parquet (REAL_RECORD_COLUMNS, one row per image x model), summary.csv,
+    Writes records.parquet (REAL_RECORD_COLUMNS, one row per image x model x defence), summary.csv,
     per_attack_word.csv, skipped.csv and run.json (`kind: real`) to `cfg.out`. Work is committed
     per (model, shard of `chunk_size` images); rerunning the same config resumes.
 
@@ -179,9 +181,14 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
 def _evaluate_model(cfg: RealConfig, out: Path, source: RealSource, indices: list[int], templates: tuple[str, ...],
                     vocabulary: list[str], device: torch.device, m_index: int, spec: ModelSpec, info: dict[str, Any],
                     chunk_paths: list[Path], skipped: dict[str, str], progress: ProgressReporter) -> None:
-    """Load one model and classify every shard not yet committed; append its run.json entry."""
+    """Load one model and classify every shard not yet committed; append its run.json entry.
+
+    Raises:
+        ConfigError: A defence does not fit the model (heads of a ResNet or out of range, a prefix of another width).
+    """
     import torch
 
+    from typoattack.defences.apply import build_defence_set, check_defences
     from typoattack.models.classify import build_classifier
     from typoattack.models.loading import create_model
     from typoattack.running.evaluate import BatchEncoder, resolve_batch_size
@@ -190,14 +197,21 @@ def _evaluate_model(cfg: RealConfig, out: Path, source: RealSource, indices: lis
     progress.log(f"Loading {spec.label} on {device}")
     loaded = create_model(spec, device, cfg.precision, compile=cfg.compile)
     t_load = time.perf_counter() - t0
+    check_defences(loaded, cfg.defences)
     t0 = time.perf_counter()
     classifier, cached = build_classifier(
         loaded, vocabulary, templates, cfg.cache_dir,
         progress=progress.start(f"Classifier {spec.label} ({len(vocabulary)} labels, {len(templates)} templates)",
                                 len(vocabulary)))
+
+    def build_templates(name: str) -> tuple[torch.Tensor, bool]:
+        return build_classifier(loaded, vocabulary, load_templates(name), cfg.cache_dir)
+
+    # Text-side defences add classifiers over the vocabulary, image-side ones encoder passes.
+    defences = build_defence_set(loaded, cfg.defences, classifier, cached, build_templates, vocabulary, cfg.cache_dir)
     t_classifier = time.perf_counter() - t0
     batch_size = resolve_batch_size(cfg.batch_size, device)
-    encoder = BatchEncoder(loaded, classifier, batch_size, progress)
+    encoder = BatchEncoder(loaded, defences, batch_size, progress)
     shards = [indices[i:i + cfg.chunk_size] for i in range(0, len(indices), cfg.chunk_size)]
     info["chunks_total"] += len(shards)
     advance = progress.start(f"Evaluating {spec.label}", len(indices))
@@ -227,7 +241,8 @@ def _evaluate_model(cfg: RealConfig, out: Path, source: RealSource, indices: lis
         "name": spec.name, "pretrained": spec.pretrained, "weights_id": loaded.weights_id,
         "input_size": list(loaded.canvas_size), "transform": loaded.transform_key,
         "n_images": len(indices) - n_model_skipped, "n_skipped": n_model_skipped,
-        "classifier_from_cache": cached, "batch_size": batch_size, "encoder_batch_size_final": encoder.max_batch,
+        "classifier_from_cache": cached, "defences": list(defences.labels),
+        "batch_size": batch_size, "encoder_batch_size_final": encoder.max_batch,
         "seconds": {"load_model": round(t_load, 3), "classifier": round(t_classifier, 3), "evaluate": round(t_eval, 3)},
         "images_encoded_this_session": encoded,
         "images_per_second": round(encoded / t_eval, 1) if encoded and t_eval > 0 else None,
@@ -248,7 +263,8 @@ def _decode(source: RealSource, index: int, transform: Callable[[Any], Any]) -> 
 def _evaluate_shard(cfg: RealConfig, source: RealSource, shard: list[int], loaded: LoadedModel,
                     encoder: BatchEncoder, vocabulary: list[str], batch_size: int, pool: ThreadPoolExecutor,
                     advance: Callable[[int], None]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Classify the images of one shard; return their records and the images that were skipped."""
+    """Classify the images of one shard under every defence of `encoder`; return their records
+    (image by image, then defence by defence in config order) and the images that were skipped."""
     import torch
 
     label_index = {label: i for i, label in enumerate(vocabulary)}
@@ -265,22 +281,32 @@ def _evaluate_shard(cfg: RealConfig, source: RealSource, shard: list[int], loade
             items = [source.items[i] for i, _ in good]
             obj = np.array([label_index[it.object_label] for it in items], dtype=np.int64)
             atk = np.array([label_index[it.attack_word] for it in items], dtype=np.int64)
-            scores = score_logits(encoder(x), obj, atk, cfg.protocol)
+            logits = encoder.encode(x)  # [n_defences, B, V]
+            labels = encoder.defences.labels
+            scores = [score_logits(logits[d], obj, atk, cfg.protocol) for d in range(len(labels))]
             for k, it in enumerate(items):
-                rows.append({
-                    "image_id": it.image_id, "photo_id": it.photo_id, "model": loaded.spec.name,
-                    "pretrained": loaded.spec.pretrained or "", "dataset": cfg.dataset.value, "variant": it.variant,
-                    "protocol": cfg.protocol.value, "object_label": it.object_label, "attack_word": it.attack_word,
-                    "pred_label": (it.object_label if scores["pred_is_object"][k] else it.attack_word)
-                    if cfg.protocol is Protocol.BINARY else vocabulary[int(scores["pred_index"][k])],
-                    "p_object": float(scores["p_object"][k]), "p_attack": float(scores["p_attack"][k]),
-                    "n_classes": 2 if cfg.protocol is Protocol.BINARY else len(vocabulary),
-                    "postit_area_pct": it.postit_area_pct,
-                })
+                for defence, score in zip(labels, scores):
+                    rows.append(_build_record(cfg, loaded, vocabulary, it, defence, score, k))
         advance(len(batch))
     frame = pd.DataFrame(rows, columns=REAL_RECORD_COLUMNS)
     return frame.astype({"p_object": np.float32, "p_attack": np.float32, "n_classes": np.int64,
                          "postit_area_pct": np.float64}), skipped
+
+
+def _build_record(cfg: RealConfig, loaded: LoadedModel, vocabulary: list[str], it: RealItem, defence: str,
+                  scores: dict[str, np.ndarray], k: int) -> dict[str, Any]:
+    """The record of item `it` under one defence, from the `score_logits` of its batch (row `k`)."""
+    binary = cfg.protocol is Protocol.BINARY
+    return {
+        "image_id": it.image_id, "photo_id": it.photo_id, "model": loaded.spec.name,
+        "pretrained": loaded.spec.pretrained or "", "defence": defence, "dataset": cfg.dataset.value,
+        "variant": it.variant, "protocol": cfg.protocol.value, "object_label": it.object_label,
+        "attack_word": it.attack_word,
+        "pred_label": (it.object_label if scores["pred_is_object"][k] else it.attack_word)
+        if binary else vocabulary[int(scores["pred_index"][k])],
+        "p_object": float(scores["p_object"][k]), "p_attack": float(scores["p_attack"][k]),
+        "n_classes": 2 if binary else len(vocabulary), "postit_area_pct": it.postit_area_pct,
+    }
 
 
 def score_logits(logits: torch.Tensor, object_index: np.ndarray, attack_index: np.ndarray, protocol: Protocol) -> dict[str, np.ndarray]:

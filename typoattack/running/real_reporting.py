@@ -13,7 +13,9 @@ import pandas as pd
 from typoattack.analysis.real_report import (
     build_real_leaderboard_cells, plot_real_accuracy, plot_real_examples, write_real_report,
 )
-from typoattack.analysis.real_tables import build_real_leaderboard, build_summary, write_real_tables
+from typoattack.analysis.real_tables import (
+    build_real_leaderboard, build_summary, with_defence_column, write_real_tables,
+)
 from typoattack.analysis.report import format_markdown_table, load_records, read_run_info, write_csv
 from typoattack.config.real import RealDataset
 from typoattack.errors import OutputError, TypoAttackError
@@ -37,8 +39,8 @@ def split_real_runs(dirs: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def collect_real_examples(records: pd.DataFrame, info: dict[str, Any], n: int = EXAMPLES) -> list[dict[str, Any]]:
-    """Up to `n` photos of the run's first model (spread over the variants) with their predictions,
-    decoded with that model's preprocessing.
+    """Up to `n` photos of the run's first model under its first defence (spread over the variants)
+    with their predictions, decoded with that model's preprocessing.
 
     Raises:
         TypoAttackError: The photos or the model's preprocessing cannot be read here.
@@ -54,6 +56,8 @@ def collect_real_examples(records: pd.DataFrame, info: dict[str, Any], n: int = 
     source = open_real_dataset(RealDataset(config["dataset"]), config["data"], config.get("hf_split", "train"))
     index = {item.image_id: i for i, item in enumerate(source.items)}
     mine = records[(records["model"] == spec.name) & (records["pretrained"] == (spec.pretrained or ""))]
+    if "defence" in mine.columns and not mine.empty:
+        mine = mine[mine["defence"] == mine["defence"].iloc[0]]
     variants = list(dict.fromkeys(mine["variant"]))
     per_variant = max(1, n // len(variants))
     rows = pd.concat([mine[mine["variant"] == v].head(per_variant) for v in variants])
@@ -86,12 +90,12 @@ def run_real_report(run_dirs: list[Path], out: Path, progress: ProgressReporter 
             raise OutputError(f"the run in {d} is incomplete ({info.get('chunks_done', 0)} of "
                               f"{info.get('chunks_total', '?')} chunks); rerun the same `typoattack real` command "
                               "to resume it")
-        records = load_records(d)
+        records = with_defence_column(load_records(d))
         write_real_tables(records, d)
         all_records.append(records)
         infos.append(info)
     records = pd.concat(all_records, ignore_index=True)
-    if records.duplicated(["model", "pretrained", "dataset", "protocol", "image_id"]).any():
+    if records.duplicated(["model", "pretrained", "defence", "dataset", "protocol", "image_id"]).any():
         raise OutputError("two of the runs hold the same model, dataset and protocol; report runs of different "
                           "models, datasets or protocols")
     out.mkdir(parents=True, exist_ok=True)
