@@ -321,11 +321,11 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
         executor=as_enum("executor", Executor, raw.get("executor", "local")),
         ray_address=None if raw.get("ray_address") is None else as_str("ray_address", raw["ray_address"]),
         shard=parse_shard(raw.get("shard")),
-        defences=_parse_defence_texts(raw.get("defences", raw.get("defence", ["none"])), base),
+        defences=parse_defence_texts(raw.get("defences", raw.get("defence", ["none"])), base),
     )
 
 
-def _parse_defence_texts(value: Any, base: Path | None) -> tuple[str, ...]:
+def parse_defence_texts(value: Any, base: Path | None) -> tuple[str, ...]:
     """The canonical texts of the `defences` values (files resolved against `base`)."""
     from typoattack.defences.spec import parse_defences
 
@@ -387,7 +387,7 @@ def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None
         elif isinstance(raw.get("font"), list):
             raw["font"] = [resolve_font_path(f, base) if isinstance(f, str) else f for f in raw["font"]]
         if "defences" in raw or "defence" in raw:
-            raw["defences"] = list(_parse_defence_texts(raw.pop("defences", raw.pop("defence", None)), base))
+            raw["defences"] = list(parse_defence_texts(raw.pop("defences", raw.pop("defence", None)), base))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "models" in raw and "pretrained" in overrides and "model" not in overrides:
         entries = raw["models"] if isinstance(raw["models"], list) else [raw["models"]]

@@ -154,7 +154,7 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
         ConfigError: A key is unknown, a value has the wrong type, or a required key is missing.
     """
     from typoattack.config.loading import (
-        _parse_defence_texts, as_batch_size, as_bool, as_enum, as_int, as_str, parse_models,
+        parse_defence_texts, as_batch_size, as_bool, as_enum, as_int, as_str, parse_models,
     )
 
     for key in raw:
@@ -185,7 +185,7 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
         workers=as_int("workers", raw.get("workers", 2)),
         chunk_size=as_int("chunk_size", raw.get("chunk_size", 1000)),
         compile=as_bool("compile", raw.get("compile", False)),
-        defences=_parse_defence_texts(raw.get("defences", raw.get("defence", ["none"])), None),
+        defences=parse_defence_texts(raw.get("defences", raw.get("defence", ["none"])), None),
     )
 
 
@@ -197,7 +197,7 @@ def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | Non
         overrides: Settings keyed as in the YAML file; None values are ignored.
     """
     from typoattack.config.loading import (
-        _parse_defence_texts, load_yaml_mapping, resolve_config_path, resolve_path, resolve_pretrained,
+        parse_defence_texts, load_yaml_mapping, resolve_config_path, resolve_path, resolve_pretrained,
     )
 
     raw: dict[str, Any] = {}
@@ -217,7 +217,7 @@ def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | Non
             if "defences" in raw and "defence" in raw:
                 raise ConfigError("give `defences` or `defence`, not both")
             # Heads and prefix files in the YAML are relative to it, as eval's.
-            raw["defences"] = list(_parse_defence_texts(raw.pop("defences", raw.pop("defence", None)), base))
+            raw["defences"] = list(parse_defence_texts(raw.pop("defences", raw.pop("defence", None)), base))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "model" in overrides or "pretrained" in overrides:
         if "models" in raw and "model" not in overrides:
