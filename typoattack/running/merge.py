@@ -59,8 +59,8 @@ def check_shard_set(run_dirs: list[Path], infos: list[dict[str, Any]]) -> dict[s
     first = infos[0]
     for run_dir, info in zip(run_dirs[1:], infos[1:]):
         if info.get("kind") != first.get("kind"):
-            raise OutputError(f"{run_dirs[0]} is a shard of a `{first.get('kind') or 'eval'}` run and {run_dir} of a "
-                              f"`{info.get('kind') or 'eval'}` run; merge only the shards of one run")
+            raise OutputError(f"{run_dirs[0]} is a shard of `typoattack {first.get('kind') or 'eval'}` and {run_dir} of "
+                              f"`typoattack {info.get('kind') or 'eval'}`; merge only the shards of one run")
         if info.get("fingerprint") != first.get("fingerprint") or info.get("cells") != first.get("cells"):
             raise OutputError(f"{run_dirs[0]} and {run_dir} are shards of different runs (config, seed, vocabulary "
                               "or images differ); merge only the shards of one run")
