@@ -1,7 +1,8 @@
 """Executors: where the evaluation cells of a run are computed.
 
 Both hand each cell's records back to the driver (`on_result`), which commits them as the same
-atomic chunk files, so a run is resumable whichever executor computed it.
+atomic chunk files, so a run is resumable whichever executor computed it. They run eval's cells by
+default, or another pipeline's (`CellKind`: `typoattack.running.real_cells.REAL_CELLS`).
 
 - `LocalExecutor`: cell after cell in this process, one model loaded at a time.
 - `RayExecutor`: one Ray task per cell, with one GPU where the cluster has GPUs (one CPU
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from typoattack.config.types import Executor, RunConfig
 from typoattack.errors import ConfigError, TypoAttackError
-from typoattack.running.cells import CellResult, CellTask, create_model_context, evaluate_cell, run_cell
+from typoattack.running.cells import CellTask, create_model_context, evaluate_cell, run_cell
 from typoattack.running.progress import ProgressReporter
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ class CellExecutor(Protocol):
 
     def run(self, tasks: Sequence[Any], on_result: Callable[[Any], None],
             progress: ProgressReporter) -> None:
-        """Evaluate every task (a `CellTask`, or the task of another `CellKind`); call `on_result` in the driver process as each cell finishes."""
+        """Evaluate every task (a `CellTask`, or the task of another `CellKind`); call `on_result`
+        in the driver process as each cell finishes."""
         ...
 
 

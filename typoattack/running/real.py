@@ -169,7 +169,7 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
     unpaired = get_unpaired_warning(source, indices)
     if unpaired:
         progress.log(f"[bold yellow]{unpaired}[/]")
-    shard_info = rundir.get_shard_info(cfg)  # type: ignore[arg-type]
+    shard_info = rundir.get_shard_info(cfg)
     if previous is not None and rundir.describe_shard(previous.get("shard")) != rundir.describe_shard(shard_info):
         raise OutputError(f"{out} holds {rundir.describe_shard(previous.get('shard'))} of this run, not "
                           f"{rundir.describe_shard(shard_info)}; choose another --out")
