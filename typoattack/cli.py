@@ -292,15 +292,23 @@ def _merge(run_dirs: list[Path], out: Path, overwrite: bool) -> None:
 
     with _user_errors():
         result = run_merge(run_dirs, out, overwrite=overwrite)
-    for table in build_rich_tables(result.per_word):
-        console.print(table)
+    if result.info.get("kind") == "real":
+        from typoattack.analysis.real_report import build_summary_rich_table
+
+        config = result.info["config"]
+        console.print(build_summary_rich_table(result.per_word, f"Real typographic attacks: {config['dataset']}, "
+                                               f"protocol {config['protocol']}"))
+    else:
+        for table in build_rich_tables(result.per_word):
+            console.print(table)
     console.print(f"Merged {len(run_dirs)} shard folders into {result.out_dir}/ ({len(result.records)} records, "
                   f"{len(result.info['cells'])} cells)", highlight=False)
 
 
 @app.command("merge")
 def merge_command(
-    run_dirs: Annotated[list[Path], typer.Argument(help="The folders written by `typoattack eval --shard K/N`.")],
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="The folders written by `typoattack eval --shard K/N` (or `typoattack real --shard K/N`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -338,9 +346,13 @@ def _real(config: str | None, overrides: dict[str, Any], overwrite: bool) -> Non
         cfg = load_real_config(config, overrides)
         with _progress() as progress:
             result = run_real(cfg, progress=progress, overwrite=overwrite)
-    table = build_summary_rich_table(result.summary, f"Real typographic attacks: {cfg.dataset.value}, "
-                                     f"protocol {cfg.protocol.value}")
-    console.print(table)
+    shard = result.info.get("shard")
+    if shard:
+        console.print(f"Shard {shard['index']}/{shard['count']}: {len(shard['cells'])} of {len(result.info['cells'])} "
+                      "cells; combine all shard folders with `typoattack merge DIR... --out DIR`", highlight=False)
+    else:
+        console.print(build_summary_rich_table(result.summary, f"Real typographic attacks: {cfg.dataset.value}, "
+                                               f"protocol {cfg.protocol.value}"))
     console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, {result.info['n_skipped']} skipped images)",
                   highlight=False)
     for warning in cfg.model_warnings:
@@ -392,6 +404,7 @@ def real_command(
     precision: PrecisionOption = None, seed: SeedOption = None, cache_dir: CacheDirOption = None,
     workers: WorkersOption = None, chunk_size: ChunkSizeOption = None, compile: CompileOption = None,
     overwrite: OverwriteOption = False, defence: DefencesOption = None,
+    executor: ExecutorOption = None, ray_address: RayAddressOption = None, shard: ShardOption = None,
 ) -> None:
     """Classify real photos with typographic attacks (SCAM, RTA-100, PAINT, Disentangling, a folder) zero-shot."""
     _real(config, _get_overrides(locals()), overwrite)

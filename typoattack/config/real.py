@@ -16,7 +16,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from typoattack.config.types import BUILTIN_TEMPLATES, ModelSpec, Precision, check_run_settings, get_model_warnings
+from typoattack.config.types import (
+    BUILTIN_TEMPLATES, Executor, ModelSpec, Precision, ShardSpec, check_run_settings, get_model_warnings,
+)
 from typoattack.constants import DEFAULT_CACHE_DIR
 from typoattack.errors import ConfigError, suggest
 from typoattack.files import expand_path
@@ -52,6 +54,7 @@ PHOTO_OF = ("a photo of {}.",)
 _REAL_KEYS = (
     "dataset", "data", "hf_split", "models", "model", "pretrained", "protocol", "templates", "limit", "seed",
     "batch_size", "device", "precision", "out", "cache_dir", "workers", "chunk_size", "compile", "defences", "defence",
+    "executor", "ray_address", "shard",
 )
 
 
@@ -94,6 +97,9 @@ class RealConfig:
         compile: torch.compile the image encoder.
         defences: Canonical defence texts (`typoattack.defences.spec`), each a `defence` value of
             the records; `none` is the undefended model.
+        executor: Where the cells (model x chunk of images) run.
+        ray_address: Ray cluster address (None: RAY_ADDRESS, else a local cluster).
+        shard: Evaluate only this shard of the cells (`typoattack merge` combines the shards).
     """
 
     dataset: RealDataset
@@ -113,6 +119,9 @@ class RealConfig:
     chunk_size: int = 1000
     compile: bool = False
     defences: tuple[str, ...] = ("none",)
+    executor: Executor = Executor.LOCAL
+    ray_address: str | None = None
+    shard: ShardSpec | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -142,7 +151,8 @@ class RealConfig:
     def fingerprint(self) -> str:
         """A JSON string of the settings that determine the records (not out, cache, speed settings)."""
         d = self.to_dict()
-        for key in ("out", "cache_dir", "workers", "batch_size", "device", "compile"):
+        for key in ("out", "cache_dir", "workers", "batch_size", "device", "compile", "executor", "ray_address",
+                    "shard"):
             d.pop(key)
         return json.dumps(d, sort_keys=True)
 
@@ -154,7 +164,7 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
         ConfigError: A key is unknown, a value has the wrong type, or a required key is missing.
     """
     from typoattack.config.loading import (
-        parse_defence_texts, as_batch_size, as_bool, as_enum, as_int, as_str, parse_models,
+        parse_defence_texts, as_batch_size, as_bool, as_enum, as_int, as_str, parse_models, parse_shard,
     )
 
     for key in raw:
@@ -186,6 +196,9 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
         chunk_size=as_int("chunk_size", raw.get("chunk_size", 1000)),
         compile=as_bool("compile", raw.get("compile", False)),
         defences=parse_defence_texts(raw.get("defences", raw.get("defence", ["none"])), None),
+        executor=as_enum("executor", Executor, raw.get("executor", "local")),
+        ray_address=None if raw.get("ray_address") is None else as_str("ray_address", raw["ray_address"]),
+        shard=parse_shard(raw.get("shard")),
     )
 
 

@@ -1,7 +1,8 @@
 """Executors: where the evaluation cells of a run are computed.
 
 Both hand each cell's records back to the driver (`on_result`), which commits them as the same
-atomic chunk files, so a run is resumable whichever executor computed it.
+atomic chunk files, so a run is resumable whichever executor computed it. They run eval's cells by
+default, or another pipeline's (`CellKind`: `typoattack.running.real_cells.REAL_CELLS`).
 
 - `LocalExecutor`: cell after cell in this process, one model loaded at a time.
 - `RayExecutor`: one Ray task per cell, with one GPU where the cluster has GPUs (one CPU
@@ -15,12 +16,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from typoattack.config.types import Executor, RunConfig
 from typoattack.errors import ConfigError, TypoAttackError
-from typoattack.running.cells import CellResult, CellTask, create_model_context, evaluate_cell, run_cell
+from typoattack.running.cells import CellTask, create_model_context, evaluate_cell, run_cell
 from typoattack.running.progress import ProgressReporter
+
+if TYPE_CHECKING:
+    from typoattack.config.real import RealConfig
 
 RAY_INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'typoattack[ray]'"
 MAX_RETRIES = 3
@@ -33,24 +38,53 @@ removes it and kills its worker process (Ray then retries the task)."""
 class CellExecutor(Protocol):
     """What the runner needs from an executor."""
 
-    def run(self, tasks: Sequence[CellTask], on_result: Callable[[CellResult], None],
+    def run(self, tasks: Sequence[Any], on_result: Callable[[Any], None],
             progress: ProgressReporter) -> None:
-        """Evaluate every task; call `on_result` in the driver process as each cell finishes."""
+        """Evaluate every task (a `CellTask`, or the task of another `CellKind`); call `on_result`
+        in the driver process as each cell finishes."""
         ...
+
+
+def _load_eval_context(task: CellTask, progress: ProgressReporter) -> Any:
+    return create_model_context(task.cfg, task.model_index, task.indices, progress)
+
+
+@dataclass(frozen=True)
+class CellKind:
+    """How the cells of one pipeline are computed (eval's by default; `real` has its own).
+
+    A task has `model_index` and `n_jobs`; a context (a loaded model) has `model_index`.
+
+    Attributes:
+        load: (task, progress) -> the model context of the task's model, in this process.
+        evaluate: (context, task, advance) -> the cell's result.
+        run: task -> result, loading (or reusing) the model in the calling process; a
+            module-level function, so Ray can send it to its workers.
+    """
+
+    load: Callable[[Any, ProgressReporter], Any]
+    evaluate: Callable[[Any, Any, Any], Any]
+    run: Callable[[Any], Any]
+
+
+EVAL_CELLS = CellKind(_load_eval_context, evaluate_cell, run_cell)
 
 
 class LocalExecutor:
     """Evaluate the cells one after another in this process."""
 
-    def run(self, tasks: Sequence[CellTask], on_result: Callable[[CellResult], None],
+    def __init__(self, kind: CellKind = EVAL_CELLS) -> None:
+        self.kind = kind
+
+    def run(self, tasks: Sequence[Any], on_result: Callable[[Any], None],
             progress: ProgressReporter) -> None:
         advance = progress.start(f"Evaluating {len(tasks)} cells", sum(t.n_jobs for t in tasks))
         ctx = None
         for task in tasks:
             if ctx is None or ctx.model_index != task.model_index:
                 ctx = None  # frees the previous model before loading the next
-                ctx = create_model_context(task.cfg, task.model_index, task.indices, progress)
-            on_result(evaluate_cell(ctx, task, advance))
+                ctx = self.kind.load(task, progress)
+            on_result(self.kind.evaluate(ctx, task, advance))
 
 
 def import_ray() -> Any:
@@ -85,8 +119,8 @@ def connect_ray(address: str | None) -> Any:
     return ray
 
 
-def _run_cell_task(task: CellTask) -> CellResult:
-    """The body of a Ray task."""
+def _run_cell_task(task: Any, cell_fn: Callable[[Any], Any] = run_cell) -> Any:
+    """The body of a Ray task (`cell_fn`: the `CellKind.run` of the run's pipeline)."""
     marker = os.environ.get(FAULT_MARKER_ENV)
     if marker:
         try:
@@ -95,16 +129,17 @@ def _run_cell_task(task: CellTask) -> CellResult:
             pass
         else:
             os._exit(1)
-    return run_cell(task)
+    return cell_fn(task)
 
 
 class RayExecutor:
     """Evaluate each cell as a Ray task; one progress bar over all cells on the driver."""
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self, address: str | None, kind: CellKind = EVAL_CELLS) -> None:
         self.address = address
+        self.kind = kind
 
-    def run(self, tasks: Sequence[CellTask], on_result: Callable[[CellResult], None],
+    def run(self, tasks: Sequence[Any], on_result: Callable[[Any], None],
             progress: ProgressReporter) -> None:
         ray = connect_ray(self.address)
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
@@ -112,7 +147,7 @@ class RayExecutor:
                                                     max_retries=MAX_RETRIES)
         progress.log(f"Ray: {len(tasks)} cells on {_describe_cluster(ray)}")
         advance = progress.start(f"Evaluating {len(tasks)} cells on Ray", sum(t.n_jobs for t in tasks))
-        pending = {remote.remote(task): task for task in tasks}
+        pending = {remote.remote(task, self.kind.run): task for task in tasks}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -125,7 +160,7 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
 
 
-def _get_result(ray: Any, ref: Any) -> CellResult:
+def _get_result(ray: Any, ref: Any) -> Any:
     """A task's result; a user error raised in the worker comes back as that error (one line)."""
     try:
         return ray.get(ref)
@@ -142,9 +177,9 @@ def _describe_cluster(ray: Any) -> str:
     return (f"{nodes} node(s), {int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs")
 
 
-def create_executor(cfg: RunConfig) -> CellExecutor:
-    """The executor `cfg.executor` names."""
+def create_executor(cfg: RunConfig | RealConfig, kind: CellKind = EVAL_CELLS) -> CellExecutor:
+    """The executor `cfg.executor` names, computing cells of `kind`."""
     if cfg.executor is Executor.RAY:
         import_ray()
-        return RayExecutor(cfg.ray_address)
-    return LocalExecutor()
+        return RayExecutor(cfg.ray_address, kind)
+    return LocalExecutor(kind)

@@ -1,5 +1,6 @@
-"""`typoattack merge`: combine the folders of `eval --shard K/N` runs into one run folder with the
-tables a single run writes (records.parquet in cell order, per_word, confusion, skipped, run.json).
+"""`typoattack merge`: combine the folders of `eval --shard K/N` (or `real --shard K/N`) runs into
+one run folder with the tables a single run writes (records.parquet in cell order, per_word,
+confusion, skipped, run.json; summary and per_attack_word for a real run).
 
 Merging refuses folders of different runs (fingerprints), unfinished shards, and sets whose cells
 are missing or given twice.
@@ -15,16 +16,18 @@ from typing import Any
 
 import pandas as pd
 
+from typoattack.analysis.real_tables import write_real_tables
 from typoattack.analysis.report import SKIPPED_CSV, read_run_info, summarize_clean, write_csv, write_tables
 from typoattack.data.classes import list_class_names
 from typoattack.errors import OutputError
 from typoattack.files import write_atomic
 from typoattack.running import rundir
+from typoattack.running.real import RUN_KIND as REAL_KIND
 
 
 @dataclass
 class MergeResult:
-    """What `run_merge` wrote."""
+    """What `run_merge` wrote (`per_word`: the summary table of a real run)."""
 
     out_dir: Path
     records: pd.DataFrame
@@ -35,11 +38,12 @@ class MergeResult:
 def _read_shard(run_dir: Path) -> dict[str, Any]:
     info = read_run_info(run_dir)
     if not info.get("shard"):
-        raise OutputError(f"{run_dir} holds a whole run, not a shard; merge takes the folders of `eval --shard K/N`")
+        raise OutputError(f"{run_dir} holds a whole run, not a shard; merge takes the folders of `eval --shard K/N` "
+                          "or `real --shard K/N`")
     if not info.get("complete"):
         raise OutputError(f"{run_dir} (shard {info['shard']['index']}/{info['shard']['count']}) is unfinished "
                           f"({info.get('chunks_done', 0)} of {info.get('chunks_total', '?')} cells); rerun its "
-                          "`typoattack eval` command to finish it")
+                          f"`typoattack {info.get('kind') or 'eval'}` command to finish it")
     return info
 
 
@@ -54,6 +58,9 @@ def check_shard_set(run_dirs: list[Path], infos: list[dict[str, Any]]) -> dict[s
     """
     first = infos[0]
     for run_dir, info in zip(run_dirs[1:], infos[1:]):
+        if info.get("kind") != first.get("kind"):
+            raise OutputError(f"{run_dirs[0]} is a shard of `typoattack {first.get('kind') or 'eval'}` and {run_dir} of "
+                              f"`typoattack {info.get('kind') or 'eval'}`; merge only the shards of one run")
         if info.get("fingerprint") != first.get("fingerprint") or info.get("cells") != first.get("cells"):
             raise OutputError(f"{run_dirs[0]} and {run_dir} are shards of different runs (config, seed, vocabulary "
                               "or images differ); merge only the shards of one run")
@@ -105,13 +112,18 @@ def run_merge(run_dirs: list[Path], out: Path, overwrite: bool = False) -> Merge
         write_atomic(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
         paths.append(target)
     records = rundir.merge_chunks(out, paths)
-    per_word = write_tables(records, out, list_class_names())
+    real = infos[0].get("kind") == REAL_KIND
+    per_word = write_real_tables(records, out) if real else write_tables(records, out, list_class_names())
     skipped = pd.concat([pd.read_csv(d / SKIPPED_CSV, dtype=str, keep_default_na=False) for d in run_dirs],
                         ignore_index=True).drop_duplicates().sort_values(["image_id", "reason"])
     write_csv(skipped.reset_index(drop=True), out / SKIPPED_CSV)
 
     info = _build_merged_info(run_dirs, infos)
-    rundir.finish_run_info(info, records, len(skipped), summarize_clean(records), time.perf_counter() - t0, None)
+    if real:
+        info.update({"complete": True, "n_records": len(records), "n_skipped": len(skipped),
+                     "finished": rundir.get_timestamp(), "seconds_total_this_session": round(time.perf_counter() - t0, 3)})
+    else:
+        rundir.finish_run_info(info, records, len(skipped), summarize_clean(records), time.perf_counter() - t0, None)
     rundir.save_run_info(out, info)
     return MergeResult(out, records, per_word, info)
 

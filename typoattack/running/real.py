@@ -6,8 +6,9 @@ Validate cheaply first (data format, templates, device, weights), then per model
 the defences against it, build the text classifier over the dataset's vocabulary (cached on disk
 like eval's) with the classifiers and head sets of the defences, encode the images with the
 model's own preprocessing in batches (once per image-side defence variant), and commit the
-records per shard of `chunk_size` images (`typoattack.running.rundir`), so a rerun of the same
-command resumes.
+records per cell (model, shard of `chunk_size` images; `typoattack.running.real_cells`), so a
+rerun of the same command resumes. The cells run on the configured executor (this process or
+Ray); with `--shard K/N` only that shard's cells run and `typoattack merge` writes the tables.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ from typoattack.analysis.real_tables import (
 from typoattack.analysis.report import RUN_FILE, SKIPPED_CSV, write_csv
 from typoattack.config.loading import load_templates
 from typoattack.config.real import DEFAULT_TEMPLATES, Protocol, RealConfig, get_default_templates
-from typoattack.config.types import ModelSpec
+from typoattack.config.types import Executor
 from typoattack.data.real_datasets import RealItem, RealSource, open_real_dataset, select_photos
-from typoattack.errors import ConfigError, DataError
+from typoattack.errors import ConfigError, DataError, OutputError
 from typoattack.running import rundir
 from typoattack.running.progress import NullProgress, ProgressReporter
 
 if TYPE_CHECKING:
     import torch
+
+    from typoattack.running.real_cells import RealCellTask
 
     from typoattack.models.loading import LoadedModel
     from typoattack.running.evaluate import BatchEncoder
@@ -128,7 +131,9 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
 
     Writes records.parquet (REAL_RECORD_COLUMNS, one row per image x model x defence), summary.csv,
     per_attack_word.csv, skipped.csv and run.json (`kind: real`) to `cfg.out`. Work is committed
-    per (model, shard of `chunk_size` images); rerunning the same config resumes.
+    per cell (model, shard of `chunk_size` images); rerunning the same config resumes, whichever
+    executor computed the cells. With `cfg.shard`, only that shard's cells are evaluated and no
+    summary tables are written (`typoattack merge` writes them from all the shards).
 
     Args:
         cfg: The resolved config (`out` must be set).
@@ -143,6 +148,10 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
         raise ConfigError("no output folder; pass --out DIR or set `out` in the config")
     out = Path(cfg.out)
     t_start = time.perf_counter()
+    if cfg.executor is Executor.RAY:
+        from typoattack.running.executors import import_ray
+
+        import_ray()  # says how to install Ray before any work
     source, templates = _validate_before_loading(cfg)
     vocabulary = source.list_vocabulary()
     indices = select_photos(source.items, cfg.limit, cfg.seed)
@@ -160,17 +169,41 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
     unpaired = get_unpaired_warning(source, indices)
     if unpaired:
         progress.log(f"[bold yellow]{unpaired}[/]")
+    shard_info = rundir.get_shard_info(cfg)
+    if previous is not None and rundir.describe_shard(previous.get("shard")) != rundir.describe_shard(shard_info):
+        raise OutputError(f"{out} holds {rundir.describe_shard(previous.get('shard'))} of this run, not "
+                          f"{rundir.describe_shard(shard_info)}; choose another --out")
     info = _build_run_info(cfg, source, templates, vocabulary, fingerprint, device, len(indices), previous)
+    from typoattack.running.real_cells import plan_real_cells
+
+    tasks = plan_real_cells(cfg, indices)
+    mine = rundir.select_shard(tasks, cfg.shard)
+    info["executor"] = cfg.executor.value
+    info["shard"] = None if shard_info is None else {**shard_info, "cells": [t.cell_id for t in mine]}
+    info["cells"] = [t.cell_id for t in tasks]
+    chunk_paths = [rundir.get_chunk_path(out, t.cell_id) for t in mine]
+    pending = [t for t, path in zip(mine, chunk_paths) if not path.is_file()]
+    info["chunks_total"], info["chunks_done"] = len(mine), len(mine) - len(pending)
     rundir.save_run_info(out, info)
-    chunk_paths: list[Path] = []
     skipped: dict[str, str] = {}
-    for m_index, spec in enumerate(cfg.models):
-        _evaluate_model(cfg, out, source, indices, templates, vocabulary, device, m_index, spec, info,
-                        chunk_paths, skipped, progress)
+    model_skipped = [0] * len(cfg.models)
+    for task, path in zip(mine, chunk_paths):
+        if path.is_file():
+            done = set(pd.read_parquet(path, columns=["image_id"])["image_id"])
+            earlier = {source.items[i].image_id for i in task.items} - done
+            skipped.update({k: "could not be decoded (earlier session)" for k in earlier})
+            model_skipped[task.model_index] += len(earlier)
+    _evaluate_cells(cfg, out, pending, info, skipped, model_skipped, previous, progress)
+    for m_index, entry in enumerate(info["models"]):
+        entry["n_images"] = sum(t.n_jobs for t in mine if t.model_index == m_index) - model_skipped[m_index]
     records = rundir.merge_chunks(out, chunk_paths)
     if records.empty:
         raise DataError(f"none of the {len(indices)} images could be decoded (e.g. {next(iter(skipped.values()), '?')})")
-    summary = write_real_tables(records, out)
+    if cfg.shard is None:
+        summary = write_real_tables(records, out)
+    else:
+        # A shard's tables would describe a part of the photos: only `typoattack merge` writes them.
+        summary = pd.DataFrame()
     write_csv(pd.DataFrame(sorted(skipped.items()), columns=["image_id", "reason"]), out / SKIPPED_CSV)
     info.update({"complete": True, "n_records": len(records), "n_skipped": len(skipped), "finished": rundir.get_timestamp(),
                  "seconds_total_this_session": round(time.perf_counter() - t_start, 3)})
@@ -178,75 +211,51 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
     return RealResult(out, records, summary, info)
 
 
-def _evaluate_model(cfg: RealConfig, out: Path, source: RealSource, indices: list[int], templates: tuple[str, ...],
-                    vocabulary: list[str], device: torch.device, m_index: int, spec: ModelSpec, info: dict[str, Any],
-                    chunk_paths: list[Path], skipped: dict[str, str], progress: ProgressReporter) -> None:
-    """Load one model and classify every shard not yet committed; append its run.json entry.
+def _evaluate_cells(cfg: RealConfig, out: Path, pending: list[RealCellTask], info: dict[str, Any],
+                    skipped: dict[str, str], model_skipped: list[int], previous: dict[str, Any] | None,
+                    progress: ProgressReporter) -> None:
+    """Run the pending cells on the configured executor, committing each cell's chunk as its
+    records arrive; then write each model's entry in run.json (`n_images` is filled by the caller)."""
+    from typoattack.models.loading import get_canvas_transform, get_weights_id, resolve_device
+    from typoattack.running.evaluate import resolve_batch_size
+    from typoattack.running.executors import create_executor
+    from typoattack.running.real_cells import REAL_CELLS, RealCellResult
 
-    Raises:
-        ConfigError: A defence does not fit the model (heads of a ResNet or out of range, a prefix of another width).
-    """
-    import torch
+    by_model: list[dict[str, Any]] = [{"encoded": 0, "seconds": 0.0, "info": {}} for _ in cfg.models]
 
-    from typoattack.defences.apply import build_defence_set, check_defences
-    from typoattack.models.classify import build_classifier
-    from typoattack.models.loading import create_model
-    from typoattack.running.evaluate import BatchEncoder, resolve_batch_size
+    def commit(result: RealCellResult) -> None:
+        rundir.save_chunk(result.records, rundir.get_chunk_path(out, result.cell_id))
+        skipped.update(result.skipped)
+        model_skipped[result.model_index] += len(result.skipped)
+        stats = by_model[result.model_index]
+        stats["encoded"] += len(result.records) // len(cfg.defences)  # records hold every defence
+        stats["seconds"] += result.seconds
+        seconds = {**stats["info"].get("seconds", {}), **result.model_info.get("seconds", {})}
+        stats["info"] = {**stats["info"], **result.model_info, "seconds": seconds}
+        info["chunks_done"] += 1
+        rundir.save_run_info(out, info)
 
-    t0 = time.perf_counter()
-    progress.log(f"Loading {spec.label} on {device}")
-    loaded = create_model(spec, device, cfg.precision, compile=cfg.compile)
-    t_load = time.perf_counter() - t0
-    check_defences(loaded, cfg.defences)
-    t0 = time.perf_counter()
-    classifier, cached = build_classifier(
-        loaded, vocabulary, templates, cfg.cache_dir,
-        progress=progress.start(f"Classifier {spec.label} ({len(vocabulary)} labels, {len(templates)} templates)",
-                                len(vocabulary)))
-
-    def build_templates(name: str) -> tuple[torch.Tensor, bool]:
-        return build_classifier(loaded, vocabulary, load_templates(name), cfg.cache_dir)
-
-    # Text-side defences add classifiers over the vocabulary, image-side ones encoder passes.
-    defences = build_defence_set(loaded, cfg.defences, classifier, cached, build_templates, vocabulary, cfg.cache_dir)
-    t_classifier = time.perf_counter() - t0
-    batch_size = resolve_batch_size(cfg.batch_size, device)
-    encoder = BatchEncoder(loaded, defences, batch_size, progress)
-    shards = [indices[i:i + cfg.chunk_size] for i in range(0, len(indices), cfg.chunk_size)]
-    info["chunks_total"] += len(shards)
-    advance = progress.start(f"Evaluating {spec.label}", len(indices))
-    encoded, n_model_skipped = 0, 0
-    t0 = time.perf_counter()
-    with torch.inference_mode(), ThreadPoolExecutor(max_workers=max(cfg.workers, 1)) as pool:
-        for s_index, shard in enumerate(shards):
-            path = rundir.get_chunk_path(out, rundir.get_cell_id(m_index, spec, s_index))
-            chunk_paths.append(path)
-            if path.is_file():
-                done = pd.read_parquet(path, columns=["image_id"])
-                shard_skipped = {source.items[i].image_id for i in shard} - set(done["image_id"])
-                skipped.update({k: "could not be decoded (earlier session)" for k in shard_skipped})
-                n_model_skipped += len(shard_skipped)
-                advance(len(shard))
-            else:
-                frame, shard_skipped = _evaluate_shard(cfg, source, shard, loaded, encoder, vocabulary, batch_size,
-                                                       pool, advance)
-                rundir.save_chunk(frame, path)
-                skipped.update(shard_skipped)
-                n_model_skipped += len(shard_skipped)
-                encoded += len(frame)
-            info["chunks_done"] += 1
-            rundir.save_run_info(out, info)
-    t_eval = time.perf_counter() - t0
-    info["models"].append({
-        "name": spec.name, "pretrained": spec.pretrained, "weights_id": loaded.weights_id,
-        "input_size": list(loaded.canvas_size), "transform": loaded.transform_key,
-        "n_images": len(indices) - n_model_skipped, "n_skipped": n_model_skipped,
-        "classifier_from_cache": cached, "defences": list(defences.labels),
-        "batch_size": batch_size, "encoder_batch_size_final": encoder.max_batch,
-        "seconds": {"load_model": round(t_load, 3), "classifier": round(t_classifier, 3), "evaluate": round(t_eval, 3)},
-        "images_encoded_this_session": encoded,
-        "images_per_second": round(encoded / t_eval, 1) if encoded and t_eval > 0 else None,
-    })
+    if pending:
+        create_executor(cfg, REAL_CELLS).run(pending, commit, progress)
+    old_models = (previous or {}).get("models") or []
+    for m_index, spec in enumerate(cfg.models):
+        stats, old = by_model[m_index], (old_models[m_index] if m_index < len(old_models) else {})
+        model_info, encoded, seconds = stats["info"], stats["encoded"], stats["seconds"]
+        loaded = {k: model_info.get(k, old.get(k)) for k in ("weights_id", "input_size", "transform")}
+        if None in loaded.values():  # every cell was committed before and run.json lacks the model
+            _, key, size = get_canvas_transform(spec)
+            loaded = {"weights_id": get_weights_id(spec), "input_size": list(size), "transform": key}
+        info["models"].append({
+            "name": spec.name, "pretrained": spec.pretrained, **loaded, "n_images": None,
+            "n_skipped": model_skipped[m_index],
+            "classifier_from_cache": model_info.get("classifier_from_cache", old.get("classifier_from_cache")),
+            "defences": model_info.get("defences", old.get("defences", list(cfg.defences))),
+            "batch_size": resolve_batch_size(cfg.batch_size, resolve_device(cfg.device)),
+            "encoder_batch_size_final": model_info.get("encoder_batch_size_final", old.get("encoder_batch_size_final")),
+            "seconds": {**model_info.get("seconds", {}), "evaluate": round(seconds, 3)},
+            "images_encoded_this_session": encoded,
+            "images_per_second": round(encoded / seconds, 1) if encoded and seconds > 0 else None,
+        })
     rundir.save_run_info(out, info)
 
 
@@ -260,10 +269,11 @@ def _decode(source: RealSource, index: int, transform: Callable[[Any], Any]) -> 
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def _evaluate_shard(cfg: RealConfig, source: RealSource, shard: list[int], loaded: LoadedModel,
+def evaluate_photos(cfg: RealConfig, source: RealSource, shard: list[int], loaded: LoadedModel,
                     encoder: BatchEncoder, vocabulary: list[str], batch_size: int, pool: ThreadPoolExecutor,
                     advance: Callable[[int], None]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Classify the images of one shard under every defence of `encoder`; return their records
+    """Classify the photos `shard` (indices into `source.items`) under every defence of `encoder`
+    (in inference mode); return their records
     (image by image, then defence by defence in config order) and the images that were skipped."""
     import torch
 

@@ -15,7 +15,7 @@ import os
 import platform
 import shutil
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from typoattack.data.classes import list_class_names
 from typoattack.errors import OutputError
 from typoattack.files import get_label_slug, write_parquet_atomic, write_text_atomic
 from typoattack.records import Condition
+
+if TYPE_CHECKING:
+    from typoattack.config.real import RealConfig
 
 CHUNKS_DIR = "chunks"
 REPORT_DIR = "report"
@@ -104,7 +107,7 @@ def select_shard(cells: list[T], shard: ShardSpec | None) -> list[T]:
     return cells[shard.index - 1::shard.count]
 
 
-def get_shard_info(cfg: RunConfig) -> dict[str, int] | None:
+def get_shard_info(cfg: RunConfig | RealConfig) -> dict[str, int] | None:
     """The `shard` entry of run.json, without its cell list (None for a whole run)."""
     return None if cfg.shard is None else {"index": cfg.shard.index, "count": cfg.shard.count}
 
