@@ -177,6 +177,12 @@ def _describe_cluster(ray: Any) -> str:
     return (f"{nodes} node(s), {int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs")
 
 
+def check_executor(executor: Executor) -> None:
+    """Fail before any work when `executor` cannot run here (Ray not installed: says how to install it)."""
+    if executor is Executor.RAY:
+        import_ray()
+
+
 def create_executor(cfg: RunConfig | RealConfig, kind: CellKind = EVAL_CELLS) -> CellExecutor:
     """The executor `cfg.executor` names, computing cells of `kind`."""
     if cfg.executor is Executor.RAY:

@@ -31,9 +31,8 @@ from typoattack.analysis.real_tables import (
 from typoattack.analysis.report import RUN_FILE, SKIPPED_CSV, write_csv
 from typoattack.config.loading import load_templates
 from typoattack.config.real import DEFAULT_TEMPLATES, Protocol, RealConfig, get_default_templates
-from typoattack.config.types import Executor
 from typoattack.data.real_datasets import RealItem, RealSource, open_real_dataset, select_photos
-from typoattack.errors import ConfigError, DataError, OutputError
+from typoattack.errors import DataError, OutputError
 from typoattack.running import rundir
 from typoattack.running.progress import NullProgress, ProgressReporter
 
@@ -144,14 +143,11 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
         TypoAttackError: A user-fixable problem (config, data format, weights, output folder).
     """
     progress = progress or NullProgress()
-    if not cfg.out:
-        raise ConfigError("no output folder; pass --out DIR or set `out` in the config")
-    out = Path(cfg.out)
+    out = rundir.get_out_dir(cfg.out)
     t_start = time.perf_counter()
-    if cfg.executor is Executor.RAY:
-        from typoattack.running.executors import import_ray
+    from typoattack.running.executors import check_executor
 
-        import_ray()  # says how to install Ray before any work
+    check_executor(cfg.executor)
     source, templates = _validate_before_loading(cfg)
     vocabulary = source.list_vocabulary()
     indices = select_photos(source.items, cfg.limit, cfg.seed)

@@ -26,7 +26,7 @@ from typoattack.analysis.report import (
 )
 from typoattack.config.types import ModelSpec, RunConfig, ShardSpec, Vocabulary
 from typoattack.data.classes import list_class_names
-from typoattack.errors import OutputError
+from typoattack.errors import ConfigError, OutputError
 from typoattack.files import get_label_slug, write_parquet_atomic, write_text_atomic
 from typoattack.records import Condition
 
@@ -51,6 +51,17 @@ def get_run_fingerprint(cfg: RunConfig, vocab: Vocabulary, templates: tuple[str,
     h.update(json.dumps(list(templates)).encode())
     h.update("\n".join(image_ids).encode())
     return h.hexdigest()
+
+
+def get_out_dir(out: str | None) -> Path:
+    """The output folder of a run.
+
+    Raises:
+        ConfigError: No output folder was given.
+    """
+    if not out:
+        raise ConfigError("no output folder; pass --out DIR or set `out` in the config")
+    return Path(out)
 
 
 def prepare_out_dir(out: Path, fingerprint: str, overwrite: bool) -> dict[str, Any] | None:

@@ -17,11 +17,11 @@ from typoattack.analysis.report import SKIPPED_CSV, summarize_clean, write_csv, 
 from typoattack.attack.masks import MaskRequest, create_attack_masks
 from typoattack.attack.render import AttackMask, check_glyphs
 from typoattack.config.loading import load_templates, load_vocab
-from typoattack.config.types import Executor, RunConfig, Vocabulary
+from typoattack.config.types import RunConfig, Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import list_class_names
 from typoattack.data.sources import ImageSource, open_image_source, select_subset
-from typoattack.errors import ConfigError, DataError, OutputError
+from typoattack.errors import DataError, OutputError
 from typoattack.records import Condition, list_conditions
 from typoattack.running import rundir
 from typoattack.running.cells import CellResult, CellTask
@@ -117,14 +117,11 @@ def run_eval(cfg: RunConfig, progress: ProgressReporter | None = None, overwrite
         TypoAttackError: A user-fixable problem (config, data, weights, font, output folder).
     """
     progress = progress or NullProgress()
-    if not cfg.out:
-        raise ConfigError("no output folder; pass --out DIR or set `out` in the config")
-    out = Path(cfg.out)
+    out = rundir.get_out_dir(cfg.out)
     t_start = time.perf_counter()
-    if cfg.executor is Executor.RAY:
-        from typoattack.running.executors import import_ray
+    from typoattack.running.executors import check_executor
 
-        import_ray()  # says how to install Ray before any work
+    check_executor(cfg.executor)
     vocab, templates, source, mask_seconds = _validate_before_loading(cfg, progress)
     indices = select_subset(source.items, cfg.limit, cfg.seed)
     fingerprint = rundir.get_run_fingerprint(cfg, vocab, templates, [source.items[i].image_id for i in indices])

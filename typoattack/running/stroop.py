@@ -26,7 +26,7 @@ from typoattack.attack.stroop import (
 from typoattack.config.stroop import StroopConfig, load_colours
 from typoattack.config.types import DataSpec, ModelSpec, format_color
 from typoattack.data.sources import ImageSource, open_image_source, select_subset
-from typoattack.errors import ConfigError, DataError, OutputError, TypoAttackError
+from typoattack.errors import DataError, OutputError, TypoAttackError
 from typoattack.running import rundir
 from typoattack.running.progress import NullProgress, ProgressReporter
 
@@ -105,9 +105,7 @@ def run_stroop(cfg: StroopConfig, progress: ProgressReporter | None = None, over
     from typoattack.models.loading import check_precision, check_weights_available, resolve_device
 
     progress = progress or NullProgress()
-    if not cfg.out:
-        raise ConfigError("no output folder; pass --out DIR or set `out` in the config")
-    out = Path(cfg.out)
+    out = rundir.get_out_dir(cfg.out)
     t_start = time.perf_counter()
     colours = load_colours(cfg.colours)
     source, image_indices = open_background_images(cfg.background_data, cfg.background_limit, cfg.seed)
