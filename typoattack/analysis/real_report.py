@@ -15,10 +15,9 @@ from rich.table import Table
 
 from typoattack.analysis.figure_style import get_colors, plain_text, save_figure, truncate_label, plt
 from typoattack.analysis.report import (
-    REPORT_CSS, ReportBlock, format_html_block, format_markdown_block, list_run_blocks, build_table_block,
+    ReportBlock, build_table_block, list_run_blocks, write_report_pages,
 )
 from typoattack.config.types import get_model_warnings
-from typoattack.files import write_text_atomic
 
 SUMMARY_HEADER = ["model", "pretrained", "defence", "dataset", "protocol", "variant", "n", "object acc [95% CI]",
                   "attack rate [95% CI]", "paired drop (NoSCAM − variant)"]
@@ -175,12 +174,4 @@ def write_real_report(out_dir: Path, summary: pd.DataFrame, leaderboard: pd.Data
     blocks.append(ReportBlock("h2", "Runs"))
     for index, info in enumerate(run_infos, start=1):
         blocks += list_run_blocks(info, index)
-    md = [line for block in blocks for line in format_markdown_block(block, out_dir)]
-    md_path, html_path = out_dir / f"{name}.md", out_dir / f"{name}.html"
-    write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")
-    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<title>typoattack report: real typographic attacks</title>\n"
-            f"<style>{REPORT_CSS}</style>\n</head>\n<body>\n" + "\n".join(format_html_block(b) for b in blocks)
-            + "\n</body>\n</html>\n")
-    write_text_atomic(html_path, page)
-    return md_path, html_path
+    return write_report_pages(blocks, out_dir, name, "typoattack report: real typographic attacks")

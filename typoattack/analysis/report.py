@@ -487,8 +487,18 @@ def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFram
         if not f.is_file():
             raise FileNotFoundError(f"write_report: figure {f} does not exist")
     blocks = _list_report_blocks(per_word, leaderboard, figures, run_infos, title, notes)
+    return write_report_pages(blocks, out_dir, "report", title)
+
+
+def write_report_pages(blocks: Sequence[ReportBlock], out_dir: Path, stem: str, title: str) -> tuple[Path, Path]:
+    """Write `blocks` as `{stem}.md` (figures linked by relative path) and a self-contained
+    `{stem}.html` (figures embedded, every string escaped) into `out_dir`.
+
+    Returns:
+        (path of the .md, path of the .html).
+    """
     md = [line for block in blocks for line in format_markdown_block(block, out_dir)]
-    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path, html_path = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
     write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

@@ -6,7 +6,6 @@ are views of it, so `typoattack report` recomputes them from the rows alone.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,11 @@ from typoattack.analysis.figure_style import plain_text, save_figure, truncate_l
 from typoattack.analysis.labels import format_percent, format_value, get_model_label, is_missing
 from typoattack.analysis.metrics import wilson_interval
 from typoattack.analysis.report import (
-    REPORT_CSS, ReportBlock, format_html_block, format_markdown_block, list_run_blocks, build_table_block, write_csv,
+    ReportBlock, build_table_block, list_run_blocks, write_csv, write_report_pages,
 )
 from typoattack.attack.stroop import IMAGE_BACKGROUND_PREFIX
 from typoattack.config.types import get_model_warnings
 from typoattack.errors import OutputError
-from typoattack.files import write_text_atomic
 
 STROOP_CSV = "stroop.csv"
 STROOP_SUMMARY_CSV = "stroop_summary.csv"
@@ -288,14 +286,7 @@ def write_stroop_report(out_dir: Path, summary: pd.DataFrame, figures: Sequence[
         blocks.append(ReportBlock("h2", "Runs"))
     for index, info in enumerate(run_infos, start=1):
         blocks += list_run_blocks(info, index)
-    md = [line for block in blocks for line in format_markdown_block(block, out_dir)]
-    md_path, html_path = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
-    write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")
-    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(format_html_block(b) for b in blocks) + "\n</body>\n</html>\n")
-    write_text_atomic(html_path, page)
-    return md_path, html_path
+    return write_report_pages(blocks, out_dir, stem, title)
 
 
 def is_stroop_run_info(info: dict[str, Any]) -> bool:

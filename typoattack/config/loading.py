@@ -450,6 +450,16 @@ def load_vocab(path: str | Path) -> Vocabulary:
     return Vocabulary(name=name, words=tuple(words), path=str(path))
 
 
+def has_one_placeholder(template: str) -> bool:
+    """True when `template` holds exactly one `{}` and no other replacement field (`{{`/`}}` are
+    literal braces)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError:
+        return False
+    return fields == [""]
+
+
 def load_templates(name_or_path: str) -> tuple[str, ...]:
     """Return zero-shot prompt templates as format strings with one `{}` for the class name.
 
@@ -479,11 +489,7 @@ def load_templates(name_or_path: str) -> tuple[str, ...]:
     templates = []
     for t in doc:
         t = t.replace("{c}", "{}")
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
-        except ValueError:
-            fields = []
-        if fields != [""]:
+        if not has_one_placeholder(t):
             raise ConfigError(f"template {t!r} in {path} must contain exactly one {{}} (or {{c}}) for the class name "
                               "and no other braces (write {{ and }} for literal ones)")
         templates.append(t)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 from typoattack.attack.stroop import Colour, ColourSet
 from typoattack.config.loading import (
-    as_batch_size, as_enum, as_int, as_list, as_str, is_name, parse_models, resolve_path,
+    as_batch_size, as_enum, as_int, as_list, as_str, has_one_placeholder, is_name, parse_models, resolve_path,
     resolve_pretrained, load_yaml_mapping, parse_color, resolve_config_path, resolve_font_path,
 )
 from typoattack.config.types import ModelSpec, Precision, format_color, get_model_warnings
@@ -130,11 +129,7 @@ class StroopConfig:
 def check_prompt(template: str) -> None:
     """Raise ConfigError unless `template` holds exactly one `{}` and no other braces (`{c}` is
     read as `{}` when the config is built)."""
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError:
-        fields = []
-    if fields != [""]:
+    if not has_one_placeholder(template):
         raise ConfigError(f"prompt {template!r} must contain exactly one {{}} where the colour name goes, "
                           "e.g. 'my favorite word, written in the color {}' (write {{ and }} for literal braces)")
 
