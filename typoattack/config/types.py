@@ -130,16 +130,19 @@ class Vocabulary:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model to evaluate: an open_clip name (or hf-hub:/local-dir: id) and its weights.
+    """A model to evaluate: its name in a backend and its weights.
 
     Attributes:
-        name: open_clip model name, `hf-hub:org/repo` or `local-dir:/path`.
+        name: open_clip: a model name, `hf-hub:org/repo` or `local-dir:/path`; transformers: a Hub
+            repo id or a folder written by `save_pretrained`.
         pretrained: open_clip pretrained tag, a checkpoint file path, `seed:N` (random weights
-            from seed N, only to test the pipeline), or None for hf-hub:/local-dir: ids.
+            from seed N, only to test the pipeline), or None (hf-hub:/local-dir: ids, transformers).
+        backend: The model family's backend (`typoattack.backends.registry`).
     """
 
     name: str
     pretrained: str | None = None
+    backend: str = "open_clip"
 
     @property
     def label(self) -> str:

@@ -1,0 +1,36 @@
+"""The backends by name: the one place that names every model family.
+
+A new backend is one module with a `Backend` subclass plus one line here.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+from typoattack.backends.base import Backend
+from typoattack.errors import ConfigError, suggest
+
+DEFAULT_BACKEND = "open_clip"
+_BACKENDS: dict[str, str] = {
+    "open_clip": "typoattack.backends.open_clip:OpenClipBackend",
+    "transformers": "typoattack.backends.transformers:TransformersBackend",
+}
+
+
+def list_backends() -> list[str]:
+    """The `--backend` values."""
+    return list(_BACKENDS)
+
+
+@functools.cache
+def get_backend(name: str) -> Backend:
+    """The backend called `name` (its module is imported on first use).
+
+    Raises:
+        ConfigError: No backend has that name (the message lists them).
+    """
+    if name not in _BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; use one of {', '.join(_BACKENDS)}.{suggest(name, _BACKENDS)}")
+    module, _, cls = _BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
