@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import typoattack
-from typoattack.config.types import Executor, Placement, Precision
+from typoattack.config.types import Executor, Placement, Precision, RealDataset
 from typoattack.errors import TypoAttackError
 
 app = typer.Typer(
@@ -90,8 +90,13 @@ def main(
 ConfigOption = Annotated[Optional[str], typer.Option(
     "--config", "-c", help="Run config: a YAML file or a built-in name (ci, paper, sweep-fraction); flags override its keys.")]
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder.")]
-ModelOption = Annotated[Optional[str], typer.Option(help="open_clip model name, hf-hub:ORG/REPO or local-dir:PATH.")]
-PretrainedOption = Annotated[Optional[str], typer.Option(help="Pretrained tag (e.g. openai), checkpoint file, or seed:N.")]
+ModelsOption = Annotated[Optional[list[str]], typer.Option(
+    "--model", help="Model: an open_clip name, hf-hub:ORG/REPO or local-dir:PATH (open_clip), or a Hub id or "
+                    "save_pretrained folder (transformers); repeat for several.")]
+PretrainedsOption = Annotated[Optional[list[str]], typer.Option(
+    "--pretrained", help="Pretrained tag (e.g. openai), checkpoint file or seed:N; one for all models or one per --model.")]
+BackendsOption = Annotated[Optional[list[str]], typer.Option(
+    "--backend", help="Model family: open_clip (default) or transformers; one for all models or one per --model.")]
 DataOption = Annotated[Optional[str], typer.Option(help="ImageNet-val folder, image folder with labels.csv, or hf:NAME.")]
 LabelsOption = Annotated[Optional[str], typer.Option(help="Labels CSV (file, class_index); default DATA/labels.csv.")]
 HfSplitOption = Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset.")]
@@ -117,20 +122,21 @@ PrecisionOption = Annotated[Optional[Precision], typer.Option(case_sensitive=Fal
 SeedOption = Annotated[Optional[int], typer.Option(help="Seed of the subset and the random placement.")]
 CacheDirOption = Annotated[Optional[str], typer.Option(help="Cache of canvases and classifiers.")]
 WorkersOption = Annotated[Optional[int], typer.Option(help="Image decoding processes.")]
-ChunkSizeOption = Annotated[Optional[int], typer.Option(help="Images per committed chunk (resume granularity).")]
+ChunkSizeOption = Annotated[Optional[int], typer.Option(help="Items per committed chunk (resume granularity).")]
 CompileOption = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the image encoder.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a different run in --out.")]
 ExecutorOption = Annotated[Optional[Executor], typer.Option(
-    case_sensitive=False, help="Where the cells (model x chunk of images) run: this process, or tasks on a Ray cluster.")]
+    case_sensitive=False, help="Where the cells (model x chunk of items) run: this process, or tasks on a Ray cluster.")]
 RayAddressOption = Annotated[Optional[str], typer.Option(
     help="Ray cluster address (default: RAY_ADDRESS of a running cluster, else a local one).")]
+RayTimeoutOption = Annotated[Optional[float], typer.Option(help="Seconds to wait for the Ray cluster (default 30).")]
 ShardOption = Annotated[Optional[str], typer.Option(
     help="Evaluate only shard K of N of the cells (K/N, e.g. 2/8); combine the folders with `typoattack merge`.")]
 DefencesOption = Annotated[Optional[list[str]], typer.Option(
     help="Defence: none, heads:L.H,L.H, heads:@FILE, prefix:PATH or templates:NAME|FILE; repeat for several.")]
 
 # Options whose YAML key is spelled differently.
-_YAML_KEYS = {"fraction": "fractions", "defence": "defences"}
+_YAML_KEYS = {"fraction": "fractions", "defence": "defences", "prompt": "prompt"}
 
 
 def _to_yaml_value(value: Any) -> Any:
@@ -149,32 +155,35 @@ def _get_overrides(options: dict[str, Any]) -> dict[str, Any]:
     return {_YAML_KEYS.get(k, k): _to_yaml_value(v) for k, v in options.items() if k not in ("config", "overwrite")}
 
 
-def _eval(config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
-    from typoattack.analysis.report import build_rich_tables
-    from typoattack.config.loading import load_run_config
-    from typoattack.running import runner
+def _run(task_name: str, config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
+    """Load a task's config, run it with progress bars, and print its summary and the closing line."""
+    from typoattack.engine.run import run_task
+    from typoattack.tasks.registry import get_task
 
+    task = get_task(task_name)
     with _user_errors():
-        cfg = load_run_config(config, overrides)
+        cfg = task.load_config(config, overrides)
         with _progress() as progress:
-            result = runner.run_eval(cfg, progress=progress, overwrite=overwrite)
-    shard = result.info.get("shard")
-    if shard:
-        console.print(f"Shard {shard['index']}/{shard['count']}: {len(shard['cells'])} of {len(result.info['cells'])} "
-                      "cells; combine all shard folders with `typoattack merge DIR... --out DIR`", highlight=False)
-    for table in build_rich_tables(result.per_word) if not shard else []:
-        console.print(table)
-    ips = result.info.get("images_per_second")
-    console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, "
-                  f"{result.info['n_skipped']} skipped images"
-                  + (f", {ips} images/s" if ips else "") + ")")
+            result = run_task(task, cfg, progress=progress, overwrite=overwrite)
+    info = result.info
+    if info.shard:
+        console.print(f"Shard {info.shard['index']}/{info.shard['count']}: {len(info.shard['cells'])} of "
+                      f"{len(info.cells)} cells; combine all shard folders with `typoattack merge DIR... --out DIR`",
+                      highlight=False)
+    else:
+        for renderable in task.show_summary(result.summary, info, console.width):
+            console.print(renderable)
+    ips = info.images_per_second
+    console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, {info.n_skipped} skipped images"
+                  + (f", {ips} images/s" if ips else "") + ")", highlight=False)
     for warning in cfg.model_warnings:
         console.print(f"[bold yellow]{warning}[/]")
 
 
 @app.command("eval")
 def eval_command(
-    config: ConfigOption = None, out: OutOption = None, model: ModelOption = None, pretrained: PretrainedOption = None,
+    config: ConfigOption = None, out: OutOption = None, model: ModelsOption = None,
+    pretrained: PretrainedsOption = None, backend: BackendsOption = None,
     data: DataOption = None, labels: LabelsOption = None, hf_split: HfSplitOption = None,
     hf_image_column: HfImageOption = None, hf_label_column: HfLabelOption = None, limit: LimitOption = None,
     vocab: VocabOption = None, fraction: FractionsOption = None, placement: PlacementsOption = None,
@@ -183,21 +192,21 @@ def eval_command(
     batch_size: BatchSizeOption = None, device: DeviceOption = None, precision: PrecisionOption = None,
     seed: SeedOption = None, cache_dir: CacheDirOption = None, workers: WorkersOption = None,
     chunk_size: ChunkSizeOption = None, compile: CompileOption = None, overwrite: OverwriteOption = False,
-    executor: ExecutorOption = None, ray_address: RayAddressOption = None, shard: ShardOption = None,
-    defence: DefencesOption = None,
+    executor: ExecutorOption = None, ray_address: RayAddressOption = None, ray_timeout: RayTimeoutOption = None,
+    shard: ShardOption = None, defence: DefencesOption = None,
 ) -> None:
     """Render attack words on images, classify them zero-shot, and write per-word and confusion tables."""
-    _eval(config, _get_overrides(locals()), overwrite)
+    _run("eval", config, _get_overrides(locals()), overwrite)
 
 
 def _prepare(config: str | None, overrides: dict[str, Any]) -> None:
-    from typoattack.config.loading import load_run_config
-    from typoattack.running import runner
+    from typoattack.tasks.synthetic.config import load_synthetic_config
+    from typoattack.tasks.synthetic.prepare import run_prepare
 
     with _user_errors():
-        cfg = load_run_config(config, overrides)
+        cfg = load_synthetic_config(config, overrides)
         with _progress() as progress:
-            summaries = runner.run_prepare(cfg, progress=progress)
+            summaries = run_prepare(cfg, progress=progress)
     for s in summaries:
         console.print(f"{s['cache']}: {s['n_images']} canvases {s['canvas_size'][0]}x{s['canvas_size'][1]} "
                       f"({s['gigabytes']} GB, {s['n_skipped']} skipped, {s['seconds']} s)", highlight=False)
@@ -207,8 +216,8 @@ def _prepare(config: str | None, overrides: dict[str, Any]) -> None:
 def prepare_command(
     config: ConfigOption = None, data: DataOption = None, labels: LabelsOption = None, hf_split: HfSplitOption = None,
     hf_image_column: HfImageOption = None, hf_label_column: HfLabelOption = None, limit: LimitOption = None,
-    model: ModelOption = None, pretrained: PretrainedOption = None, seed: SeedOption = None,
-    cache_dir: CacheDirOption = None, workers: WorkersOption = None,
+    model: ModelsOption = None, pretrained: PretrainedsOption = None, backend: BackendsOption = None,
+    seed: SeedOption = None, cache_dir: CacheDirOption = None, workers: WorkersOption = None,
 ) -> None:
     """Decode and resize every image once into the memory-mapped canvas cache (no weights needed)."""
     _prepare(config, _get_overrides(locals()))
@@ -216,8 +225,8 @@ def prepare_command(
 
 def _render(word: str, image: Path, fraction: float, placement: Placement, output: Path, size: int,
             style_options: dict[str, Any], seed: int) -> None:
-    from typoattack.config.loading import build_styles
-    from typoattack.running.preview import run_render
+    from typoattack.tasks.synthetic.config import build_styles
+    from typoattack.tasks.synthetic.preview import run_render
 
     with _user_errors():
         (style,) = build_styles({k: v for k, v in style_options.items() if v is not None})
@@ -244,36 +253,42 @@ def render_command(
 
 
 def _report(run_dirs: list[Path], out: Path | None) -> None:
-    from typoattack.analysis.report import build_rich_tables
-    from typoattack.running.reporting import run_report
+    from typoattack.engine.report import run_report
+    from typoattack.tasks.registry import get_tasks
 
     with _user_errors():
         with _progress() as progress:
-            per_word, out_dir = run_report(run_dirs, out, progress=progress)
-    for table in build_rich_tables(per_word):
-        console.print(table)
-    console.print(f"Rewrote the tables of {len(run_dirs)} run(s) from records.parquet; report in {out_dir}/ "
-                  "(report.html, report.md, plots, leaderboard)", highlight=False)
+            folder, parts = run_report(run_dirs, out, get_tasks(), progress=progress)
+    for task, part in parts:
+        if not part.table.empty:
+            from typoattack.engine.rundir import RunInfo
+
+            for renderable in task.show_summary(part.table, RunInfo(task.name, "", {}), console.width):
+                console.print(renderable)
+    pages = ", ".join(part.html.name for _, part in parts)
+    console.print(f"Rewrote the tables of {len(run_dirs)} run(s) from their records; report in {folder}/ ({pages}, "
+                  "figures, tables)", highlight=False)
 
 
 @app.command("report")
 def report_command(
-    run_dirs: Annotated[list[Path], typer.Argument(help="One or more folders written by `typoattack eval` or `typoattack real`.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run folders (of `eval`, `real` or `stroop`).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: DIR/report for one run, ./typoattack-report for several).")] = None,
 ) -> None:
-    """Recompute each run's tables from records.parquet; write plots, a leaderboard and report.html."""
+    """Recompute each run's tables from its records; write figures, tables and report.html."""
     _report(run_dirs, out)
 
 
-def _models(name: str | None) -> None:
-    from typoattack.models.loading import list_model_names, list_pretrained_tags
+def _models(name: str | None, backend: str) -> None:
+    from typoattack.backends.registry import get_backend
 
     with _user_errors():
+        family = get_backend(backend)
         if name is None:
-            for m in list_model_names():
+            for m in family.list_models():
                 console.print(m, highlight=False)
             return
-        tags = list_pretrained_tags(name)
+        tags = family.list_pretrained(name)
     console.print(f"{name}: " + (", ".join(tags) if tags else "no pretrained tags (use a checkpoint file or seed:N)"),
                   highlight=False)
 
@@ -281,34 +296,29 @@ def _models(name: str | None) -> None:
 @app.command("models")
 def models_command(
     name: Annotated[Optional[str], typer.Argument(help="Show the pretrained tags of this model.")] = None,
+    backend: Annotated[str, typer.Option(help="Model family: open_clip or transformers.")] = "open_clip",
 ) -> None:
-    """List open_clip model names, or the pretrained tags of one model."""
-    _models(name)
+    """List the model names of a backend, or the pretrained tags of one model."""
+    _models(name, backend)
 
 
 def _merge(run_dirs: list[Path], out: Path, overwrite: bool) -> None:
-    from typoattack.analysis.report import build_rich_tables
-    from typoattack.running.merge import run_merge
+    from typoattack.engine.merge import run_merge
+    from typoattack.tasks.registry import get_tasks
 
+    tasks = get_tasks()
     with _user_errors():
-        result = run_merge(run_dirs, out, overwrite=overwrite)
-    if result.info.get("kind") == "real":
-        from typoattack.analysis.real_report import build_summary_rich_table
-
-        config = result.info["config"]
-        console.print(build_summary_rich_table(result.per_word, f"Real typographic attacks: {config['dataset']}, "
-                                               f"protocol {config['protocol']}"))
-    else:
-        for table in build_rich_tables(result.per_word):
-            console.print(table)
+        result = run_merge(run_dirs, out, tasks, overwrite=overwrite)
+    for renderable in tasks[result.info.task].show_summary(result.summary, result.info, console.width):
+        console.print(renderable)
     console.print(f"Merged {len(run_dirs)} shard folders into {result.out_dir}/ ({len(result.records)} records, "
-                  f"{len(result.info['cells'])} cells)", highlight=False)
+                  f"{len(result.info.cells)} cells)", highlight=False)
 
 
 @app.command("merge")
 def merge_command(
     run_dirs: Annotated[list[Path], typer.Argument(
-        help="The folders written by `typoattack eval --shard K/N` (or `typoattack real --shard K/N`).")],
+        help="The shard folders of one run (written by `typoattack <command> --shard K/N`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -316,8 +326,8 @@ def merge_command(
     _merge(run_dirs, out, overwrite)
 
 
-# --- typoattack real: the real typographic-attack datasets (issue 11) ---
-from typoattack.config.real import Protocol, RealDataset  # noqa: E402
+# --- typoattack real: the real typographic-attack datasets ---
+from typoattack.tasks.real.config import Protocol  # noqa: E402
 
 RealConfigOption = Annotated[Optional[str], typer.Option(
     "--config", "-c", help="YAML file of `real` settings (dataset, data, models, protocol, ...); flags override its keys.")]
@@ -325,10 +335,6 @@ RealDatasetOption = Annotated[Optional[RealDataset], typer.Option(
     case_sensitive=False, help="Dataset format: scam, rta100, paint, disentangle or folder.")]
 RealDataOption = Annotated[Optional[str], typer.Option(
     help="Dataset folder, or hf:NAME for SCAM (a Hub name, a local dataset folder or a save_to_disk folder).")]
-RealModelsOption = Annotated[Optional[list[str]], typer.Option(
-    "--model", help="open_clip model name, hf-hub:ORG/REPO or local-dir:PATH; repeat for several.")]
-RealPretrainedOption = Annotated[Optional[list[str]], typer.Option(
-    "--pretrained", help="Pretrained tag, checkpoint file or seed:N; one for all models or one per --model.")]
 ProtocolOption = Annotated[Optional[Protocol], typer.Option(
     case_sensitive=False, help="union: argmax over all object labels and attack words; binary: object vs its attack word.")]
 RealTemplatesOption = Annotated[Optional[str], typer.Option(
@@ -337,26 +343,20 @@ RealSplitOption = Annotated[Optional[str], typer.Option(help="Split of a Hugging
 RealLimitOption = Annotated[Optional[int], typer.Option(help="Use a fixed, seeded subset of N photos (a SCAM photo brings all its variants).")]
 
 
-def _real(config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
-    from typoattack.analysis.real_report import build_summary_rich_table
-    from typoattack.config.real import load_real_config
-    from typoattack.running.real import run_real
-
-    with _user_errors():
-        cfg = load_real_config(config, overrides)
-        with _progress() as progress:
-            result = run_real(cfg, progress=progress, overwrite=overwrite)
-    shard = result.info.get("shard")
-    if shard:
-        console.print(f"Shard {shard['index']}/{shard['count']}: {len(shard['cells'])} of {len(result.info['cells'])} "
-                      "cells; combine all shard folders with `typoattack merge DIR... --out DIR`", highlight=False)
-    else:
-        console.print(build_summary_rich_table(result.summary, f"Real typographic attacks: {cfg.dataset.value}, "
-                                               f"protocol {cfg.protocol.value}"))
-    console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, {result.info['n_skipped']} skipped images)",
-                  highlight=False)
-    for warning in cfg.model_warnings:
-        console.print(f"[bold yellow]{warning}[/]")
+@app.command("real")
+def real_command(
+    config: RealConfigOption = None, dataset: RealDatasetOption = None, data: RealDataOption = None,
+    out: OutOption = None, model: ModelsOption = None, pretrained: PretrainedsOption = None,
+    backend: BackendsOption = None, protocol: ProtocolOption = None, templates: RealTemplatesOption = None,
+    hf_split: RealSplitOption = None, limit: RealLimitOption = None, batch_size: BatchSizeOption = None,
+    device: DeviceOption = None, precision: PrecisionOption = None, seed: SeedOption = None,
+    cache_dir: CacheDirOption = None, workers: WorkersOption = None, chunk_size: ChunkSizeOption = None,
+    compile: CompileOption = None, overwrite: OverwriteOption = False, defence: DefencesOption = None,
+    executor: ExecutorOption = None, ray_address: RayAddressOption = None, ray_timeout: RayTimeoutOption = None,
+    shard: ShardOption = None,
+) -> None:
+    """Classify real photos with typographic attacks (SCAM, RTA-100, PAINT, Disentangling, a folder) zero-shot."""
+    _run("real", config, _get_overrides(locals()), overwrite)
 
 
 PromptsOption = Annotated[Optional[list[str]], typer.Option(
@@ -369,67 +369,33 @@ BackgroundDataOption = Annotated[Optional[str], typer.Option(
     help="Photos as backgrounds too (replacing the default white): image folder with labels.csv, ImageNet-val folder or hf:NAME.")]
 BackgroundLimitOption = Annotated[Optional[int], typer.Option(help="Number of background photos (seeded, class-balanced; default 8).")]
 VariantsOption = Annotated[Optional[int], typer.Option(help="Renderings per stimulus (variant 0 centred, the others with seeded size and position jitter).")]
-
-
-def _stroop(config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
-    from typoattack.analysis.stroop import build_stroop_summary_cells
-    from typoattack.config.stroop import load_stroop_config
-    from typoattack.running.stroop import run_stroop
-
-    with _user_errors():
-        cfg = load_stroop_config(config, overrides)
-        with _progress() as progress:
-            result = run_stroop(cfg, progress=progress, overwrite=overwrite)
-    from rich.table import Table
-
-    header, cells = build_stroop_summary_cells(result.summary)
-    table = Table(title="Stroop test: share read as the ink vs as the written word")
-    for col in header:
-        table.add_column(col, justify="right" if col in ("n",) or "[" in col else "left")
-    for row in cells:
-        table.add_row(*row)
-    console.print(table)
-    console.print(f"Wrote {result.out_dir}/ ({len(result.rows)} rows: stroop.csv, stroop_summary.csv, "
-                  "stroop_matrix.png, stroop_examples.png, run.json)", highlight=False)
-    for warning in cfg.model_warnings:
-        console.print(f"[bold yellow]{warning}[/]")
-
-
-@app.command("real")
-def real_command(
-    config: RealConfigOption = None, dataset: RealDatasetOption = None, data: RealDataOption = None,
-    out: OutOption = None, model: RealModelsOption = None, pretrained: RealPretrainedOption = None,
-    protocol: ProtocolOption = None, templates: RealTemplatesOption = None, hf_split: RealSplitOption = None,
-    limit: RealLimitOption = None, batch_size: BatchSizeOption = None, device: DeviceOption = None,
-    precision: PrecisionOption = None, seed: SeedOption = None, cache_dir: CacheDirOption = None,
-    workers: WorkersOption = None, chunk_size: ChunkSizeOption = None, compile: CompileOption = None,
-    overwrite: OverwriteOption = False, defence: DefencesOption = None,
-    executor: ExecutorOption = None, ray_address: RayAddressOption = None, shard: ShardOption = None,
-) -> None:
-    """Classify real photos with typographic attacks (SCAM, RTA-100, PAINT, Disentangling, a folder) zero-shot."""
-    _real(config, _get_overrides(locals()), overwrite)
+StroopConfigOption = Annotated[Optional[str], typer.Option(
+    "--config", "-c", help="YAML file of `stroop` settings; flags override its keys.")]
 
 
 @app.command("stroop")
 def stroop_command(
-    config: ConfigOption = None, out: OutOption = None, model: ModelOption = None, pretrained: PretrainedOption = None,
+    config: StroopConfigOption = None, out: OutOption = None, model: ModelsOption = None,
+    pretrained: PretrainedsOption = None, backend: BackendsOption = None,
     prompt: PromptsOption = None, colours: ColoursOption = None, neutral_word: NeutralWordOption = None,
     font: FontsOption = None, background: BackgroundsOption = None, background_data: BackgroundDataOption = None,
     background_limit: BackgroundLimitOption = None, variants: VariantsOption = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the size and position jitter.")] = None,
     batch_size: BatchSizeOption = None, device: DeviceOption = None, precision: PrecisionOption = None,
-    cache_dir: CacheDirOption = None, overwrite: OverwriteOption = False,
+    cache_dir: CacheDirOption = None, workers: WorkersOption = None, chunk_size: ChunkSizeOption = None,
+    compile: CompileOption = None, overwrite: OverwriteOption = False, executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None, ray_timeout: RayTimeoutOption = None, shard: ShardOption = None,
 ) -> None:
     """Goh et al.'s Stroop test: colour words in ink colours, classified zero-shot among the colours."""
-    _stroop(config, _get_overrides(locals()), overwrite)
+    _run("stroop", config, _get_overrides(locals()), overwrite)
 
 
 def _find_heads(config: str | None, out: Path, overrides: dict[str, Any]) -> None:
-    from typoattack.config.loading import load_run_config
-    from typoattack.running.find_heads import run_find_heads
+    from typoattack.tasks.synthetic.config import load_synthetic_config
+    from typoattack.tasks.synthetic.find_heads import run_find_heads
 
     with _user_errors():
-        cfg = load_run_config(config, overrides)
+        cfg = load_synthetic_config(config, overrides)
         with _progress() as progress:
             search = run_find_heads(cfg, out, progress=progress)
     (sel, held) = search.baseline
@@ -445,13 +411,13 @@ def _find_heads(config: str | None, out: Path, overrides: dict[str, Any]) -> Non
 @app.command("find-heads")
 def find_heads_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="The heads.yaml to write.")],
-    config: ConfigOption = None, model: ModelOption = None, pretrained: PretrainedOption = None,
-    data: DataOption = None, labels: LabelsOption = None, hf_split: HfSplitOption = None,
-    hf_image_column: HfImageOption = None, hf_label_column: HfLabelOption = None, limit: LimitOption = None,
-    vocab: VocabOption = None, fraction: FractionsOption = None, placement: PlacementsOption = None,
-    templates: TemplatesOption = None, batch_size: BatchSizeOption = None, device: DeviceOption = None,
-    precision: PrecisionOption = None, seed: SeedOption = None, cache_dir: CacheDirOption = None,
-    workers: WorkersOption = None,
+    config: ConfigOption = None, model: ModelsOption = None, pretrained: PretrainedsOption = None,
+    backend: BackendsOption = None, data: DataOption = None, labels: LabelsOption = None,
+    hf_split: HfSplitOption = None, hf_image_column: HfImageOption = None, hf_label_column: HfLabelOption = None,
+    limit: LimitOption = None, vocab: VocabOption = None, fraction: FractionsOption = None,
+    placement: PlacementsOption = None, templates: TemplatesOption = None, batch_size: BatchSizeOption = None,
+    device: DeviceOption = None, precision: PrecisionOption = None, seed: SeedOption = None,
+    cache_dir: CacheDirOption = None, workers: WorkersOption = None,
 ) -> None:
     """Choose vision attention heads to ablate: score heads by class-token attention on the drawn text,
     keep them greedily on a seeded half of the images, report on the other half; write heads.yaml."""

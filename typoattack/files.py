@@ -61,6 +61,12 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+def write_csv(frame: pd.DataFrame, path: Path, decimals: int = 6) -> None:
+    """Write a DataFrame (without its index) as CSV atomically, floats rounded to `decimals` places so
+    reference tables diff cleanly across machines."""
+    write_text_atomic(path, frame.round(decimals).to_csv(index=False, lineterminator="\n"))
+
+
 def get_label_slug(label: str, limit: int = 80) -> str:
     """A file-name-safe spelling of a model label: characters other than letters, digits and
     `-_.` become `_` ('ViT-B-32/openai' -> 'ViT-B-32_openai'), cut to `limit` characters."""

@@ -16,19 +16,19 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from typoattack.config.types import ModelSpec, Placement, RenderStyle, RunConfig, Vocabulary, format_color
+from typoattack.config.defences import NO_DEFENCE
+from typoattack.config.types import ModelSpec, Placement, RenderStyle, Vocabulary, format_color
 from typoattack.constants import CLEAN_PLACEMENT, CLEAN_WORD, FONTS_DIR
 
 IMAGE_COLUMNS = ["image_id", "true_index"]
 MODEL_COLUMNS = ["model", "pretrained"]
 # The defence a record was evaluated under (`none` when undefended): see typoattack.defences.
 DEFENCE_COLUMN = "defence"
-NO_DEFENCE = "none"
 # Text-style columns of a condition: tables treat them as part of the condition when present.
 STYLE_COLUMNS = ["font", "fill", "outline", "outline_width", "opacity"]
 CONDITION_COLUMNS = ["word", "target_index", "fraction", "placement", *STYLE_COLUMNS]
@@ -103,7 +103,15 @@ def _parse_hex(text: str) -> tuple[int, int, int]:
     return (int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16))
 
 
-def list_conditions(cfg: RunConfig, vocab: Vocabulary) -> list[Condition]:
+class AttackSweep(Protocol):
+    """The dimensions of a sweep of attacks (a synthetic config has them)."""
+
+    placements: tuple[Placement, ...]
+    fractions: tuple[float, ...]
+    styles: tuple[RenderStyle, ...]
+
+
+def list_conditions(cfg: AttackSweep, vocab: Vocabulary) -> list[Condition]:
     """The product of placements x fractions x styles x words, in a fixed order."""
     return [Condition(w.text, w.target_index, f, p, st)
             for p, f, st, w in itertools.product(cfg.placements, cfg.fractions, cfg.styles, vocab.words)]

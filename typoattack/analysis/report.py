@@ -27,63 +27,11 @@ from typoattack.analysis.metrics import (
     build_defence_table, build_per_word_table, count_words,
 )
 from typoattack.config.types import get_model_warnings
-from typoattack.errors import OutputError
-from typoattack.files import write_text_atomic
+from typoattack.files import write_csv, write_text_atomic
 
-RECORDS_FILE = "records.parquet"
-RUN_FILE = "run.json"
 PER_WORD_CSV = "per_word.csv"
 PER_WORD_MD = "per_word.md"
 CONFUSION_CSV = "confusion.csv"
-SKIPPED_CSV = "skipped.csv"
-# Floats in CSV files are rounded so reference tables diff cleanly across machines.
-_CSV_DECIMALS = 6
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write a DataFrame as CSV (floats rounded to 6 decimals) atomically."""
-    write_text_atomic(path, frame.round(_CSV_DECIMALS).to_csv(index=False, lineterminator="\n"))
-
-
-def read_run_info(run_dir: str | Path) -> dict[str, Any]:
-    """Read run.json of a run directory.
-
-    Raises:
-        OutputError: The directory or its run.json is missing or unreadable.
-    """
-    run_dir = Path(run_dir)
-    path = run_dir / RUN_FILE
-    if not run_dir.is_dir():
-        raise OutputError(f"run directory {run_dir} does not exist")
-    if not path.is_file():
-        raise OutputError(f"{run_dir} holds no {RUN_FILE}; it is not a typoattack run directory")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise OutputError(f"{path} is not valid JSON: {e}") from None
-
-
-def load_records(run_dir: str | Path) -> pd.DataFrame:
-    """Read records.parquet of a run directory.
-
-    Raises:
-        OutputError: The run is incomplete, is one shard of a run, or has no records.
-    """
-    run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    if not info.get("complete", False):
-        raise OutputError(
-            f"the run in {run_dir} is incomplete ({info.get('chunks_done', 0)} of {info.get('chunks_total', '?')} chunks); "
-            "rerun the same `typoattack eval` command to resume it"
-        )
-    if info.get("shard"):
-        shard = info["shard"]
-        raise OutputError(f"{run_dir} is shard {shard['index']}/{shard['count']} of a run, not a whole run; combine "
-                          "the shard folders with `typoattack merge DIR... --out DIR` and report on that")
-    path = run_dir / RECORDS_FILE
-    if not path.is_file():
-        raise OutputError(f"{run_dir} has no {RECORDS_FILE}")
-    return pd.read_parquet(path)
 
 
 PER_WORD_HEADER = ["model", "pretrained", "word", "target", "fraction", "placement", "n", "pixel cover",
@@ -306,16 +254,16 @@ def _run_facts(info: dict) -> list[tuple[str, str]]:
         facts.append(("output folder", str(config["out"])))
     facts.append(("complete", "yes" if info.get("complete") else "no"))
     facts.append(("device", str(info.get("device", "unknown"))))
-    if "n_images_selected" in info:
-        facts.append(("images selected", str(info["n_images_selected"])))
+    if "n_items" in info:
+        facts.append(("items selected", str(info["n_items"])))
     for m in info.get("models") or []:
         if isinstance(m, dict):
             label = get_model_label(m.get("name", "?"), m.get("pretrained"))
             n = m.get("n_images", "?")
             skipped = m.get("n_skipped")
             facts.append((f"images evaluated ({label})", f"{n}" + (f" ({skipped} skipped)" if skipped else "")))
-    if info.get("seed") is not None:
-        facts.append(("seed", str(info["seed"])))
+    if config.get("seed") is not None:
+        facts.append(("seed", str(config["seed"])))
     versions = info.get("versions") or {}
     if versions:
         facts.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
@@ -454,8 +402,8 @@ def format_html_block(block: ReportBlock) -> str:
 
 def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
                  run_infos: list[dict], title: str = "typoattack report",
-                 notes: Sequence[str] = ()) -> tuple[Path, Path]:
-    """Write report.md and a self-contained report.html into `out_dir`.
+                 notes: Sequence[str] = (), stem: str = "report") -> tuple[Path, Path]:
+    """Write `{stem}`.md and a self-contained `{stem}`.html (report.md / report.html) into `out_dir`.
 
     Both hold the same content: a warning when a model is untrained (pretrained `seed:N`), the
     leaderboard, the notes and every figure, with more than MANY_WORDS (word, target) pairs the top
@@ -473,9 +421,10 @@ def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFram
         run_infos: run.json contents of the runs the tables come from.
         title: The report title.
         notes: Paragraphs shown above the figures (e.g. which words got per-word figures).
+        stem: File name of the pages without the suffix.
 
     Returns:
-        (path of report.md, path of report.html).
+        (path of the .md, path of the .html).
 
     Raises:
         FileNotFoundError: A figure file does not exist.
@@ -487,7 +436,7 @@ def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFram
         if not f.is_file():
             raise FileNotFoundError(f"write_report: figure {f} does not exist")
     blocks = _list_report_blocks(per_word, leaderboard, figures, run_infos, title, notes)
-    return write_report_pages(blocks, out_dir, "report", title)
+    return write_report_pages(blocks, out_dir, stem, title)
 
 
 def write_report_pages(blocks: Sequence[ReportBlock], out_dir: Path, stem: str, title: str) -> tuple[Path, Path]:

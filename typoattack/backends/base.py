@@ -218,6 +218,15 @@ class Backend(ABC):
             WeightsError: The model is unknown, or its preprocessing cannot be known offline.
         """
 
+    def get_default_geometry(self, size: int) -> InputGeometry:
+        """The family's usual input geometry for a square input of `size` pixels (to preview an
+        attack without a model).
+
+        Raises:
+            ConfigError: The family has no such default.
+        """
+        raise ConfigError(f"the {self.name} backend has no default input geometry")
+
     @abstractmethod
     def get_weights_id(self, spec: ModelSpec) -> str:
         """A string that changes whenever the weights the spec loads change."""
@@ -268,7 +277,7 @@ def resolve_device(name: str) -> torch.device:
 def check_precision(precision: Precision, device: torch.device) -> None:
     """Raise ConfigError for a precision the device cannot run (fp16 on CPU)."""
     if precision is Precision.FP16 and device.type != "cuda":
-        raise ConfigError("--precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
+        raise ConfigError("precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
 
 
 def get_autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager[Any]:

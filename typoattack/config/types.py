@@ -1,20 +1,17 @@
 """Value types of a run: frozen dataclasses and enums, validated on construction.
 
-No parsing here (see `typoattack.config.loading`): importing this module reads no YAML and loads
+No parsing here (see `typoattack.config.parsing`): importing this module reads no YAML and loads
 no model code.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from collections.abc import Iterable
-from typing import Any
 
-from typoattack.constants import DEFAULT_CACHE_DIR, DEFAULT_FONT, DEMO_MODEL, FONTS_DIR
+from typoattack.constants import DEFAULT_FONT, DEMO_MODEL, FONTS_DIR
 from typoattack.errors import ConfigError
 
 SEED_PREFIX = "seed:"
@@ -80,6 +77,16 @@ class Executor(str, Enum):
 
     LOCAL = "local"
     RAY = "ray"
+
+
+class RealDataset(str, Enum):
+    """A real typographic-attack dataset format."""
+
+    SCAM = "scam"
+    RTA100 = "rta100"
+    PAINT = "paint"
+    DISENTANGLE = "disentangle"
+    FOLDER = "folder"
 
 
 @dataclass(frozen=True)
@@ -198,107 +205,3 @@ class RenderStyle:
             raise ConfigError(f"outline_width must be 0-16 pixels, got {self.outline_width}")
         if not 0 < self.opacity <= 1:
             raise ConfigError(f"opacity must be in (0, 1], got {self.opacity}")
-
-
-def check_run_settings(seed: int, limit: int | None, batch_size: int | None, workers: int, chunk_size: int) -> None:
-    """Validate the settings every run command shares.
-
-    Raises:
-        ConfigError: A negative seed or worker count, or a non-positive limit, batch size or chunk size.
-    """
-    if seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be a positive number of images, got {limit}")
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer or auto, got {batch_size}")
-    if workers < 0:
-        raise ConfigError(f"workers must be >= 0, got {workers}")
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines the records of a run. Written to run.json next to the results."""
-
-    models: tuple[ModelSpec, ...]
-    data: DataSpec
-    vocab: str = "goh2021"
-    limit: int | None = None
-    fractions: tuple[float, ...] = (0.07,)
-    placements: tuple[Placement, ...] = (Placement.PAPER8,)
-    styles: tuple[RenderStyle, ...] = (RenderStyle(),)
-    templates: str = "openai"
-    batch_size: int | None = None
-    device: str = "auto"
-    precision: Precision = Precision.FP32
-    seed: int = 0
-    out: str | None = None
-    cache_dir: str = str(DEFAULT_CACHE_DIR)
-    workers: int = 2
-    chunk_size: int = 1000
-    compile: bool = False
-    executor: Executor = Executor.LOCAL
-    ray_address: str | None = None
-    shard: ShardSpec | None = None
-    defences: tuple[str, ...] = ("none",)
-
-    def __post_init__(self) -> None:
-        if not self.models:
-            raise ConfigError("no model given; set `model` (and `pretrained`) in the config or pass --model")
-        if len(set(self.models)) != len(self.models):
-            raise ConfigError("the same model and pretrained weights are listed twice")
-        if not self.fractions:
-            raise ConfigError("`fractions` is empty; give at least one pixel fraction such as 0.07")
-        for f in self.fractions:
-            check_fraction(f)
-        if len(set(self.fractions)) != len(self.fractions):
-            raise ConfigError(f"`fractions` lists a value twice: {list(self.fractions)}")
-        if not self.placements:
-            raise ConfigError("`placement` is empty; use paper8, center or random")
-        if len(set(self.placements)) != len(self.placements):
-            raise ConfigError("`placement` lists a value twice")
-        if not self.styles:
-            raise ConfigError("no text style: give at least one font, fill and outline")
-        if len(set(self.styles)) != len(self.styles):
-            raise ConfigError("`font`, `fill` or `outline` lists a value twice")
-        check_run_settings(self.seed, self.limit, self.batch_size, self.workers, self.chunk_size)
-        if not self.defences or len(set(self.defences)) != len(self.defences):
-            raise ConfigError(f"`defences` must list distinct defences, got {list(self.defences)}")
-        if self.templates not in BUILTIN_TEMPLATES and not Path(self.templates).is_file():
-            raise ConfigError(
-                f"templates {self.templates!r} is neither 'openai', 'simple' nor an existing YAML file"
-            )
-
-    @property
-    def model_warnings(self) -> list[str]:
-        """Warnings about the run's models (random weights, the demo model); empty for a real benchmark."""
-        return get_model_warnings((m.name, m.pretrained) for m in self.models)
-
-    @property
-    def style(self) -> RenderStyle:
-        """The first (often the only) text style of the sweep."""
-        return self.styles[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict of the config (enums as their values)."""
-
-        def convert(value: Any) -> Any:
-            if isinstance(value, Enum):
-                return value.value
-            if isinstance(value, (list, tuple)):
-                return [convert(v) for v in value]
-            if isinstance(value, dict):
-                return {k: convert(v) for k, v in value.items()}
-            return value
-
-        return convert(dataclasses.asdict(self))
-
-    def fingerprint(self) -> str:
-        """Return a JSON string of the settings that determine the records (not out, cache, workers)."""
-        d = self.to_dict()
-        for key in ("out", "cache_dir", "workers", "batch_size", "device", "compile", "executor", "ray_address",
-                    "shard"):
-            d.pop(key, None)
-        return json.dumps(d, sort_keys=True)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from typoattack.config.real import RealDataset
+from typoattack.config.types import RealDataset
 from typoattack.data.sources import IMAGE_EXTENSIONS, load_rgb
 from typoattack.errors import DataError
 from typoattack.files import expand_path

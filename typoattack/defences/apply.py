@@ -1,4 +1,5 @@
-"""The defences of one model, bundled for the evaluation loop (`DefenceSet`).
+"""The defences of one model, bundled for the evaluation loops (`DefenceSet`), and the batch encoder
+that applies them (`BatchEncoder`).
 
 Defences that only change the text side (prefix, templates) share one image-encoder pass: their
 classifiers are concatenated along the class axis. Each distinct image-side change (a head set)
@@ -8,14 +9,19 @@ once per image-side variant, not once per defence.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from typoattack.defences.spec import DefenceKind, DefenceSpec, parse_defence
-from typoattack.models.loading import LoadedModel
+from typoattack.backends.base import (
+    ZeroShotModel, build_logits, get_classifier_cache_path, load_or_build_classifier,
+)
+from typoattack.config.defences import NO_DEFENCE, DefenceKind, DefenceSpec, parse_defence
+from typoattack.defences.prefix import PREFIX_PROMPT, load_prefix
+from typoattack.progress import ProgressReporter
 
 
 @dataclass(frozen=True)
@@ -52,46 +58,69 @@ class DefenceSet:
     @classmethod
     def plain(cls, classifier: torch.Tensor) -> DefenceSet:
         """No defence: one pass with `classifier` (float32 [embed_dim, n_classes])."""
-        return cls(("none",), (ImageVariant((), classifier, (0,)),), int(classifier.shape[1]), (False,))
+        return cls((NO_DEFENCE,), (ImageVariant((), classifier, (0,)),), int(classifier.shape[1]), (False,))
 
 
-def check_defences(loaded: LoadedModel, defences: Sequence[str]) -> None:
+def check_defences(model: ZeroShotModel, defences: Sequence[str]) -> None:
     """Check, before any long work, that each defence fits the model: heads exist in a supported
-    ViT tower, a prefix file holds a vector of the text tower's width.
+    tower, a prefix file holds a vector of the text tower's width.
 
     Raises:
         ConfigError: The first defence that does not fit.
     """
-    from typoattack.defences.heads import check_heads
-    from typoattack.defences.prefix import get_text_width, load_prefix
-
     for spec in (parse_defence(d) for d in defences):
         if spec.kind is DefenceKind.HEADS:
-            check_heads(loaded.model, spec.heads, spec.label)
+            check_heads(model, spec.heads, spec.label)
         elif spec.kind is DefenceKind.PREFIX:
-            load_prefix(spec.path, get_text_width(loaded.model))
+            load_prefix(spec.path, model.get_text_width())
 
 
-def build_defence_set(loaded: LoadedModel, defences: Sequence[str], classifier: torch.Tensor, from_cache: bool,
+def check_heads(model: ZeroShotModel, heads: Sequence[tuple[int, int]], label: str) -> None:
+    """Raise ConfigError unless every (layer, head) exists in the model's vision tower."""
+    from typoattack.errors import ConfigError
+
+    layers, per_layer = model.get_head_grid()
+    for layer, head in heads:
+        if layer >= layers or head >= per_layer:
+            raise ConfigError(f"defence {label}: head {layer}.{head} does not exist in {model.family}, whose vision "
+                              f"tower has layers 0-{layers - 1} with heads 0-{per_layer - 1}")
+
+
+def get_prefix_classifier(model: ZeroShotModel, classnames: Sequence[str], path: str | Path, cache_dir: str | Path,
+                          prompt: str = PREFIX_PROMPT, progress: Callable[[int], None] | None = None
+                          ) -> tuple[torch.Tensor, bool]:
+    """The Defense-Prefix classifier of the vector in `path`, from the disk cache (keyed by the
+    vector's contents) or built and cached.
+
+    Returns:
+        (float32 [embed_dim, n_classes] on the model's device, loaded_from_cache).
+    """
+    vector = load_prefix(path, model.get_text_width())
+    digest = hashlib.sha256(vector.numpy().tobytes()).hexdigest()
+    cache = get_classifier_cache_path(model, classnames, [prompt], cache_dir, kind="prefix", extra=digest)
+    return load_or_build_classifier(cache, model.device, len(classnames),
+                                    lambda: model.build_prefix_classifier(classnames, vector, prompt, progress),
+                                    progress)
+
+
+def build_defence_set(model: ZeroShotModel, defences: Sequence[str], classifier: torch.Tensor, from_cache: bool,
                       build_templates: Callable[[str], tuple[torch.Tensor, bool]], classnames: Sequence[str],
-                      cache_dir: str | Path) -> DefenceSet:
+                      cache_dir: str | Path, prefix_prompt: str = PREFIX_PROMPT) -> DefenceSet:
     """Build (or load from the cache) the classifiers the defences need and check them against the model.
 
     Args:
-        loaded: The model.
-        defences: Canonical defence texts (RunConfig.defences).
+        model: The model.
+        defences: Canonical defence texts (the config's `defences`).
         classifier: float32 [embed_dim, n_classes] of the run's templates (used by none and heads).
         from_cache: Whether `classifier` came from the cache.
         build_templates: Classifier (and from-cache flag) of a templates value (`openai`, `simple`, a file).
         classnames: Class names, in class-index order.
         cache_dir: Cache folder.
+        prefix_prompt: The class prompt of prefix defences (one `*` and one `{}`).
 
     Raises:
         ConfigError: A defence does not fit the model (heads out of range or not a ViT, prefix D).
     """
-    from typoattack.defences.heads import check_heads
-    from typoattack.defences.prefix import build_prefix_classifier
-
     specs: list[DefenceSpec] = [parse_defence(d) for d in defences]
     groups: dict[tuple[tuple[int, int], ...], list[tuple[int, torch.Tensor]]] = {}
     cached: list[bool] = []
@@ -99,10 +128,10 @@ def build_defence_set(loaded: LoadedModel, defences: Sequence[str], classifier: 
         heads: tuple[tuple[int, int], ...] = ()
         clf, hit = classifier, from_cache
         if spec.kind is DefenceKind.HEADS:
-            check_heads(loaded.model, spec.heads, spec.label)
+            check_heads(model, spec.heads, spec.label)
             heads = spec.heads
         elif spec.kind is DefenceKind.PREFIX:
-            clf, hit = build_prefix_classifier(loaded, classnames, spec.path, cache_dir)
+            clf, hit = get_prefix_classifier(model, classnames, spec.path, cache_dir, prefix_prompt)
         elif spec.kind is DefenceKind.TEMPLATES:
             clf, hit = build_templates(spec.templates)
         groups.setdefault(heads, []).append((i, clf))
@@ -110,3 +139,58 @@ def build_defence_set(loaded: LoadedModel, defences: Sequence[str], classifier: 
     variants = tuple(ImageVariant(heads, torch.cat([c for _, c in items], dim=1), tuple(i for i, _ in items))
                      for heads, items in groups.items())
     return DefenceSet(tuple(s.label for s in specs), variants, int(classifier.shape[1]), tuple(cached))
+
+
+class BatchEncoder:
+    """Zero-shot logits of batches under every defence, halving the sub-batch size after a CUDA
+    out-of-memory error.
+
+    Attributes:
+        defences: The defences (a plain classifier is wrapped as the single defence `none`).
+        max_batch: The sub-batch size now in use (run.json records the final one).
+    """
+
+    def __init__(self, model: ZeroShotModel, classifier: torch.Tensor | DefenceSet, batch_size: int,
+                 progress: ProgressReporter) -> None:
+        self.model, self.max_batch, self.progress = model, batch_size, progress
+        self.defences = classifier if isinstance(classifier, DefenceSet) else DefenceSet.plain(classifier)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 [B, n_classes] logits under the first defence of uint8 or float [B, H, W, 3] canvases (0-255)."""
+        return self.encode(x)[0]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 [n_defences, B, n_classes] logits of uint8 or float [B, H, W, 3] canvases (values 0-255) on
+        the device: one encoder pass per image-side variant of the defences."""
+        parts, start = [], 0
+        while start < len(x):
+            try:
+                parts.append(self._encode_all(x[start:start + self.max_batch]))
+                start += self.max_batch
+            except torch.cuda.OutOfMemoryError:
+                if self.max_batch == 1:
+                    raise
+                self.max_batch //= 2
+                torch.cuda.empty_cache()
+                self.progress.log(f"[yellow]Out of GPU memory: encoder batch size lowered to {self.max_batch}[/]")
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def _encode_all(self, x: torch.Tensor) -> torch.Tensor:
+        d, c = self.defences, self.defences.n_classes
+        out = torch.empty(len(d.labels), len(x), c, device=x.device)
+        for variant in d.variants:
+            if variant.heads:
+                with self.model.ablate_heads(variant.heads):
+                    logits = build_logits(self.model, variant.classifier, x)
+            else:
+                logits = build_logits(self.model, variant.classifier, x)
+            for k, position in enumerate(variant.positions):
+                out[position] = logits[:, k * c:(k + 1) * c]
+        return out
+
+
+def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
+    """The batch size to start with: the configured one, or for `auto` 1024 on CUDA, 256 on CPU."""
+    if batch_size:
+        return batch_size
+    return 1024 if device.type == "cuda" else 256

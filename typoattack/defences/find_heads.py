@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from typoattack.backends.base import ZeroShotModel
 from typoattack.constants import CLEAN_WORD
 from typoattack.errors import ConfigError, DataError
 from typoattack.files import write_text_atomic
@@ -125,7 +126,7 @@ def search_heads(scores: np.ndarray, evaluate: Callable[[str, Sequence[Head]], A
     return search
 
 
-def score_heads(loaded: Any, canvases: Any, rows: np.ndarray, device_masks: Sequence[Any], seed: int,
+def score_heads(loaded: ZeroShotModel, canvases: Any, rows: np.ndarray, device_masks: Sequence[Any], seed: int,
                 batch_size: int) -> np.ndarray:
     """Share of each head's class-token attention on the text, averaged over attacked canvases.
 
@@ -134,7 +135,7 @@ def score_heads(loaded: Any, canvases: Any, rows: np.ndarray, device_masks: Sequ
     is sum_p attention(class token -> patch p) * c_p.
 
     Args:
-        loaded: The model (a supported ViT, see `typoattack.defences.heads`).
+        loaded: The model (its backend must support head ablation).
         canvases: The canvas cache; `rows` index it.
         rows: int [n] rows to score on.
         device_masks: One uploaded mask per attack condition.
@@ -145,12 +146,9 @@ def score_heads(loaded: Any, canvases: Any, rows: np.ndarray, device_masks: Sequ
         float64 [layers, heads] scores in [0, 1].
     """
     from typoattack.attack.compose import composite_batch, get_offsets
-    from typoattack.defences.heads import ablate_heads, get_head_grid
-    from typoattack.models.classify import encode_images
 
-    layers, heads = get_head_grid(loaded.model)
-    patch = loaded.model.visual.patch_size
-    dummy = torch.zeros(loaded.model.visual.output_dim, 1, device=loaded.device)
+    layers, heads = loaded.get_head_grid()
+    patch = loaded.get_patch_size()
     total = torch.zeros(layers, heads, dtype=torch.float64)
     count = 0
     ids = [canvases.items[int(r)].image_id for r in rows]
@@ -163,8 +161,8 @@ def score_heads(loaded: Any, canvases: Any, rows: np.ndarray, device_masks: Sequ
             composite_batch(x, dm, None if offsets is None else offsets[start:stop])
             changed = (x != clean).any(-1).float()[:, None]  # [b, 1, H, W]
             cover = F.avg_pool2d(changed, patch, stride=patch).flatten(1)  # [b, n_patches]
-            with torch.inference_mode(), ablate_heads(loaded.model, [], record=True) as wrappers:
-                encode_images(loaded, dummy, x)
+            with torch.inference_mode(), loaded.ablate_heads([], record=True) as wrappers:
+                loaded.encode_images(x)
                 for layer, w in enumerate(wrappers):
                     attn = w.weights[:, :, 1:]  # [b, heads, n_patches]: class token -> patches
                     if attn.shape[-1] != cover.shape[1]:

@@ -1,45 +1,18 @@
-"""Defense-Prefix (Azuma & Matsui 2023): a learned token embedding in the class prompts.
+"""Defense-Prefix vectors: reading a learned token embedding from the file a user has.
 
-Each class prompt is "a photo of a * {c}."; the token embedding at the `*` position is replaced
-by the learned vector and the rest of the text tower runs as open_clip's `CLIP.encode_text` does.
-
-Supported: open_clip `CLIP` models with the standard CLIP text tower (`token_embedding`,
-`positional_embedding`, `transformer`, `ln_final`, `text_projection`) and a tokenizer that keeps
-`*` as one token (open_clip's SimpleTokenizer). Others (`CustomTextCLIP`, Hugging Face text
-towers) raise ConfigError.
+The text-tower surgery that uses the vector is the backend's (`ZeroShotModel.build_prefix_classifier`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import open_clip
 import torch
-import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 
 from typoattack.errors import ConfigError
-from typoattack.files import expand_path, get_label_slug, write_atomic
-from typoattack.models.loading import LoadedModel
 
 PREFIX_PROMPT = "a photo of a * {}."
-_TEXT_PARTS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
-_CLASSES_PER_CALL = 100
-
-
-def get_text_width(model: torch.nn.Module) -> int:
-    """D, the width of the text tower's token embeddings.
-
-    Raises:
-        ConfigError: The model has no standard CLIP text tower.
-    """
-    if not all(hasattr(model, part) for part in _TEXT_PARTS):
-        raise ConfigError(f"Defense-Prefix needs open_clip's standard CLIP text tower; {type(model).__name__} has "
-                          "a custom text tower (e.g. a Hugging Face one), which is not supported")
-    return int(model.token_embedding.weight.shape[1])
+"""The class prompt of a Defense-Prefix classifier: the learned vector replaces `*`."""
 
 
 def load_prefix(path: str | Path, width: int) -> torch.Tensor:
@@ -70,99 +43,3 @@ def load_prefix(path: str | Path, width: int) -> torch.Tensor:
         raise ConfigError(f"prefix file {path} holds a vector of D={vector.numel()}, but this model's text tower "
                           f"has width {width}: the prefix was learned for another model")
     return vector
-
-
-def get_star_token(tokenizer: Callable[..., torch.Tensor]) -> int:
-    """The token id of `*` (the marked position of PREFIX_PROMPT).
-
-    Raises:
-        ConfigError: The tokenizer does not encode `*` as exactly one token.
-    """
-    tokens = tokenizer(["*"])[0]
-    body = [int(t) for t in tokens[1:] if int(t) != 0]
-    if len(body) != 2:  # `*` and the end token
-        raise ConfigError("Defense-Prefix needs a tokenizer that keeps `*` as one token (open_clip's CLIP tokenizer)")
-    return body[0]
-
-
-def embed_prompts(loaded: LoadedModel, texts: Sequence[str], prefix: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens and token embeddings of prompts, with the `*` position replaced by `prefix`.
-
-    Args:
-        loaded: The model.
-        texts: Prompts holding one `*` each.
-        prefix: float32 [D], or None to keep the `*` token's own embedding.
-
-    Returns:
-        (tokens int64 [N, context], embeddings [N, context, D] in the text tower's dtype).
-
-    Raises:
-        ConfigError: A prompt has no single `*` token.
-    """
-    model = loaded.model
-    tokens = loaded.tokenizer(list(texts)).to(loaded.device)
-    embeds = model.token_embedding(tokens).to(model.transformer.get_cast_dtype())
-    marked = tokens == get_star_token(loaded.tokenizer)
-    if not bool((marked.sum(1) == 1).all()):
-        raise ConfigError("every Defense-Prefix prompt must hold exactly one `*` token")
-    if prefix is not None:
-        embeds = embeds.clone()
-        embeds[marked] = prefix.to(embeds.device, embeds.dtype)
-    return tokens, embeds
-
-
-def encode_text_embeddings(model: torch.nn.Module, tokens: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """open_clip's `CLIP.encode_text` from token embeddings instead of token ids.
-
-    Args:
-        model: An open_clip CLIP model (standard text tower).
-        tokens: int64 [N, context], used to find the pooled position (end token).
-        embeds: [N, context, D] token embeddings.
-
-    Returns:
-        float [N, embed_dim] L2-normalised text features.
-    """
-    cast = model.transformer.get_cast_dtype()
-    x = embeds.to(cast) + model.positional_embedding.to(cast)
-    x = model.transformer(x, attn_mask=model.attn_mask)
-    x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
-    proj = model.text_projection
-    if proj is not None:
-        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
-    return F.normalize(x, dim=-1)
-
-
-def build_prefix_classifier(loaded: LoadedModel, classnames: Sequence[str], path: str | Path,
-                            cache_dir: str | Path, progress: Callable[[int], None] | None = None
-                            ) -> tuple[torch.Tensor, bool]:
-    """The zero-shot classifier of Defense-Prefix prompts (cached on disk, keyed by the vector).
-
-    Returns:
-        (weights float32 [embed_dim, n_classes] on the model's device, loaded_from_cache).
-
-    Raises:
-        ConfigError: Unsupported text tower, bad prefix file or D mismatch.
-    """
-    prefix = load_prefix(path, get_text_width(loaded.model))
-    key = json.dumps({"weights": loaded.weights_id, "classnames": list(classnames), "prompt": PREFIX_PROMPT,
-                      "prefix": hashlib.sha256(prefix.numpy().tobytes()).hexdigest(),
-                      "open_clip": open_clip.__version__})
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    cache = expand_path(cache_dir) / "classifiers" / f"{get_label_slug(loaded.spec.label)}-prefix-{digest}.pt"
-    if cache.is_file():
-        if progress:
-            progress(len(classnames))
-        return torch.load(cache, map_location=loaded.device, weights_only=True), True
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, len(classnames), _CLASSES_PER_CALL):
-            chunk = [PREFIX_PROMPT.format(c) for c in classnames[start:start + _CLASSES_PER_CALL]]
-            tokens, embeds = embed_prompts(loaded, chunk, prefix)
-            parts.append(encode_text_embeddings(loaded.model, tokens, embeds).float())
-            if progress:
-                progress(len(chunk))
-    weights = torch.cat(parts).T.contiguous()
-    write_atomic(cache, lambda tmp: torch.save(weights.cpu(), tmp))
-    return weights, False

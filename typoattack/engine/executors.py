@@ -1,0 +1,160 @@
+"""Executors: where the cells of a run are computed, for any task.
+
+Both hand each cell's result back to the driver (`on_result`), which commits it as the same
+atomic chunk files, so a run is resumable whichever executor computed it.
+
+- `LocalExecutor`: cell after cell in this process, one model loaded at a time.
+- `RayExecutor`: one Ray task per cell, with one GPU where the cluster has GPUs (one CPU
+  otherwise); a worker process keeps its model between cells and reads canvases from its node's
+  canvas cache (decoding there on first use); Ray retries a task whose worker dies.
+
+Ray is imported only when a Ray run starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from typoattack.config.common import RunSettings
+from typoattack.config.types import Executor
+from typoattack.engine.cells import Cell, CellResult, run_cell
+from typoattack.progress import ProgressReporter
+from typoattack.errors import ConfigError, TypoAttackError
+
+if TYPE_CHECKING:
+    from typoattack.engine.task import Task
+
+RAY_INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'typoattack[ray]'"
+MAX_RETRIES = 3
+"""Times Ray reruns a cell whose worker process died (a lost node, an out-of-memory kill)."""
+FAULT_MARKER_ENV = "TYPOATTACK_FAULT_MARKER"
+"""Fault injection for the tests: when this names an existing file, the first Ray task to see it
+removes it and kills its worker process (Ray then retries the task)."""
+
+
+class CellExecutor(Protocol):
+    """What the driver needs from an executor."""
+
+    def run(self, task: Task, cells: Sequence[Cell], on_result: Callable[[CellResult], None],
+            progress: ProgressReporter) -> None:
+        """Evaluate every cell; call `on_result` in the driver process as each cell finishes."""
+        ...
+
+
+class LocalExecutor:
+    """Evaluate the cells one after another in this process, one model context at a time."""
+
+    def run(self, task: Task, cells: Sequence[Cell], on_result: Callable[[CellResult], None],
+            progress: ProgressReporter) -> None:
+        advance = progress.start(f"Evaluating {len(cells)} cells", sum(c.n_jobs for c in cells))
+        context, key = None, None
+        for cell in cells:
+            if cell.context_key != key:
+                context = None  # frees the previous model before loading the next
+                context, key = task.create_context(cell, progress), cell.context_key
+            on_result(task.evaluate_cell(context, cell, advance))
+
+
+def import_ray() -> Any:
+    """The ray module, with usage statistics off.
+
+    Raises:
+        ConfigError: Ray is not installed (the message says how to install it).
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(RAY_INSTALL_HINT) from None
+    return ray
+
+
+def connect_ray(address: str | None, timeout: float = 30.0) -> Any:
+    """Connect to the Ray cluster at `address`, else to the one RAY_ADDRESS names, else start a
+    local one (no dashboard); a connection this process already has is kept."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise ConfigError(f"cannot connect to {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return ray
+
+
+def _run_cell_task(task: Task, cell: Cell) -> CellResult:
+    """The body of a Ray task."""
+    marker = os.environ.get(FAULT_MARKER_ENV)
+    if marker:
+        try:
+            os.remove(marker)
+        except FileNotFoundError:
+            pass
+        else:
+            os._exit(1)
+    return run_cell(task, cell)
+
+
+class RayExecutor:
+    """Evaluate each cell as a Ray task; one progress bar over all cells on the driver."""
+
+    def __init__(self, address: str | None, timeout: float) -> None:
+        self.address, self.timeout = address, timeout
+
+    def run(self, task: Task, cells: Sequence[Cell], on_result: Callable[[CellResult], None],
+            progress: ProgressReporter) -> None:
+        ray = connect_ray(self.address, self.timeout)
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        remote = ray.remote(_run_cell_task).options(num_cpus=1, num_gpus=1 if has_gpus else 0,
+                                                    max_retries=MAX_RETRIES)
+        progress.log(f"Ray: {len(cells)} cells on {_describe_cluster(ray)}")
+        advance = progress.start(f"Evaluating {len(cells)} cells on Ray", sum(c.n_jobs for c in cells))
+        pending = {remote.remote(task, cell): cell for cell in cells}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    cell = pending.pop(ref)
+                    on_result(_get_result(ray, ref))
+                    advance(cell.n_jobs)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+
+def _get_result(ray: Any, ref: Any) -> Any:
+    """A task's result; a user error raised in the worker comes back as that error (one line)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, TypoAttackError):
+            raise cause from None
+        raise
+
+
+def _describe_cluster(ray: Any) -> str:
+    resources = ray.cluster_resources()
+    nodes = len([n for n in ray.nodes() if n.get("Alive")])
+    return (f"{nodes} node(s), {int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs")
+
+
+def check_executor(executor: Executor) -> None:
+    """Fail before any work when `executor` cannot run here (Ray not installed: says how to install it)."""
+    if executor is Executor.RAY:
+        import_ray()
+
+
+def create_executor(cfg: RunSettings) -> CellExecutor:
+    """The executor `cfg.executor` names."""
+    if cfg.executor is Executor.RAY:
+        import_ray()
+        return RayExecutor(cfg.ray_address, cfg.ray_timeout)
+    return LocalExecutor()

@@ -1,0 +1,170 @@
+"""The one driver: runs any task's cells in a run folder, resumably, locally or on Ray, whole or one
+shard at a time, then has the task write its tables from the records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from typoattack.config.common import RunSettings
+from typoattack.engine import rundir
+from typoattack.engine.cells import Cell, CellResult
+from typoattack.engine.executors import check_executor, create_executor
+from typoattack.progress import NullProgress, ProgressReporter
+from typoattack.engine.rundir import ENGINE_FILES, RunFolder, RunInfo
+from typoattack.engine.task import Plan, Task
+
+
+@dataclass
+class RunResult:
+    """What `run_task` produced.
+
+    Attributes:
+        out_dir: The run folder.
+        records: The records of this folder's cells (all of them, or the shard's).
+        summary: The task's summary table (empty for a shard: `typoattack merge` writes the tables).
+        info: run.json.
+    """
+
+    out_dir: Path
+    records: pd.DataFrame
+    summary: pd.DataFrame
+    info: RunInfo
+
+
+def get_context_key(task_name: str, cfg: RunSettings, model_index: int) -> str:
+    """The key of the model context a cell needs: equal for the cells of one model of one run
+    (speed settings included: a worker never reuses a model loaded for another device or precision)."""
+    doc = json.dumps([task_name, cfg.to_dict(), model_index], sort_keys=True, default=str)
+    return hashlib.sha256(doc.encode()).hexdigest()[:24]
+
+
+def get_shard_info(cfg: RunSettings) -> dict[str, int] | None:
+    """The `shard` entry of run.json without its cell list (None for a whole run)."""
+    return None if cfg.shard is None else {"index": cfg.shard.index, "count": cfg.shard.count}
+
+
+def run_task(task: Task, cfg: Any, progress: ProgressReporter | None = None, overwrite: bool = False) -> RunResult:
+    """Run `task` as `cfg` describes and write its results to `cfg.out`.
+
+    Work is committed per cell; rerunning the same config on the same folder resumes and gives the
+    same files as an uninterrupted run, whichever executor computed the cells. With `cfg.shard`,
+    only that shard's cells are evaluated (none is a finished shard too) and no tables are written.
+
+    Args:
+        task: The kind of benchmark.
+        cfg: The task's config (`out` must be set).
+        progress: Progress display (nothing shown when None).
+        overwrite: Replace a different run that `cfg.out` already holds.
+
+    Raises:
+        TypoAttackError: A user-fixable problem (config, data, weights, font, output folder).
+    """
+    progress = progress or NullProgress()
+    out = rundir.get_out_dir(cfg.out)
+    t_start = time.perf_counter()
+    check_executor(cfg.executor)
+    plan = task.plan(cfg, progress)
+    shard = get_shard_info(cfg)
+    folder, previous = RunFolder.open(out, plan.fingerprint, overwrite, shard)
+    for line in [*cfg.model_warnings, *plan.notes]:
+        progress.log(f"[bold yellow]{line}[/]")
+    mine = rundir.select_shard(plan.cells, cfg.shard)
+    pending = [c for c in mine if not folder.has_chunk(c.cell_id)]
+    info = _start_info(task, cfg, plan, previous, [c.cell_id for c in mine], shard)
+    info.chunks_total, info.chunks_done = len(mine), len(mine) - len(pending)
+    folder.save_info(info)
+    if shard is not None and not mine:
+        progress.log(f"Shard {cfg.shard} holds no cell (the run has {len(plan.cells)}); it is finished with "
+                     "nothing to evaluate and merges with the others.")
+    stats = _evaluate(task, cfg, folder, info, pending, progress)
+    info.models = _build_model_entries(cfg, plan, mine, previous, stats, folder)
+    records = folder.merge_chunks([c.cell_id for c in mine])
+    skipped = {**plan.skipped, **folder.read_skipped([c.cell_id for c in mine])}
+    folder.write_skipped(skipped)
+    summary = task.write_tables(records, out, info) if shard is None else pd.DataFrame()
+    encoded, seconds = sum(s["encoded"] for s in stats), sum(s["seconds"] for s in stats)
+    finish_info(info, records, len(skipped), time.perf_counter() - t_start,
+                round(encoded / seconds, 1) if encoded and seconds > 0 else None)
+    folder.save_info(info)
+    return RunResult(out, records, summary, info)
+
+
+def _start_info(task: Task, cfg: RunSettings, plan: Plan, previous: RunInfo | None, mine: list[str],
+                shard: dict[str, int] | None) -> RunInfo:
+    versions = {**rundir.get_versions(), **plan.versions}
+    return RunInfo(
+        task=task.name, fingerprint=plan.fingerprint, config=cfg.to_dict(), versions=versions, device=plan.device,
+        started=(previous.started if previous else "") or rundir.get_timestamp(), executor=cfg.executor.value,
+        cells=[c.cell_id for c in plan.cells], shard=None if shard is None else {**shard, "cells": mine},
+        files=[*ENGINE_FILES, *getattr(task, "output_files", ())], n_items=plan.n_items,
+        extra={**plan.info, **({"seconds_planning": plan.seconds} if plan.seconds else {})},
+    )
+
+
+def _evaluate(task: Task, cfg: RunSettings, folder: RunFolder, info: RunInfo, pending: list[Cell],
+              progress: ProgressReporter) -> list[dict[str, Any]]:
+    """Run the pending cells on the configured executor, committing each cell's chunk as it arrives.
+
+    Returns:
+        Per model: images encoded, seconds evaluating, and the model info its cells reported.
+    """
+    stats: list[dict[str, Any]] = [{"encoded": 0, "seconds": 0.0, "info": {}} for _ in cfg.models]
+
+    def commit(result: CellResult) -> None:
+        folder.save_chunk(result.cell_id, result.records, result.skipped)
+        model = stats[result.model_index]
+        model["encoded"] += result.n_encoded
+        model["seconds"] += result.seconds
+        seconds = {**model["info"].get("seconds", {}), **result.model_info.get("seconds", {})}
+        model["info"] = {**model["info"], **result.model_info, "seconds": seconds}
+        info.chunks_done += 1
+        folder.save_info(info)
+
+    if pending:
+        create_executor(cfg).run(task, pending, commit, progress)
+    return stats
+
+
+def _build_model_entries(cfg: RunSettings, plan: Plan, mine: list[Cell], previous: RunInfo | None,
+                         stats: list[dict[str, Any]], folder: RunFolder) -> list[dict[str, Any]]:
+    """run.json's `models`: per model, what was known before loading, what its cells reported (in
+    this session, or in an earlier one when every cell was committed then), and the counts."""
+    old_models = previous.models if previous else []
+    entries = []
+    for m_index, spec in enumerate(cfg.models):
+        cells = [c for c in mine if c.model_index == m_index]
+        skipped = folder.read_skipped([c.cell_id for c in cells])
+        old = old_models[m_index] if m_index < len(old_models) else {}
+        planned = plan.models[m_index] if m_index < len(plan.models) else {}
+        model = stats[m_index]
+        encoded, seconds = model["encoded"], model["seconds"]
+        reported = {k: v for k, v in model["info"].items() if k != "seconds"}
+        entries.append({
+            **{k: v for k, v in old.items() if k not in ("seconds",)},
+            "name": spec.name, "pretrained": spec.pretrained, "backend": spec.backend,
+            **planned, **reported,
+            "n_images": sum(len(c.items) for c in cells) - len(skipped),
+            "n_skipped": planned.get("n_skipped", 0) + len(skipped),
+            "seconds": {**model["info"].get("seconds", {}), "evaluate": round(seconds, 3)},
+            "images_encoded_this_session": encoded,
+            "images_per_second": round(encoded / seconds, 1) if encoded and seconds > 0 else None,
+        })
+    return entries
+
+
+def finish_info(info: RunInfo, records: pd.DataFrame, n_skipped: int, seconds: float,
+                images_per_second: float | None) -> None:
+    """Mark run.json complete with the totals of the run."""
+    info.complete = True
+    info.n_records = len(records)
+    info.n_skipped = n_skipped
+    info.finished = rundir.get_timestamp()
+    info.seconds_total_this_session = round(seconds, 3)
+    info.images_per_second = images_per_second

@@ -1,0 +1,125 @@
+"""The Task protocol: what a kind of benchmark plugs into the engine, and the units it hands over.
+
+The engine (`typoattack.engine.run`) validates nothing and knows no kind by name: a task plans the
+cells of a run (one model x one chunk of items), evaluates one cell from picklable inputs in any
+process, and turns the records of all cells into its tables. Resume, shards, executors, merge and
+the report dispatch are the engine's. Nothing here assumes a classifier: a cell's records are any
+table the task defines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from typoattack.config.common import RunSettings
+from typoattack.engine.cells import Cell, CellResult
+from typoattack.progress import ProgressReporter
+from typoattack.engine.rundir import RunInfo
+
+
+@dataclass
+class Plan:
+    """What a task decided before any model loads: the cells and what run.json says of the run.
+
+    Attributes:
+        fingerprint: Hash of everything that determines the records (a rerun resumes only when equal).
+        cells: Every cell of the run, in run order.
+        device: The device the models run on, in words (run.json).
+        n_items: Items selected (images, photos, stimuli).
+        info: The task's own run.json entries (vocabulary, dataset, colours, ...).
+        models: Per model, run.json entries known before loading (input size, masks, ...).
+        skipped: image_id -> reason, for items dropped before evaluation (undecodable images).
+        notes: Lines to show the user before the work starts (warnings about the data).
+        seconds: Seconds spent planning, by step, for run.json.
+        versions: Versions beyond the engine's (the models' backends), for run.json.
+    """
+
+    fingerprint: str
+    cells: list[Cell]
+    device: str
+    n_items: int
+    info: dict[str, Any] = field(default_factory=dict)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ReportPart:
+    """What a task's report wrote into the report folder.
+
+    Attributes:
+        html: The task's report page (.html), beside a .md of the same stem.
+        table: The table to print in the terminal (the task's summary over the runs).
+        notes: Lines for the closing message.
+    """
+
+    html: Path
+    table: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+class Task(Protocol):
+    """A kind of benchmark.
+
+    Attributes:
+        name: The command and the run.json `task` value (`eval`, `real`, `stroop`).
+        title: A few words for messages ("synthetic attacks on labelled images").
+        report_stem: File stem of its report page when it is not the only kind in a report.
+    """
+
+    name: str
+    title: str
+    report_stem: str
+
+    def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> RunSettings:
+        """The task's config from a YAML file or built-in name and the CLI flags over it."""
+        ...
+
+    def plan(self, cfg: Any, progress: ProgressReporter) -> Plan:
+        """Check everything that can be checked without loading a model (cheapest first), then cut
+        the run into cells.
+
+        Raises:
+            TypoAttackError: A user-fixable problem (config, data, weights, fonts).
+        """
+        ...
+
+    def create_context(self, cell: Cell, progress: ProgressReporter) -> Any:
+        """Load what the cells of `cell`'s model need, in this process (the model, its classifier,
+        the data); shared by every later cell with the same `context_key`."""
+        ...
+
+    def evaluate_cell(self, context: Any, cell: Cell, advance: Callable[[int], None]) -> CellResult:
+        """Evaluate one cell with a context made for its model (`advance` gets the jobs done)."""
+        ...
+
+    def write_tables(self, records: pd.DataFrame, out: Path, info: RunInfo) -> pd.DataFrame:
+        """Write the task's tables (views of `records`) into `out`; return the summary table.
+        Also fills `info.extra` with totals the task keeps in run.json."""
+        ...
+
+    def show_summary(self, summary: pd.DataFrame, info: RunInfo, width: int) -> list[Any]:
+        """Renderables (rich tables, text) that summarise a finished run in `width` columns."""
+        ...
+
+    def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,
+                     notes: Sequence[str], progress: ProgressReporter) -> ReportPart:
+        """Rewrite each run's tables from its records and write the task's report page `stem`.html/.md
+        (with figures, and `notes` near the top) into `out`.
+
+        Raises:
+            OutputError: A run is incomplete, or two runs hold the same model and conditions.
+        """
+        ...
+
+
+TaskLookup = Callable[[str], Task]
+"""name -> Task: how the engine finds a task it does not import (`typoattack.tasks.registry.get_task`)."""

@@ -1,1 +1,0 @@
-"""Running a benchmark: the evaluation loop, the run folder (fingerprint, chunks, run.json, resume) and the commands behind eval, prepare and report."""

@@ -1,0 +1,101 @@
+"""Settings of `typoattack real`: a real typographic-attack dataset, the two scoring protocols, and
+the frozen config of a run (YAML < flags). Imports no model code and reads no data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from typoattack.config.common import (
+    IMAGE_SET_KEYS, RUN_KEYS, ImageSetSettings, check_keys, check_templates, load_config, parse_image_set,
+    parse_run_settings,
+)
+from typoattack.config.parsing import as_enum
+from typoattack.config.types import RealDataset
+from typoattack.errors import ConfigError
+
+
+class Protocol(str, Enum):
+    """How an image is scored.
+
+    UNION: argmax over the union of the dataset's object labels and attack words (RTA-100,
+    PAINT, Disentangling and Dyslexify's SCAM protocol). BINARY: a two-way softmax between the
+    image's own object label and its attack word (the SCAM paper's protocol).
+    """
+
+    UNION = "union"
+    BINARY = "binary"
+
+
+DEFAULT_TEMPLATES = "dataset"
+"""The `templates` value that picks each dataset's own prompt (`get_default_templates`)."""
+PHOTO_OF_A = ("a photo of a {}.",)
+PHOTO_OF = ("a photo of {}.",)
+REAL_KEYS = (*RUN_KEYS, *IMAGE_SET_KEYS, "dataset", "protocol")
+
+
+def get_default_templates(dataset: RealDataset, protocol: Protocol) -> tuple[str, ...] | str:
+    """The prompt templates each dataset's own paper used: a tuple of format strings, or a
+    built-in template name (`openai`).
+
+    SCAM under the binary protocol: the paper averaged each text embedding over 32 OpenAI-style
+    ImageNet templates; open_clip's 80 `openai` templates are the closest ensemble it ships.
+    Disentangling: "a photo of {}." (as Defense-Prefix scores it). Everything else: "a photo of a {}.".
+    """
+    if dataset is RealDataset.SCAM and protocol is Protocol.BINARY:
+        return "openai"
+    if dataset is RealDataset.DISENTANGLE:
+        return PHOTO_OF
+    return PHOTO_OF_A
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealConfig(ImageSetSettings):
+    """Everything that determines the records of a `typoattack real` run (written to run.json).
+
+    Attributes:
+        dataset: The dataset format (`data.source` is a folder, or `hf:NAME` for SCAM: a Hub
+            dataset, a local dataset folder or a `save_to_disk` folder).
+        protocol: How images are scored.
+    """
+
+    dataset: RealDataset
+    protocol: Protocol = Protocol.UNION
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.data.source.startswith("hf:") and self.dataset is not RealDataset.SCAM:
+            raise ConfigError(f"--data hf:... is read for --dataset scam only; for {self.dataset.value} give the "
+                              "folder the dataset's zip file unpacks to")
+        check_templates(self.templates, (DEFAULT_TEMPLATES,))
+
+
+def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
+    """Validate a mapping of `real` settings (YAML keys) and build a RealConfig.
+
+    Raises:
+        ConfigError: A key is unknown, a value has the wrong type, or a required key is missing.
+    """
+    check_keys(raw, REAL_KEYS, "real")
+    for key, flag in (("dataset", "--dataset scam|rta100|paint|disentangle|folder"), ("data", "--data PATH|hf:NAME")):
+        if raw.get(key) is None:
+            raise ConfigError(f"no {key} given; pass {flag} or set `{key}` in the config")
+    return RealConfig(
+        **parse_run_settings(raw),
+        **parse_image_set(raw, "train", DEFAULT_TEMPLATES),
+        dataset=as_enum("dataset", RealDataset, raw["dataset"]),
+        protocol=as_enum("protocol", Protocol, raw.get("protocol", "union")),
+    )
+
+
+def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RealConfig:
+    """Load a `real` config YAML (paths in it relative to the file) and apply the flags over it.
+
+    Args:
+        path: The YAML file, or None for the flags alone.
+        overrides: Settings keyed as in the YAML file; None values are ignored.
+    """
+    return load_config(path, overrides, build_real_config)

@@ -1,0 +1,161 @@
+"""`typoattack real` as a task: photographs with real typographic attacks (SCAM, RTA-100, PAINT,
+Disentangling, any labelled folder) classified zero-shot against their object labels and attack
+words, under the union or the binary protocol.
+
+Plan: validate cheaply (data format, templates, device, weights), select the photos, cut them into
+cells. A cell: the model's classifier over the dataset's vocabulary (cached on disk) with the
+defences, its photos decoded with the model's own geometry and encoded in batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from typoattack.backends.base import ZeroShotModel
+from typoattack.config.parsing import load_templates
+from typoattack.data.real_datasets import RealSource, open_real_dataset, select_photos
+from typoattack.defences.apply import BatchEncoder
+from typoattack.engine.cells import Cell, CellResult
+from typoattack.engine.rundir import RunInfo, get_cell_id
+from typoattack.engine.run import get_context_key
+from typoattack.engine.task import Plan, ReportPart
+from typoattack.errors import DataError
+from typoattack.progress import ProgressReporter
+from typoattack.tasks.real.config import (
+    DEFAULT_TEMPLATES, Protocol, RealConfig, get_default_templates, load_real_config,
+)
+from typoattack.tasks.real.tables import CLEAN_VARIANT, PER_ATTACK_WORD_CSV, SUMMARY_CSV, write_real_tables
+from typoattack.tasks.shared import (
+    build_fingerprint, check_models, create_encoder, describe_device, get_backend_versions, load_model,
+)
+
+
+def resolve_templates(cfg: RealConfig) -> tuple[str, ...]:
+    """The prompt templates of a run: the dataset's own (`dataset`), or `load_templates`'s."""
+    if cfg.templates == DEFAULT_TEMPLATES:
+        default = get_default_templates(cfg.dataset, cfg.protocol)
+        return load_templates(default) if isinstance(default, str) else default
+    return load_templates(cfg.templates)
+
+
+def open_dataset(cfg: RealConfig) -> RealSource:
+    """The run's dataset."""
+    return open_real_dataset(cfg.dataset, cfg.data.source, cfg.data.hf_split)
+
+
+def get_unpaired_warning(source: RealSource, indices: list[int]) -> str | None:
+    """A warning when the selection holds NoSCAM and attacked photos but no photo in both (the
+    ids then follow a scheme typoattack does not pair, and the summary has no paired drop)."""
+    by_variant: dict[str, set[str]] = {}
+    for i in indices:
+        by_variant.setdefault(source.items[i].variant, set()).add(source.items[i].photo_id)
+    clean = by_variant.pop(CLEAN_VARIANT, set())
+    attacked = set().union(*by_variant.values()) if by_variant else set()
+    if clean and attacked and not clean & attacked:
+        return (f"no {CLEAN_VARIANT} photo shares its `id` with a photo of another variant, so the summary has no "
+                "paired drop; check the dataset's `id` column")
+    return None
+
+
+@dataclass
+class RealContext:
+    """A loaded model with the dataset, its vocabulary, and the classifier and defences over it."""
+
+    source: RealSource
+    vocabulary: list[str]
+    model: ZeroShotModel
+    encoder: BatchEncoder
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class RealTask:
+    """Real typographic-attack photos (`typoattack real`)."""
+
+    name = "real"
+    title = "real typographic-attack photos"
+    report_stem = "real"
+    output_files = (SUMMARY_CSV, PER_ATTACK_WORD_CSV)
+
+    def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> RealConfig:
+        return load_real_config(path, overrides)
+
+    def plan(self, cfg: RealConfig, progress: ProgressReporter) -> Plan:
+        source = open_dataset(cfg)
+        templates = resolve_templates(cfg)
+        check_models(cfg)
+        vocabulary = source.list_vocabulary()
+        indices = select_photos(source.items, cfg.limit, cfg.seed)
+        fingerprint = build_fingerprint(cfg, [list(templates), vocabulary], [
+            [it.image_id, it.object_label, it.attack_word, it.variant, it.photo_id]
+            for it in (source.items[i] for i in indices)])
+        cells = []
+        for m_index, spec in enumerate(cfg.models):
+            key = get_context_key(self.name, cfg, m_index)
+            for s_index, start in enumerate(range(0, len(indices), cfg.chunk_size)):
+                chunk = tuple(indices[start:start + cfg.chunk_size])
+                cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk, len(chunk), key))
+        info = {"dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
+                            "vocabulary_size": len(vocabulary)},
+                "templates": {"name": cfg.templates, "count": len(templates), "first": templates[0]}}
+        unpaired = get_unpaired_warning(source, indices)
+        return Plan(fingerprint, cells, describe_device(cfg), len(indices), info,
+                    notes=[unpaired] if unpaired else [], versions=get_backend_versions(cfg))
+
+    def create_context(self, cell: Cell, progress: ProgressReporter) -> RealContext:
+        """Open the dataset, load the cell's model, and build the zero-shot classifier over the
+        dataset's vocabulary with the classifiers and head sets of the defences.
+
+        Raises:
+            ConfigError: A defence does not fit the model.
+        """
+        cfg: RealConfig = cell.config
+        source = open_dataset(cfg)
+        vocabulary = source.list_vocabulary()
+        model, load_seconds = load_model(cfg, cell.model_index, progress)
+        encoder, info = create_encoder(model, cfg, vocabulary, resolve_templates(cfg), progress,
+                                       f"{len(vocabulary)} labels")
+        info["seconds"] = {"load_model": round(load_seconds, 3), **info["seconds"]}
+        return RealContext(source, vocabulary, model, encoder, info)
+
+    def evaluate_cell(self, context: RealContext, cell: Cell, advance: Callable[[int], None]) -> CellResult:
+        import torch
+
+        from typoattack.tasks.real.evaluate import evaluate_photos
+
+        cfg: RealConfig = cell.config
+        t0 = time.perf_counter()
+        with torch.inference_mode(), ThreadPoolExecutor(max_workers=max(cfg.workers, 1)) as pool:
+            frame, skipped = evaluate_photos(cfg, context.source, list(cell.items), context.model, context.encoder,
+                                             context.vocabulary, context.info["batch_size"], pool, advance)
+        model_info = {**context.info, "encoder_batch_size_final": context.encoder.max_batch}
+        context.info = {k: v for k, v in context.info.items() if k != "seconds"}  # loading is counted once
+        return CellResult(cell.cell_id, cell.model_index, frame, skipped, model_info, time.perf_counter() - t0,
+                          len(frame) // len(cfg.defences))
+
+    def write_tables(self, records: pd.DataFrame, out: Path, info: RunInfo) -> pd.DataFrame:
+        if records.empty:
+            raise DataError(f"none of the {info.n_items} photos could be decoded (see skipped.csv)")
+        return write_real_tables(records, out)
+
+    def show_summary(self, summary: pd.DataFrame, info: RunInfo, width: int) -> list[Any]:
+        from typoattack.tasks.real.report import build_summary_rich_table
+
+        config = info.config
+        return [build_summary_rich_table(summary, f"Real typographic attacks: {config['dataset']}, "
+                                                  f"protocol {config['protocol']}")]
+
+    def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,
+                     notes: Sequence[str], progress: ProgressReporter) -> ReportPart:
+        from typoattack.tasks.real.report import write_real_report_page
+
+        return write_real_report_page(run_dirs, infos, out, stem, notes, progress)
+
+
+TASK = RealTask()

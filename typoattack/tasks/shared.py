@@ -1,0 +1,113 @@
+"""What the zero-shot tasks share beneath the engine: checking models before a run, loading one in a
+cell's context, building its classifier with the run's defences, and the run fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from typoattack.backends.base import ZeroShotModel, check_precision, get_classifier, resolve_device
+from typoattack.backends.registry import get_backend
+from typoattack.config.common import ImageSetSettings, RunSettings
+from typoattack.config.parsing import load_templates
+from typoattack.defences.apply import BatchEncoder, build_defence_set, check_defences, resolve_batch_size
+from typoattack.defences.prefix import PREFIX_PROMPT
+from typoattack.engine.rundir import get_device_name
+from typoattack.progress import ProgressReporter
+
+
+def check_models(cfg: RunSettings) -> torch.device:
+    """Device, precision, and every model's backend, name and weights, before any work.
+
+    Returns:
+        The device the models will run on.
+
+    Raises:
+        ConfigError: An unknown backend or device, or a precision the device cannot run.
+        WeightsError: A model or its weights cannot be had (the message says how to supply them).
+    """
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    for spec in cfg.models:
+        get_backend(spec.backend).check_model(spec)
+    return device
+
+
+def describe_device(cfg: RunSettings) -> str:
+    """The run's device in words, for run.json."""
+    return get_device_name(resolve_device(cfg.device))
+
+
+def get_backend_versions(cfg: RunSettings) -> dict[str, str]:
+    """Library version of each backend the run's models use (run.json `versions`)."""
+    return {spec.backend: get_backend(spec.backend).get_version() for spec in cfg.models}
+
+
+def build_fingerprint(cfg: RunSettings, *parts: Any) -> str:
+    """Hash of everything that determines a run's records: the config's settings (defence files by
+    their contents) and `parts` (JSON-serialisable: the contents behind the config's other files,
+    the selected items)."""
+    h = hashlib.sha256(cfg.fingerprint().encode())
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def load_model(cfg: RunSettings, model_index: int, progress: ProgressReporter) -> tuple[ZeroShotModel, float]:
+    """Load model `model_index` of the run on its device.
+
+    Returns:
+        (the model, seconds it took).
+    """
+    spec = cfg.models[model_index]
+    device = resolve_device(cfg.device)
+    progress.log(f"Loading {spec.label} on {device}")
+    t0 = time.perf_counter()
+    model = get_backend(spec.backend).load(spec, device, cfg.precision, compile=cfg.compile)
+    return model, time.perf_counter() - t0
+
+
+def create_encoder(model: ZeroShotModel, cfg: ImageSetSettings, classnames: Sequence[str],
+                   templates: Sequence[str], progress: ProgressReporter, what: str,
+                   prefix_prompt: str = PREFIX_PROMPT) -> tuple[BatchEncoder, dict[str, Any]]:
+    """The batch encoder of a model over `classnames` with the run's defences: the zero-shot
+    classifier of `templates` (cached on disk), the defences' classifiers and head sets, checked
+    against the model first.
+
+    Args:
+        model: The loaded model.
+        cfg: The run's config (defences, cache folder, batch size).
+        classnames: The classes, in index order.
+        templates: The zero-shot templates.
+        progress: Progress display.
+        what: What the classes are, for the progress bar ("1000 classes").
+        prefix_prompt: The class prompt of prefix defences.
+
+    Returns:
+        (the encoder, the model's run.json entries: weights id, cache hits, defences, batch size, seconds).
+
+    Raises:
+        ConfigError: A defence does not fit the model.
+    """
+    check_defences(model, cfg.defences)
+    t0 = time.perf_counter()
+    classifier, cached = get_classifier(
+        model, classnames, templates, cfg.cache_dir,
+        progress=progress.start(f"Classifier {model.spec.label} ({what}, {len(templates)} templates)", len(classnames)))
+
+    def build_templates(name: str) -> tuple[torch.Tensor, bool]:
+        return get_classifier(model, classnames, load_templates(name), cfg.cache_dir)
+
+    # Each defence changes only its side: text-side ones add classifiers, image-side ones encoder passes.
+    defences = build_defence_set(model, cfg.defences, classifier, cached, build_templates, classnames, cfg.cache_dir,
+                                 prefix_prompt)
+    batch_size = resolve_batch_size(cfg.batch_size, model.device)
+    info = {"weights_id": model.weights_id, "input_size": list(model.canvas_size),
+            "transform": model.geometry.key, "classifier_from_cache": cached, "defences": list(defences.labels),
+            "batch_size": batch_size, "seconds": {"classifier": round(time.perf_counter() - t0, 3)}}
+    return BatchEncoder(model, defences, batch_size, progress), info

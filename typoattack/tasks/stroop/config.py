@@ -1,0 +1,210 @@
+"""The Stroop test's config: a frozen dataclass validated on construction, the colour-set YAML
+loader and the parsing of a stroop run config (YAML < CLI flags)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from typoattack.attack.stroop import Colour, ColourSet
+from typoattack.config.common import RUN_KEYS, RunSettings, check_keys, load_config, parse_run_settings
+from typoattack.config.parsing import (
+    as_int, as_list, as_str, has_one_placeholder, is_name, load_yaml_mapping, parse_color, resolve_font_path,
+    resolve_path,
+)
+from typoattack.config.types import format_color
+from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT
+from typoattack.errors import ConfigError, suggest
+
+COLOURS_DIR = CONFIGS_DIR / "colours"
+DEFAULT_COLOURS = "distill"
+DEFAULT_PROMPT = "my favorite word, written in the color {}"
+DEFAULT_NEUTRAL_WORD = "example"
+MAX_VARIANTS = 10_000
+
+STROOP_KEYS = (*RUN_KEYS, "colours", "prompt", "neutral_word", "font", "background", "background_data",
+               "background_limit", "variants")
+STROOP_CONFIGS_DIR = CONFIGS_DIR / "stroop"
+_COLOUR_FILE_KEYS = ("name", "description", "source", "colours")
+_COLOUR_KEYS = ("name", "rgb", "word")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StroopConfig(RunSettings):
+    """Everything that determines the rows of a Stroop run. Written to run.json next to them.
+
+    Attributes:
+        colours: Colour-set YAML file (names with RGB values).
+        prompts: Zero-shot templates with one `{}` for the colour name, averaged per class.
+        neutral_word: The word of the neutral condition (names no colour).
+        fonts: Font files; every stimulus is drawn in each.
+        backgrounds: Background colours, RGB 0-255; every stimulus is drawn on each.
+        background_data: Photos as backgrounds too: a data source as `eval --data` takes it (image
+            folder with labels.csv, ImageNet-val folder, hf:NAME); None for colours only.
+        background_limit: How many photos (a seeded, class-balanced subset of the source).
+        variants: Renderings per (ink, word, font, background): 0 is centred, the others jittered.
+    """
+
+    colours: str = str(COLOURS_DIR / f"{DEFAULT_COLOURS}.yaml")
+    prompts: tuple[str, ...] = (DEFAULT_PROMPT,)
+    neutral_word: str = DEFAULT_NEUTRAL_WORD
+    fonts: tuple[str, ...] = (str(DEFAULT_FONT),)
+    backgrounds: tuple[tuple[int, int, int], ...] = ((255, 255, 255),)
+    background_data: str | None = None
+    background_limit: int = 8
+    variants: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.prompts:
+            raise ConfigError("no prompt given; pass --prompt with a template such as 'a {} word'")
+        for p in self.prompts:
+            check_prompt(p)
+        if len(set(self.prompts)) != len(self.prompts):
+            raise ConfigError("`prompt` lists a template twice")
+        word = self.neutral_word
+        if not word.strip() or any(ch in word for ch in "\n\r\t"):
+            raise ConfigError(f"the neutral word {word!r} must be one line of visible text")
+        for font in self.fonts:
+            if not Path(font).is_file():
+                raise ConfigError(f"font file {font} does not exist; give a .ttf/.otf path or a file name in fonts/")
+        if not self.fonts or len(set(self.fonts)) != len(self.fonts):
+            raise ConfigError("`font` is empty or lists a font twice")
+        if (not self.backgrounds and not self.background_data) or len(set(self.backgrounds)) != len(self.backgrounds):
+            raise ConfigError("`background` is empty or lists a colour twice")
+        if self.background_limit < 1:
+            raise ConfigError(f"background_limit must be a positive number of images, got {self.background_limit}")
+        if not 1 <= self.variants <= MAX_VARIANTS:
+            raise ConfigError(f"variants must be 1-{MAX_VARIANTS} renderings per stimulus, got {self.variants}")
+
+    @property
+    def background_colours(self) -> list[str]:
+        """The colour backgrounds as stimulus background names, '#rrggbb'."""
+        return [format_color(b) for b in self.backgrounds]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the config (colours as #rrggbb)."""
+        return {**super().to_dict(), "backgrounds": self.background_colours}
+
+
+def check_prompt(template: str) -> None:
+    """Raise ConfigError unless `template` holds exactly one `{}` and no other braces (`{c}` is
+    read as `{}` when the config is built)."""
+    if not has_one_placeholder(template):
+        raise ConfigError(f"prompt {template!r} must contain exactly one {{}} where the colour name goes, "
+                          "e.g. 'my favorite word, written in the color {}' (write {{ and }} for literal braces)")
+
+
+def _as_data_source(value: str, base: Path | None) -> str:
+    return value if value.startswith("hf:") else resolve_path(value, base)
+
+
+def list_builtin_colour_sets() -> list[str]:
+    """Names of the colour sets shipped in the package (`--colours NAME`)."""
+    return sorted(p.stem for p in COLOURS_DIR.glob("*.yaml"))
+
+
+def resolve_colours_path(value: str, base: Path | None = None) -> str:
+    """A colour set given as a YAML path or as the name of a built-in one (distill)."""
+    if not is_name(value):
+        return resolve_path(value, base)
+    if not (COLOURS_DIR / f"{value}.yaml").is_file():
+        names = list_builtin_colour_sets()
+        raise ConfigError(f"colour set {value!r} is neither a YAML file nor a built-in colour set "
+                          f"({', '.join(names)}).{suggest(value, names)}")
+    return str(COLOURS_DIR / f"{value}.yaml")
+
+
+def load_colours(path: str | Path) -> ColourSet:
+    """Load a colour set: `colours:`, a list of `{name, rgb, word}` (rgb as '#rrggbb', a colour
+    name or [r, g, b]; `word: false` keeps a colour out of the written words).
+
+    Raises:
+        ConfigError: The file is missing or malformed, a name is empty or repeated, an RGB value
+            is invalid, or two colours share an RGB value.
+    """
+    doc = load_yaml_mapping(path, "colour set")
+    unknown = sorted(map(str, set(doc) - set(_COLOUR_FILE_KEYS)))
+    if unknown:
+        raise ConfigError(f"unknown key `{unknown[0]}` in colour set {path}.{suggest(unknown[0], _COLOUR_FILE_KEYS)}")
+    items = doc.get("colours")
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"colour set {path} has no colours: add `colours:` with a list of `{{name, rgb}}` entries")
+    colours = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or "name" not in item or "rgb" not in item:
+            raise ConfigError(f"colour {i + 1} of colour set {path} must be a mapping with `name` and `rgb`")
+        extra = sorted(map(str, set(item) - set(_COLOUR_KEYS)))
+        if extra:
+            raise ConfigError(f"unknown key `{extra[0]}` in colour {i + 1} of colour set {path}."
+                              f"{suggest(extra[0], _COLOUR_KEYS)}")
+        name = as_str("name", item["name"])
+        if any(ch in name for ch in "\n\r\t{}"):
+            raise ConfigError(f"colour name {name!r} in colour set {path} must be one line without braces")
+        try:
+            rgb = parse_color("rgb", item["rgb"])
+        except ConfigError as e:
+            raise ConfigError(f"colour {name!r} in colour set {path}: {e}") from None
+        as_word = item.get("word", True)
+        if not isinstance(as_word, bool):
+            raise ConfigError(f"colour {name!r} in colour set {path}: `word` must be true or false, got {as_word!r}")
+        colours.append(Colour(name, rgb, as_word))
+    rgbs = [c.rgb for c in colours]
+    for c in colours:
+        if rgbs.count(c.rgb) > 1:
+            raise ConfigError(f"two colours of colour set {path} share the RGB value {format_color(c.rgb)}")
+    return ColourSet(as_str("name", doc.get("name", Path(path).stem)), tuple(colours), str(path))
+
+
+def build_stroop_config(raw: Mapping[str, Any], base: Path | None = None) -> StroopConfig:
+    """Validate a mapping of Stroop settings (YAML keys) and build a StroopConfig.
+
+    Raises:
+        ConfigError: A key is unknown, a value has the wrong type or is out of range.
+    """
+    check_keys(raw, STROOP_KEYS, "stroop")
+    fonts = [resolve_font_path(as_str("font", f), base) for f in as_list(raw["font"])] if raw.get("font") else [
+        str(DEFAULT_FONT)]
+    prompts = [as_str("prompt", p).replace("{c}", "{}") for p in as_list(raw.get("prompt", DEFAULT_PROMPT))]
+    background_data = raw.get("background_data")
+    # Photo backgrounds replace the default white one; colours given as well are kept.
+    backgrounds_raw = raw.get("background", [] if background_data else "white")
+    # A list of three integers is one colour; any other list is several.
+    if isinstance(backgrounds_raw, list) and not (backgrounds_raw and all(isinstance(v, int) for v in backgrounds_raw)):
+        backgrounds = [parse_color("background", b) for b in backgrounds_raw]
+    else:
+        backgrounds = [parse_color("background", backgrounds_raw)]
+    return StroopConfig(
+        **parse_run_settings(raw),
+        colours=resolve_colours_path(as_str("colours", raw.get("colours", DEFAULT_COLOURS)), base),
+        prompts=tuple(prompts),
+        neutral_word=as_str("neutral_word", raw.get("neutral_word", DEFAULT_NEUTRAL_WORD)),
+        fonts=tuple(fonts),
+        backgrounds=tuple(backgrounds),
+        background_data=None if background_data is None else _as_data_source(as_str("background_data", background_data), base),
+        background_limit=as_int("background_limit", raw.get("background_limit", 8)),
+        variants=as_int("variants", raw.get("variants", 1)),
+    )
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    if isinstance(raw.get("background_data"), str):
+        raw["background_data"] = _as_data_source(raw["background_data"], base)
+    if isinstance(raw.get("colours"), str):
+        raw["colours"] = resolve_colours_path(raw["colours"], base)
+    if raw.get("font") is not None:
+        raw["font"] = [resolve_font_path(f, base) if isinstance(f, str) else f for f in as_list(raw["font"])]
+
+
+def load_stroop_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> StroopConfig:
+    """Load a Stroop config YAML (or a built-in one) and apply the flags over it (YAML < flags).
+
+    Args:
+        path: The YAML file or built-in name, or None for the flags alone.
+        overrides: Settings keyed as in the YAML file; None values are ignored. Relative paths
+            are taken relative to the working directory.
+    """
+    return load_config(path, overrides, build_stroop_config, builtin_dir=STROOP_CONFIGS_DIR,
+                       resolve_paths=_resolve_paths)

@@ -1,0 +1,47 @@
+"""The render pipeline: one attack on one image, drawn with the functions eval uses (the style
+parsing of the config, open_clip's canvas transform, the mask solver and compositing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from typoattack.attack.render import AttackMask, apply_attack
+from typoattack.attack.solver import create_attack_mask
+from typoattack.config.types import Placement, RenderStyle, check_fraction
+from typoattack.data.sources import load_rgb
+from typoattack.errors import ConfigError, DataError
+
+
+def run_render(word: str, image: Path, fraction: float, placement: Placement, style: RenderStyle, size: int,
+               seed: int, output: Path) -> tuple[float, AttackMask]:
+    """Draw `word` on the `size` x `size` canvas of `image` and save it as `output`.
+
+    The canvas is made by open_clip's default eval transform (bicubic resize of the shortest
+    side, centre crop), as for a model whose input is `size` pixels square.
+
+    Returns:
+        (measured pixel cover in [0, 1], the mask drawn).
+
+    Raises:
+        ConfigError: The fraction or size is out of range, or the word cannot reach the fraction.
+        DataError: The image cannot be read.
+    """
+    from typoattack.backends.registry import DEFAULT_BACKEND, get_backend
+
+    check_fraction(fraction)
+    if size < 16:
+        raise ConfigError(f"--size {size} is too small; use the model's input size, e.g. 224")
+    try:
+        img = load_rgb(image)
+    except Exception as e:
+        raise DataError(f"cannot read image {image}: {e}") from None
+    geometry = get_backend(DEFAULT_BACKEND).get_default_geometry(size)
+    canvas = np.asarray(geometry.transform(img), dtype=np.uint8)
+    mask = create_attack_mask(word, fraction, placement, style, geometry.size)
+    attacked, cover = apply_attack(canvas, mask, image.name, seed)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(attacked).save(output)
+    return cover, mask

@@ -1,0 +1,195 @@
+"""`typoattack eval` as a task: words of a vocabulary drawn on labelled images at controlled pixel
+fractions, classified zero-shot over the 1000 ImageNet classes.
+
+Plan: validate cheaply (data source, vocabulary, templates, glyphs, device, weights), solve the
+text masks once (cached), decode the images once into the canvas cache of each model's input
+geometry (to know which decode), and cut each model's images into cells of `chunk_size`. A cell:
+every image of its chunk clean and under every condition, under every defence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from typoattack.analysis.report import summarize_clean, write_tables
+from typoattack.attack.masks import MaskRequest, create_attack_masks
+from typoattack.attack.render import AttackMask, check_glyphs
+from typoattack.backends.base import ZeroShotModel
+from typoattack.backends.registry import get_backend
+from typoattack.config.parsing import load_templates
+from typoattack.data.canvases import CanvasSet, prepare_canvases
+from typoattack.data.classes import list_class_names
+from typoattack.data.sources import open_image_source, select_subset
+from typoattack.data.vocab import load_vocab
+from typoattack.defences.apply import BatchEncoder
+from typoattack.engine.cells import Cell, CellResult
+from typoattack.engine.rundir import SKIPPED_CSV, RunInfo, get_cell_id
+from typoattack.engine.run import get_context_key
+from typoattack.engine.task import Plan, ReportPart
+from typoattack.errors import DataError
+from typoattack.progress import ProgressReporter
+from typoattack.records import Condition, list_conditions
+from typoattack.tasks.shared import (
+    build_fingerprint, check_models, create_encoder, describe_device, get_backend_versions, load_model,
+)
+from typoattack.tasks.synthetic.config import SyntheticConfig, load_synthetic_config
+
+OUTPUT_FILES = ("per_word.csv", "per_word.md", "confusion.csv")
+
+
+def solve_masks(cfg: SyntheticConfig, conditions: Sequence[Condition], canvas_size: tuple[int, int],
+                progress: ProgressReporter | None = None) -> dict[Condition, AttackMask]:
+    """The text mask of every condition at one canvas size, from the mask cache or solved on
+    `cfg.workers` processes (and cached)."""
+    requests = [MaskRequest(c.word, c.fraction, c.placement, c.style, canvas_size) for c in conditions]
+    advance = progress.start(f"Text masks {canvas_size[0]}x{canvas_size[1]}", len(requests)) if progress else None
+    masks = create_attack_masks(requests, cfg.cache_dir, workers=cfg.workers, advance=advance)
+    return dict(zip(conditions, masks))
+
+
+def build_mask_info(conditions: Sequence[Condition], masks: dict[Condition, AttackMask]) -> list[dict[str, Any]]:
+    """The `masks` entry of a model in run.json: each condition with its solved font size, the
+    stamps' sub-pixel phases, the number of random stamps and the coverage."""
+    keys = ("word", "fraction", "placement", "font", "fill", "outline")
+    return [{**{k: c.to_columns()[k] for k in keys},
+             "font_size": masks[c].font_size, "phases": list(masks[c].phases), "copies": masks[c].copies,
+             "mask_coverage": round(masks[c].coverage, 6)} for c in conditions]
+
+
+@dataclass
+class SyntheticContext:
+    """A loaded model with its canvases, masks on the device, classifier and batch encoder."""
+
+    model: ZeroShotModel
+    canvases: CanvasSet
+    conditions: list[Condition]
+    device_masks: list[Any]
+    encoder: BatchEncoder
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class SyntheticTask:
+    """Synthetic attacks on labelled images (`typoattack eval`)."""
+
+    name = "eval"
+    title = "synthetic attacks on labelled images"
+    report_stem = "eval_report"
+    output_files = OUTPUT_FILES
+
+    def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> SyntheticConfig:
+        return load_synthetic_config(path, overrides)
+
+    def plan(self, cfg: SyntheticConfig, progress: ProgressReporter) -> Plan:
+        source = open_image_source(cfg.data)
+        vocab = load_vocab(cfg.vocab)
+        templates = load_templates(cfg.templates)
+        for style in cfg.styles:
+            for word in vocab.words:
+                check_glyphs(word.text, style.font)
+        check_models(cfg)
+        conditions = list_conditions(cfg, vocab)
+        sizes = [get_backend(spec.backend).get_input_size(spec) for spec in cfg.models]
+        t0 = time.perf_counter()
+        masks = {size: solve_masks(cfg, conditions, size, progress) for size in dict.fromkeys(sizes) if size}
+        seconds_masks = time.perf_counter() - t0
+        indices = select_subset(source.items, cfg.limit, cfg.seed)
+        fingerprint = build_fingerprint(cfg, [(w.text, w.target_index) for w in vocab.words], list(templates),
+                                        [source.items[i].image_id for i in indices])
+        cells, models, skipped = [], [], {}
+        n_jobs_per_image = 1 + len(conditions)
+        for m_index, spec in enumerate(cfg.models):
+            geometry = get_backend(spec.backend).get_geometry(spec)
+            canvases = prepare_canvases(source, indices, geometry.transform, geometry.key, geometry.size,
+                                        cfg.cache_dir, workers=cfg.workers,
+                                        progress=progress.start(f"Canvases {geometry.size[0]}x{geometry.size[1]}",
+                                                                len(indices)))
+            skipped.update(dict(canvases.skipped))
+            rows = np.flatnonzero(canvases.valid)
+            if rows.size == 0:
+                raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
+                                f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
+            key = get_context_key(self.name, cfg, m_index)
+            for s_index, start in enumerate(range(0, rows.size, cfg.chunk_size)):
+                chunk = rows[start:start + cfg.chunk_size]
+                cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk,
+                                  int(chunk.size) * n_jobs_per_image, key, tuple(indices)))
+            models.append({"input_size": list(geometry.size), "transform": geometry.key, "canvas_cache": canvases.path,
+                           "n_skipped": len(canvases.skipped),
+                           **({"masks": build_mask_info(conditions, masks[geometry.size])}
+                              if geometry.size in masks else {})})
+        info = {"vocab": {"name": vocab.name, "path": vocab.path,
+                          "words": [{"text": w.text, "target_index": w.target_index,
+                                     "target_name": list_class_names()[w.target_index]} for w in vocab.words]},
+                "templates": {"name": cfg.templates, "count": len(templates)}}
+        return Plan(fingerprint, cells, describe_device(cfg), len(indices), info, models, skipped,
+                    seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
+
+    def create_context(self, cell: Cell, progress: ProgressReporter) -> SyntheticContext:
+        """Load the cell's model, the masks of every condition on its device, its canvases (from
+        the node's canvas cache, decoded there on first use), and its zero-shot classifier with
+        the classifiers and head sets of the run's defences.
+
+        Raises:
+            ConfigError: A defence does not fit the model (heads of a ResNet, a prefix of another width).
+        """
+        from typoattack.attack.compose import upload_mask
+
+        cfg: SyntheticConfig = cell.config
+        model, load_seconds = load_model(cfg, cell.model_index, progress)
+        conditions = list_conditions(cfg, load_vocab(cfg.vocab))
+        masks = solve_masks(cfg, conditions, model.canvas_size, progress)
+        device_masks = [upload_mask(masks[c], model.device) for c in conditions]
+        t0 = time.perf_counter()
+        g = model.geometry
+        canvases = prepare_canvases(open_image_source(cfg.data), list(cell.shared), g.transform, g.key, g.size,
+                                    cfg.cache_dir, workers=cfg.workers,
+                                    progress=progress.start(f"Canvases {g.size[0]}x{g.size[1]}", len(cell.shared)))
+        canvas_seconds = time.perf_counter() - t0
+        encoder, info = create_encoder(model, cfg, list_class_names(), load_templates(cfg.templates), progress,
+                                       f"{len(list_class_names())} classes")
+        info.update(masks=build_mask_info(conditions, masks),
+                    seconds={"load_model": round(load_seconds, 3), "canvases": round(canvas_seconds, 3),
+                             **info["seconds"]})
+        return SyntheticContext(model, canvases, conditions, device_masks, encoder, info)
+
+    def evaluate_cell(self, context: SyntheticContext, cell: Cell, advance: Callable[[int], None]) -> CellResult:
+        import torch
+
+        from typoattack.tasks.synthetic.evaluate import evaluate_shard
+
+        cfg: SyntheticConfig = cell.config
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            frame = evaluate_shard(context.model, context.encoder, context.canvases, cell.items, context.conditions,
+                                   context.device_masks, cfg.seed, context.info["batch_size"], advance)
+        model_info = {**context.info, "encoder_batch_size_final": context.encoder.max_batch}
+        context.info = {k: v for k, v in context.info.items() if k != "seconds"}  # loading is counted once
+        return CellResult(cell.cell_id, cell.model_index, frame, {}, model_info, time.perf_counter() - t0,
+                          len(frame) // len(cfg.defences))
+
+    def write_tables(self, records: pd.DataFrame, out: Path, info: RunInfo) -> pd.DataFrame:
+        per_word = write_tables(records, out, list_class_names())
+        info.extra["clean"] = summarize_clean(records)
+        return per_word
+
+    def show_summary(self, summary: pd.DataFrame, info: RunInfo, width: int) -> list[Any]:
+        from typoattack.analysis.report import build_rich_tables
+
+        return list(build_rich_tables(summary))
+
+    def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,
+                     notes: Sequence[str], progress: ProgressReporter) -> ReportPart:
+        from typoattack.tasks.synthetic.report import write_synthetic_report
+
+        return write_synthetic_report(list(run_dirs), list(infos), out, stem, list(notes), progress)
+
+
+TASK = SyntheticTask()
+
