@@ -35,17 +35,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from typoattack.data.classes import IMAGENET_CLASSNAMES  # noqa: E402
-from typoattack.models.classify import build_classifier, encode_images  # noqa: E402
-from typoattack.config.loading import load_run_config, load_templates, load_vocab  # noqa: E402
+from typoattack.backends.base import build_logits, get_classifier, resolve_device  # noqa: E402
+from typoattack.backends.registry import get_backend  # noqa: E402
+from typoattack.config.parsing import load_templates  # noqa: E402
 from typoattack.config.types import ModelSpec, Placement, Precision  # noqa: E402
+from typoattack.data.vocab import load_vocab  # noqa: E402
 from typoattack.data.canvases import prepare_canvases  # noqa: E402
 from typoattack.data.sources import open_image_source, select_subset  # noqa: E402
 from typoattack.constants import SAMPLE_DIR  # noqa: E402
-from typoattack.models.loading import create_model, get_autocast, resolve_device  # noqa: E402
 from typoattack.attack.render import apply_attack  # noqa: E402
 from typoattack.attack.solver import create_attack_mask  # noqa: E402
-from typoattack.running.evaluate import resolve_batch_size  # noqa: E402
-from typoattack.running.runner import run_eval  # noqa: E402
+from typoattack.defences.apply import resolve_batch_size  # noqa: E402
+from typoattack.engine.run import run_task  # noqa: E402
+from typoattack.tasks.registry import get_task  # noqa: E402
+from typoattack.tasks.synthetic.config import load_synthetic_config  # noqa: E402
 
 # Image-encoder GFLOP per image (open_clip docs/model_profile.csv, FlopCounterMode = 2 x MAC).
 IMAGE_GFLOP = {"ViT-B-32": 8.82, "ViT-B-16": 35.13, "RN50x4": 42.56, "ViT-L-14": 162.03, "ViT-L-14-336": 381.92}
@@ -60,23 +63,23 @@ def measure_encoder(loaded, classifier, canvases: np.ndarray, batch_size: int, p
     """Images/s of normalise + encode_image + logits on canvases already on the device, timed over
     `passes` passes over the canvases (as many encoder passes as the eval call makes)."""
     x = torch.from_numpy(np.array(canvases)).to(loaded.device)  # a writable copy of the memmap rows
-    encode_images(loaded, classifier, x[:batch_size])  # warm-up
+    build_logits(loaded, classifier, x[:batch_size])  # warm-up
     _sync(loaded.device)
     t0 = time.perf_counter()
     for _ in range(passes):
         for start in range(0, len(x), batch_size):
-            encode_images(loaded, classifier, x[start:start + batch_size]).argmax(1)
+            build_logits(loaded, classifier, x[start:start + batch_size]).argmax(1)
     _sync(loaded.device)
     return passes * len(x) / (time.perf_counter() - t0)
 
 
 class NaivePairs(torch.utils.data.Dataset):
-    """One item per (image, word): decode, preprocess, draw, normalise; nothing is reused."""
+    """One item per (image, word): decode, resize, solve the mask and draw; nothing is reused."""
 
     def __init__(self, source, indices, conditions, loaded, style, seed: int) -> None:
         self.source, self.indices, self.conditions = source, indices, conditions
-        self.transform, self.mean, self.std = loaded.canvas_transform, loaded.mean, loaded.std
-        self.canvas_size, self.style, self.seed = loaded.canvas_size, style, seed
+        self.transform, self.canvas_size = loaded.geometry.transform, loaded.canvas_size
+        self.style, self.seed = style, seed
 
     def __len__(self) -> int:
         return len(self.indices) * len(self.conditions)
@@ -88,8 +91,7 @@ class NaivePairs(torch.utils.data.Dataset):
         word, fraction, placement = self.conditions[c]
         mask = create_attack_mask(word, fraction, placement, self.style, self.canvas_size)
         attacked, _ = apply_attack(canvas, mask, item.image_id, self.seed)
-        x = torch.from_numpy(attacked).permute(2, 0, 1).float().div(255)
-        return (x - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
+        return torch.from_numpy(attacked)
 
 
 def measure_naive(loaded, classifier, source, indices, conditions, style, seed, batch_size, workers) -> tuple[float, np.ndarray]:
@@ -102,10 +104,7 @@ def measure_naive(loaded, classifier, source, indices, conditions, style, seed, 
     with torch.inference_mode():
         for x in loader:
             x = x.to(loaded.device, non_blocking=True)
-            with get_autocast(loaded.precision, loaded.device):
-                features = loaded.encode_image(x)
-            logits = 100.0 * features.float() @ classifier
-            preds.append(logits.argmax(1).cpu())
+            preds.append(build_logits(loaded, classifier, x).argmax(1).cpu())
     _sync(loaded.device)
     return len(dataset) / (time.perf_counter() - t0), torch.cat(preds).numpy()
 
@@ -142,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="typoattack-tiny")
     parser.add_argument("--pretrained", default="seed:0")
+    parser.add_argument("--backend", default="open_clip", help="Model family: open_clip or transformers.")
     parser.add_argument("--data", default=str(SAMPLE_DIR))
     parser.add_argument("--synthetic", type=int, default=0, help="Use N synthetic images instead of --data.")
     parser.add_argument("--limit", type=int, default=None)
@@ -173,38 +173,40 @@ def main() -> None:
     device = resolve_device(args.device)
     precision = Precision(args.precision)
     batch_size = resolve_batch_size(args.batch_size, device)
-    settings = {"data": data, "model": args.model, "pretrained": args.pretrained, "vocab": str(vocab_path),
+    settings = {"data": data, "model": args.model, "pretrained": args.pretrained, "backend": args.backend,
+                "vocab": str(vocab_path),
                 "limit": args.limit, "fractions": [args.fraction], "placement": [args.placement],
                 "templates": args.templates, "batch_size": batch_size, "device": args.device,
                 "precision": args.precision, "cache_dir": cache_dir, "workers": args.workers,
                 "compile": args.compile, "chunk_size": 100_000, "out": str(work / "run")}
-    cfg = load_run_config(None, settings)
+    cfg = load_synthetic_config(None, settings)
 
     # Warm the caches (canvases, classifier) with a first run, as a user's second run would find them.
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"model {args.model}/{args.pretrained}, {precision.value}, batch {batch_size}", flush=True)
     t0 = time.perf_counter()
-    run_eval(cfg)
+    run_task(get_task("eval"), cfg)
     print(f"warm-up run (fills canvas and classifier caches): {time.perf_counter() - t0:.1f} s", flush=True)
 
     # 1. encoder only, same canvases, model and batch size
-    loaded = create_model(ModelSpec(args.model, args.pretrained), device, precision, compile=args.compile)
-    classifier, _ = build_classifier(loaded, IMAGENET_CLASSNAMES, load_templates(args.templates), cache_dir)
+    loaded = get_backend(args.backend).load(ModelSpec(args.model, args.pretrained, args.backend), device, precision,
+                                            compile=args.compile)
+    classifier, _ = get_classifier(loaded, IMAGENET_CLASSNAMES, load_templates(args.templates), cache_dir)
     source = open_image_source(cfg.data)
     indices = select_subset(source.items, cfg.limit, cfg.seed)
-    canvases = np.asarray(prepare_canvases(source, indices, loaded.canvas_transform, loaded.transform_key,
-                                           loaded.canvas_size, cache_dir).canvases)
+    g = loaded.geometry
+    canvases = np.asarray(prepare_canvases(source, indices, g.transform, g.key, g.size, cache_dir).canvases)
 
     # 1 and 2 interleaved, the best of --repeats rounds each: load from elsewhere on the machine
     # only ever slows a measurement down, and interleaving exposes both to the same load.
     wall, enc = float("inf"), 0.0
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        result = run_eval(cfg, overwrite=True)  # 2. end to end from a warm cache
+        result = run_task(get_task("eval"), cfg, overwrite=True)  # 2. end to end from a warm cache
         wall = min(wall, time.perf_counter() - t0)
         passes = max(1, round(len(result.records) / len(canvases)))
         enc = max(enc, measure_encoder(loaded, classifier, canvases, batch_size, passes))
-    n_images = result.info["models"][0]["n_images"]
+    n_images = result.info.models[0]["n_images"]
     e2e_passes = len(result.records) / wall
     e2e_pairs = n_images * len(words) / wall
 

@@ -22,9 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from typoattack.config.loading import load_run_config  # noqa: E402
 from typoattack.constants import SAMPLE_DIR  # noqa: E402
-from typoattack.running.runner import run_eval  # noqa: E402
+from typoattack.engine.run import run_task  # noqa: E402
+from typoattack.tasks.registry import get_task  # noqa: E402
+from typoattack.tasks.synthetic.config import load_synthetic_config  # noqa: E402
 
 
 def main() -> None:
@@ -40,16 +41,16 @@ def main() -> None:
                 "vocab": "imagenet-classes", "fractions": [args.fraction], "placement": [args.placement],
                 "templates": args.templates, "device": "cpu", "workers": args.workers,
                 "cache_dir": str(work / "cache"), "out": str(work / "run")}
-    cfg = load_run_config(None, settings)
+    cfg = load_synthetic_config(None, settings)
     print(f"tiny model, {args.images} images x 998 words (imagenet-classes), fraction {args.fraction}, "
           f"{args.placement}, {args.templates} templates, {args.workers} workers")
     print(f"{'cache':<6} {'wall s':>7} {'records':>8} {'masks s':>8} {'eval s':>7} {'classifier s':>12}")
     for label in ("cold", "warm"):
         t0 = time.perf_counter()
-        result = run_eval(cfg, overwrite=True)
+        result = run_task(get_task("eval"), cfg, overwrite=True)
         wall = time.perf_counter() - t0
-        seconds = result.info["models"][0]["seconds"]
-        print(f"{label:<6} {wall:>7.1f} {len(result.records):>8} {result.info['seconds_masks']:>8.1f} "
+        seconds = result.info.models[0]["seconds"]
+        print(f"{label:<6} {wall:>7.1f} {len(result.records):>8} {result.info.extra['seconds_planning']['masks']:>8.1f} "
               f"{seconds['evaluate']:>7.1f} {seconds['classifier']:>12.1f}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 

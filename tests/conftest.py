@@ -13,7 +13,7 @@ from typer import rich_utils
 
 from typoattack.config.types import ModelSpec, Precision
 from typoattack.constants import SAMPLE_DIR
-from typoattack.models.loading import TINY_MODEL, create_model
+from typoattack.backends.open_clip.model import TINY_MODEL, create_model
 
 
 

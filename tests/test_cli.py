@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import typoattack.running.runner
+import typoattack.engine.run
 from typoattack.cli import app
 from typoattack.constants import SAMPLE_DIR, VOCAB_DIR
-from typoattack.config.types import ModelSpec, Placement, Precision, RunConfig
+from typoattack.config.types import ModelSpec, Placement, Precision
+from typoattack.engine.rundir import RunInfo
+from typoattack.tasks.synthetic.config import SyntheticConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -24,14 +26,14 @@ runner = CliRunner()
 @pytest.fixture
 def captured(monkeypatch):
     """Replace the heavy run with a stub that records the config the CLI built."""
-    calls: list[tuple[RunConfig, bool]] = []
+    calls: list[tuple[SyntheticConfig, bool]] = []
 
-    def fake_run_eval(cfg, progress=None, overwrite=False):
+    def fake_run_task(task, cfg, progress=None, overwrite=False):
         calls.append((cfg, overwrite))
         empty = pd.DataFrame(columns=["model", "pretrained"])
-        return typoattack.running.runner.RunResult(Path(cfg.out), empty, empty, {"n_skipped": 0})
+        return typoattack.engine.run.RunResult(Path(cfg.out), empty, empty, RunInfo(task.name, "", {}, n_skipped=0))
 
-    monkeypatch.setattr(typoattack.running.runner, "run_eval", fake_run_eval)
+    monkeypatch.setattr(typoattack.engine.run, "run_task", fake_run_task)
     return calls
 
 

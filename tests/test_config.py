@@ -12,15 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from typoattack.data.classes import IMAGENET_CLASSNAMES, resolve_class
-from typoattack.config.loading import (
-    _RUN_KEYS,
-    build_run_config,
-    load_run_config,
-    load_templates,
-    load_vocab,
-    parse_color,
+from typoattack.config.parsing import load_templates, parse_color
+from typoattack.config.types import ModelSpec, Placement, Precision
+from typoattack.data.vocab import load_vocab
+from typoattack.tasks.synthetic.config import (
+    SYNTHETIC_KEYS, SyntheticConfig, build_synthetic_config, load_synthetic_config,
 )
-from typoattack.config.types import ModelSpec, Placement, Precision, RunConfig
 from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT, FONTS_DIR, SAMPLE_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError
 
@@ -61,7 +58,7 @@ def test_constants_point_at_shipped_files():
 
 
 def test_load_ci_yaml():
-    cfg = load_run_config(CI_YAML)
+    cfg = load_synthetic_config(CI_YAML)
     assert cfg.models == (ModelSpec("typoattack-reader-tiny", "ci500"),)
     src = Path(cfg.data.source)
     assert src.is_absolute()
@@ -86,7 +83,7 @@ def test_load_ci_yaml():
 
 
 def test_load_paper_yaml():
-    cfg = load_run_config(PAPER_YAML)
+    cfg = load_synthetic_config(PAPER_YAML)
     assert cfg.models == (ModelSpec("RN50x4", "openai"),)
     assert cfg.data.source == "/path/to/imagenet/val"
     assert cfg.limit == 1000
@@ -117,7 +114,7 @@ def test_relative_paths_resolved_against_yaml_folder(tmp_path, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    cfg = load_run_config(path)
+    cfg = load_synthetic_config(path)
     assert Path(cfg.data.source).resolve() == (cfg_dir / "imgs").resolve()
     assert Path(cfg.data.labels).resolve() == (cfg_dir / "imgs" / "labels.csv").resolve()
     assert Path(cfg.out).resolve() == (tmp_path / "project" / "results" / "run1").resolve()
@@ -128,13 +125,13 @@ def test_relative_paths_resolved_against_yaml_folder(tmp_path, monkeypatch):
 
 def test_font_name_resolves_to_shipped_fonts(tmp_path, data_dir):
     path = write_yaml(tmp_path / "run.yaml", {"model": "m", "data": str(data_dir), "font": "DejaVuSans.ttf"})
-    cfg = load_run_config(path)
+    cfg = load_synthetic_config(path)
     assert Path(cfg.style.font) == FONTS_DIR / "DejaVuSans.ttf"
 
 
 def test_hf_data_is_not_made_a_path(tmp_path):
     path = write_yaml(tmp_path / "run.yaml", {"model": "m", "data": "hf:imagenet-1k", "hf_split": "val"})
-    cfg = load_run_config(path)
+    cfg = load_synthetic_config(path)
     assert cfg.data.source == "hf:imagenet-1k"
     assert cfg.data.hf_split == "val"
 
@@ -148,7 +145,7 @@ def test_overrides_win_over_yaml(tmp_path):
         "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "fractions": [0.2, 0.3],
         "placement": ["center"], "seed": 7, "limit": 10, "out": "some/out", "batch_size": 8,
     }
-    cfg = load_run_config(CI_YAML, overrides)
+    cfg = load_synthetic_config(CI_YAML, overrides)
     assert cfg.models == (ModelSpec("ViT-B-32", "laion2b_s34b_b79k"),)
     assert cfg.fractions == (0.2, 0.3)
     assert cfg.placements == (Placement.CENTER,)
@@ -161,8 +158,8 @@ def test_overrides_win_over_yaml(tmp_path):
 
 
 def test_none_overrides_are_ignored():
-    plain = load_run_config(CI_YAML)
-    overridden = load_run_config(CI_YAML, {k: None for k in
+    plain = load_synthetic_config(CI_YAML)
+    overridden = load_synthetic_config(CI_YAML, {k: None for k in
                                            ("model", "pretrained", "fractions", "placement", "seed",
                                             "limit", "out", "batch_size", "data", "device")})
     assert overridden == plain
@@ -171,20 +168,20 @@ def test_none_overrides_are_ignored():
 def test_override_model_replaces_models_list(tmp_path, data_dir):
     path = write_yaml(tmp_path / "run.yaml", {
         "data": str(data_dir), "models": [{"name": "A", "pretrained": "a"}, {"name": "B", "pretrained": "b"}]})
-    cfg = load_run_config(path, {"model": "C", "pretrained": "c"})
+    cfg = load_synthetic_config(path, {"model": "C", "pretrained": "c"})
     assert cfg.models == (ModelSpec("C", "c"),)
 
 
 def test_override_fractions_replaces_yaml_fraction(tmp_path, data_dir):
     path = write_yaml(tmp_path / "run.yaml", {"data": str(data_dir), "model": "m", "fraction": 0.05,
                                               "placements": ["random"]})
-    cfg = load_run_config(path, {"fractions": [0.5], "placement": ["center"]})
+    cfg = load_synthetic_config(path, {"fractions": [0.5], "placement": ["center"]})
     assert cfg.fractions == (0.5,)
     assert cfg.placements == (Placement.CENTER,)
 
 
 def test_overrides_without_yaml(data_dir):
-    cfg = load_run_config(None, {"data": str(data_dir), "model": "m", "pretrained": None})
+    cfg = load_synthetic_config(None, {"data": str(data_dir), "model": "m", "pretrained": None})
     assert cfg.models == (ModelSpec("m", None),)
     assert cfg.data.source == str(data_dir)
 
@@ -197,7 +194,7 @@ def test_overrides_without_yaml(data_dir):
                                           ("batchsize", "batch_size"), ("modle", "model")])
 def test_unknown_key_suggests(base, key, expected):
     with pytest.raises(ConfigError, match="Did you mean") as e:
-        build_run_config({**base, key: 1})
+        build_synthetic_config({**base, key: 1})
     assert key in str(e.value)
     assert repr(expected) in str(e.value)
 
@@ -205,18 +202,18 @@ def test_unknown_key_suggests(base, key, expected):
 def test_unknown_key_in_yaml_file(tmp_path, data_dir):
     path = write_yaml(tmp_path / "run.yaml", {"data": str(data_dir), "model": "m", "fractons": [0.1]})
     with pytest.raises(ConfigError, match="fractons.*Did you mean 'fractions'"):
-        load_run_config(path)
+        load_synthetic_config(path)
 
 
 def test_unknown_key_without_close_match(base):
     with pytest.raises(ConfigError, match="zzzzzz") as e:
-        build_run_config({**base, "zzzzzz": 1})
+        build_synthetic_config({**base, "zzzzzz": 1})
     assert "Did you mean" not in str(e.value)
 
 
 def test_non_string_key(base):
     with pytest.raises(ConfigError):
-        build_run_config({**base, 5: "x"})
+        build_synthetic_config({**base, 5: "x"})
 
 
 @pytest.mark.parametrize("key,value", [
@@ -232,59 +229,59 @@ def test_non_string_key(base):
 ])
 def test_wrong_types_name_the_key(base, key, value):
     with pytest.raises(ConfigError, match=key):
-        build_run_config({**base, key: value})
+        build_synthetic_config({**base, key: value})
 
 
 @pytest.mark.parametrize("value", [["x"], [0], [1], [1.5], [0.0], [-0.1], [float("nan")], [float("inf")],
                                    [True], [[0.1]], [None], 0, 1, 1.5, "x", None])
 def test_bad_fractions(base, value):
     with pytest.raises(ConfigError, match="fraction"):
-        build_run_config({**base, "fractions": value})
+        build_synthetic_config({**base, "fractions": value})
 
 
 @pytest.mark.parametrize("key", ["fraction", "fractions"])
 def test_fraction_scalar_and_string(base, key):
-    assert build_run_config({**base, key: 0.25}).fractions == (0.25,)
-    assert build_run_config({**base, key: "0.25"}).fractions == (0.25,)
-    assert build_run_config({**base, key: [0.1, "0.2"]}).fractions == (0.1, 0.2)
+    assert build_synthetic_config({**base, key: 0.25}).fractions == (0.25,)
+    assert build_synthetic_config({**base, key: "0.25"}).fractions == (0.25,)
+    assert build_synthetic_config({**base, key: [0.1, "0.2"]}).fractions == (0.1, 0.2)
 
 
 def test_empty_fractions(base):
     with pytest.raises(ConfigError, match="empty"):
-        build_run_config({**base, "fractions": []})
+        build_synthetic_config({**base, "fractions": []})
 
 
 def test_duplicate_fractions(base):
     with pytest.raises(ConfigError, match="twice"):
-        build_run_config({**base, "fractions": [0.1, 0.2, 0.1]})
+        build_synthetic_config({**base, "fractions": [0.1, 0.2, 0.1]})
 
 
 def test_fraction_and_fractions_together(base):
     with pytest.raises(ConfigError, match="not both"):
-        build_run_config({**base, "fraction": 0.1, "fractions": [0.2]})
+        build_synthetic_config({**base, "fraction": 0.1, "fractions": [0.2]})
 
 
 def test_precision_suggestion(base):
     with pytest.raises(ConfigError, match="precision") as e:
-        build_run_config({**base, "precision": "fp64"})
+        build_synthetic_config({**base, "precision": "fp64"})
     msg = str(e.value)
     assert "fp32" in msg and "bf16" in msg and "fp16" in msg
     assert "Did you mean" in msg
 
 
 def test_precision_case_insensitive(base):
-    assert build_run_config({**base, "precision": "BF16"}).precision is Precision.BF16
+    assert build_synthetic_config({**base, "precision": "BF16"}).precision is Precision.BF16
 
 
 @pytest.mark.parametrize("value", ["diagonal", ["paper8", "diagonal"], [], ["center", "center"], [["paper8"]], None])
 def test_bad_placement(base, value):
     with pytest.raises(ConfigError, match="placement"):
-        build_run_config({**base, "placement": value})
+        build_synthetic_config({**base, "placement": value})
 
 
 def test_placements_forms(base):
-    assert build_run_config({**base, "placement": "center"}).placements == (Placement.CENTER,)
-    assert build_run_config({**base, "placements": ["Random", "paper8"]}).placements == (
+    assert build_synthetic_config({**base, "placement": "center"}).placements == (Placement.CENTER,)
+    assert build_synthetic_config({**base, "placements": ["Random", "paper8"]}).placements == (
         Placement.RANDOM, Placement.PAPER8)
 
 
@@ -292,7 +289,7 @@ def test_placements_forms(base):
 def test_yaml_not_a_mapping(tmp_path, doc):
     path = write_yaml(tmp_path / "run.yaml", doc)
     with pytest.raises(ConfigError, match="mapping"):
-        load_run_config(path)
+        load_synthetic_config(path)
 
 
 @pytest.mark.parametrize("doc", ["model: [unclosed\n", "a: b: c\n", "key: 'open\n", "\tmodel: x\n",
@@ -300,48 +297,48 @@ def test_yaml_not_a_mapping(tmp_path, doc):
 def test_invalid_yaml(tmp_path, doc):
     path = write_yaml(tmp_path / "run.yaml", doc)
     with pytest.raises(ConfigError, match="run.yaml"):
-        load_run_config(path)
+        load_synthetic_config(path)
 
 
 def test_yaml_not_utf8(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_bytes(b"model: \xff\xfe\n")
     with pytest.raises(ConfigError, match="UTF-8"):
-        load_run_config(path)
+        load_synthetic_config(path)
 
 
 def test_yaml_file_missing(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        load_run_config(tmp_path / "nope.yaml")
+        load_synthetic_config(tmp_path / "nope.yaml")
 
 
 def test_empty_yaml_needs_data(tmp_path):
     path = write_yaml(tmp_path / "run.yaml", "")
     with pytest.raises(ConfigError, match="data"):
-        load_run_config(path)
+        load_synthetic_config(path)
 
 
 @pytest.mark.parametrize("raw", [{"model": "m"}, {"model": "m", "data": None}])
 def test_missing_data(raw):
     with pytest.raises(ConfigError, match="data"):
-        build_run_config(raw)
+        build_synthetic_config(raw)
 
 
 def test_missing_model(data_dir):
     with pytest.raises(ConfigError, match="model"):
-        build_run_config({"data": str(data_dir)})
+        build_synthetic_config({"data": str(data_dir)})
 
 
 def test_missing_font(base, tmp_path):
     with pytest.raises(ConfigError, match="font"):
-        build_run_config({**base, "font": str(tmp_path / "nope.ttf")})
+        build_synthetic_config({**base, "font": str(tmp_path / "nope.ttf")})
     with pytest.raises(ConfigError, match="font"):
-        build_run_config({**base, "font": "NoSuchFont.ttf"})
+        build_synthetic_config({**base, "font": "NoSuchFont.ttf"})
 
 
 def test_missing_templates_file(base, tmp_path):
     with pytest.raises(ConfigError, match="templates"):
-        build_run_config({**base, "templates": str(tmp_path / "nope.yaml")})
+        build_synthetic_config({**base, "templates": str(tmp_path / "nope.yaml")})
 
 
 @pytest.mark.parametrize("value,rgb", [
@@ -349,7 +346,7 @@ def test_missing_templates_file(base, tmp_path):
     ([0, 255, 0], (0, 255, 0)), ((1, 2, 3), (1, 2, 3)), ("Red", (255, 0, 0)),
 ])
 def test_colours_parse(base, value, rgb):
-    cfg = build_run_config({**base, "fill": value, "outline": value})
+    cfg = build_synthetic_config({**base, "fill": value, "outline": value})
     assert cfg.style.fill == rgb and cfg.style.outline == rgb
     assert parse_color("fill", value) == rgb
 
@@ -361,7 +358,7 @@ def test_colours_parse(base, value, rgb):
 @pytest.mark.parametrize("key", ["fill", "outline"])
 def test_bad_colours(base, key, value):
     with pytest.raises(ConfigError, match=key):
-        build_run_config({**base, key: value})
+        build_synthetic_config({**base, key: value})
 
 
 @pytest.mark.parametrize("value", ["rgb(300, 0, 0)", "rgb(0, 999, 0)"])
@@ -369,14 +366,14 @@ def test_colour_strings_out_of_range(base, value):
     """[0, 256, 0] is refused; the same colour spelled as an rgb() string must not slip through
     with a component above 255."""
     try:
-        cfg = build_run_config({**base, "fill": value})
+        cfg = build_synthetic_config({**base, "fill": value})
     except ConfigError:
         return
     assert all(0 <= c <= 255 for c in cfg.style.fill), cfg.style.fill
 
 
 def test_models_list_form(data_dir):
-    cfg = build_run_config({"data": str(data_dir), "models": [
+    cfg = build_synthetic_config({"data": str(data_dir), "models": [
         {"name": "RN50", "pretrained": "openai"}, {"name": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"},
         {"name": "hf-hub:org/repo"}, "local-dir:/some/dir"]})
     assert cfg.models == (ModelSpec("RN50", "openai"), ModelSpec("ViT-B-32", "laion2b_s34b_b79k"),
@@ -386,18 +383,18 @@ def test_models_list_form(data_dir):
 
 
 def test_model_list_with_pretrained_list(data_dir):
-    cfg = build_run_config({"data": str(data_dir), "model": ["A", "B"], "pretrained": ["a", "b"]})
+    cfg = build_synthetic_config({"data": str(data_dir), "model": ["A", "B"], "pretrained": ["a", "b"]})
     assert cfg.models == (ModelSpec("A", "a"), ModelSpec("B", "b"))
-    cfg = build_run_config({"data": str(data_dir), "model": ["A", "B"], "pretrained": "x"})
+    cfg = build_synthetic_config({"data": str(data_dir), "model": ["A", "B"], "pretrained": "x"})
     assert cfg.models == (ModelSpec("A", "x"), ModelSpec("B", "x"))
     with pytest.raises(ConfigError, match="pretrained"):
-        build_run_config({"data": str(data_dir), "model": ["A", "B", "C"], "pretrained": ["a", "b"]})
+        build_synthetic_config({"data": str(data_dir), "model": ["A", "B", "C"], "pretrained": ["a", "b"]})
 
 
 @pytest.mark.parametrize("extra", [{"model": "X"}, {"pretrained": "x"}])
 def test_models_plus_model_raises(data_dir, extra):
     with pytest.raises(ConfigError, match="not both"):
-        build_run_config({"data": str(data_dir), "models": [{"name": "A", "pretrained": "a"}], **extra})
+        build_synthetic_config({"data": str(data_dir), "models": [{"name": "A", "pretrained": "a"}], **extra})
 
 
 @pytest.mark.parametrize("models", [
@@ -406,53 +403,53 @@ def test_models_plus_model_raises(data_dir, extra):
 ])
 def test_bad_models_entries(data_dir, models):
     with pytest.raises(ConfigError):
-        build_run_config({"data": str(data_dir), "models": models})
+        build_synthetic_config({"data": str(data_dir), "models": models})
 
 
 @pytest.mark.parametrize("entry", [{"name": "A", 1: "x"}, {"name": "A", 1: "x", "zz": 2}, {True: 1}])
 def test_models_entry_with_non_string_key(data_dir, entry):
     """YAML like `models: [{name: A, 1: x}]` has an integer key; it must be a ConfigError."""
     with pytest.raises(ConfigError):
-        build_run_config({"data": str(data_dir), "models": [entry]})
+        build_synthetic_config({"data": str(data_dir), "models": [entry]})
 
 
 def test_models_unknown_key_suggestion(data_dir):
     with pytest.raises(ConfigError, match="Did you mean 'pretrained'"):
-        build_run_config({"data": str(data_dir), "models": [{"name": "A", "pretraind": "a"}]})
+        build_synthetic_config({"data": str(data_dir), "models": [{"name": "A", "pretraind": "a"}]})
 
 
 @pytest.mark.parametrize("key,value", [("limit", "--5"), ("limit", "²"), ("seed", "--1"), ("batch_size", "¹")])
 def test_integer_strings_that_int_cannot_parse(base, key, value):
     """`"²".isdigit()` is True but int("²") fails; such strings must give a ConfigError."""
     with pytest.raises(ConfigError, match=key):
-        build_run_config({**base, key: value})
+        build_synthetic_config({**base, key: value})
 
 
 @pytest.mark.parametrize("key,value", [("opacity", 10**400), ("fractions", [10**400]), ("opacity", -(10**400))])
 def test_huge_integers_are_config_errors(base, key, value):
     """YAML reads a 400-digit number as a Python int, which float() cannot hold."""
     with pytest.raises(ConfigError, match=key.rstrip("s")):
-        build_run_config({**base, key: value})
+        build_synthetic_config({**base, key: value})
 
 
 @pytest.mark.parametrize("key", ["data", "out", "cache_dir", "labels"])
 def test_unknown_user_home_is_a_config_error_or_kept(base, key):
     """`~nosuchuser/x` cannot be expanded; that must not raise RuntimeError."""
     try:
-        build_run_config({**base, key: "~typoattack_no_such_user/x"})
+        build_synthetic_config({**base, key: "~typoattack_no_such_user/x"})
     except ConfigError:
         pass
 
 
 def test_integer_strings_accepted(base):
-    cfg = build_run_config({**base, "limit": "12", "batch_size": " 8 ", "seed": "3"})
+    cfg = build_synthetic_config({**base, "limit": "12", "batch_size": " 8 ", "seed": "3"})
     assert (cfg.limit, cfg.batch_size, cfg.seed) == (12, 8, 3)
     with pytest.raises(ConfigError, match="seed must be a non-negative integer"):
-        build_run_config({**base, "seed": "-3"})
+        build_synthetic_config({**base, "seed": "-3"})
 
 
 def test_defaults(base):
-    cfg = build_run_config(base)
+    cfg = build_synthetic_config(base)
     assert cfg.fractions == (0.07,)
     assert cfg.placements == (Placement.PAPER8,)
     assert cfg.precision is Precision.FP32
@@ -463,17 +460,17 @@ def test_defaults(base):
 
 
 def test_batch_size_auto(base):
-    assert build_run_config({**base, "batch_size": "auto"}).batch_size is None
-    assert build_run_config({**base, "batch_size": "AUTO"}).batch_size is None
-    assert build_run_config({**base, "batch_size": 64}).batch_size == 64
+    assert build_synthetic_config({**base, "batch_size": "auto"}).batch_size is None
+    assert build_synthetic_config({**base, "batch_size": "AUTO"}).batch_size is None
+    assert build_synthetic_config({**base, "batch_size": 64}).batch_size == 64
     with pytest.raises(ConfigError, match="batch_size"):
-        build_run_config({**base, "batch_size": "automatic"})
+        build_synthetic_config({**base, "batch_size": "automatic"})
 
 
-def test_build_run_config_rejects_non_mapping():
+def test_build_synthetic_config_rejects_non_mapping():
     for raw in (["data"], "data: x", 3, None):
         with pytest.raises(ConfigError, match="mapping"):
-            build_run_config(raw)
+            build_synthetic_config(raw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,23 +478,23 @@ def test_build_run_config_rejects_non_mapping():
 
 
 def test_fingerprint(base, tmp_path):
-    cfg = build_run_config(base)
+    cfg = build_synthetic_config(base)
     fp = cfg.fingerprint()
     for change in ({"out": str(tmp_path / "o")}, {"cache_dir": str(tmp_path / "c")}, {"workers": 7},
-                   {"batch_size": 3}, {"device": "cuda:1"}) + (({"compile": True},) if "compile" in _RUN_KEYS else ()):
+                   {"batch_size": 3}, {"device": "cuda:1"}) + (({"compile": True},) if "compile" in SYNTHETIC_KEYS else ()):
         assert dataclasses.replace(cfg, **change).fingerprint() == fp, change
-        assert build_run_config({**base, **change}).fingerprint() == fp, change
+        assert build_synthetic_config({**base, **change}).fingerprint() == fp, change
     for change in ({"seed": 1}, {"fractions": [0.1]}, {"model": "RN50"}, {"pretrained": "other"},
                    {"limit": 5}, {"placement": "center"}, {"precision": "fp16"}, {"fill": "red"},
                    {"templates": "simple"}, {"vocab": "imagenet-classes"}):
-        assert build_run_config({**base, **change}).fingerprint() != fp, change
+        assert build_synthetic_config({**base, **change}).fingerprint() != fp, change
 
 
 def test_fingerprint_is_json_and_deterministic(base):
     import json
 
-    a = build_run_config(base)
-    b = build_run_config(dict(reversed(list(base.items()))))
+    a = build_synthetic_config(base)
+    b = build_synthetic_config(dict(reversed(list(base.items()))))
     assert a.fingerprint() == b.fingerprint()
     d = json.loads(a.fingerprint())
     assert "out" not in d and "workers" not in d and "seed" in d
@@ -625,7 +622,7 @@ def test_load_templates_yaml_file(tmp_path):
 
 def test_templates_file_in_run_config(base, tmp_path):
     p = write_yaml(tmp_path / "t.yaml", ["a photo of a {c}."])
-    cfg = build_run_config({**base, "templates": str(p)})
+    cfg = build_synthetic_config({**base, "templates": str(p)})
     assert cfg.templates == str(p)
     assert load_templates(cfg.templates) == ("a photo of a {}.",)
 
@@ -672,7 +669,7 @@ def test_loaded_templates_format_with_the_class_name(tmp_path, template):
 
 
 # --------------------------------------------------------------------------------------------
-# Property-based: build_run_config never raises anything but ConfigError
+# Property-based: build_synthetic_config never raises anything but ConfigError
 
 _INTERESTING = st.sampled_from([
     "paper8", "center", "random", "fp32", "bf16", "fp16", "fp64", "openai", "simple", "white", "#ff0000",
@@ -681,7 +678,7 @@ _INTERESTING = st.sampled_from([
 ])
 _SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
             | st.text(max_size=12) | _INTERESTING)
-_KEYS = st.sampled_from(_RUN_KEYS) | st.text(max_size=10)
+_KEYS = st.sampled_from(SYNTHETIC_KEYS) | st.text(max_size=10)
 _VALUES = st.recursive(
     _SCALARS,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(_KEYS | _INTERESTING | st.integers(-3, 3) | st.booleans(), children, max_size=4),
@@ -692,17 +689,17 @@ _DOCS = st.dictionaries(_KEYS, _VALUES, max_size=8)
 
 def _check(raw):
     try:
-        cfg = build_run_config(raw)
+        cfg = build_synthetic_config(raw)
     except ConfigError:
         return
-    assert isinstance(cfg, RunConfig)
+    assert isinstance(cfg, SyntheticConfig)
     cfg.fingerprint()
 
 
 @settings(max_examples=200, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(doc=_DOCS, inject=st.sampled_from(["none", "data", "data+model"]))
-def test_property_build_run_config_only_raises_config_error(doc, inject):
+def test_property_build_synthetic_config_only_raises_config_error(doc, inject):
     raw = dict(doc)
     if inject != "none":
         raw["data"] = str(SAMPLE_DIR)
@@ -714,7 +711,7 @@ def test_property_build_run_config_only_raises_config_error(doc, inject):
 
 @settings(max_examples=200, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
-@given(models=_VALUES, rest=st.dictionaries(st.sampled_from(_RUN_KEYS), _VALUES, max_size=3))
+@given(models=_VALUES, rest=st.dictionaries(st.sampled_from(SYNTHETIC_KEYS), _VALUES, max_size=3))
 def test_property_models_entries(models, rest):
     raw = {**rest, "data": str(SAMPLE_DIR), "models": models}
     raw.pop("model", None)
@@ -729,10 +726,10 @@ def test_property_load_run_config_yaml_text(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("y") / "run.yaml"
     path.write_text(text, encoding="utf-8")
     try:
-        cfg = load_run_config(path)
+        cfg = load_synthetic_config(path)
     except ConfigError:
         return
-    assert isinstance(cfg, RunConfig)
+    assert isinstance(cfg, SyntheticConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -766,12 +763,12 @@ def test_vocabulary_with_lemma_targets(tmp_path) -> None:
 @pytest.mark.parametrize("name", ["ci", "paper", "sweep-fraction"])
 def test_builtin_configs_resolve_by_name_from_anywhere(name, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    cfg = load_run_config(name)
+    cfg = load_synthetic_config(name)
     assert Path(cfg.vocab) == VOCAB_DIR / "goh2021.yaml"
 
 
 def test_ci_config_uses_the_shipped_demo_model_and_images() -> None:
-    cfg = load_run_config("ci")
+    cfg = load_synthetic_config("ci")
     assert cfg.models == (ModelSpec("typoattack-reader-tiny", "ci500"),)
     assert Path(cfg.data.source).resolve() == SAMPLE_DIR.resolve()
 
@@ -779,15 +776,15 @@ def test_ci_config_uses_the_shipped_demo_model_and_images() -> None:
 def test_unknown_config_name_lists_the_builtin_ones(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"'cii' is neither a file nor a built-in config \(ci, paper, sweep-fraction\)\. Did you mean 'ci'"):
-        load_run_config("cii")
+        load_synthetic_config("cii")
     with pytest.raises(ConfigError, match="config file nothere/x.yaml does not exist"):
-        load_run_config("nothere/x.yaml")
+        load_synthetic_config("nothere/x.yaml")
 
 
 def test_vocabularies_by_name(base) -> None:
-    assert Path(build_run_config({**base, "vocab": "imagenet-classes"}).vocab) == VOCAB_DIR / "imagenet-classes.yaml"
+    assert Path(build_synthetic_config({**base, "vocab": "imagenet-classes"}).vocab) == VOCAB_DIR / "imagenet-classes.yaml"
     with pytest.raises(ConfigError, match=r"'goh2012' is neither a YAML file nor a built-in vocabulary .*Did you mean 'goh2021'"):
-        build_run_config({**base, "vocab": "goh2012"})
+        build_synthetic_config({**base, "vocab": "goh2012"})
 
 
 def test_imagenet_classes_vocabulary_aims_each_name_at_its_class() -> None:
@@ -799,6 +796,6 @@ def test_imagenet_classes_vocabulary_aims_each_name_at_its_class() -> None:
 def test_pretrained_checkpoint_relative_to_the_config(tmp_path, data_dir) -> None:
     (tmp_path / "w.pt").write_bytes(b"x")
     path = write_yaml(tmp_path / "c.yaml", {"data": str(data_dir), "model": "ViT-B-32", "pretrained": "w.pt"})
-    assert load_run_config(path).models[0].pretrained == str(tmp_path / "w.pt")
+    assert load_synthetic_config(path).models[0].pretrained == str(tmp_path / "w.pt")
     path = write_yaml(tmp_path / "d.yaml", {"data": str(data_dir), "model": "ViT-B-32", "pretrained": "openai"})
-    assert load_run_config(path).models[0].pretrained == "openai"
+    assert load_synthetic_config(path).models[0].pretrained == "openai"

@@ -17,8 +17,9 @@ from typoattack.attack.render import apply_attack
 from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import ModelSpec, Placement, Precision, RenderStyle
 from typoattack.data.classes import IMAGENET_CLASSNAMES
-from typoattack.models.classify import build_classifier, encode_canvases
-from typoattack.models.loading import TINY_MODEL, create_canvas_transform, create_model
+from runs import encode_canvases
+from typoattack.backends.base import get_classifier
+from typoattack.backends.open_clip.model import TINY_MODEL, create_geometry, create_model
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make gpu-check)")]
@@ -28,7 +29,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def canvases(sample_dir) -> tuple[list[str], np.ndarray]:
-    transform, _, _ = create_canvas_transform(size=224)
+    transform = create_geometry(size=224).transform
     files = pd.read_csv(sample_dir / "labels.csv")["file"].tolist()[::8]
     return files, np.stack([np.asarray(transform(Image.open(sample_dir / f).convert("RGB")), np.uint8) for f in files])
 
@@ -52,7 +53,7 @@ def models(cache_dir):
     for name, device, precision in (("cpu", CPU, Precision.FP32), ("fp32", CUDA, Precision.FP32),
                                     ("bf16", CUDA, Precision.BF16)):
         loaded = create_model(spec, device, precision)
-        classifier, _ = build_classifier(loaded, IMAGENET_CLASSNAMES, ("a photo of a {}.",), str(cache_dir))
+        classifier, _ = get_classifier(loaded, IMAGENET_CLASSNAMES, ("a photo of a {}.",), str(cache_dir))
         out[name] = (loaded, classifier)
     return out
 

@@ -13,15 +13,15 @@ import torch
 from typer.testing import CliRunner
 
 from typoattack.cli import app
-from typoattack.config.loading import load_run_config
+from typoattack.tasks.synthetic.config import load_synthetic_config
 from typoattack.config.types import ModelSpec, Precision
-from typoattack.defences.heads import ablate_heads, get_head_grid
-from typoattack.defences.prefix import (PREFIX_PROMPT, embed_prompts, encode_text_embeddings, get_star_token,
-                                        load_prefix)
-from typoattack.defences.spec import DefenceKind, parse_defence, parse_defences
+from typoattack.backends.open_clip.heads import ablate_heads, get_head_grid
+from typoattack.backends.open_clip.model import create_model
+from typoattack.backends.open_clip.prefix import embed_prompts, encode_text_embeddings, get_star_token
+from typoattack.config.defences import DefenceKind, parse_defence, parse_defences
+from typoattack.defences.prefix import PREFIX_PROMPT, load_prefix
 from typoattack.errors import ConfigError
-from typoattack.models.loading import create_model
-from typoattack.running.runner import run_eval
+from runs import run_eval, run_report
 
 runner = CliRunner()
 TABLES = ["records.parquet", "per_word.csv", "per_word.md", "confusion.csv"]
@@ -188,41 +188,41 @@ def test_defence_none_reproduces_a_run_without_defence_byte_for_byte(tmp_path, s
 
 def test_several_defences_share_images_and_keep_the_undefended_numbers(tmp_path, sample_dir, cache_dir, vocab,
                                                                        monkeypatch) -> None:
-    import typoattack.models.classify as classify
+    import typoattack.backends.base as base
 
     torch.save(torch.randn(64, generator=torch.Generator().manual_seed(3)), tmp_path / "prefix.pt")
-    calls: list[int] = []
-    real = classify.encode_images
+    calls: list[tuple[int, bool]] = []
+    encode = base.encode_features
 
-    def counting(loaded, classifier, x):
-        calls.append(classifier.shape[1])
-        return real(loaded, classifier, x)
+    def counting(model, x):
+        ablated = any(type(b.attn).__name__ == "HeadAblatedAttention" for b in model.model.visual.transformer.resblocks)
+        calls.append((len(x), ablated))
+        return encode(model, x)
 
     plain = tmp_path / "plain"
     assert runner.invoke(app, _tiny_eval_args(sample_dir, cache_dir, plain, vocab)).exit_code == 0
-    monkeypatch.setattr(classify, "encode_images", counting)
+    monkeypatch.setattr(base, "encode_features", counting)
     out = tmp_path / "many"
     result = runner.invoke(app, [*_tiny_eval_args(sample_dir, cache_dir, out, vocab), "--defence", "none",
                                  "--defence", "heads:1.0,1.1", "--defence", f"prefix:{tmp_path / 'prefix.pt'}",
                                  "--defence", "templates:openai"])
     assert result.exit_code == 0, result.output
-    # One pass with the three text-side classifiers side by side, one with the heads ablated.
-    assert sorted(set(calls)) == [1000, 3000]
+    # Cells of 3 and 1 images x 3 jobs: per batch one pass for the three text-side defences, one with
+    # the heads ablated.
+    assert sorted(calls) == [(3, False), (3, True), (9, False), (9, True)]
     records = pd.read_parquet(out / "records.parquet")
     assert records.groupby("defence").size().to_dict() == {
         "none": 12, "heads:1.0,1.1": 12, "prefix:prefix.pt": 12, "templates:openai": 12}
-    base = pd.read_parquet(plain / "records.parquet")
+    base_records = pd.read_parquet(plain / "records.parquet")
     undefended = records[records["defence"] == "none"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(undefended, base)
+    pd.testing.assert_frame_equal(undefended, base_records)
     heads = records[records["defence"] == "heads:1.0,1.1"].reset_index(drop=True)
-    assert (heads["pixel_cover"] == base["pixel_cover"]).all()  # the same attacked canvases
-    assert (heads["pred_index"] != base["pred_index"]).any()
+    assert (heads["pixel_cover"] == base_records["pixel_cover"]).all()  # the same attacked canvases
+    assert (heads["pred_index"] != base_records["pred_index"]).any()
     per_word = pd.read_csv(out / "per_word.csv")
     assert sorted(per_word["defence"].unique()) == sorted(records["defence"].unique())
     info = json.loads((out / "run.json").read_text())
     assert info["config"]["defences"][1] == "heads:1.0,1.1"
-
-    from typoattack.running.reporting import run_report
 
     _, report = run_report([out])
     md = (report / "report.md").read_text()
@@ -239,13 +239,13 @@ def test_yaml_defences_resolve_files_next_to_the_config(tmp_path, sample_dir) ->
     (tmp_path / "h.yaml").write_text("- '0.1'\n")
     (tmp_path / "bad.yaml").write_text("- 1.10\n")
     with pytest.raises(ConfigError, match="in quotes"):
-        load_run_config(None, {"model": "typoattack-tiny", "data": str(sample_dir), "defences": ["heads:@" + str(tmp_path / "bad.yaml")]})
+        load_synthetic_config(None, {"model": "typoattack-tiny", "data": str(sample_dir), "defences": ["heads:@" + str(tmp_path / "bad.yaml")]})
     config = tmp_path / "run.yaml"
     config.write_text(f"model: typoattack-tiny\npretrained: 'seed:0'\ndata: {sample_dir}\n"
                       "defences: [none, 'heads:@h.yaml', 'prefix:p.pt']\n")
-    cfg = load_run_config(config)
+    cfg = load_synthetic_config(config)
     assert cfg.defences == ("none", "heads:0.1", f"prefix:{(tmp_path / 'p.pt').resolve()}")
-    assert load_run_config(config, {"defences": ["templates:simple"]}).defences == ("templates:simple",)
+    assert load_synthetic_config(config, {"defences": ["templates:simple"]}).defences == ("templates:simple",)
 
 
 @pytest.mark.parametrize("defence, message", [

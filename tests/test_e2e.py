@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from typoattack.config.loading import load_run_config
+from typoattack.tasks.synthetic.config import load_synthetic_config
 from typoattack.analysis.metrics import PER_WORD_COLUMNS
 from typoattack.records import STYLE_COLUMNS
-from typoattack.running.runner import run_eval
+from runs import run_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "ci"
@@ -24,9 +24,9 @@ RATE_COLUMNS = ["clean_top1", "attacked_top1", "asr", "changed_to", "already_tar
 
 @pytest.mark.slow
 def test_ci_reproduction_matches_reference(tmp_path, cache_dir) -> None:
-    cfg = load_run_config(ROOT / "configs" / "ci.yaml", {"out": str(tmp_path / "ci"), "cache_dir": str(cache_dir)})
+    cfg = load_synthetic_config(ROOT / "configs" / "ci.yaml", {"out": str(tmp_path / "ci"), "cache_dir": str(cache_dir)})
     result = run_eval(cfg)
-    assert result.info["complete"] and result.info["n_records"] == 500 * (1 + 9 * 2 * 2)
+    assert result.info.complete and result.info.n_records == 500 * (1 + 9 * 2 * 2)
 
     ours = pd.read_csv(tmp_path / "ci" / "per_word.csv", keep_default_na=False, na_values=[""])
     ref = pd.read_csv(REFERENCE / "per_word.csv", keep_default_na=False, na_values=[""])
@@ -55,7 +55,7 @@ def _small_cfg(tmp_path: Path, sample_dir: Path, cache_dir: Path, name: str, **o
                 "limit": 30, "fractions": [0.05], "placement": ["paper8", "random"], "templates": "simple",
                 "device": "cpu", "workers": 0, "cache_dir": str(cache_dir), "out": str(tmp_path / name),
                 "chunk_size": 10, **overrides}
-    return load_run_config(None, settings)
+    return load_synthetic_config(None, settings)
 
 
 def test_resume_gives_the_same_files(tmp_path, sample_dir, cache_dir) -> None:
@@ -75,7 +75,7 @@ def test_resume_gives_the_same_files(tmp_path, sample_dir, cache_dir) -> None:
     (out / "run.json").write_text(json.dumps(info))
 
     resumed = run_eval(cfg)
-    assert resumed.info["models"][0]["images_encoded_this_session"] == 20 * (1 + 3 * 2)
+    assert resumed.info.models[0]["images_encoded_this_session"] == 20 * (1 + 3 * 2)
     pd.testing.assert_frame_equal(resumed.records, full.records)
     for name in ("per_word.csv", "confusion.csv"):
         assert (out / name).read_text() == (Path(full.out_dir) / name).read_text()
@@ -100,7 +100,7 @@ def test_sweep_over_fonts_and_colours(tmp_path, sample_dir, cache_dir) -> None:
                      outline="black", placement=["paper8"])
     assert len(cfg.styles) == 4
     result = run_eval(cfg)
-    records, per_word = result.records, result.per_word
+    records, per_word = result.records, result.summary
     attacked = records[records["word"] != ""]
     assert len(attacked) == 6 * 3 * 2 * 4
     assert set(attacked["font"]) == {"DejaVuSans-Bold.ttf", "DejaVuSans.ttf"}
@@ -117,26 +117,26 @@ def test_sweep_over_fonts_and_colours(tmp_path, sample_dir, cache_dir) -> None:
 def test_out_of_memory_halves_the_encoder_batch(monkeypatch, tiny_model) -> None:
     import torch
 
-    import typoattack.models.classify
-    from typoattack.running.evaluate import BatchEncoder
-    from typoattack.running.progress import NullProgress
+    import typoattack.backends.base
+    from typoattack.defences.apply import BatchEncoder
+    from typoattack.progress import NullProgress
 
-    real = typoattack.models.classify.encode_images
+    real = typoattack.backends.base.encode_features
     sizes: list[int] = []
 
-    def limited(loaded, classifier, x):
+    def limited(model, x):
         sizes.append(len(x))
         if len(x) > 8:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
-        return real(loaded, classifier, x)
+        return real(model, x)
 
-    monkeypatch.setattr(typoattack.models.classify, "encode_images", limited)
+    monkeypatch.setattr(typoattack.backends.base, "encode_features", limited)
     classifier = torch.nn.functional.normalize(torch.randn(64, 10, generator=torch.Generator().manual_seed(0)), dim=0)
     x = torch.randint(0, 256, (20, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     encoder = BatchEncoder(tiny_model, classifier, 32, NullProgress())
     logits = encoder(x)
     assert encoder.max_batch == 8 and sizes[:3] == [20, 16, 8]
-    assert torch.allclose(logits, real(tiny_model, classifier, x), atol=1e-4)
+    assert torch.allclose(logits, typoattack.backends.base.build_logits(tiny_model, classifier, x), atol=1e-4)
 
 
 def test_several_models_in_one_config_run_in_turn(tmp_path, sample_dir, cache_dir) -> None:
@@ -147,13 +147,13 @@ def test_several_models_in_one_config_run_in_turn(tmp_path, sample_dir, cache_di
         f"models:\n  - {{name: typoattack-tiny, pretrained: 'seed:0'}}\n  - {{name: typoattack-tiny, pretrained: 'seed:1'}}\n"
         f"data: {sample_dir}\nvocab: {vocab}\nlimit: 5\ntemplates: simple\ndevice: cpu\nworkers: 0\n"
         f"cache_dir: {cache_dir}\nout: {tmp_path / 'out'}\n")
-    result = run_eval(load_run_config(config))
-    assert [m["pretrained"] for m in result.info["models"]] == ["seed:0", "seed:1"]
+    result = run_eval(load_synthetic_config(config))
+    assert [m["pretrained"] for m in result.info.models] == ["seed:0", "seed:1"]
     assert result.records.groupby("pretrained").size().to_dict() == {"seed:0": 10, "seed:1": 10}
-    assert set(result.per_word["pretrained"]) == {"seed:0", "seed:1"}
+    assert set(result.summary["pretrained"]) == {"seed:0", "seed:1"}
     # Both models share one canvas cache (same transform): decoded once.
-    assert result.info["models"][0]["canvas_cache"] == result.info["models"][1]["canvas_cache"]
-    meta = json.loads(Path(result.info["models"][0]["canvas_cache"]).with_suffix(".json").read_text())
+    assert result.info.models[0]["canvas_cache"] == result.info.models[1]["canvas_cache"]
+    meta = json.loads(Path(result.info.models[0]["canvas_cache"]).with_suffix(".json").read_text())
     assert len(meta["labels"]) == len(meta["image_ids"]) == 5
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from typoattack.tasks.synthetic.config import SyntheticConfig
 from typoattack.config.types import (
-    DataSpec, ModelSpec, RunConfig, get_untrained_warning, is_untrained,
+    DataSpec, ModelSpec, get_untrained_warning, is_untrained,
 )
 from typoattack.files import get_label_slug, get_word_slug, write_atomic, write_parquet_atomic, write_text_atomic
 
@@ -71,7 +72,7 @@ def test_is_untrained(pretrained: str | None, untrained: bool) -> None:
 def test_untrained_warning_and_labels(tmp_path: Path) -> None:
     assert get_untrained_warning(["m/seed:0"]).startswith("UNTRAINED MODEL: m/seed:0 has random weights")
     assert " have random weights" in get_untrained_warning(["a/seed:0", "b/seed:1"])
-    cfg = RunConfig(models=(ModelSpec("a", "seed:0"), ModelSpec("b", "openai")), data=DataSpec(str(tmp_path)))
+    cfg = SyntheticConfig(models=(ModelSpec("a", "seed:0"), ModelSpec("b", "openai")), data=DataSpec(str(tmp_path)))
     assert len(cfg.model_warnings) == 1 and "a/seed:0" in cfg.model_warnings[0]
 
 

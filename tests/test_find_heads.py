@@ -8,8 +8,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import typoattack.running.evaluate
-import typoattack.running.find_heads
+import typoattack.tasks.synthetic.evaluate
+import typoattack.tasks.synthetic.find_heads
 from typoattack.cli import app
 from typoattack.defences.find_heads import MAX_REJECTED, Accuracy, search_heads, split_images
 from typoattack.errors import DataError
@@ -69,8 +69,8 @@ def test_greedy_stops_after_too_many_rejections_and_ignores_heldout() -> None:
 def test_find_heads_never_reports_on_selection_images(tmp_path, sample_dir, cache_dir, monkeypatch) -> None:
     scored: list[set] = []
     evaluated: list[tuple[frozenset, tuple]] = []
-    real_score = typoattack.running.find_heads.score_heads
-    real_eval = typoattack.running.evaluate.evaluate_shard
+    real_score = typoattack.tasks.synthetic.find_heads.score_heads
+    real_eval = typoattack.tasks.synthetic.evaluate.evaluate_shard
 
     def score(loaded, canvases, rows, *args):
         scored.append({canvases.items[int(r)].image_id for r in rows})
@@ -81,8 +81,8 @@ def test_find_heads_never_reports_on_selection_images(tmp_path, sample_dir, cach
                           encoder.defences.variants[0].heads))
         return real_eval(loaded, encoder, canvases, rows, *args)
 
-    monkeypatch.setattr(typoattack.running.find_heads, "score_heads", score)
-    monkeypatch.setattr(typoattack.running.evaluate, "evaluate_shard", shard)
+    monkeypatch.setattr(typoattack.tasks.synthetic.find_heads, "score_heads", score)
+    monkeypatch.setattr(typoattack.tasks.synthetic.evaluate, "evaluate_shard", shard)
     vocab = tmp_path / "vocab.yaml"
     vocab.write_text("words:\n  - {text: pizza, target: pizza}\n")
     out = tmp_path / "heads.yaml"

@@ -20,7 +20,7 @@ from typoattack.analysis.metrics import (
     is_large_vocabulary, rank_words,
 )
 from typoattack.analysis.report import build_ranking_cells, write_report
-from typoattack.running import reporting
+from typoattack.tasks.synthetic import report as reporting
 
 MAX_HEIGHT_PX = 4000
 

@@ -15,14 +15,17 @@ import torch
 from PIL import Image
 
 from typoattack.data.classes import IMAGENET_CLASSNAMES
-from typoattack.models.classify import build_classifier, encode_canvases, get_classifier_cache_path, summarize_logits
-from typoattack.config.loading import load_templates
+from runs import encode_canvases
+from typoattack.backends.base import get_classifier, get_classifier_cache_path
+from typoattack.tasks.synthetic.evaluate import summarize_logits
+from typoattack.config.parsing import load_templates
 from typoattack.config.types import DataSpec, ModelSpec, Precision
 from typoattack.constants import MODEL_CONFIGS_DIR
 from typoattack.data.canvases import prepare_canvases
 from typoattack.data.sources import open_image_source
 from typoattack.errors import ConfigError, WeightsError
-from typoattack.models.loading import TINY_MODEL, check_precision, create_model, get_canvas_size, resolve_device
+from typoattack.backends.base import check_precision, resolve_device
+from typoattack.backends.open_clip.model import TINY_MODEL, create_model, get_canvas_size
 
 CPU = torch.device("cpu")
 
@@ -69,7 +72,7 @@ def test_checkpoint_file_loads_through_the_user_path(tiny_model, tiny_checkpoint
     assert torch.equal(_logits(loaded, x), _logits(tiny_model, x))
     assert "file:" in loaded.weights_id and str(tiny_checkpoint.resolve()) in loaded.weights_id
     assert loaded.canvas_size == (224, 224)
-    assert loaded.mean == pytest.approx(open_clip.OPENAI_DATASET_MEAN)
+    assert loaded.geometry.mean == pytest.approx(open_clip.OPENAI_DATASET_MEAN)
 
 
 def test_local_dir_loads(tiny_model, tmp_path) -> None:
@@ -139,19 +142,19 @@ def test_canvas_size_from_config_without_loading() -> None:
 
 def test_canvas_transform_matches_open_clip_preprocess(tiny_model, sample_dir) -> None:
     _, _, preprocess = open_clip.create_model_and_transforms(TINY_MODEL, pretrained=None)
-    mean = torch.tensor(tiny_model.mean).view(3, 1, 1)
-    std = torch.tensor(tiny_model.std).view(3, 1, 1)
+    mean = torch.tensor(tiny_model.geometry.mean).view(3, 1, 1)
+    std = torch.tensor(tiny_model.geometry.std).view(3, 1, 1)
     files = pd.read_csv(sample_dir / "labels.csv")["file"].tolist()[:12]
     for name in files:
         img = Image.open(sample_dir / name).convert("RGB")
-        canvas = np.asarray(tiny_model.canvas_transform(img), dtype=np.uint8)
+        canvas = np.asarray(tiny_model.geometry.transform(img), dtype=np.uint8)
         ours = (torch.from_numpy(canvas.copy()).permute(2, 0, 1).float() / 255 - mean) / std
         assert torch.equal(ours, preprocess(img)), name
 
 
 def test_classifier_matches_open_clip_and_is_cached(tiny_model, tmp_path) -> None:
     templates = load_templates("simple")
-    weights, cached = build_classifier(tiny_model, IMAGENET_CLASSNAMES, templates, tmp_path)
+    weights, cached = get_classifier(tiny_model, IMAGENET_CLASSNAMES, templates, tmp_path)
     assert not cached
     assert weights.shape == (64, 1000) and weights.dtype == torch.float32
     assert torch.allclose(weights.norm(dim=0), torch.ones(1000), atol=1e-5)
@@ -162,7 +165,7 @@ def test_classifier_matches_open_clip_and_is_cached(tiny_model, tmp_path) -> Non
     assert path.is_file() and path.parent == tmp_path / "classifiers"
 
     seen = []
-    again, cached = build_classifier(tiny_model, IMAGENET_CLASSNAMES, templates, tmp_path, progress=seen.append)
+    again, cached = get_classifier(tiny_model, IMAGENET_CLASSNAMES, templates, tmp_path, progress=seen.append)
     assert cached and torch.equal(again, weights) and sum(seen) == 1000
 
     other = get_classifier_cache_path(tiny_model, IMAGENET_CLASSNAMES, templates[:3], tmp_path)
@@ -173,10 +176,10 @@ def test_classifier_matches_open_clip_and_is_cached(tiny_model, tmp_path) -> Non
 def test_clean_predictions_equal_open_clip_reference_zero_shot(tiny_model, sample_dir, cache_dir) -> None:
     """Our canvases + encoder give the top-1 of open_clip's reference evaluation on real images."""
     templates = load_templates("simple")
-    classifier, _ = build_classifier(tiny_model, IMAGENET_CLASSNAMES, templates, cache_dir)
+    classifier, _ = get_classifier(tiny_model, IMAGENET_CLASSNAMES, templates, cache_dir)
     source = open_image_source(DataSpec(str(sample_dir)))
     indices = list(range(0, 500, 8))
-    canvases = prepare_canvases(source, indices, tiny_model.canvas_transform, tiny_model.transform_key,
+    canvases = prepare_canvases(source, indices, tiny_model.geometry.transform, tiny_model.geometry.key,
                                 tiny_model.canvas_size, cache_dir)
     ours = encode_canvases(tiny_model, classifier, np.asarray(canvases.canvases)).argmax(1)
 
@@ -204,7 +207,7 @@ def test_summarize_logits() -> None:
 
 def test_bf16_autocast_runs_on_cpu(tiny_model, tmp_path) -> None:
     loaded = create_model(ModelSpec(TINY_MODEL, "seed:0"), CPU, Precision.BF16)
-    classifier, _ = build_classifier(tiny_model, IMAGENET_CLASSNAMES[:20], ["a photo of a {}."], tmp_path)
+    classifier, _ = get_classifier(tiny_model, IMAGENET_CLASSNAMES[:20], ["a photo of a {}."], tmp_path)
     canvases = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     logits = encode_canvases(loaded, classifier, canvases)
     assert logits.dtype == torch.float32 and logits.shape == (2, 20)

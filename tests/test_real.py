@@ -17,14 +17,14 @@ import torch
 from typer.testing import CliRunner
 
 from real_datasets_builders import make_csv_folder, make_disentangle, make_named_folder, make_scam
-from typoattack.analysis.real_tables import build_paired_drop, build_summary
+from typoattack.tasks.real.tables import build_paired_drop, build_summary
 from typoattack.cli import app
-from typoattack.config.real import load_real_config
+from typoattack.tasks.real.config import load_real_config
 from typoattack.data.real_datasets import open_real_dataset
-from typoattack.config.real import RealDataset
+from typoattack.config.types import RealDataset
 from typoattack.data.sources import load_rgb
-from typoattack.models.loading import TINY_MODEL
-from typoattack.running.real import run_real
+from typoattack.backends.open_clip.model import TINY_MODEL
+from runs import run_real
 
 runner = CliRunner()
 FORMATS = ["rta100", "paint", "disentangle", "folder", "scam"]
@@ -202,7 +202,7 @@ def test_resume_recomputes_only_missing_chunks(datasets_root, tmp_path, cache_di
     chunks[1].unlink()
     (tmp_path / "o" / "records.parquet").unlink()
     again = run_real(load_real_config(None, settings))
-    assert again.info["models"][0]["images_encoded_this_session"] == 4
+    assert again.info.models[0]["images_encoded_this_session"] == 4
     pd.testing.assert_frame_equal(first.records, again.records)
     assert (tmp_path / "o" / "summary.csv").is_file()
 
@@ -211,7 +211,7 @@ def test_limit_takes_a_seeded_subset_of_photos(datasets_root, tmp_path, cache_di
     result = run_real(load_real_config(None, _settings(datasets_root["scam"], "scam", "union", tmp_path / "o",
                                                        cache_dir, limit=2, seed=5)))
     assert result.records["photo_id"].nunique() == 2
-    assert len(result.records) == result.info["n_images_selected"]
+    assert len(result.records) == result.info.n_items
 
 
 def test_cli_runs_and_resumes_and_refuses_another_run(datasets_root, tmp_path, cache_dir) -> None:
@@ -332,7 +332,7 @@ def test_unreadable_image_is_skipped_and_listed(datasets_root, tmp_path, cache_d
     skipped = pd.read_csv(tmp_path / "o" / "skipped.csv")
     assert list(skipped["image_id"]) == ["label=dog_text=broken.png"]
     assert len(result.records) == 9 and "label=dog_text=broken.png" not in set(result.records["image_id"])
-    assert result.info["n_skipped"] == 1 and result.info["models"][0]["n_images"] == 9
+    assert result.info.n_skipped == 1 and result.info.models[0]["n_images"] == 9
     assert pd.read_csv(tmp_path / "o" / "summary.csv")["n_images"].tolist() == [9]
 
 

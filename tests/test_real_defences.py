@@ -17,13 +17,13 @@ import torch
 from typer.testing import CliRunner
 
 from real_datasets_builders import make_named_folder, make_scam
-from typoattack.analysis.real_tables import build_real_leaderboard, build_summary
+from typoattack.tasks.real.tables import build_real_leaderboard, build_summary
 from typoattack.cli import app
-from typoattack.config.loading import load_templates
-from typoattack.config.real import load_real_config
+from typoattack.config.parsing import load_templates
+from typoattack.tasks.real.config import load_real_config
 from typoattack.data.sources import load_rgb
-from typoattack.defences.heads import ablate_heads
-from typoattack.models.loading import TINY_MODEL
+from typoattack.backends.open_clip.heads import ablate_heads
+from typoattack.backends.open_clip.model import TINY_MODEL
 
 runner = CliRunner()
 DEFENCES = ["none", "heads:0.0", "templates:simple"]
@@ -185,17 +185,20 @@ def test_records_without_a_defence_column_read_as_none(rta) -> None:
 
 
 def test_each_batch_is_encoded_once_per_image_side_variant(rta, tmp_path, cache_dir, monkeypatch) -> None:
-    """none and templates:simple share one encoder pass (classifiers side by side), heads:0.0 has its own."""
-    import typoattack.models.classify as classify
+    """none and templates:simple share one encoder pass (their classifiers on the same features),
+    heads:0.0 has its own."""
+    import typoattack.backends.base as base
 
-    calls: list[tuple[int, int]] = []
-    encode = classify.encode_images
+    calls: list[tuple[int, bool]] = []
+    encode = base.encode_features
 
-    def counting(loaded, classifier, x):
-        calls.append((len(x), int(classifier.shape[1])))
-        return encode(loaded, classifier, x)
+    def counting(model, x):
+        ablated = any(isinstance(b.attn, torch.nn.Module) and type(b.attn).__name__ == "HeadAblatedAttention"
+                      for b in model.model.visual.transformer.resblocks)
+        calls.append((len(x), ablated))
+        return encode(model, x)
 
-    monkeypatch.setattr(classify, "encode_images", counting)
+    monkeypatch.setattr(base, "encode_features", counting)
     flags = [a for d in DEFENCES for a in ("--defence", d)]
     result = runner.invoke(app, _args("rta100", str(rta["data"]), tmp_path / "o", cache_dir, *flags,
                                       "--batch-size", "4"))
@@ -203,5 +206,6 @@ def test_each_batch_is_encoded_once_per_image_side_variant(rta, tmp_path, cache_
     plain = pd.read_parquet(rta["plain"] / "records.parquet")
     n_images, n_labels = len(plain), len(set(plain["object_label"]) | set(plain["attack_word"]))
     assert n_images == 9  # two batches of 4 and one of 1
-    assert sorted(calls) == sorted([(4, 2 * n_labels), (4, n_labels)] * 2 + [(1, 2 * n_labels), (1, n_labels)])
+    assert n_labels > 2
+    assert sorted(calls) == sorted([(4, False), (4, True)] * 2 + [(1, False), (1, True)])
     assert sum(b for b, _ in calls) == 2 * n_images

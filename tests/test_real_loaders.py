@@ -220,21 +220,21 @@ def test_real_tables_loaders_and_config_import_no_model_code() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, typoattack.config.real; bad = [m for m in ('torch', 'yaml', 'typer') if m in sys.modules]; "
+    code = ("import sys, typoattack.config.types; bad = [m for m in ('torch', 'yaml', 'typer') if m in sys.modules]; "
             "print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
-    code = ("import sys, typoattack.analysis.real_tables, typoattack.analysis.real_report, typoattack.config.real, "
-            "typoattack.data.real_datasets; bad = [m for m in ('torch', 'open_clip', 'typer', 'typoattack.models.loading', "
-            "'typoattack.running.real') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    code = ("import sys, typoattack.tasks.real.tables, typoattack.tasks.real.report, typoattack.tasks.real.config, "
+            "typoattack.data.real_datasets; bad = [m for m in ('torch', 'open_clip', 'typer', 'typoattack.backends.open_clip', "
+            "'typoattack.tasks.real.evaluate') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_unpaired_scam_ids_are_warned_about() -> None:
     from typoattack.data.real_datasets import RealItem, RealSource
-    from typoattack.running.real import get_unpaired_warning
+    from typoattack.tasks.real.task import get_unpaired_warning
 
     def source(ids: list[tuple[str, str]]) -> RealSource:
         return RealSource("t", [RealItem(f"r{k}", "o", "w", v, pid) for k, (v, pid) in enumerate(ids)], None)

@@ -15,17 +15,17 @@ import pytest
 from typer.testing import CliRunner
 
 from real_datasets_builders import make_named_folder
-from typoattack.analysis.real_tables import PER_ATTACK_WORD_CSV, SUMMARY_CSV
-from typoattack.analysis.report import RECORDS_FILE, SKIPPED_CSV
+from typoattack.tasks.real.tables import PER_ATTACK_WORD_CSV, SUMMARY_CSV
+from typoattack.engine.rundir import RECORDS_FILE, SKIPPED_CSV
 from typoattack.cli import app
-from typoattack.config.loading import load_run_config
-from typoattack.config.real import load_real_config
+from typoattack.tasks.synthetic.config import load_synthetic_config
+from typoattack.tasks.real.config import load_real_config
 from typoattack.config.types import Executor, ShardSpec
 from typoattack.errors import ConfigError
-from typoattack.models.loading import TINY_MODEL
-from typoattack.running import rundir, runner
-from typoattack.running.executors import RAY_INSTALL_HINT
-from typoattack.running.real import run_real
+from typoattack.backends.open_clip.model import TINY_MODEL
+from typoattack.engine import rundir
+from typoattack.engine.executors import RAY_INSTALL_HINT
+from runs import run_eval, run_real
 
 CHUNK = 3
 N_PHOTOS = 10  # make_named_folder's photos; one more file is unreadable
@@ -68,8 +68,8 @@ def _assert_same_tables(a: Path, b: Path, same_skip_reasons: bool = True) -> Non
 def local_run(data, tmp_path_factory, cache_dir) -> Path:
     out = tmp_path_factory.mktemp("real-scale-runs") / "local"
     result = run_real(load_real_config(None, _settings(data, out, cache_dir)))
-    assert result.info["executor"] == "local" and len(result.info["cells"]) == N_CELLS
-    assert len(result.records) == 2 * N_PHOTOS and result.info["n_skipped"] == 1
+    assert result.info.executor == "local" and len(result.info.cells) == N_CELLS
+    assert len(result.records) == 2 * N_PHOTOS and result.info.n_skipped == 1
     return out
 
 
@@ -112,9 +112,9 @@ def test_ray_run_resumes_from_chunks(ray_cluster, data, local_run, tmp_path, cac
     shutil.copytree(local_run, out)
     (out / RECORDS_FILE).unlink()
     cells = json.loads((out / "run.json").read_text())["cells"]
-    rundir.get_chunk_path(out, cells[5]).unlink()  # model 1's second cell
+    rundir.RunFolder(out).get_chunk_path(cells[5]).unlink()  # model 1's second cell
     result = run_real(load_real_config(None, _settings(data, out, cache_dir, executor="ray")))
-    assert [m["images_encoded_this_session"] for m in result.info["models"]] == [0, CHUNK]
+    assert [m["images_encoded_this_session"] for m in result.info.models] == [0, CHUNK]
     _assert_same_tables(local_run, out, same_skip_reasons=False)
 
 
@@ -147,7 +147,7 @@ def test_shards_merged_equal_local_run(data, local_run, tmp_path, cache_dir) -> 
     refused(shards[0], match="cells are missing")
     refused(shards[0], local_run, match="not a shard")
     eval_shard = tmp_path / "eval-shard"
-    runner.run_eval(load_run_config("ci", {"limit": 4, "chunk_size": 2, "templates": "simple", "shard": "2/2",
+    run_eval(load_synthetic_config("ci", {"limit": 4, "chunk_size": 2, "templates": "simple", "shard": "2/2",
                                            "out": str(eval_shard), "cache_dir": str(cache_dir)}))
     refused(shards[0], eval_shard, match="is a shard of `typoattack real` and")
     refused(eval_shard, shards[1], match="is a shard of `typoattack eval` and")
@@ -158,9 +158,9 @@ def test_shards_merged_equal_local_run(data, local_run, tmp_path, cache_dir) -> 
 def test_shard_folder_resumes_and_refuses_another_shard(data, tmp_path, cache_dir) -> None:
     out = tmp_path / "s"
     first = run_real(load_real_config(None, _settings(data, out, cache_dir, shard="1/8")))
-    assert first.info["shard"]["cells"] == first.info["cells"][:1] and len(first.records) == CHUNK
+    assert first.info.shard["cells"] == first.info.cells[:1] and len(first.records) == CHUNK
     resumed = run_real(load_real_config(None, _settings(data, out, cache_dir, shard="1/8")))
-    assert [m["images_encoded_this_session"] for m in resumed.info["models"]] == [0, 0]
+    assert [m["images_encoded_this_session"] for m in resumed.info.models] == [0, 0]
     pd.testing.assert_frame_equal(first.records, resumed.records)
     r = CliRunner().invoke(app, _args(data, out, cache_dir, "--shard", "2/8"))
     assert r.exit_code == 1 and "holds shard 1/8 of this run, not shard 2/8" in r.output, r.output

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-import typoattack.models.loading
+import typoattack.backends.open_clip.model
 from typoattack.cli import app
 from typoattack.config.types import Placement, RenderStyle
 from typoattack.errors import RenderError
@@ -119,7 +119,7 @@ def no_model_loading(monkeypatch):
         raise AssertionError("a model was loaded before the configuration was validated")
 
     monkeypatch.setattr(typoattack.models.loading, "create_model", refuse)
-    monkeypatch.setattr(typoattack.models.loading.open_clip, "create_model_and_transforms", refuse)
+    monkeypatch.setattr(typoattack.backends.open_clip.model.open_clip, "create_model_and_transforms", refuse)
 
 
 def _write(path: Path, text: str) -> Path:

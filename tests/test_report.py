@@ -13,10 +13,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from typoattack.cli import app
-from typoattack.config.loading import load_run_config
+from typoattack.tasks.synthetic.config import load_synthetic_config
 from typoattack.errors import OutputError
-from typoattack.running.reporting import run_report
-from typoattack.running.runner import run_eval
+from runs import run_report
+from runs import run_eval
 
 runner = CliRunner()
 
@@ -29,7 +29,7 @@ def two_runs(tmp_path_factory, sample_dir, cache_dir) -> tuple[Path, Path]:
     vocab.write_text("name: two\nwords:\n  - {text: pizza, target: pizza}\n  - {text: $$$, target: piggy bank}\n")
     dirs = []
     for seed in (0, 1):
-        cfg = load_run_config(None, {
+        cfg = load_synthetic_config(None, {
             "data": str(sample_dir), "model": "typoattack-tiny", "pretrained": f"seed:{seed}", "vocab": str(vocab),
             "limit": 12, "fractions": [0.04, 0.1], "placement": ["paper8", "random"], "templates": "simple",
             "device": "cpu", "workers": 0, "cache_dir": str(cache_dir), "out": str(root / f"run{seed}")})

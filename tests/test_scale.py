@@ -13,13 +13,15 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from typoattack.analysis.report import CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD, RECORDS_FILE, SKIPPED_CSV
+from typoattack.analysis.report import CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD
+from typoattack.engine.rundir import RECORDS_FILE, SKIPPED_CSV
 from typoattack.cli import app
-from typoattack.config.loading import load_run_config, parse_shard
+from typoattack.config.loading import load_synthetic_config, parse_shard
 from typoattack.config.types import Executor, ShardSpec
 from typoattack.errors import ConfigError
-from typoattack.running import rundir, runner
-from typoattack.running.executors import FAULT_MARKER_ENV, RAY_INSTALL_HINT
+from typoattack.engine import rundir
+from typoattack.engine.executors import FAULT_MARKER_ENV, RAY_INSTALL_HINT
+from runs import run_eval
 
 LIMIT, CHUNK = 40, 10
 N_CELLS = LIMIT // CHUNK
@@ -27,7 +29,7 @@ N_CELLS = LIMIT // CHUNK
 
 def _config(out: Path, cache_dir: Path, **overrides):
     # The 7 simple templates: a cold classifier cache costs seconds instead of half a minute.
-    return load_run_config("ci", {"limit": LIMIT, "chunk_size": CHUNK, "templates": "simple", "out": str(out),
+    return load_synthetic_config("ci", {"limit": LIMIT, "chunk_size": CHUNK, "templates": "simple", "out": str(out),
                                   "cache_dir": str(cache_dir), **overrides})
 
 
@@ -42,8 +44,8 @@ def _assert_same_tables(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, cache_dir) -> Path:
     out = tmp_path_factory.mktemp("scale") / "local"
-    result = runner.run_eval(_config(out, cache_dir))
-    assert len(result.info["cells"]) == N_CELLS
+    result = run_eval(_config(out, cache_dir))
+    assert len(result.info.cells) == N_CELLS
     return out
 
 
@@ -91,16 +93,16 @@ def test_shards_partition_the_cells() -> None:
 
 
 def test_ray_run_equals_local_run(ray_cluster, local_run, tmp_path, cache_dir) -> None:
-    result = runner.run_eval(_config(tmp_path / "ray", cache_dir, executor="ray"))
-    assert result.info["executor"] == "ray" and result.info["chunks_done"] == N_CELLS
+    result = run_eval(_config(tmp_path / "ray", cache_dir, executor="ray"))
+    assert result.info.executor == "ray" and result.info.chunks_done == N_CELLS
     _assert_same_tables(local_run, tmp_path / "ray")
 
 
 def test_killed_worker_is_retried(ray_cluster, fault_marker, local_run, tmp_path, cache_dir) -> None:
     fault_marker.touch()
-    result = runner.run_eval(_config(tmp_path / "ray", cache_dir, executor="ray"))
+    result = run_eval(_config(tmp_path / "ray", cache_dir, executor="ray"))
     assert not fault_marker.exists(), "no worker took the fault"
-    assert result.info["complete"]
+    assert result.info.complete
     _assert_same_tables(local_run, tmp_path / "ray")
 
 
@@ -109,17 +111,17 @@ def test_ray_run_resumes_from_chunks(ray_cluster, local_run, tmp_path, cache_dir
     shutil.copytree(local_run, out)
     (out / RECORDS_FILE).unlink()
     cells = json.loads((out / "run.json").read_text())["cells"]
-    rundir.get_chunk_path(out, cells[1]).unlink()  # as if the driver had been killed before committing it
-    result = runner.run_eval(_config(out, cache_dir, executor="ray"))
-    assert result.info["models"][0]["images_encoded_this_session"] == CHUNK * (1 + 36)
+    rundir.RunFolder(out).get_chunk_path(cells[1]).unlink()  # as if the driver had been killed before committing it
+    result = run_eval(_config(out, cache_dir, executor="ray"))
+    assert result.info.models[0]["images_encoded_this_session"] == CHUNK * (1 + 36)
     _assert_same_tables(local_run, out)
 
 
 def test_shards_merged_equal_local_run(local_run, tmp_path, cache_dir) -> None:
     shards = [tmp_path / f"shard{k}" for k in (1, 2)]
     for k, out in enumerate(shards, 1):
-        result = runner.run_eval(_config(out, cache_dir, shard=f"{k}/2"))
-        assert result.info["shard"]["cells"] == result.info["cells"][k - 1::2]
+        result = run_eval(_config(out, cache_dir, shard=f"{k}/2"))
+        assert result.info.shard["cells"] == result.info.cells[k - 1::2]
         assert not (out / PER_WORD_CSV).exists()
     merged = CliRunner().invoke(app, ["merge", *map(str, shards), "--out", str(tmp_path / "merged")])
     assert merged.exit_code == 0, merged.output
@@ -133,7 +135,7 @@ def test_shards_merged_equal_local_run(local_run, tmp_path, cache_dir) -> None:
     refused(shards[0], match="cells are missing")
     shutil.copytree(shards[0], tmp_path / "copy")
     refused(shards[0], shards[1], tmp_path / "copy", match="is in both")
-    runner.run_eval(_config(tmp_path / "other", cache_dir, shard="2/2", seed=1))
+    run_eval(_config(tmp_path / "other", cache_dir, shard="2/2", seed=1))
     refused(shards[0], tmp_path / "other", match="shards of different runs")
     refused(shards[0], local_run, match="not a shard")
     reported = CliRunner().invoke(app, ["report", str(shards[0])])
@@ -142,10 +144,10 @@ def test_shards_merged_equal_local_run(local_run, tmp_path, cache_dir) -> None:
 
 def test_shard_folder_resumes_and_refuses_another_shard(tmp_path, cache_dir) -> None:
     out = tmp_path / "s"
-    runner.run_eval(_config(out, cache_dir, shard="1/4"))
-    resumed = runner.run_eval(_config(out, cache_dir, shard="1/4"))
-    assert resumed.info["shard"]["cells"] == resumed.info["cells"][:1]
-    assert resumed.info["models"][0]["images_encoded_this_session"] == 0
+    run_eval(_config(out, cache_dir, shard="1/4"))
+    resumed = run_eval(_config(out, cache_dir, shard="1/4"))
+    assert resumed.info.shard["cells"] == resumed.info.cells[:1]
+    assert resumed.info.models[0]["images_encoded_this_session"] == 0
     r = CliRunner().invoke(app, ["eval", "--config", "ci", "--limit", str(LIMIT), "--chunk-size", str(CHUNK),
                                  "--templates", "simple", "--cache-dir", str(cache_dir), "--out", str(out),
                                  "--shard", "2/4"])

@@ -22,7 +22,7 @@ from typoattack.attack.stroop import (
     Colour, ColourSet, StroopCondition, StroopStimulus, get_base_size, get_layout, list_stimuli, render_stimulus,
 )
 from typoattack.cli import app
-from typoattack.config.stroop import DEFAULT_PROMPT, COLOURS_DIR, load_colours, load_stroop_config
+from typoattack.tasks.stroop.config import DEFAULT_PROMPT, COLOURS_DIR, load_colours, load_stroop_config
 from typoattack.constants import DEFAULT_FONT, FONTS_DIR
 from typoattack.errors import ConfigError
 
@@ -276,7 +276,7 @@ def test_predictions_equal_open_clips_zero_shot(tiny_model, tmp_path, cache_dir)
     colours = _distill()
     classifier = open_clip.build_zero_shot_classifier(tiny_model.model, tiny_model.tokenizer, colours.names, prompts,
                                                       device="cpu")
-    preprocess = open_clip.image_transform(224, is_train=False, mean=tiny_model.mean, std=tiny_model.std)
+    preprocess = open_clip.image_transform(224, is_train=False, mean=tiny_model.geometry.mean, std=tiny_model.geometry.std)
     size = get_base_size(["example", *DISTILL_WORDS], FONT, CANVAS)
     for r in rows.sample(6, random_state=0).itertuples():
         stimulus = StroopStimulus(r.ink, r.word, StroopCondition(r.condition), 0, FONT, "#202020")
@@ -289,8 +289,8 @@ def test_predictions_equal_open_clips_zero_shot(tiny_model, tmp_path, cache_dir)
 
 
 def test_stroop_analysis_and_stimuli_import_no_model_code() -> None:
-    code = ("import sys, typoattack.analysis.stroop, typoattack.attack.stroop; bad = [m for m in ('torch', 'open_clip', "
-            "'typer', 'typoattack.models.loading') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    code = ("import sys, typoattack.tasks.stroop.tables, typoattack.attack.stroop; bad = [m for m in ('torch', 'open_clip', "
+            "'typer', 'typoattack.backends.open_clip') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import open_clip  # noqa: E402
 from open_clip import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES  # noqa: E402
 
-import typoattack.models.loading  # noqa: E402,F401  (registers typoattack's model configs with open_clip)
+import typoattack.backends.open_clip.model  # noqa: E402,F401  (registers typoattack's model configs with open_clip)
 from typoattack.config.types import Placement, RenderStyle  # noqa: E402
 from typoattack.constants import SAMPLE_DIR, WEIGHTS_DIR  # noqa: E402
 from typoattack.errors import RenderError  # noqa: E402

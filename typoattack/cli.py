@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import typoattack
-from typoattack.config.types import Executor, Placement, Precision, RealDataset
+from typoattack.config.types import Executor, Placement, Precision, Protocol, RealDataset
 from typoattack.errors import TypoAttackError
 
 app = typer.Typer(
@@ -327,8 +327,6 @@ def merge_command(
 
 
 # --- typoattack real: the real typographic-attack datasets ---
-from typoattack.tasks.real.config import Protocol  # noqa: E402
-
 RealConfigOption = Annotated[Optional[str], typer.Option(
     "--config", "-c", help="YAML file of `real` settings (dataset, data, models, protocol, ...); flags override its keys.")]
 RealDatasetOption = Annotated[Optional[RealDataset], typer.Option(

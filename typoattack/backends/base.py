@@ -288,6 +288,23 @@ def get_autocast(precision: Precision, device: torch.device) -> contextlib.Abstr
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def encode_features(model: ZeroShotModel, x: torch.Tensor) -> torch.Tensor:
+    """float32 [B, D] L2-normalised image features of uint8 or float32 [B, H, W, 3] canvases (values
+    0-255) on the model's device, in inference mode (the encoder runs in the model's precision)."""
+    with torch.inference_mode():
+        return model.encode_images(x).float()
+
+
+def get_logits(model: ZeroShotModel, features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """float32 [B, n_classes] zero-shot logits `logit_scale * features @ classifier + logit_bias` of
+    float32 [B, D] features and a float32 [D, n_classes] classifier, in fp32."""
+    with torch.inference_mode():
+        logits = model.logit_scale * features @ classifier
+        if model.logit_bias:
+            logits = logits + model.logit_bias
+    return logits
+
+
 def build_logits(model: ZeroShotModel, classifier: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Zero-shot logits of a batch of canvases on the model's device.
 
@@ -297,15 +314,9 @@ def build_logits(model: ZeroShotModel, classifier: torch.Tensor, x: torch.Tensor
         x: uint8 or float32 [B, H, W, 3] RGB canvases, values 0-255.
 
     Returns:
-        float32 [B, n_classes]: `logit_scale * features @ classifier + logit_bias`, computed in
-        fp32 whatever the encoder's precision.
+        float32 [B, n_classes] (see `get_logits`), computed in fp32 whatever the encoder's precision.
     """
-    with torch.inference_mode():
-        features = model.encode_images(x)
-        logits = model.logit_scale * features.float() @ classifier
-        if model.logit_bias:
-            logits = logits + model.logit_bias
-    return logits
+    return get_logits(model, encode_features(model, x), classifier)
 
 
 def get_classifier_cache_path(model: ZeroShotModel, classnames: Sequence[str], templates: Sequence[str],

@@ -20,8 +20,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from typoattack.errors import ConfigError
 from typoattack.files import expand_path
 
@@ -107,6 +105,8 @@ def load_heads_file(path: str | Path) -> tuple[tuple[int, int], ...]:
     Raises:
         ConfigError: The file is missing, not YAML, or holds no such list.
     """
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"heads file {path} does not exist")

@@ -89,6 +89,18 @@ class RealDataset(str, Enum):
     FOLDER = "folder"
 
 
+class Protocol(str, Enum):
+    """How an image is scored.
+
+    UNION: argmax over the union of the dataset's object labels and attack words (RTA-100,
+    PAINT, Disentangling and Dyslexify's SCAM protocol). BINARY: a two-way softmax between the
+    image's own object label and its attack word (the SCAM paper's protocol).
+    """
+
+    UNION = "union"
+    BINARY = "binary"
+
+
 @dataclass(frozen=True)
 class ShardSpec:
     """One part of a run split for schedulers without Ray (`--shard K/N`): the cells whose

@@ -1,8 +1,8 @@
 """The defences of one model, bundled for the evaluation loops (`DefenceSet`), and the batch encoder
 that applies them (`BatchEncoder`).
 
-Defences that only change the text side (prefix, templates) share one image-encoder pass: their
-classifiers are concatenated along the class axis. Each distinct image-side change (a head set)
+Defences that only change the text side (prefix, templates) share one image-encoder pass: each of
+their classifiers is applied to the same features. Each distinct image-side change (a head set)
 is one more encoder pass with the plain classifier, so per image and condition the encoder runs
 once per image-side variant, not once per defence.
 """
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from typoattack.backends.base import (
-    ZeroShotModel, build_logits, get_classifier_cache_path, load_or_build_classifier,
-)
+from typoattack.backends import base
+from typoattack.backends.base import ZeroShotModel, get_classifier_cache_path, load_or_build_classifier
 from typoattack.config.defences import NO_DEFENCE, DefenceKind, DefenceSpec, parse_defence
 from typoattack.defences.prefix import PREFIX_PROMPT, load_prefix
 from typoattack.progress import ProgressReporter
@@ -30,12 +29,13 @@ class ImageVariant:
 
     Attributes:
         heads: (layer, head) pairs ablated during the pass; empty for the plain encoder.
-        classifier: float32 [embed_dim, k * n_classes], k classifiers side by side.
+        classifiers: k float32 [embed_dim, n_classes] classifiers, each applied on its own (so a
+            defence's logits are bit-identical to those of a run with that defence alone).
         positions: k indices into `DefenceSet.labels`, in classifier order.
     """
 
     heads: tuple[tuple[int, int], ...]
-    classifier: torch.Tensor
+    classifiers: tuple[torch.Tensor, ...]
     positions: tuple[int, ...]
 
 
@@ -58,7 +58,7 @@ class DefenceSet:
     @classmethod
     def plain(cls, classifier: torch.Tensor) -> DefenceSet:
         """No defence: one pass with `classifier` (float32 [embed_dim, n_classes])."""
-        return cls((NO_DEFENCE,), (ImageVariant((), classifier, (0,)),), int(classifier.shape[1]), (False,))
+        return cls((NO_DEFENCE,), (ImageVariant((), (classifier,), (0,)),), int(classifier.shape[1]), (False,))
 
 
 def check_defences(model: ZeroShotModel, defences: Sequence[str]) -> None:
@@ -136,7 +136,7 @@ def build_defence_set(model: ZeroShotModel, defences: Sequence[str], classifier:
             clf, hit = build_templates(spec.templates)
         groups.setdefault(heads, []).append((i, clf))
         cached.append(hit)
-    variants = tuple(ImageVariant(heads, torch.cat([c for _, c in items], dim=1), tuple(i for i, _ in items))
+    variants = tuple(ImageVariant(heads, tuple(c for _, c in items), tuple(i for i, _ in items))
                      for heads, items in groups.items())
     return DefenceSet(tuple(s.label for s in specs), variants, int(classifier.shape[1]), tuple(cached))
 
@@ -176,16 +176,17 @@ class BatchEncoder:
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def _encode_all(self, x: torch.Tensor) -> torch.Tensor:
-        d, c = self.defences, self.defences.n_classes
-        out = torch.empty(len(d.labels), len(x), c, device=x.device)
+        # `base.encode_features` is looked up at call time so tests can wrap the encoder.
+        d = self.defences
+        out = torch.empty(len(d.labels), len(x), d.n_classes, device=x.device)
         for variant in d.variants:
             if variant.heads:
                 with self.model.ablate_heads(variant.heads):
-                    logits = build_logits(self.model, variant.classifier, x)
+                    features = base.encode_features(self.model, x)
             else:
-                logits = build_logits(self.model, variant.classifier, x)
-            for k, position in enumerate(variant.positions):
-                out[position] = logits[:, k * c:(k + 1) * c]
+                features = base.encode_features(self.model, x)
+            for classifier, position in zip(variant.classifiers, variant.positions):
+                out[position] = base.get_logits(self.model, features, classifier)
         return out
 
 

@@ -72,7 +72,7 @@ def run_task(task: Task, cfg: Any, progress: ProgressReporter | None = None, ove
     check_executor(cfg.executor)
     plan = task.plan(cfg, progress)
     shard = get_shard_info(cfg)
-    folder, previous = RunFolder.open(out, plan.fingerprint, overwrite, shard)
+    folder, previous = RunFolder.open(out, plan.fingerprint, overwrite, shard, tuple(task.output_files))
     for line in [*cfg.model_warnings, *plan.notes]:
         progress.log(f"[bold yellow]{line}[/]")
     mine = rundir.select_shard(plan.cells, cfg.shard)
@@ -103,7 +103,7 @@ def _start_info(task: Task, cfg: RunSettings, plan: Plan, previous: RunInfo | No
         task=task.name, fingerprint=plan.fingerprint, config=cfg.to_dict(), versions=versions, device=plan.device,
         started=(previous.started if previous else "") or rundir.get_timestamp(), executor=cfg.executor.value,
         cells=[c.cell_id for c in plan.cells], shard=None if shard is None else {**shard, "cells": mine},
-        files=[*ENGINE_FILES, *getattr(task, "output_files", ())], n_items=plan.n_items,
+        files=[*ENGINE_FILES, *task.output_files], n_items=plan.n_items,
         extra={**plan.info, **({"seconds_planning": plan.seconds} if plan.seconds else {})},
     )
 

@@ -32,9 +32,6 @@ SKIPPED_CSV = "skipped.csv"
 CHUNKS_DIR = "chunks"
 REPORT_DIR = "report"
 ENGINE_FILES = (RECORDS_FILE, RUN_FILE, SKIPPED_CSV)
-# Tables of runs written before run.json listed its files (removed by --overwrite).
-_EARLIER_FILES = ("per_word.csv", "per_word.md", "confusion.csv", "summary.csv", "per_attack_word.csv",
-                  "stroop.csv", "stroop_summary.csv", "stroop_matrix.png", "stroop_examples.png")
 T = TypeVar("T")
 
 
@@ -210,8 +207,8 @@ class RunFolder:
         self.path = Path(path)
 
     @classmethod
-    def open(cls, path: Path, fingerprint: str, overwrite: bool, shard: dict[str, Any] | None
-             ) -> tuple[RunFolder, RunInfo | None]:
+    def open(cls, path: Path, fingerprint: str, overwrite: bool, shard: dict[str, Any] | None,
+             files: tuple[str, ...] = ()) -> tuple[RunFolder, RunInfo | None]:
         """Check the folder for a run; return it with the earlier run.json when resuming the same run.
 
         Args:
@@ -219,6 +216,8 @@ class RunFolder:
             fingerprint: The run's fingerprint.
             overwrite: Replace a different run the folder holds (or unrelated files).
             shard: `{index, count}` of the shard this process evaluates, None for a whole run.
+            files: The files the new run writes (removed with `overwrite`, as are those the old
+                run.json lists).
 
         Raises:
             OutputError: `path` is a file, holds another run (without `overwrite`), holds files of
@@ -235,7 +234,7 @@ class RunFolder:
             except OutputError:
                 previous = RunInfo("?", "", {})
             if overwrite:
-                folder.remove(previous)
+                folder.remove(previous, files)
                 previous = None
             elif previous.fingerprint != fingerprint:
                 raise OutputError(f"{path} holds a different run (another config, seed, vocabulary or image set); "
@@ -250,9 +249,10 @@ class RunFolder:
         path.mkdir(parents=True, exist_ok=True)
         return folder, previous
 
-    def remove(self, info: RunInfo) -> None:
-        """Delete the files of the run the folder holds (those its run.json lists, the chunks, the report)."""
-        for name in {*ENGINE_FILES, *info.files, *_EARLIER_FILES}:
+    def remove(self, info: RunInfo, files: tuple[str, ...] = ()) -> None:
+        """Delete the files of the run the folder holds (those its run.json lists, `files`, the chunks
+        and the report)."""
+        for name in {*ENGINE_FILES, *info.files, *files}:
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.path / CHUNKS_DIR, ignore_errors=True)
         shutil.rmtree(self.path / REPORT_DIR, ignore_errors=True)

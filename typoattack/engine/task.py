@@ -73,11 +73,14 @@ class Task(Protocol):
         name: The command and the run.json `task` value (`eval`, `real`, `stroop`).
         title: A few words for messages ("synthetic attacks on labelled images").
         report_stem: File stem of its report page when it is not the only kind in a report.
+        output_files: The tables and figures it writes into a run folder (beside records.parquet,
+            run.json and skipped.csv).
     """
 
     name: str
     title: str
     report_stem: str
+    output_files: tuple[str, ...]
 
     def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> RunSettings:
         """The task's config from a YAML file or built-in name and the CLI flags over it."""

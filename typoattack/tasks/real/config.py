@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +13,8 @@ from typoattack.config.common import (
     parse_run_settings,
 )
 from typoattack.config.parsing import as_enum
-from typoattack.config.types import RealDataset
+from typoattack.config.types import Protocol, RealDataset
 from typoattack.errors import ConfigError
-
-
-class Protocol(str, Enum):
-    """How an image is scored.
-
-    UNION: argmax over the union of the dataset's object labels and attack words (RTA-100,
-    PAINT, Disentangling and Dyslexify's SCAM protocol). BINARY: a two-way softmax between the
-    image's own object label and its attack word (the SCAM paper's protocol).
-    """
-
-    UNION = "union"
-    BINARY = "binary"
 
 
 DEFAULT_TEMPLATES = "dataset"

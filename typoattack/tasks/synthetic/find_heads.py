@@ -77,7 +77,7 @@ def run_find_heads(cfg: SyntheticConfig, out: str | Path, progress: ProgressRepo
     advance = progress.start(f"Greedy search over {layers * heads} heads", layers * heads)
 
     def evaluate(half: str, chosen: list[tuple[int, int]]) -> Accuracy:
-        encoder = BatchEncoder(loaded, DefenceSet(("search",), (ImageVariant(tuple(chosen), classifier, (0,)),),
+        encoder = BatchEncoder(loaded, DefenceSet(("search",), (ImageVariant(tuple(chosen), (classifier,), (0,)),),
                                                   int(classifier.shape[1])), batch_size, progress)
         records = evaluate_shard(loaded, encoder, canvases, halves[half], conditions, device_masks, cfg.seed,
                                  batch_size, lambda n: None)
