@@ -13,9 +13,8 @@ import pytest
 from real_datasets_builders import (
     OBJECTS, SCAM_PHOTOS, WORDS, make_csv_folder, make_disentangle, make_named_folder, make_scam,
 )
-from typoattack.config.real import (
-    PHOTO_OF, PHOTO_OF_A, Protocol, RealDataset, get_default_templates, load_real_config,
-)
+from typoattack.config.types import Protocol, RealDataset
+from typoattack.tasks.real.config import PHOTO_OF, PHOTO_OF_A, get_default_templates, load_real_config
 from typoattack.data.real_datasets import (
     ATTACKED, get_photo_id, open_real_dataset, parse_file_name, select_photos,
 )

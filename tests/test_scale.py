@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from typoattack.analysis.report import CONFUSION_CSV, PER_WORD_CSV, PER_WORD_MD
 from typoattack.engine.rundir import RECORDS_FILE, SKIPPED_CSV
 from typoattack.cli import app
-from typoattack.config.loading import load_synthetic_config, parse_shard
+from typoattack.config.parsing import parse_shard
+from typoattack.tasks.synthetic.config import load_synthetic_config
 from typoattack.config.types import Executor, ShardSpec
 from typoattack.errors import ConfigError
 from typoattack.engine import rundir

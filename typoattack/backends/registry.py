@@ -18,6 +18,19 @@ _BACKENDS: dict[str, str] = {
 }
 
 
+def register_backend(name: str, target: str) -> None:
+    """Make a model family available as `--backend NAME` in this process: `target` is
+    `package.module:BackendClass` (a `typoattack.backends.base.Backend` subclass).
+
+    Raises:
+        ConfigError: `target` is not of the form `module:Class`.
+    """
+    if ":" not in target:
+        raise ConfigError(f"backend target {target!r} must be `package.module:BackendClass`")
+    _BACKENDS[name] = target
+    get_backend.cache_clear()
+
+
 def list_backends() -> list[str]:
     """The `--backend` values."""
     return list(_BACKENDS)

@@ -1,0 +1,174 @@
+"""The engine's contract, checked for every task in the registry: a run killed with SIGKILL and
+rerun gives the tables of an uninterrupted run; `--shard 1/2` + `--shard 2/2` merged equals the
+single run; `--executor ray` equals local; `typoattack report` renders the run.
+
+Tables are compared as data: text and integer columns exactly, floats within FLOAT_TOLERANCE (a Ray
+worker computes with one thread, the local run with two: float32 probabilities may differ in
+their last bits; predictions never did here)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from real_datasets_builders import make_named_folder
+from typoattack.backends.open_clip.model import TINY_MODEL
+from typoattack.cli import app
+from typoattack.engine.rundir import RECORDS_FILE, SKIPPED_CSV, read_run_info
+from typoattack.tasks.registry import get_task, list_task_names
+
+runner = CliRunner()
+FLOAT_TOLERANCE = 1e-6
+"""Largest difference allowed between float values of two runs of the same config (see the module docstring)."""
+
+
+def _args(task: str, data: dict[str, Path], cache_dir: Path) -> list[str]:
+    """A small run of each task with 3 or 4 cells (a task missing here fails the contract)."""
+    common = ["--cache-dir", str(cache_dir), "--device", "cpu", "--workers", "0"]
+    if task == "eval":
+        return ["eval", "--config", "ci", "--limit", "16", "--chunk-size", "4", "--templates", "simple", *common]
+    if task == "real":
+        return ["real", "--dataset", "rta100", "--data", str(data["rta100"]), "--model", TINY_MODEL,
+                "--pretrained", "seed:0", "--chunk-size", "3", *common]
+    if task == "stroop":
+        return ["stroop", "--model", TINY_MODEL, "--pretrained", "seed:0", "--chunk-size", "16", *common]
+    raise AssertionError(f"the task contract has no small run for task {task!r}; add one to _args")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    return {"rta100": make_named_folder(tmp_path_factory.mktemp("contract") / "rta100")}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data, cache_dir) -> dict[str, Path]:
+    """Each task's uninterrupted local run."""
+    folders = {}
+    for task in list_task_names():
+        out = tmp_path_factory.mktemp(f"contract-{task}") / "local"
+        result = runner.invoke(app, [*_args(task, data, cache_dir), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert len(read_run_info(out).cells) >= 3
+        folders[task] = out
+    return folders
+
+
+def _count_cells(run: Path) -> int:
+    return len(read_run_info(run).cells)
+
+
+def _tables(task: str) -> list[str]:
+    return [RECORDS_FILE, SKIPPED_CSV, *(f for f in get_task(task).output_files if not f.endswith(".png"))]
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".md":
+        return pd.DataFrame({"line": path.read_text().splitlines()})
+    return pd.read_csv(path, keep_default_na=False)
+
+
+def assert_same_tables(task: str, a: Path, b: Path) -> None:
+    """Every table of the two run folders equal (floats within FLOAT_TOLERANCE)."""
+    for name in _tables(task):
+        left, right = _read(a / name), _read(b / name)
+        assert list(left.columns) == list(right.columns) and len(left) == len(right), name
+        for column in left.columns:
+            x, y = left[column].to_numpy(), right[column].to_numpy()
+            if x.dtype.kind == "f":
+                assert np.allclose(x, y, rtol=0, atol=FLOAT_TOLERANCE, equal_nan=True), (name, column)
+            elif name.endswith(".md"):
+                # Markdown shows rounded percentages: equal, or the run's floats straddle a rounding edge.
+                assert (x == y).mean() > 0.99, name
+            else:
+                assert [str(v) for v in x] == [str(v) for v in y], (name, column)
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-c", "from typoattack.cli import app; app()", *args]
+
+
+@pytest.mark.parametrize("task", list_task_names())
+def test_kill_9_mid_run_then_rerun_gives_the_same_tables(task, tmp_path, data, cache_dir, reference) -> None:
+    out = tmp_path / "killed"
+    args = [*_args(task, data, cache_dir), "--out", str(out)]
+    proc = subprocess.Popen(_cli(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list((out / "chunks").rglob("*.parquet")) and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done, n_cells = len(list((out / "chunks").rglob("*.parquet"))), _count_cells(reference[task])
+    assert 1 <= done < n_cells, f"the run must be killed part-way ({done} of {n_cells} chunks)"
+    assert not read_run_info(out).complete
+    rerun = subprocess.run(_cli(args), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    info = read_run_info(out)
+    assert info.complete and info.chunks_done == n_cells
+    assert_same_tables(task, out, reference[task])
+
+
+@pytest.mark.parametrize("task", list_task_names())
+def test_two_shards_merged_equal_the_single_run(task, tmp_path, data, cache_dir, reference) -> None:
+    shards = [tmp_path / f"shard{k}" for k in (1, 2)]
+    for k, folder in enumerate(shards, start=1):
+        result = runner.invoke(app, [*_args(task, data, cache_dir), "--out", str(folder), "--shard", f"{k}/2"])
+        assert result.exit_code == 0, result.output
+        assert read_run_info(folder).shard["cells"] == read_run_info(folder).cells[k - 1::2]
+    result = runner.invoke(app, ["merge", *map(str, shards), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    assert_same_tables(task, tmp_path / "merged", reference[task])
+    assert read_run_info(tmp_path / "merged").task == task
+
+
+@pytest.mark.parametrize("task", list_task_names())
+def test_a_shard_without_cells_is_finished_and_merges(task, tmp_path, data, cache_dir, reference) -> None:
+    n = _count_cells(reference[task]) + 1
+    folders = [tmp_path / f"shard{k}" for k in range(1, n + 1)]
+    for k, folder in enumerate(folders, start=1):
+        result = runner.invoke(app, [*_args(task, data, cache_dir), "--out", str(folder), "--shard", f"{k}/{n}"])
+        assert result.exit_code == 0, result.output
+    last = read_run_info(folders[-1])
+    assert last.complete and last.shard["cells"] == [] and "holds no cell" in result.output
+    rerun = runner.invoke(app, [*_args(task, data, cache_dir), "--out", str(folders[-1]), "--shard", f"{n}/{n}"])
+    assert rerun.exit_code == 0, rerun.output
+    result = runner.invoke(app, ["merge", *map(str, folders), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    assert_same_tables(task, tmp_path / "merged", reference[task])
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("task", list_task_names())
+def test_ray_executor_equals_local(task, ray_cluster, tmp_path, data, cache_dir, reference) -> None:
+    out = tmp_path / "ray"
+    result = runner.invoke(app, [*_args(task, data, cache_dir), "--out", str(out), "--executor", "ray"])
+    assert result.exit_code == 0, result.output
+    info = read_run_info(out)
+    assert info.executor == "ray" and info.complete
+    assert_same_tables(task, out, reference[task])
+
+
+@pytest.mark.parametrize("task", list_task_names())
+def test_report_renders_the_run(task, tmp_path, reference) -> None:
+    result = runner.invoke(app, ["report", str(reference[task]), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<img" in page
