@@ -211,8 +211,9 @@ def test_several_defences_share_images_and_keep_the_undefended_numbers(tmp_path,
     # the heads ablated.
     assert sorted(calls) == [(3, False), (3, True), (9, False), (9, True)]
     records = pd.read_parquet(out / "records.parquet")
+    # The prefix's baseline, its own prompt without the token, is evaluated too (added by the config).
     assert records.groupby("defence").size().to_dict() == {
-        "none": 12, "heads:1.0,1.1": 12, "prefix:prefix.pt": 12, "templates:openai": 12}
+        "none": 12, "heads:1.0,1.1": 12, "prefix:prefix.pt": 12, "templates:openai": 12, "templates:photo": 12}
     base_records = pd.read_parquet(plain / "records.parquet")
     undefended = records[records["defence"] == "none"].reset_index(drop=True)
     pd.testing.assert_frame_equal(undefended, base_records)
@@ -228,7 +229,8 @@ def test_several_defences_share_images_and_keep_the_undefended_numbers(tmp_path,
     md = (report / "report.md").read_text()
     table = md[md.index("## Defences"):md.index("## Figures")]
     none_row = next(line for line in table.splitlines() if "| none |" in line)
-    assert "+0.0 pt" in none_row and "| heads:1.0,1.1 |" in table and "| templates:openai |" in table
+    assert "+0.0 pt" in none_row and "| heads:1.0,1.1 | none |" in table and "| templates:openai | none |" in table
+    assert "| prefix:prefix.pt | templates:photo |" in table
     assert (report / "asr_vs_fraction_heads_1.0_1.1.png").is_file() and (report / "asr_vs_fraction_none.png").is_file()
     _, single = run_report([plain])
     assert "## Defences" not in (single / "report.md").read_text()

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from typoattack.constants import CLEAN_WORD
+from typoattack.config.defences import get_baseline
 from typoattack.records import CONDITION_COLUMNS, DEFENCE_COLUMN, MODEL_COLUMNS, NO_DEFENCE, STYLE_COLUMNS
 
 # A per-word row is one condition of one model under one defence; style columns join the key when
@@ -305,8 +306,10 @@ def build_defence_table(per_word: pd.DataFrame) -> pd.DataFrame:
     """Defences side by side: one row per (model, pretrained, defence), `none` first.
 
     Columns: the leaderboard's (`clean_top1`, `attacked_top1`, `mean_asr`, `asr@<f>`), then
-    `clean_top1_change` and `mean_asr_change`: the difference to the same model's `none` row
-    (NaN when the run has no `none`).
+    `baseline` (the defence each row is compared with: `config.defences.get_baseline`, e.g. a prefix
+    with the one-prompt classifier `templates:photo`, the others with `none`) and
+    `clean_top1_change` and `mean_asr_change`: the difference to the same model's baseline row
+    (NaN when the run has no such row).
 
     Args:
         per_word: The per-word table.
@@ -319,9 +322,11 @@ def build_defence_table(per_word: pd.DataFrame) -> pd.DataFrame:
         return board
     board = board.assign(_first=board[DEFENCE_COLUMN] != NO_DEFENCE)
     board = board.sort_values([*MODEL_COLUMNS, "_first", DEFENCE_COLUMN], kind="stable").drop(columns="_first")
-    none = board[board[DEFENCE_COLUMN] == NO_DEFENCE].set_index(MODEL_COLUMNS)[["clean_top1", "mean_asr"]]
-    keys = pd.MultiIndex.from_frame(board[MODEL_COLUMNS])
+    labels = set(board[DEFENCE_COLUMN])
+    board["baseline"] = [get_baseline(d, labels) for d in board[DEFENCE_COLUMN]]
+    rows = board.set_index([*MODEL_COLUMNS, DEFENCE_COLUMN])[["clean_top1", "mean_asr"]]
+    keys = pd.MultiIndex.from_frame(board[[*MODEL_COLUMNS, "baseline"]])
     for col in ("clean_top1", "mean_asr"):
-        base = none[col].reindex(keys).to_numpy()
+        base = rows[col].reindex(keys).to_numpy()
         board[f"{col}_change"] = board[col].to_numpy() - base
     return board.reset_index(drop=True)

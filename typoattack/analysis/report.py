@@ -163,7 +163,8 @@ def build_ranking_cells(ranking: pd.DataFrame) -> tuple[list[str], list[list[str
 def build_defence_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and string cells of `build_defence_table` (percentages; changes in points vs `none`)."""
     asr_cols = [c for c in table.columns if str(c).startswith("asr@")]
-    header = ["model", "pretrained", "defence", "clean top-1", "Δ clean", "attacked top-1", "mean ASR", "Δ ASR"]
+    header = ["model", "pretrained", "defence", "compared with", "clean top-1", "Δ clean", "attacked top-1",
+              "mean ASR", "Δ ASR"]
     header += [f"ASR @ {c[4:]}" for c in asr_cols]
 
     def change(value: Any) -> str:
@@ -172,7 +173,7 @@ def build_defence_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]
     cells = []
     for r in table.to_dict("records"):
         cells.append([str(r["model"]), "" if is_missing(r["pretrained"]) else str(r["pretrained"]), str(r["defence"]),
-                      format_percent(r["clean_top1"]), change(r["clean_top1_change"]),
+                      "" if r["defence"] == r["baseline"] else str(r["baseline"]), format_percent(r["clean_top1"]), change(r["clean_top1_change"]),
                       format_percent(r["attacked_top1"]), format_percent(r["mean_asr"]),
                       change(r["mean_asr_change"])] + [format_percent(r[c]) for c in asr_cols])
     return header, cells
@@ -329,8 +330,11 @@ def list_run_blocks(info: dict, index: int) -> list[ReportBlock]:
 
 
 _DEFENCE_NOTE = ("Each defence on the same images, words, fractions and placements: clean and attacked top-1, "
-                 "mean ASR, and their change from no defence (`none`) in percentage points. One ASR-vs-fraction "
-                 "figure per defence is in the figures below.")
+                 "mean ASR, and their change in percentage points from the row named under 'compared with': no "
+                 "defence (`none`, the run's templates), or for a Defense-Prefix vector `templates:photo`, its own "
+                 "single prompt \"a photo of a {}.\" without the learned token (so the change is the token's alone, "
+                 "not that of leaving the template average). One ASR-vs-fraction figure per defence is in the "
+                 "figures below.")
 
 
 def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],

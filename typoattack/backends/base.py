@@ -53,11 +53,14 @@ class HeadRecord:
     """What an attention-head hook yields per vision block while recording.
 
     Attributes:
-        weights: float32 [B, n_heads, L] class-token attention over all L tokens of the last
-            forward pass (token 0 the class token, then the patches row by row), or None before one.
+        weights: float32 [B, n_heads, L] attention over all L tokens of the last forward pass: the
+            class token's where the tower has one (token 0, then the patches row by row), else the
+            average over the queries; None before a pass.
+        first_patch: Index of the first patch token along the last axis of `weights`.
     """
 
     weights: torch.Tensor | None = None
+    first_patch: int = 1
 
 
 class ZeroShotModel(ABC):

@@ -24,6 +24,9 @@ from typoattack.errors import ConfigError
 from typoattack.files import expand_path
 
 NO_DEFENCE = "none"
+PREFIX_BASELINE = "templates:photo"
+"""What a Defense-Prefix defence is compared with: its own class prompt without the learned token
+("a photo of a {}."), one template as the prefix has (not the run's template average)."""
 _HEAD = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
 _FORMS = "none, heads:L.H,L.H (or heads:@FILE), prefix:PATH or templates:openai|simple|FILE"
 
@@ -195,6 +198,22 @@ def parse_defences(values: Any, base: Path | None = None) -> tuple[DefenceSpec, 
     if dup is not None:
         raise ConfigError(f"`defences` lists {dup!r} twice")
     return specs
+
+
+def get_baseline(label: str, labels: set[str]) -> str:
+    """The defence (`defence` column value) that `label` is compared with among `labels`: a prefix
+    defence with PREFIX_BASELINE when the run has it, every other defence (and a prefix without it)
+    with `none`."""
+    if label.startswith(f"{DefenceKind.PREFIX.value}:") and PREFIX_BASELINE in labels:
+        return PREFIX_BASELINE
+    return NO_DEFENCE
+
+
+def add_prefix_baseline(defences: tuple[str, ...]) -> tuple[str, ...]:
+    """The defences with PREFIX_BASELINE appended when a prefix defence is among them and it is not."""
+    if any(d.startswith(f"{DefenceKind.PREFIX.value}:") for d in defences) and PREFIX_BASELINE not in defences:
+        return (*defences, PREFIX_BASELINE)
+    return defences
 
 
 def get_fingerprint_text(text: str) -> str:

@@ -296,8 +296,9 @@ def load_templates(name_or_path: str) -> tuple[str, ...]:
     """Return zero-shot prompt templates as format strings with one `{}` for the class name.
 
     Args:
-        name_or_path: 'openai' (open_clip's 80 ImageNet templates), 'simple' (its 7) or a YAML file
-            holding a list of strings (or a mapping with `templates:`) using `{}` or `{c}`.
+        name_or_path: 'openai' (open_clip's 80 ImageNet templates), 'simple' (its 7), 'photo' (the
+            one prompt "a photo of a {}.") or a YAML file holding a list of strings (or a mapping
+            with `templates:`) using `{}` or `{c}`.
     """
     from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
@@ -305,6 +306,8 @@ def load_templates(name_or_path: str) -> tuple[str, ...]:
         return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
     if name_or_path == "simple":
         return tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)
+    if name_or_path == "photo":
+        return ("a photo of a {}.",)
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"templates file {path} does not exist (or use 'openai' / 'simple')")

@@ -122,7 +122,9 @@ class ShardSpec:
         return f"{self.index}/{self.count}"
 
 
-BUILTIN_TEMPLATES = ("openai", "simple")
+BUILTIN_TEMPLATES = ("openai", "simple", "photo")
+"""Template sets by name: open_clip's 80 OpenAI ImageNet templates, its 7 simple ones, and the one
+prompt "a photo of a {}." (the Defense-Prefix baseline)."""
 
 
 @dataclass(frozen=True)

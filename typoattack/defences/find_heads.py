@@ -164,7 +164,7 @@ def score_heads(loaded: ZeroShotModel, canvases: Any, rows: np.ndarray, device_m
             with torch.inference_mode(), loaded.ablate_heads([], record=True) as wrappers:
                 loaded.encode_images(x)
                 for layer, w in enumerate(wrappers):
-                    attn = w.weights[:, :, 1:]  # [b, heads, n_patches]: class token -> patches
+                    attn = w.weights[:, :, w.first_patch:]  # [b, heads, n_patches]: class token -> patches
                     if attn.shape[-1] != cover.shape[1]:
                         raise ConfigError(f"find-heads: the tower has {attn.shape[-1]} patch tokens but the canvas "
                                           f"gives {cover.shape[1]} patches")

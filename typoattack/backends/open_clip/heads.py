@@ -35,6 +35,9 @@ class HeadAblatedAttention(nn.Module):
         weights: float32 [B, n_heads, L] class-token attention of the last call (when recording).
     """
 
+    first_patch = 1
+    """Token 0 is the class token; the patches follow."""
+
     def __init__(self, inner: nn.MultiheadAttention, heads: Sequence[int], record: bool = False) -> None:
         super().__init__()
         self.inner, self.heads, self.record = inner, list(heads), record

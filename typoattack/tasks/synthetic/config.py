@@ -12,6 +12,7 @@ from typoattack.config.common import (
     IMAGE_SET_KEYS, RUN_KEYS, ImageSetSettings, check_keys, check_templates, load_config, parse_image_set,
     parse_run_settings,
 )
+from typoattack.config.defences import add_prefix_baseline
 from typoattack.config.parsing import (
     as_enum, as_float, as_int, as_list, as_str, parse_colors, resolve_font_path, resolve_vocab_path,
 )
@@ -102,9 +103,12 @@ def build_synthetic_config(raw: Mapping[str, Any]) -> SyntheticConfig:
             raise ConfigError(f"give `{a}` or `{b}`, not both")
     fractions_raw = raw.get("fractions", raw.get("fraction", [0.07]))
     placements_raw = raw.get("placements", raw.get("placement", ["paper8"]))
+    image_set = parse_image_set(raw, "validation", DEFAULT_TEMPLATES)
+    # A prefix defence is compared with its own single prompt without the token: evaluate that too.
+    image_set["defences"] = add_prefix_baseline(image_set["defences"])
     return SyntheticConfig(
         **parse_run_settings(raw),
-        **parse_image_set(raw, "validation", DEFAULT_TEMPLATES),
+        **image_set,
         vocab=resolve_vocab_path(as_str("vocab", raw.get("vocab", "goh2021"))),
         fractions=tuple(as_float("fractions", f) for f in as_list(fractions_raw)),
         placements=tuple(as_enum("placement", Placement, p) for p in as_list(placements_raw)),

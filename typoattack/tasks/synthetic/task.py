@@ -23,6 +23,7 @@ from typoattack.attack.masks import MaskRequest, create_attack_masks
 from typoattack.attack.render import AttackMask, check_glyphs
 from typoattack.backends.base import ZeroShotModel
 from typoattack.backends.registry import get_backend
+from typoattack.config.defences import PREFIX_BASELINE
 from typoattack.config.parsing import load_templates
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import list_class_names
@@ -128,7 +129,10 @@ class SyntheticTask:
                           "words": [{"text": w.text, "target_index": w.target_index,
                                      "target_name": list_class_names()[w.target_index]} for w in vocab.words]},
                 "templates": {"name": cfg.templates, "count": len(templates)}}
-        return Plan(fingerprint, cells, describe_device(cfg), len(indices), info, models, skipped,
+        notes = ([f"Prefix defences are compared with {PREFIX_BASELINE}, their own single prompt without the "
+                  "learned token, which the run evaluates too."]
+                 if PREFIX_BASELINE in cfg.defences and len(cfg.defences) > 1 else [])
+        return Plan(fingerprint, cells, describe_device(cfg), len(indices), info, models, skipped, notes,
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
     def create_context(self, cell: Cell, progress: ProgressReporter) -> SyntheticContext:
