@@ -218,3 +218,71 @@ def convert_open_clip_to_hf(open_clip_model: torch.nn.Module, embed_dim: int, vi
     if missing or unexpected:
         raise AssertionError(f"conversion incomplete: missing {missing}, unexpected {unexpected}")
     return model
+
+
+@functools.cache
+def get_wordpiece_vocabulary() -> dict[str, int]:
+    """A BERT WordPiece vocabulary trained here on the test prompts ([PAD] 0, [UNK] 1, [CLS] 2,
+    [SEP] 3, [MASK] 4), for the BERT-tokenised families (ALIGN, ChineseCLIP, AltCLIP)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=1500, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+                                        show_progress=False)
+    tokenizer.train_from_iterator([t.format(c) for c in IMAGENET_CLASSNAMES for t in CORPUS_TEMPLATES], trainer=trainer)
+    return dict(tokenizer.get_vocab())
+
+
+def create_bert_tokenizer() -> Any:
+    """A BertTokenizer over the trained WordPiece vocabulary."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab=dict(get_wordpiece_vocabulary()), model_max_length=64)
+
+
+def build_generic_folder(folder: Path, class_name: str, seed: int = 0) -> Path:
+    """A tiny random model of one of the other image-text families (MetaClip2Model, AltCLIPModel,
+    ChineseCLIPModel, AlignModel) with its family's image processor and a tokenizer built here
+    (CLIP's BPE for MetaCLIP 2, the WordPiece one for the BERT/RoBERTa text towers)."""
+    import transformers
+    from transformers import CLIPImageProcessor, ChineseCLIPImageProcessor, EfficientNetImageProcessor
+
+    tower = dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2, num_attention_heads=2)
+    vit = dict(tower, image_size=IMAGE_SIZE, patch_size=PATCH)
+    crop = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    clip_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size=crop)
+    bert_text = dict(tower, vocab_size=len(get_wordpiece_vocabulary()), max_position_embeddings=80, pad_token_id=0)
+    if class_name == "MetaClip2Model":
+        config = transformers.MetaClip2Config(
+            text_config=dict(tower, vocab_size=49408, max_position_embeddings=77, bos_token_id=49406,
+                             eos_token_id=49407, pad_token_id=49407), vision_config=vit, projection_dim=WIDTH)
+        image_processor, tokenizer = clip_processor, create_clip_tokenizer()
+    elif class_name == "AltCLIPModel":
+        config = transformers.AltCLIPConfig(text_config=dict(bert_text, project_dim=WIDTH), vision_config=vit,
+                                            projection_dim=WIDTH)
+        image_processor, tokenizer = clip_processor, create_bert_tokenizer()
+    elif class_name == "ChineseCLIPModel":
+        config = transformers.ChineseCLIPConfig(text_config=bert_text, vision_config=vit, projection_dim=WIDTH)
+        image_processor = ChineseCLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size=crop)
+        tokenizer = create_bert_tokenizer()
+    elif class_name == "AlignModel":
+        vision = dict(image_size=IMAGE_SIZE, width_coefficient=1.0, depth_coefficient=0.1, hidden_dim=WIDTH, initializer_range=0.3,
+                      in_channels=[32] + [8] * 6, out_channels=[8] * 6 + [WIDTH])  # std 0.3: activations survive
+        config = transformers.AlignConfig(text_config=bert_text, vision_config=vision, projection_dim=WIDTH)
+        # ALIGN's preprocessing: resize, centre crop, scale to [-1, 1] (rescale offset), no normalisation.
+        image_processor = EfficientNetImageProcessor(size={"height": 72, "width": 72}, do_center_crop=True, crop_size=crop,
+                                                     rescale_factor=1 / 127.5, rescale_offset=True, do_normalize=False,
+                                                     include_top=False)
+        tokenizer = create_bert_tokenizer()
+    else:
+        raise ValueError(class_name)
+    config.architectures = [class_name]
+    model = _create_seeded(getattr(transformers, class_name), config, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -533,3 +533,60 @@ def test_backend_lists_families_and_version() -> None:
     assert isinstance(backend, TransformersBackend) and backend.name == "transformers"
     assert {"CLIPModel", "SiglipModel", "Siglip2Model"} <= set(backend.list_models())
     assert backend.get_version() == transformers.__version__
+
+
+# --- the other image-text families ----------------------------------------------------------
+
+OTHER_FAMILIES = ("MetaClip2Model", "AltCLIPModel", "ChineseCLIPModel", "AlignModel")
+
+
+@pytest.fixture(scope="module")
+def other_models(tmp_path_factory) -> dict[str, TransformersModel]:
+    root = tmp_path_factory.mktemp("families")
+    backend = get_backend("transformers")
+    return {name: backend.load(ModelSpec(str(hf_builders.build_generic_folder(root / name, name)),
+                                         backend="transformers"), CPU, Precision.FP32) for name in OTHER_FAMILIES}
+
+
+@pytest.mark.parametrize("name", OTHER_FAMILIES)
+def test_other_families_match_their_own_forward(name, other_models, images) -> None:
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    model = other_models[name]
+    folder = model.folder.path
+    assert type(model.model).__name__ == name
+    processor = AutoImageProcessor.from_pretrained(folder)
+    raw = processor(images=images[:100], do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
+    canvases = np.stack([np.asarray(model.geometry.transform(im)) for im in images[:100]])
+    assert np.array_equal(np.moveaxis(raw, 1, -1), canvases)
+    labels = list(IMAGENET_CLASSNAMES[:10])
+    logits = build_logits(model, model.build_classifier(labels, ("a photo of a {}.",)), torch.from_numpy(canvases[:16]))
+    reference = AutoModel.from_pretrained(folder).eval()
+    tokens = AutoTokenizer.from_pretrained(folder)([f"a photo of a {c}." for c in labels], padding=True,
+                                                   return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(**tokens, **processor(images=images[:16], return_tensors="pt")).logits_per_image
+    assert (logits - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", OTHER_FAMILIES)
+def test_other_families_defences_or_one_line_refusals(name, other_models, images) -> None:
+    model = other_models[name]
+    canvases = torch.from_numpy(np.stack([np.asarray(model.geometry.transform(im)) for im in images[:4]]))
+    if name == "AlignModel":  # an EfficientNet tower
+        for call in (model.get_head_grid, model.get_patch_size, lambda: model.ablate_heads([(0, 0)]).__enter__()):
+            with pytest.raises(ConfigError, match="not supported|no patch grid"):
+                call()
+    else:  # CLIP-style vision towers: the class token's output, as CLIP
+        pixels = canvases.float().div(255).sub(torch.tensor(model.geometry.mean)).div(torch.tensor(model.geometry.std))
+        with model.ablate_heads([(1, 0)]):
+            ablated = model.encode_images(canvases)
+        with torch.no_grad():
+            expected = _vision_by_hand(model.model, pixels.permute(0, 3, 1, 2), {1: [0]}, class_token=True)
+        assert (ablated - expected).abs().max() < 1e-5
+    if name == "MetaClip2Model":  # CLIP's text tower and BPE
+        vector = torch.randn(hf_builders.WIDTH, generator=torch.Generator().manual_seed(3))
+        assert model.build_prefix_classifier(IMAGENET_CLASSNAMES[:5], vector, "a photo of a * {}.").shape == (32, 5)
+    else:  # BERT / RoBERTa text towers
+        with pytest.raises(ConfigError, match="Defense-Prefix is not supported"):
+            model.get_text_width()

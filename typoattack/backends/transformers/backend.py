@@ -3,6 +3,8 @@ protocol (check, geometry and weights id without loading; loading with SDPA atte
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 from typoattack.backends.base import Backend, InputGeometry, check_precision
@@ -16,10 +18,16 @@ from typoattack.backends.transformers.weights import (
     resolve_model_folder,
 )
 from typoattack.config.types import SEED_PREFIX, ModelSpec, Precision, is_untrained
-from typoattack.errors import WeightsError
+from typoattack.errors import ConfigError, WeightsError
 
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model", "vocab.txt")
+
+
+def require_transformers() -> None:
+    """Raise ConfigError when the transformers package is not installed."""
+    if importlib.util.find_spec("transformers") is None:
+        raise ConfigError("--backend transformers needs the transformers package: pip install transformers")
 
 
 class TransformersBackend(Backend):
@@ -35,7 +43,9 @@ class TransformersBackend(Backend):
 
         Raises:
             WeightsError: As above (one line saying how to supply the model).
+            ConfigError: transformers is not installed.
         """
+        require_transformers()
         folder = resolve_model_folder(spec, need_weights=True, cache_dir=cache_dir)
         get_family(read_model_config(folder.path), folder.where)
         if not any((folder.path / name).is_file() for name in _PROCESSOR_FILES):
@@ -49,9 +59,10 @@ class TransformersBackend(Backend):
         """(height, width) of the canvas from the processor config, or None when the model's files
         are not available without a download."""
         try:
+            require_transformers()
             folder = resolve_model_folder(spec, need_weights=False, download=False)
             return create_input_geometry(load_image_processor(folder.path, folder.where), folder.where).size
-        except WeightsError:
+        except (WeightsError, ConfigError):
             return None
 
     def get_geometry(self, spec: ModelSpec) -> InputGeometry:
@@ -60,6 +71,7 @@ class TransformersBackend(Backend):
         Raises:
             WeightsError: No processor, or one whose preprocessing typoattack cannot reproduce.
         """
+        require_transformers()
         folder = resolve_model_folder(spec, need_weights=False)
         return create_input_geometry(load_image_processor(folder.path, folder.where), folder.where)
 
@@ -82,6 +94,7 @@ class TransformersBackend(Backend):
         Raises:
             WeightsError: Missing or unloadable files, or weights that do not fill the model.
         """
+        require_transformers()
         check_precision(precision, device)
         folder = resolve_model_folder(spec, need_weights=True)
         family = get_family(read_model_config(folder.path), folder.where)
@@ -95,7 +108,9 @@ class TransformersBackend(Backend):
         return list_family_names()
 
     def get_version(self) -> str:
-        """transformers' version."""
+        """transformers' version ("" when it is not installed)."""
+        if importlib.util.find_spec("transformers") is None:
+            return ""
         import transformers
 
         return str(transformers.__version__)
@@ -142,6 +157,6 @@ def _with_attention(create):  # type: ignore[no-untyped-def]
     try:
         return create("sdpa")
     except ValueError as e:
-        if "sdpa" not in str(e).lower():
+        if "sdpa" not in str(e).lower() and "attention implementation" not in str(e).lower():
             raise
         return create("eager")

@@ -59,19 +59,22 @@ _SIGLIP_TEXT = {"padding": "max_length", "max_length": 64, "truncation": True}
 
 FAMILIES: dict[str, Family] = {f.class_name: f for f in (
     Family("CLIPModel", "clip", VisionKind.CLASS_TOKEN, text_kwargs=_CLIP_TEXT,
-           tested="parity, canvas, heads, prefix, open_clip round trip"),
-    Family("SiglipModel", "siglip", VisionKind.MAP_HEAD, text_kwargs=_SIGLIP_TEXT,
-           default_templates=SIGLIP_TEMPLATES, tested="parity, canvas, heads, prefix (SigLIP 2 tokenizer)"),
+           tested="zero-shot parity, canvas, heads, prefix, open_clip checkpoint round trip"),
+    Family("SiglipModel", "siglip", VisionKind.MAP_HEAD, text_kwargs=_SIGLIP_TEXT, default_templates=SIGLIP_TEMPLATES,
+           tested="zero-shot parity, canvas, heads, prefix (with SigLIP 2's Gemma tokenizer)"),
     Family("Siglip2Model", "siglip2", VisionKind.MAP_HEAD, naflex=True, text_kwargs=_SIGLIP_TEXT,
-           default_templates=SIGLIP_TEMPLATES, tested="parity, canvas (square rule), heads, prefix"),
+           default_templates=SIGLIP_TEMPLATES,
+           tested="zero-shot parity (square canvas; any aspect ratio via sizes), canvas, heads, prefix"),
     Family("MetaClip2Model", "metaclip_2", VisionKind.CLASS_TOKEN, text_kwargs=_CLIP_TEXT,
-           tested="parity, canvas, heads"),
-    Family("AltCLIPModel", "altclip", VisionKind.CLASS_TOKEN, text_kwargs=_CLIP_TEXT, tested="parity, canvas"),
+           tested="forward parity, canvas, heads, prefix"),
+    Family("AltCLIPModel", "altclip", VisionKind.CLASS_TOKEN, text_kwargs=_CLIP_TEXT,
+           tested="forward parity, canvas, heads"),
     Family("ChineseCLIPModel", "chinese_clip", VisionKind.CLASS_TOKEN, text_kwargs=_CLIP_TEXT,
-           tested="parity, canvas"),
+           tested="forward parity, canvas, heads"),
     # ALIGN's processor pads to 64 tokens (AlignProcessor's defaults); its tower is an EfficientNet.
     Family("AlignModel", "align", VisionKind.OTHER,
-           text_kwargs={"padding": "max_length", "max_length": 64, "truncation": True}, tested="parity, canvas"),
+           text_kwargs={"padding": "max_length", "max_length": 64, "truncation": True},
+           tested="forward parity, canvas (EfficientNet tower: no heads)"),
 )}
 
 

@@ -1,4 +1,5 @@
-"""Attention-head ablation in a transformers vision tower (CLIP, SigLIP, SigLIP 2), by hooks on
+"""Attention-head ablation in a transformers vision tower (CLIP and the CLIP-style towers of
+MetaCLIP 2, AltCLIP and ChineseCLIP; SigLIP, SigLIP 2), by hooks on
 each layer's attention: the heads' outputs are zeroed before the out-projection, where the
 concatenated head outputs [B, L, heads * head_dim] enter it.
 
