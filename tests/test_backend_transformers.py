@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -107,12 +108,14 @@ def _processors():
 def test_canvas_equals_the_processors_resized_image(name, images) -> None:
     processor = _processors()[name]
     geometry = create_input_geometry(processor, name)
+    transform = pickle.loads(pickle.dumps(geometry.transform))  # as decode workers receive it
+    assert transform == geometry.transform
     naflex = name.startswith("siglip2")
     inputs = [square_crop(im) for im in images] if naflex else images
     raw = processor(images=inputs, do_rescale=False, do_normalize=False, return_tensors="np")
     full = processor(images=inputs[:50], return_tensors="np")  # the normalisation, on a tenth
     for i, image in enumerate(images):
-        canvas = np.asarray(geometry.transform(image))
+        canvas = np.asarray(transform(image))
         assert canvas.shape == (*geometry.size, 3) and canvas.dtype == np.uint8
         if naflex:
             shape = tuple(raw["spatial_shapes"][i])
@@ -447,7 +450,7 @@ def test_repo_id_resolves_from_the_cache_offline_with_its_commit(offline_cache, 
     assert backend.get_weights_id(spec) == f"hf:tiny-org/tiny-clip@{commit}"
     loaded = backend.load(spec, CPU, Precision.FP32)
     local = backend.load(ModelSpec(str(folders["clip"]), backend="transformers"), CPU, Precision.FP32)
-    canvas = torch.from_numpy(np.asarray(loaded.geometry.transform(images[0])))[None]
+    canvas = torch.from_numpy(np.array(loaded.geometry.transform(images[0])))[None]
     assert torch.equal(loaded.encode_images(canvas), local.encode_images(canvas))
     assert backend.get_weights_id(ModelSpec("tiny-org/tiny-clip", commit, backend="transformers")).endswith(commit)
 

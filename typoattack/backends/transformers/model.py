@@ -82,10 +82,11 @@ class TransformersModel(ZeroShotModel):
         Returns:
             float [B, D] L2-normalised features (computed under the precision's autocast).
         """
-        pixels = x.float().div(255).sub_(self._mean).div_(self._std)
-        with torch.inference_mode(), get_autocast(self.precision, self.device):
-            features = self._encode(pixels, sizes)
-        return F.normalize(features.float(), dim=-1)
+        with torch.inference_mode():
+            pixels = x.float().div(255).sub_(self._mean).div_(self._std)
+            with get_autocast(self.precision, self.device):
+                features = self._encode(pixels, sizes)
+            return F.normalize(features.float(), dim=-1)
 
     def _encode_pixels(self, pixels: torch.Tensor, sizes: torch.Tensor | None) -> torch.Tensor:
         if self.is_naflex:
