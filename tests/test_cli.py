@@ -48,7 +48,7 @@ def test_help_lists_commands() -> None:
 
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
-    assert result.exit_code == 0 and result.output.startswith("typoattack 0.1.0")
+    assert result.exit_code == 0 and result.output.startswith(f"typoattack {typoattack.__version__}")
 
 
 def test_eval_builds_config_from_yaml_and_flags(captured, tmp_path) -> None:

@@ -187,7 +187,7 @@ def test_run_json_and_several_models(datasets_root, tmp_path, cache_dir) -> None
                                   "batch_size": 4})
     result = run_real(cfg)
     info = json.loads((tmp_path / "o" / "run.json").read_text())
-    assert info["kind"] == "real" and info["complete"] and info["templates"]["first"] == "a photo of a {}."
+    assert info["task"] == "real" and info["complete"] and info["templates"]["first"] == "a photo of a {}."
     assert [m["pretrained"] for m in info["models"]] == ["seed:0", "seed:1"]
     assert all(m["n_images"] == 9 and m["input_size"] == [224, 224] for m in info["models"])
     assert len(result.records) == 18 and len(result.summary) == 2

@@ -133,7 +133,7 @@ def test_shards_merged_equal_local_run(data, local_run, tmp_path, cache_dir) -> 
     assert "Real typographic attacks: paint" in text and f"({2 * N_PHOTOS} records, {N_CELLS} cells)" in text, text
     _assert_same_tables(local_run, tmp_path / "merged")
     info = json.loads((tmp_path / "merged" / "run.json").read_text())
-    assert info["kind"] == "real" and info["complete"] and "shard" not in info and info["n_skipped"] == 1
+    assert info["task"] == "real" and info["complete"] and info["shard"] is None and info["n_skipped"] == 1
     assert info["config"]["shard"] is None and len(info["merged_from"]) == 2
     assert [m["images_encoded_this_session"] for m in info["models"]] == [N_PHOTOS, N_PHOTOS]
     reported = CliRunner().invoke(app, ["report", str(tmp_path / "merged"), "--out", str(tmp_path / "report")])

@@ -220,7 +220,7 @@ def test_tiny_models_end_to_end_summary_report_and_rerun(tmp_path, cache_dir) ->
     for name in ("stroop.csv", "stroop_summary.csv", "stroop_matrix.png", "stroop_examples.png", "run.json"):
         assert (out / name).is_file(), name
     info = json.loads((out / "run.json").read_text())
-    assert info["kind"] == "stroop" and info["complete"] and info["seed"] == 5 and info["n_stimuli"] == 128
+    assert info["task"] == "stroop" and info["complete"] and info["config"]["seed"] == 5 and info["n_stimuli"] == 128
     assert info["config"]["prompts"] == [DEFAULT_PROMPT] and [m["name"] for m in info["models"]] == [
         "typoattack-tiny", "typoattack-reader-tiny"]
     rows = pd.read_csv(out / "stroop.csv", keep_default_na=False)

@@ -1,3 +1,3 @@
 """typoattack: how badly are CLIP-style models fooled by words written on an image?"""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

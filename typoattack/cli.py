@@ -22,7 +22,17 @@ app = typer.Typer(
     rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _display_flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """Flags take no value: the help shows no type for them (Typer would print <bool>)."""
+    return None if self.is_flag and self.metavar is None else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _display_flag_type
 console = Console()
 err_console = Console(stderr=True)
 
@@ -86,54 +96,124 @@ def main(
     """Typographic attacks on CLIP-style models at a controlled pixel fraction."""
 
 
+# Help panels: the options of every command are grouped the same way.
+RUN, MODEL, DATA, ATTACK, DEFENCES, EXECUTION = "Config and output", "Model", "Data", "Attack", "Defences", "Execution"
+
+
+def _option(*names: str, panel: str, help: str, metavar: str | None = None, default: str | None = None,
+            **kwargs: Any) -> Any:
+    """A Typer option in a help panel, with a readable metavar and its effective default (the value a
+    run takes when neither the flag nor the config sets it)."""
+    return typer.Option(*names, rich_help_panel=panel, help=help, metavar=metavar,
+                        show_default=default if default is not None else False, **kwargs)
+
+
 # Shared option definitions: one spelling (name, type, help) per option for every command.
-ConfigOption = Annotated[Optional[str], typer.Option(
-    "--config", "-c", help="Run config: a YAML file or a built-in name (ci, paper, sweep-fraction); flags override its keys.")]
-OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder.")]
-ModelsOption = Annotated[Optional[list[str]], typer.Option(
-    "--model", help="Model: an open_clip name, hf-hub:ORG/REPO or local-dir:PATH (open_clip), or a Hub id or "
-                    "save_pretrained folder (transformers); repeat for several.")]
-PretrainedsOption = Annotated[Optional[list[str]], typer.Option(
-    "--pretrained", help="Pretrained tag (e.g. openai), checkpoint file or seed:N; one for all models or one per --model.")]
-BackendsOption = Annotated[Optional[list[str]], typer.Option(
-    "--backend", help="Model family: open_clip (default) or transformers; one for all models or one per --model.")]
-DataOption = Annotated[Optional[str], typer.Option(help="ImageNet-val folder, image folder with labels.csv, or hf:NAME.")]
-LabelsOption = Annotated[Optional[str], typer.Option(help="Labels CSV (file, class_index); default DATA/labels.csv.")]
-HfSplitOption = Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset.")]
-HfImageOption = Annotated[Optional[str], typer.Option(help="Image column of a Hugging Face dataset.")]
-HfLabelOption = Annotated[Optional[str], typer.Option(help="Label column of a Hugging Face dataset.")]
-LimitOption = Annotated[Optional[int], typer.Option(help="Use a fixed, seeded, class-balanced subset of N images.")]
-VocabOption = Annotated[Optional[str], typer.Option(help="Vocabulary YAML, or a built-in name (goh2021, imagenet-classes).")]
-FractionsOption = Annotated[Optional[list[float]], typer.Option(help="Pixel fraction in (0, 1); repeat for several.")]
-PlacementsOption = Annotated[Optional[list[Placement]], typer.Option(case_sensitive=False, help="Placement; repeat for several.")]
-FontsOption = Annotated[Optional[list[str]], typer.Option(help="Font file (.ttf/.otf) or a file name in fonts/; repeat for several.")]
-FillsOption = Annotated[Optional[list[str]], typer.Option(help="Text colour: name or #rrggbb; repeat for several.")]
-OutlinesOption = Annotated[Optional[list[str]], typer.Option(help="Outline colour: name or #rrggbb; repeat for several.")]
-FontOption = Annotated[Optional[str], typer.Option(help="Font file (.ttf/.otf) or a file name in fonts/.")]
-FillOption = Annotated[Optional[str], typer.Option(help="Text colour: name or #rrggbb.")]
-OutlineOption = Annotated[Optional[str], typer.Option(help="Outline colour: name or #rrggbb.")]
-OutlineWidthOption = Annotated[Optional[int], typer.Option(help="Outline width in canvas pixels (0 = none).")]
-OpacityOption = Annotated[Optional[float], typer.Option(help="Text opacity in (0, 1].")]
-TemplatesOption = Annotated[Optional[str], typer.Option(help="openai (80), simple (7), or a YAML file of templates.")]
-BatchSizeOption = Annotated[Optional[str], typer.Option(
-    help="Images per encoder batch, or auto (1024 on CUDA with halving on out-of-memory, 256 on CPU).")]
-DeviceOption = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")]
-PrecisionOption = Annotated[Optional[Precision], typer.Option(case_sensitive=False, help="Encoder precision (autocast on CUDA).")]
-SeedOption = Annotated[Optional[int], typer.Option(help="Seed of the subset and the random placement.")]
-CacheDirOption = Annotated[Optional[str], typer.Option(help="Cache of canvases and classifiers.")]
-WorkersOption = Annotated[Optional[int], typer.Option(help="Image decoding processes.")]
-ChunkSizeOption = Annotated[Optional[int], typer.Option(help="Items per committed chunk (resume granularity).")]
-CompileOption = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the image encoder.")]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a different run in --out.")]
-ExecutorOption = Annotated[Optional[Executor], typer.Option(
-    case_sensitive=False, help="Where the cells (model x chunk of items) run: this process, or tasks on a Ray cluster.")]
-RayAddressOption = Annotated[Optional[str], typer.Option(
-    help="Ray cluster address (default: RAY_ADDRESS of a running cluster, else a local one).")]
-RayTimeoutOption = Annotated[Optional[float], typer.Option(help="Seconds to wait for the Ray cluster (default 30).")]
-ShardOption = Annotated[Optional[str], typer.Option(
-    help="Evaluate only shard K of N of the cells (K/N, e.g. 2/8); combine the folders with `typoattack merge`.")]
-DefencesOption = Annotated[Optional[list[str]], typer.Option(
-    help="Defence: none, heads:L.H,L.H, heads:@FILE, prefix:PATH or templates:NAME|FILE; repeat for several.")]
+ConfigOption = Annotated[Optional[str], _option(
+    "--config", "-c", panel=RUN, metavar="PATH|NAME",
+    help="Run config: a YAML file or a built-in name (ci, paper, sweep-fraction); flags override its keys.")]
+OutOption = Annotated[Optional[Path], _option("--out", "-o", panel=RUN, metavar="PATH", help="Output folder.")]
+OverwriteOption = Annotated[bool, _option("--overwrite", panel=RUN, metavar=" ", help="Replace a different run in --out.")]
+ModelsOption = Annotated[Optional[list[str]], _option(
+    "--model", panel=MODEL, metavar="NAME",
+    help="Model: an open_clip name, hf-hub:ORG/REPO or local-dir:PATH (open_clip), or a Hub id or "
+         "save_pretrained folder (transformers); repeat for several.")]
+PretrainedsOption = Annotated[Optional[list[str]], _option(
+    "--pretrained", panel=MODEL, metavar="TAG|PATH",
+    help="Pretrained tag (e.g. openai), checkpoint file or seed:N; one for all models or one per --model.")]
+BackendsOption = Annotated[Optional[list[str]], _option(
+    "--backend", panel=MODEL, metavar="NAME", default="open_clip",
+    help="Model family: open_clip or transformers; one for all models or one per --model.")]
+TemplatesOption = Annotated[Optional[str], _option(
+    "--templates", panel=MODEL, metavar="NAME|PATH", default="openai",
+    help="Zero-shot templates: openai (80), simple (7), photo (1), or a YAML file of templates.")]
+DataOption = Annotated[Optional[str], _option(
+    "--data", panel=DATA, metavar="PATH|hf:NAME",
+    help="ImageNet-val folder, image folder with labels.csv, hf:NAME, or sample (the 500 images the package ships).")]
+LabelsOption = Annotated[Optional[str], _option(
+    "--labels", panel=DATA, metavar="PATH", default="DATA/labels.csv", help="Labels CSV (file, class_index).")]
+HfSplitOption = Annotated[Optional[str], _option(
+    "--hf-split", panel=DATA, metavar="NAME", default="validation", help="Split of a Hugging Face dataset.")]
+HfImageOption = Annotated[Optional[str], _option(
+    "--hf-image-column", panel=DATA, metavar="NAME", default="image", help="Image column of a Hugging Face dataset.")]
+HfLabelOption = Annotated[Optional[str], _option(
+    "--hf-label-column", panel=DATA, metavar="NAME", default="label", help="Label column of a Hugging Face dataset.")]
+LimitOption = Annotated[Optional[int], _option(
+    "--limit", panel=DATA, metavar="N", default="all", help="Use a fixed, seeded, class-balanced subset of N images.")]
+SeedOption = Annotated[Optional[int], _option(
+    "--seed", panel=DATA, metavar="INT", default="0", help="Seed of the subset and the random placement.")]
+VocabOption = Annotated[Optional[str], _option(
+    "--vocab", panel=ATTACK, metavar="PATH|NAME", default="goh2021",
+    help="Vocabulary YAML, or a built-in name (goh2021, imagenet-classes).")]
+FractionsOption = Annotated[Optional[list[float]], _option(
+    "--fraction", panel=ATTACK, metavar="FLOAT", default="0.07", help="Pixel fraction in (0, 1); repeat for several.")]
+PlacementsOption = Annotated[Optional[list[Placement]], _option(
+    "--placement", panel=ATTACK, metavar="paper8|center|random", default="paper8", case_sensitive=False,
+    help="Placement; repeat for several.")]
+FontsOption = Annotated[Optional[list[str]], _option(
+    "--font", panel=ATTACK, metavar="PATH", default="DejaVuSans-Bold.ttf",
+    help="Font file (.ttf/.otf) or a file name in fonts/; repeat for several.")]
+FillsOption = Annotated[Optional[list[str]], _option(
+    "--fill", panel=ATTACK, metavar="COLOUR", default="white", help="Text colour: name or #rrggbb; repeat for several.")]
+OutlinesOption = Annotated[Optional[list[str]], _option(
+    "--outline", panel=ATTACK, metavar="COLOUR", default="black",
+    help="Outline colour: name or #rrggbb; repeat for several.")]
+FontOption = Annotated[Optional[str], _option(
+    "--font", panel=ATTACK, metavar="PATH", default="DejaVuSans-Bold.ttf",
+    help="Font file (.ttf/.otf) or a file name in fonts/.")]
+FillOption = Annotated[Optional[str], _option(
+    "--fill", panel=ATTACK, metavar="COLOUR", default="white", help="Text colour: name or #rrggbb.")]
+OutlineOption = Annotated[Optional[str], _option(
+    "--outline", panel=ATTACK, metavar="COLOUR", default="black", help="Outline colour: name or #rrggbb.")]
+OutlineWidthOption = Annotated[Optional[int], _option(
+    "--outline-width", panel=ATTACK, metavar="INT", default="1", help="Outline width in canvas pixels (0 = none).")]
+OpacityOption = Annotated[Optional[float], _option(
+    "--opacity", panel=ATTACK, metavar="FLOAT", default="1", help="Text opacity in (0, 1].")]
+DefencesOption = Annotated[Optional[list[str]], _option(
+    "--defence", panel=DEFENCES, metavar="DEFENCE", default="none",
+    help="none, heads:L.H,L.H, heads:@FILE, prefix:PATH or templates:NAME|FILE; repeat for several.")]
+BatchSizeOption = Annotated[Optional[str], _option(
+    "--batch-size", panel=EXECUTION, metavar="INT|auto", default="auto",
+    help="Images per encoder batch (auto: 1024 on CUDA, halved on out-of-memory; 256 on CPU).")]
+DeviceOption = Annotated[Optional[str], _option(
+    "--device", panel=EXECUTION, metavar="auto|cpu|cuda[:N]", default="auto", help="Where the models run.")]
+PrecisionOption = Annotated[Optional[Precision], _option(
+    "--precision", panel=EXECUTION, metavar="fp32|bf16|fp16", default="fp32", case_sensitive=False,
+    help="Encoder precision (autocast on CUDA).")]
+CacheDirOption = Annotated[Optional[str], _option(
+    "--cache-dir", panel=EXECUTION, metavar="PATH", default="~/.cache/typoattack",
+    help="Cache of canvases, masks and classifiers.")]
+WorkersOption = Annotated[Optional[int], _option(
+    "--workers", panel=EXECUTION, metavar="INT", default="2", help="Image decoding processes.")]
+ChunkSizeOption = Annotated[Optional[int], _option(
+    "--chunk-size", panel=EXECUTION, metavar="INT", default="1000",
+    help="Items per cell: the unit of commit, resume and sharding.")]
+CompileOption = Annotated[Optional[bool], _option(
+    "--compile/--no-compile", panel=EXECUTION, metavar=" ", default="no-compile",
+    help="torch.compile the image encoder.")]
+ExecutorOption = Annotated[Optional[Executor], _option(
+    "--executor", panel=EXECUTION, metavar="local|ray", default="local", case_sensitive=False,
+    help="Where the cells (model x chunk of items) run: this process, or tasks on a Ray cluster.")]
+RayAddressOption = Annotated[Optional[str], _option(
+    "--ray-address", panel=EXECUTION, metavar="ADDRESS", default="RAY_ADDRESS, else a local cluster",
+    help="Ray cluster address.")]
+RayTimeoutOption = Annotated[Optional[float], _option(
+    "--ray-timeout", panel=EXECUTION, metavar="SECONDS", default="30", help="How long to wait for the Ray cluster.")]
+ShardOption = Annotated[Optional[str], _option(
+    "--shard", panel=EXECUTION, metavar="K/N",
+    help="Evaluate only shard K of N of the cells (e.g. 2/8); combine the folders with `typoattack merge`.")]
+
+
+class TableView(str, Enum):
+    """What the terminal shows at the end of a run."""
+
+    SUMMARY = "summary"
+    FULL = "full"
+
+
+TableOption = Annotated[TableView, _option(
+    "--table", panel=RUN, metavar="summary|full", default="summary", case_sensitive=False,
+    help="What the terminal shows at the end: a few rows per model (the full table is per_word.md), or every word.")]
 
 # Options whose YAML key is spelled differently.
 _YAML_KEYS = {"fraction": "fractions", "defence": "defences", "prompt": "prompt"}
@@ -155,7 +235,8 @@ def _get_overrides(options: dict[str, Any]) -> dict[str, Any]:
     return {_YAML_KEYS.get(k, k): _to_yaml_value(v) for k, v in options.items() if k not in ("config", "overwrite")}
 
 
-def _run(task_name: str, config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
+def _run(task_name: str, config: str | None, overrides: dict[str, Any], overwrite: bool,
+         table: TableView = TableView.SUMMARY) -> None:
     """Load a task's config, run it with progress bars, and print its summary and the closing line."""
     from typoattack.engine.run import run_task
     from typoattack.tasks.registry import get_task
@@ -171,7 +252,7 @@ def _run(task_name: str, config: str | None, overrides: dict[str, Any], overwrit
                       f"{len(info.cells)} cells; combine all shard folders with `typoattack merge DIR... --out DIR`",
                       highlight=False)
     else:
-        for renderable in task.show_summary(result.summary, info, console.width):
+        for renderable in task.show_summary(result.summary, info, full=table is TableView.FULL):
             console.print(renderable)
     ips = info.images_per_second
     console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, {info.n_skipped} skipped images"
@@ -193,10 +274,11 @@ def eval_command(
     seed: SeedOption = None, cache_dir: CacheDirOption = None, workers: WorkersOption = None,
     chunk_size: ChunkSizeOption = None, compile: CompileOption = None, overwrite: OverwriteOption = False,
     executor: ExecutorOption = None, ray_address: RayAddressOption = None, ray_timeout: RayTimeoutOption = None,
-    shard: ShardOption = None, defence: DefencesOption = None,
+    shard: ShardOption = None, defence: DefencesOption = None, table: TableOption = TableView.SUMMARY,
 ) -> None:
     """Render attack words on images, classify them zero-shot, and write per-word and confusion tables."""
-    _run("eval", config, _get_overrides(locals()), overwrite)
+    options = dict(locals())
+    _run("eval", config, _get_overrides({k: v for k, v in options.items() if k != "table"}), overwrite, table)
 
 
 def _prepare(config: str | None, overrides: dict[str, Any]) -> None:
@@ -223,7 +305,7 @@ def prepare_command(
     _prepare(config, _get_overrides(locals()))
 
 
-def _render(word: str, image: Path, fraction: float, placement: Placement, output: Path, size: int,
+def _render(word: str, image: str, fraction: float, placement: Placement, output: Path, size: int,
             style_options: dict[str, Any], seed: int) -> None:
     from typoattack.tasks.synthetic.config import build_styles
     from typoattack.tasks.synthetic.preview import run_render
@@ -238,21 +320,28 @@ def _render(word: str, image: Path, fraction: float, placement: Placement, outpu
 @app.command("render")
 def render_command(
     word: Annotated[str, typer.Argument(help="The attack text.")],
-    image: Annotated[Path, typer.Argument(help="Source image.", exists=True, dir_okay=False)],
-    fraction: Annotated[float, typer.Option(help="Share of canvas pixels the text changes, in (0, 1).")] = 0.07,
-    placement: Annotated[Placement, typer.Option(case_sensitive=False, help="paper8, center or random.")] = Placement.PAPER8,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output PNG.")] = Path("attack.png"),
-    size: Annotated[int, typer.Option(help="Canvas size (the model input size: 224 for ViT-B-32, 288 for RN50x4).")] = 224,
+    image: Annotated[str, typer.Argument(help="Source image: a file, or sample:NAME for a shipped ImageNet image "
+                                               "(e.g. sample:tench).", metavar="PATH|sample:NAME")],
+    fraction: Annotated[float, _option("--fraction", panel=ATTACK, metavar="FLOAT", default="0.07",
+                                       help="Share of canvas pixels the text changes, in (0, 1).")] = 0.07,
+    placement: Annotated[Placement, _option("--placement", panel=ATTACK, metavar="paper8|center|random",
+                                            default="paper8", case_sensitive=False, help="Where the word goes.")
+                         ] = Placement.PAPER8,
+    output: Annotated[Path, _option("--output", "-o", panel=RUN, metavar="PATH", default="attack.png",
+                                    help="Output PNG.")] = Path("attack.png"),
+    size: Annotated[int, _option("--size", panel=MODEL, metavar="INT", default="224",
+                                 help="Canvas size (the model input size: 224 for ViT-B-32, 288 for RN50x4).")] = 224,
     font: FontOption = None, fill: FillOption = None, outline: OutlineOption = None,
     outline_width: OutlineWidthOption = None, opacity: OpacityOption = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random placement.")] = 0,
+    seed: Annotated[int, _option("--seed", panel=ATTACK, metavar="INT", default="0",
+                                 help="Seed of the random placement.")] = 0,
 ) -> None:
     """Preview one attack on one image and print the measured pixel fraction."""
     style = {"font": font, "fill": fill, "outline": outline, "outline_width": outline_width, "opacity": opacity}
     _render(word, image, fraction, placement, output, size, style, seed)
 
 
-def _report(run_dirs: list[Path], out: Path | None) -> None:
+def _report(run_dirs: list[Path], out: Path | None, table: TableView = TableView.SUMMARY) -> None:
     from typoattack.engine.report import run_report
     from typoattack.tasks.registry import get_tasks
 
@@ -261,9 +350,7 @@ def _report(run_dirs: list[Path], out: Path | None) -> None:
             folder, parts = run_report(run_dirs, out, get_tasks(), progress=progress)
     for task, part in parts:
         if not part.table.empty:
-            from typoattack.engine.rundir import RunInfo
-
-            for renderable in task.show_summary(part.table, RunInfo(task.name, "", {}), console.width):
+            for renderable in task.show_summary(part.table, None, full=table is TableView.FULL):
                 console.print(renderable)
     pages = ", ".join(part.html.name for _, part in parts)
     console.print(f"Rewrote the tables of {len(run_dirs)} run(s) from their records; report in {folder}/ ({pages}, "
@@ -273,10 +360,13 @@ def _report(run_dirs: list[Path], out: Path | None) -> None:
 @app.command("report")
 def report_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="One or more run folders (of `eval`, `real` or `stroop`).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: DIR/report for one run, ./typoattack-report for several).")] = None,
+    out: Annotated[Optional[Path], _option("--out", "-o", panel=RUN, metavar="PATH",
+                                           default="DIR/report for one run, ./typoattack-report for several",
+                                           help="Report folder.")] = None,
+    table: TableOption = TableView.SUMMARY,
 ) -> None:
     """Recompute each run's tables from its records; write figures, tables and report.html."""
-    _report(run_dirs, out)
+    _report(run_dirs, out, table)
 
 
 def _models(name: str | None, backend: str) -> None:
@@ -296,7 +386,8 @@ def _models(name: str | None, backend: str) -> None:
 @app.command("models")
 def models_command(
     name: Annotated[Optional[str], typer.Argument(help="Show the pretrained tags of this model.")] = None,
-    backend: Annotated[str, typer.Option(help="Model family: open_clip or transformers.")] = "open_clip",
+    backend: Annotated[str, _option("--backend", panel=MODEL, metavar="NAME", default="open_clip",
+                                    help="Model family: open_clip or transformers.")] = "open_clip",
 ) -> None:
     """List the model names of a backend, or the pretrained tags of one model."""
     _models(name, backend)
@@ -309,7 +400,7 @@ def _merge(run_dirs: list[Path], out: Path, overwrite: bool) -> None:
     tasks = get_tasks()
     with _user_errors():
         result = run_merge(run_dirs, out, tasks, overwrite=overwrite)
-    for renderable in tasks[result.info.task].show_summary(result.summary, result.info, console.width):
+    for renderable in tasks[result.info.task].show_summary(result.summary, result.info):
         console.print(renderable)
     console.print(f"Merged {len(run_dirs)} shard folders into {result.out_dir}/ ({len(result.records)} records, "
                   f"{len(result.info.cells)} cells)", highlight=False)
@@ -319,7 +410,7 @@ def _merge(run_dirs: list[Path], out: Path, overwrite: bool) -> None:
 def merge_command(
     run_dirs: Annotated[list[Path], typer.Argument(
         help="The shard folders of one run (written by `typoattack <command> --shard K/N`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
+    out: Annotated[Path, _option("--out", "-o", panel=RUN, metavar="PATH", help="Run folder to write.")],
     overwrite: OverwriteOption = False,
 ) -> None:
     """Combine the shard folders of one run into the run folder a single run writes."""
@@ -327,18 +418,26 @@ def merge_command(
 
 
 # --- typoattack real: the real typographic-attack datasets ---
-RealConfigOption = Annotated[Optional[str], typer.Option(
-    "--config", "-c", help="YAML file of `real` settings (dataset, data, models, protocol, ...); flags override its keys.")]
-RealDatasetOption = Annotated[Optional[RealDataset], typer.Option(
-    case_sensitive=False, help="Dataset format: scam, rta100, paint, disentangle or folder.")]
-RealDataOption = Annotated[Optional[str], typer.Option(
+RealConfigOption = Annotated[Optional[str], _option(
+    "--config", "-c", panel=RUN, metavar="PATH",
+    help="YAML file of `real` settings (dataset, data, models, protocol, ...); flags override its keys.")]
+RealDatasetOption = Annotated[Optional[RealDataset], _option(
+    "--dataset", panel=DATA, metavar="scam|rta100|paint|disentangle|folder", case_sensitive=False,
+    help="Dataset format.")]
+RealDataOption = Annotated[Optional[str], _option(
+    "--data", panel=DATA, metavar="PATH|hf:NAME",
     help="Dataset folder, or hf:NAME for SCAM (a Hub name, a local dataset folder or a save_to_disk folder).")]
-ProtocolOption = Annotated[Optional[Protocol], typer.Option(
-    case_sensitive=False, help="union: argmax over all object labels and attack words; binary: object vs its attack word.")]
-RealTemplatesOption = Annotated[Optional[str], typer.Option(
-    help="dataset (each dataset's own prompt, the default), openai (80), simple (7), or a YAML file of templates.")]
-RealSplitOption = Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset (SCAM: train).")]
-RealLimitOption = Annotated[Optional[int], typer.Option(help="Use a fixed, seeded subset of N photos (a SCAM photo brings all its variants).")]
+ProtocolOption = Annotated[Optional[Protocol], _option(
+    "--protocol", panel=DATA, metavar="union|binary", default="union", case_sensitive=False,
+    help="union: argmax over all object labels and attack words; binary: object vs its attack word.")]
+RealTemplatesOption = Annotated[Optional[str], _option(
+    "--templates", panel=MODEL, metavar="NAME|PATH", default="dataset",
+    help="dataset (each dataset's own prompt), openai (80), simple (7), photo (1), or a YAML file of templates.")]
+RealSplitOption = Annotated[Optional[str], _option(
+    "--hf-split", panel=DATA, metavar="NAME", default="train", help="Split of a Hugging Face dataset.")]
+RealLimitOption = Annotated[Optional[int], _option(
+    "--limit", panel=DATA, metavar="N", default="all",
+    help="Use a fixed, seeded subset of N photos (a SCAM photo brings all its variants).")]
 
 
 @app.command("real")
@@ -357,18 +456,30 @@ def real_command(
     _run("real", config, _get_overrides(locals()), overwrite)
 
 
-PromptsOption = Annotated[Optional[list[str]], typer.Option(
-    "--prompt", help="Zero-shot template with {} for the colour name; repeat for several (averaged).")]
-ColoursOption = Annotated[Optional[str], typer.Option(help="Colour set: a YAML file of names and RGB values, or a built-in name (distill).")]
-NeutralWordOption = Annotated[Optional[str], typer.Option(help="Word of the neutral condition (names no colour).")]
-BackgroundsOption = Annotated[Optional[list[str]], typer.Option(
-    "--background", help="Background colour: name or #rrggbb; repeat for several.")]
-BackgroundDataOption = Annotated[Optional[str], typer.Option(
-    help="Photos as backgrounds too (replacing the default white): image folder with labels.csv, ImageNet-val folder or hf:NAME.")]
-BackgroundLimitOption = Annotated[Optional[int], typer.Option(help="Number of background photos (seeded, class-balanced; default 8).")]
-VariantsOption = Annotated[Optional[int], typer.Option(help="Renderings per stimulus (variant 0 centred, the others with seeded size and position jitter).")]
-StroopConfigOption = Annotated[Optional[str], typer.Option(
-    "--config", "-c", help="YAML file of `stroop` settings; flags override its keys.")]
+PromptsOption = Annotated[Optional[list[str]], _option(
+    "--prompt", panel=MODEL, metavar="TEXT", default="my favorite word, written in the color {}",
+    help="Zero-shot template with {} for the colour name; repeat for several (averaged).")]
+ColoursOption = Annotated[Optional[str], _option(
+    "--colours", panel=ATTACK, metavar="PATH|NAME", default="distill",
+    help="Colour set: a YAML file of names and RGB values, or a built-in name.")]
+NeutralWordOption = Annotated[Optional[str], _option(
+    "--neutral-word", panel=ATTACK, metavar="TEXT", default="example",
+    help="Word of the neutral condition (names no colour).")]
+BackgroundsOption = Annotated[Optional[list[str]], _option(
+    "--background", panel=ATTACK, metavar="COLOUR", default="white",
+    help="Background colour: name or #rrggbb; repeat for several.")]
+BackgroundDataOption = Annotated[Optional[str], _option(
+    "--background-data", panel=DATA, metavar="PATH|hf:NAME",
+    help="Photos as backgrounds too (replacing the default white): image folder with labels.csv, ImageNet-val "
+         "folder, hf:NAME or sample.")]
+BackgroundLimitOption = Annotated[Optional[int], _option(
+    "--background-limit", panel=DATA, metavar="N", default="8",
+    help="Number of background photos (seeded, class-balanced).")]
+VariantsOption = Annotated[Optional[int], _option(
+    "--variants", panel=ATTACK, metavar="N", default="1",
+    help="Renderings per stimulus (variant 0 centred, the others with seeded size and position jitter).")]
+StroopConfigOption = Annotated[Optional[str], _option(
+    "--config", "-c", panel=RUN, metavar="PATH", help="YAML file of `stroop` settings; flags override its keys.")]
 
 
 @app.command("stroop")
@@ -378,7 +489,8 @@ def stroop_command(
     prompt: PromptsOption = None, colours: ColoursOption = None, neutral_word: NeutralWordOption = None,
     font: FontsOption = None, background: BackgroundsOption = None, background_data: BackgroundDataOption = None,
     background_limit: BackgroundLimitOption = None, variants: VariantsOption = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the size and position jitter.")] = None,
+    seed: Annotated[Optional[int], _option("--seed", panel=ATTACK, metavar="INT", default="0",
+                                           help="Seed of the size and position jitter.")] = None,
     batch_size: BatchSizeOption = None, device: DeviceOption = None, precision: PrecisionOption = None,
     cache_dir: CacheDirOption = None, workers: WorkersOption = None, chunk_size: ChunkSizeOption = None,
     compile: CompileOption = None, overwrite: OverwriteOption = False, executor: ExecutorOption = None,
@@ -408,7 +520,7 @@ def _find_heads(config: str | None, out: Path, overrides: dict[str, Any]) -> Non
 
 @app.command("find-heads")
 def find_heads_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="The heads.yaml to write.")],
+    out: Annotated[Path, _option("--out", "-o", panel=RUN, metavar="PATH", help="The heads.yaml to write.")],
     config: ConfigOption = None, model: ModelsOption = None, pretrained: PretrainedsOption = None,
     backend: BackendsOption = None, data: DataOption = None, labels: LabelsOption = None,
     hf_split: HfSplitOption = None, hf_image_column: HfImageOption = None, hf_label_column: HfLabelOption = None,

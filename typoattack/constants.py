@@ -21,6 +21,7 @@ LEMMAS_FILE = ASSETS_DIR / "imagenet_lemmas.txt"
 # Weights shipped in the package, by (open_clip model name, pretrained tag): file in WEIGHTS_DIR.
 SHIPPED_WEIGHTS = {("typoattack-reader-tiny", "ci500"): "typoattack-reader-tiny.safetensors"}
 DEMO_MODEL = "typoattack-reader-tiny"
+DEMO_PRETRAINED = "ci500"
 
 DEFAULT_FONT = FONTS_DIR / "DejaVuSans-Bold.ttf"
 DEFAULT_CACHE_DIR = Path("~/.cache/typoattack")

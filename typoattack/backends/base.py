@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import platform
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -275,6 +277,13 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
         return torch.device(text)
     raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+
+
+def describe_device(device: torch.device) -> str:
+    """A description of a device for run.json (GPU name, or CPU, cores and threads)."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def check_precision(precision: Precision, device: torch.device) -> None:

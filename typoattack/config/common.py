@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 
 from typoattack.config.defences import get_fingerprint_text, parse_defences
 from typoattack.config.parsing import (
-    as_batch_size, as_bool, as_enum, as_float, as_int, as_list, as_str, load_yaml_mapping, parse_models, parse_shard,
+    SAMPLE_DATA, as_batch_size, as_bool, as_enum, as_float, as_int, as_list, as_str, load_yaml_mapping, parse_models, parse_shard,
     resolve_config_path, resolve_path, resolve_pretrained,
 )
 from typoattack.config.types import (
     BUILTIN_TEMPLATES, DataSpec, Executor, ModelSpec, Precision, ShardSpec, get_model_warnings,
 )
-from typoattack.constants import CONFIGS_DIR, DEFAULT_CACHE_DIR
+from typoattack.constants import CONFIGS_DIR, DEFAULT_CACHE_DIR, DEMO_MODEL, DEMO_PRETRAINED
 from typoattack.errors import ConfigError, suggest
 from typoattack.files import expand_path
 
@@ -77,7 +77,8 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         if not self.models:
-            raise ConfigError("no model given; pass --model (and --pretrained) or set `model` in the config")
+            raise ConfigError("no model given; pass --model (and --pretrained) or set `model` in the config (the demo "
+                              f"model, a toy that shows the pipeline: --model {DEMO_MODEL} --pretrained {DEMO_PRETRAINED})")
         if len(set(self.models)) != len(self.models):
             raise ConfigError("the same model and pretrained weights are listed twice")
         if self.seed < 0:
@@ -147,15 +148,23 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def parse_run_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+def parse_run_settings(raw: Mapping[str, Any], demo_by_default: bool = False) -> dict[str, Any]:
     """The `RunSettings` fields of a config mapping (YAML keys), validated.
+
+    Args:
+        raw: The mapping.
+        demo_by_default: Run the demo model (`DEMO_MODEL`/`DEMO_PRETRAINED`, a toy that shows the
+            pipeline) when no model is given; otherwise no model is an error.
 
     Raises:
         ConfigError: A value has the wrong type.
     """
     out = raw.get("out")
+    models = parse_models(raw)
+    if not models and demo_by_default:
+        models = (ModelSpec(DEMO_MODEL, DEMO_PRETRAINED),)
     return {
-        "models": parse_models(raw),
+        "models": models,
         "seed": as_int("seed", raw.get("seed", 0)),
         "batch_size": as_batch_size(raw.get("batch_size", "auto")),
         "device": as_str("device", raw.get("device", "auto")),
@@ -215,7 +224,7 @@ def resolve_common_paths(raw: dict[str, Any], base: Path) -> None:
                          if isinstance(m, Mapping) and "pretrained" in m else m for m in raw["models"]]
     for key in ("out", "cache_dir", "data", "labels"):
         value = raw.get(key)
-        if isinstance(value, str) and value.strip() and not value.startswith("hf:"):
+        if isinstance(value, str) and value.strip() and not value.startswith("hf:") and value != SAMPLE_DATA:
             raw[key] = resolve_path(value, base)
     templates = raw.get("templates")
     if isinstance(templates, str) and templates.strip() and ("/" in templates or templates.endswith((".yaml", ".yml"))):

@@ -14,10 +14,12 @@ import yaml
 from PIL import ImageColor
 
 from typoattack.config.types import BUILTIN_TEMPLATES, DataSpec, ModelSpec, ShardSpec, is_untrained
-from typoattack.constants import CONFIGS_DIR, FONTS_DIR, VOCAB_DIR
+from typoattack.constants import CONFIGS_DIR, FONTS_DIR, SAMPLE_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError, suggest
 from typoattack.files import expand_path
 
+SAMPLE_DATA = "sample"
+"""The data name of the 500 ImageNet images the package ships (`--data sample`)."""
 DEFAULT_BACKEND = "open_clip"
 """The backend of a model whose config names none."""
 
@@ -240,6 +242,14 @@ def parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
     return tuple(ModelSpec(n, p, b or DEFAULT_BACKEND) for n, p, b in zip(names, pretrained, backends))
 
 
+def resolve_data_source(value: str) -> str:
+    """A data source as given (`hf:NAME`, a path with `~` expanded), or the folder of the images the
+    package ships for `sample`."""
+    if value == SAMPLE_DATA:
+        return str(SAMPLE_DIR)
+    return value if value.startswith("hf:") else str(expand_path(value))
+
+
 def parse_data(raw: Mapping[str, Any], default_split: str = "validation") -> DataSpec:
     """The DataSpec of the keys `data`, `labels`, `hf_split`, `hf_image_column` and `hf_label_column`
     (relative paths of a YAML file were made absolute when it was read).
@@ -249,9 +259,7 @@ def parse_data(raw: Mapping[str, Any], default_split: str = "validation") -> Dat
     """
     if raw.get("data") is None:
         raise ConfigError("no data given; set `data` in the config or pass --data")
-    source = as_str("data", raw["data"])
-    if not source.startswith("hf:"):
-        source = str(expand_path(source))
+    source = resolve_data_source(as_str("data", raw["data"]))
     labels = raw.get("labels")
     return DataSpec(
         source=source,

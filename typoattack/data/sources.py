@@ -209,6 +209,37 @@ def _open_hf(spec: DataSpec) -> HFSource:
                     f"hf:{name}:{spec.hf_split}:{fingerprint}", spec.hf_split)
 
 
+SAMPLE_PREFIX = "sample:"
+"""`sample:NAME`: a shipped ImageNet image by (part of) its class name, e.g. sample:tench."""
+
+
+def resolve_image_path(value: str) -> Path:
+    """The file of an image given as a path or as `sample:NAME` (the shipped image whose file name
+    holds NAME, e.g. `sample:tench` or `sample:n01440764`).
+
+    Raises:
+        DataError: No such file, or NAME matches no shipped image or several.
+    """
+    from typoattack.constants import SAMPLE_DIR
+    from typoattack.errors import suggest
+
+    if not value.startswith(SAMPLE_PREFIX):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise DataError(f"image {value} does not exist (or name a shipped one, e.g. sample:tench)")
+        return path
+    name = value[len(SAMPLE_PREFIX):].strip().lower().replace(" ", "_")
+    files = sorted(p for p in SAMPLE_DIR.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    exact = [p for p in files if p.stem.lower().split("_", 1)[-1] == name or p.stem.lower() == name]
+    found = exact or [p for p in files if name and name in p.stem.lower()]
+    if len(found) != 1:
+        stems = [p.stem.split("_", 1)[-1] for p in files]
+        what = "no shipped image" if not found else f"{len(found)} shipped images ({', '.join(p.stem for p in found[:4])}...)"
+        raise DataError(f"{value} names {what}; use a class name of typoattack/assets/imagenet-sample."
+                        f"{suggest(name, stems)}")
+    return found[0]
+
+
 def open_image_source(spec: DataSpec) -> ImageSource:
     """Open the data source a DataSpec names.
 

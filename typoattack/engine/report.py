@@ -49,8 +49,8 @@ def run_report(run_dirs: list[Path], out: Path | None, tasks: Mapping[str, Task]
     infos = [read_run_info(d) for d in dirs]
     for d, info in zip(dirs, infos):
         if info.task not in tasks:
-            raise OutputError(f"{d} holds a run of `{info.task}`, which this typoattack does not know "
-                              f"({', '.join(tasks)})")
+            raise OutputError(f"{d} holds a run this typoattack does not know (task {info.task!r}, not one of "
+                              f"{', '.join(tasks)}; a run written before typoattack 0.2 must be run again)")
     folder = get_report_dir(dirs, out)
     groups = [name for name in tasks if any(i.task == name for i in infos)]
     parts: dict[str, ReportPart] = {}

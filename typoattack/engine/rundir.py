@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 import platform
 import shutil
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ class RunInfo:
     (written at the top level of the file beside the common ones).
 
     Attributes:
-        task: The task's name (`eval`, `real`, `stroop`).
+        task: The task's name (`typoattack.tasks.registry`).
         fingerprint: Hash of everything that determines the records.
         config: The resolved config (`to_dict`).
         versions: Library versions.
@@ -92,25 +91,10 @@ class RunInfo:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> RunInfo:
-        """Read run.json's object (runs written before `task` existed: `kind`, else eval)."""
+        """Read run.json's object (its unknown keys go to `extra`)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in doc.items() if k in names}
-        known.setdefault("task", doc.get("kind") or "eval")
-        known.setdefault("fingerprint", "")
-        known.setdefault("config", {})
-        if "n_items" not in doc and "n_images_selected" in doc:
-            known["n_items"] = doc["n_images_selected"]
-        extra = {k: v for k, v in doc.items() if k not in names and k not in ("kind", "n_images_selected")}
-        return cls(**known, extra=extra)
-
-    @property
-    def seed(self) -> int:
-        """The run's seed."""
-        return int(self.config.get("seed", 0))
-
-    def describe_shard(self) -> str:
-        """'shard K/N' or 'the whole run' for messages."""
-        return describe_shard(self.shard)
+        known = {"task": "", "fingerprint": "", "config": {}, **{k: v for k, v in doc.items() if k in names}}
+        return cls(**known, extra={k: v for k, v in doc.items() if k not in names})
 
 
 def describe_shard(shard: dict[str, Any] | None) -> str:
@@ -317,12 +301,3 @@ class RunFolder:
     def save_info(self, info: RunInfo) -> None:
         """Write run.json atomically."""
         write_text_atomic(self.path / RUN_FILE, json.dumps(info.to_dict(), indent=2, default=str) + "\n")
-
-
-def get_device_name(device: Any) -> str:
-    """A description of a torch device for run.json (GPU name, or CPU, cores and threads)."""
-    import torch
-
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"

@@ -109,8 +109,9 @@ class Task(Protocol):
         Also fills `info.extra` with totals the task keeps in run.json."""
         ...
 
-    def show_summary(self, summary: pd.DataFrame, info: RunInfo, width: int) -> list[Any]:
-        """Renderables (rich tables, text) that summarise a finished run in `width` columns."""
+    def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:
+        """Renderables (rich tables, text) that summarise the summary table of a finished run (`info`)
+        or of a report over several runs (None) in 80 columns; `full`: the whole table instead."""
         ...
 
     def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,

@@ -11,13 +11,12 @@ from typing import Any
 
 import torch
 
-from typoattack.backends.base import ZeroShotModel, check_precision, get_classifier, resolve_device
+from typoattack.backends.base import ZeroShotModel, check_precision, describe_device, get_classifier, resolve_device
 from typoattack.backends.registry import get_backend
 from typoattack.config.common import ImageSetSettings, RunSettings
 from typoattack.config.parsing import load_templates
 from typoattack.defences.apply import BatchEncoder, build_defence_set, check_defences, resolve_batch_size
 from typoattack.defences.prefix import PREFIX_PROMPT
-from typoattack.engine.rundir import get_device_name
 from typoattack.progress import ProgressReporter
 
 
@@ -38,9 +37,9 @@ def check_models(cfg: RunSettings) -> torch.device:
     return device
 
 
-def describe_device(cfg: RunSettings) -> str:
+def describe_run_device(cfg: RunSettings) -> str:
     """The run's device in words, for run.json."""
-    return get_device_name(resolve_device(cfg.device))
+    return describe_device(resolve_device(cfg.device))
 
 
 def get_backend_versions(cfg: RunSettings) -> dict[str, str]:

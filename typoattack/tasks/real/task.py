@@ -33,7 +33,7 @@ from typoattack.tasks.real.config import (
 )
 from typoattack.tasks.real.tables import CLEAN_VARIANT, PER_ATTACK_WORD_CSV, SUMMARY_CSV, write_real_tables
 from typoattack.tasks.shared import (
-    build_fingerprint, check_models, create_encoder, describe_device, get_backend_versions, load_model,
+    build_fingerprint, check_models, create_encoder, describe_run_device, get_backend_versions, load_model,
 )
 
 
@@ -105,7 +105,7 @@ class RealTask:
                             "vocabulary_size": len(vocabulary)},
                 "templates": {"name": cfg.templates, "count": len(templates), "first": templates[0]}}
         unpaired = get_unpaired_warning(source, indices)
-        return Plan(fingerprint, cells, describe_device(cfg), len(indices), info,
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info,
                     notes=[unpaired] if unpaired else [], versions=get_backend_versions(cfg))
 
     def create_context(self, cell: Cell, progress: ProgressReporter) -> RealContext:
@@ -144,12 +144,13 @@ class RealTask:
             raise DataError(f"none of the {info.n_items} photos could be decoded (see skipped.csv)")
         return write_real_tables(records, out)
 
-    def show_summary(self, summary: pd.DataFrame, info: RunInfo, width: int) -> list[Any]:
+    def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:
         from typoattack.tasks.real.report import build_summary_rich_table
 
-        config = info.config
-        return [build_summary_rich_table(summary, f"Real typographic attacks: {config['dataset']}, "
-                                                  f"protocol {config['protocol']}")]
+        title = "Real typographic attacks"
+        if info is not None:
+            title += f": {info.config['dataset']}, protocol {info.config['protocol']}"
+        return [build_summary_rich_table(summary, title)]
 
     def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,
                      notes: Sequence[str], progress: ProgressReporter) -> ReportPart:

@@ -11,7 +11,7 @@ from typing import Any
 from typoattack.attack.stroop import Colour, ColourSet
 from typoattack.config.common import RUN_KEYS, RunSettings, check_keys, load_config, parse_run_settings
 from typoattack.config.parsing import (
-    as_int, as_list, as_str, has_one_placeholder, is_name, load_yaml_mapping, parse_color, resolve_font_path,
+    SAMPLE_DATA, resolve_data_source, as_int, as_list, as_str, has_one_placeholder, is_name, load_yaml_mapping, parse_color, resolve_font_path,
     resolve_path,
 )
 from typoattack.config.types import format_color
@@ -98,7 +98,9 @@ def check_prompt(template: str) -> None:
 
 
 def _as_data_source(value: str, base: Path | None) -> str:
-    return value if value.startswith("hf:") else resolve_path(value, base)
+    if value.startswith("hf:") or value == SAMPLE_DATA:
+        return resolve_data_source(value)
+    return resolve_path(value, base)
 
 
 def list_builtin_colour_sets() -> list[str]:
@@ -177,7 +179,7 @@ def build_stroop_config(raw: Mapping[str, Any], base: Path | None = None) -> Str
     else:
         backgrounds = [parse_color("background", backgrounds_raw)]
     return StroopConfig(
-        **parse_run_settings(raw),
+        **parse_run_settings(raw, demo_by_default=True),
         colours=resolve_colours_path(as_str("colours", raw.get("colours", DEFAULT_COLOURS)), base),
         prompts=tuple(prompts),
         neutral_word=as_str("neutral_word", raw.get("neutral_word", DEFAULT_NEUTRAL_WORD)),

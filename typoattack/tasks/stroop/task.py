@@ -32,7 +32,7 @@ from typoattack.engine.task import Plan, ReportPart
 from typoattack.errors import DataError, OutputError, TypoAttackError
 from typoattack.files import write_csv
 from typoattack.progress import NullProgress, ProgressReporter
-from typoattack.tasks.shared import build_fingerprint, check_models, describe_device, get_backend_versions, load_model
+from typoattack.tasks.shared import build_fingerprint, check_models, describe_run_device, get_backend_versions, load_model
 from typoattack.tasks.stroop.config import StroopConfig, load_colours, load_stroop_config
 from typoattack.tasks.stroop.tables import (
     STROOP_COLUMNS, STROOP_CSV, STROOP_EXAMPLES_PNG, STROOP_MATRIX_PNG, STROOP_SUMMARY_CSV, build_stroop_summary,
@@ -148,7 +148,7 @@ class StroopTask:
                             "colours": [{"name": c.name, "rgb": format_color(c.rgb), "word": c.as_word}
                                         for c in colours.colours]},
                 "backgrounds": backgrounds, "n_stimuli": len(stimuli)}
-        return Plan(fingerprint, cells, describe_device(cfg), len(stimuli), info, versions=get_backend_versions(cfg))
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(stimuli), info, versions=get_backend_versions(cfg))
 
     def create_context(self, cell: Cell, progress: ProgressReporter) -> StroopContext:
         cfg: StroopConfig = cell.config
@@ -220,7 +220,7 @@ class StroopTask:
         plot_stroop_examples(collect_stroop_examples(rows, info.to_dict()), out / STROOP_EXAMPLES_PNG)
         return summary
 
-    def show_summary(self, summary: pd.DataFrame, info: RunInfo, width: int) -> list[Any]:
+    def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:
         from rich.table import Table
 
         from typoattack.tasks.stroop.tables import build_stroop_summary_cells

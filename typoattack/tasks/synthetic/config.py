@@ -17,7 +17,7 @@ from typoattack.config.parsing import (
     as_enum, as_float, as_int, as_list, as_str, parse_colors, resolve_font_path, resolve_vocab_path,
 )
 from typoattack.config.types import Placement, RenderStyle, check_fraction
-from typoattack.constants import DEFAULT_FONT
+from typoattack.constants import DEFAULT_FONT, SAMPLE_DIR
 from typoattack.errors import ConfigError
 
 SYNTHETIC_KEYS = (*RUN_KEYS, *IMAGE_SET_KEYS, "vocab", "fractions", "fraction", "placement", "placements", "font",
@@ -106,8 +106,9 @@ def build_synthetic_config(raw: Mapping[str, Any]) -> SyntheticConfig:
     image_set = parse_image_set(raw, "validation", DEFAULT_TEMPLATES)
     # A prefix defence is compared with its own single prompt without the token: evaluate that too.
     image_set["defences"] = add_prefix_baseline(image_set["defences"])
+    # The shipped sample needs no weights either: without --model it shows the pipeline on the demo model.
     return SyntheticConfig(
-        **parse_run_settings(raw),
+        **parse_run_settings(raw, demo_by_default=image_set["data"].source == str(SAMPLE_DIR)),
         **image_set,
         vocab=resolve_vocab_path(as_str("vocab", raw.get("vocab", "goh2021"))),
         fractions=tuple(as_float("fractions", f) for f in as_list(fractions_raw)),

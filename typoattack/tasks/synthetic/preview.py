@@ -11,11 +11,11 @@ from PIL import Image
 from typoattack.attack.render import AttackMask, apply_attack
 from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import Placement, RenderStyle, check_fraction
-from typoattack.data.sources import load_rgb
+from typoattack.data.sources import load_rgb, resolve_image_path
 from typoattack.errors import ConfigError, DataError
 
 
-def run_render(word: str, image: Path, fraction: float, placement: Placement, style: RenderStyle, size: int,
+def run_render(word: str, image: str, fraction: float, placement: Placement, style: RenderStyle, size: int,
                seed: int, output: Path) -> tuple[float, AttackMask]:
     """Draw `word` on the `size` x `size` canvas of `image` and save it as `output`.
 
@@ -34,14 +34,15 @@ def run_render(word: str, image: Path, fraction: float, placement: Placement, st
     check_fraction(fraction)
     if size < 16:
         raise ConfigError(f"--size {size} is too small; use the model's input size, e.g. 224")
+    path = resolve_image_path(image)
     try:
-        img = load_rgb(image)
+        img = load_rgb(path)
     except Exception as e:
-        raise DataError(f"cannot read image {image}: {e}") from None
+        raise DataError(f"cannot read image {path}: {e}") from None
     geometry = get_backend(DEFAULT_BACKEND).get_default_geometry(size)
     canvas = np.asarray(geometry.transform(img), dtype=np.uint8)
     mask = create_attack_mask(word, fraction, placement, style, geometry.size)
-    attacked, cover = apply_attack(canvas, mask, image.name, seed)
+    attacked, cover = apply_attack(canvas, mask, path.name, seed)
     output.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(attacked).save(output)
     return cover, mask

@@ -38,7 +38,7 @@ from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
 from typoattack.records import Condition, list_conditions
 from typoattack.tasks.shared import (
-    build_fingerprint, check_models, create_encoder, describe_device, get_backend_versions, load_model,
+    build_fingerprint, check_models, create_encoder, describe_run_device, get_backend_versions, load_model,
 )
 from typoattack.tasks.synthetic.config import SyntheticConfig, load_synthetic_config
 
@@ -132,7 +132,7 @@ class SyntheticTask:
         notes = ([f"Prefix defences are compared with {PREFIX_BASELINE}, their own single prompt without the "
                   "learned token, which the run evaluates too."]
                  if PREFIX_BASELINE in cfg.defences and len(cfg.defences) > 1 else [])
-        return Plan(fingerprint, cells, describe_device(cfg), len(indices), info, models, skipped, notes,
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, skipped, notes,
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
     def create_context(self, cell: Cell, progress: ProgressReporter) -> SyntheticContext:
@@ -183,10 +183,15 @@ class SyntheticTask:
         info.extra["clean"] = summarize_clean(records)
         return per_word
 
-    def show_summary(self, summary: pd.DataFrame, info: RunInfo, width: int) -> list[Any]:
-        from typoattack.analysis.report import build_rich_tables
+    def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:
+        if full:
+            from typoattack.analysis.report import build_rich_tables
 
-        return list(build_rich_tables(summary))
+            return list(build_rich_tables(summary))
+        from typoattack.analysis.summary import build_summary
+
+        where = f"{info.config['out']}/per_word.md" if info and info.config.get("out") else "per_word.md"
+        return [*build_summary(summary), f"Every word: {where} (or --table full)"]
 
     def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,
                      notes: Sequence[str], progress: ProgressReporter) -> ReportPart:
