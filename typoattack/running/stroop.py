@@ -21,7 +21,8 @@ from typoattack.analysis.stroop import (
     build_stroop_summary, is_stroop_run_info, read_stroop_csv, plot_stroop_examples, plot_stroop_matrix, write_stroop_report,
 )
 from typoattack.attack.stroop import (
-    IMAGE_BACKGROUND_PREFIX, ColourSet, StroopStimulus, check_stimulus_glyphs, get_base_size, get_layout, list_stimuli, render_stimulus,
+    IMAGE_BACKGROUND_PREFIX, ColourSet, StroopStimulus, check_stimulus_glyphs, get_base_size, get_font_label, get_layout,
+    list_stimuli, render_stimulus, resolve_font_label,
 )
 from typoattack.config.stroop import StroopConfig, load_colours
 from typoattack.config.types import DataSpec, ModelSpec, format_color
@@ -200,13 +201,15 @@ def _evaluate_model(cfg: StroopConfig, spec: ModelSpec, colours: ColourSet, stim
         "model": spec.name, "pretrained": spec.pretrained or "",
         "ink": [s.ink for s in stimuli], "word": [s.word for s in stimuli],
         "condition": [s.condition.value for s in stimuli], "variant": [s.variant for s in stimuli],
-        "font": [s.font for s in stimuli], "background": [s.background for s in stimuli],
+        "font": [get_font_label(s.font) for s in stimuli], "background": [s.background for s in stimuli],
         "font_size": [lay[0] for lay in layouts], "x": [lay[1] for lay in layouts], "y": [lay[2] for lay in layouts],
         "pred": [colours.names[i] for i in np.concatenate(preds)],
         "p_ink": np.concatenate(p_ink).astype(np.float64), "p_word": np.concatenate(p_word).astype(np.float64),
     }, columns=STROOP_COLUMNS)
     info["models"].append({"name": spec.name, "pretrained": spec.pretrained, "weights_id": loaded.weights_id,
-                           "canvas_size": list(loaded.canvas_size), "base_font_sizes": base_sizes,
+                           "canvas_size": list(loaded.canvas_size),
+                           # keyed as stroop.csv's `font` column, which collect_stroop_examples reads back
+                           "base_font_sizes": {get_font_label(f): size for f, size in base_sizes.items()},
                            "n_images": len(stimuli), "classifier_from_cache": cached, "batch_size": batch_size,
                            "encoder_batch_size_final": encoder.max_batch, "seconds": seconds})
     return frame, canvases
@@ -245,7 +248,8 @@ def collect_stroop_examples(rows: pd.DataFrame, info: dict[str, Any],
         backgrounds = load_background_canvases(source, index, transform)
     examples = []
     for r in mine.itertuples():
-        stimulus = StroopStimulus(r.ink, r.word, StroopCondition(r.condition), 0, str(r.font), background)
+        stimulus = StroopStimulus(r.ink, r.word, StroopCondition(r.condition), 0, resolve_font_label(str(r.font)),
+                                  background)
         image = render_stimulus(stimulus, _parse_hex(colours[r.ink]), base_size, canvas, int(config["seed"]),
                                 (backgrounds or {}).get(background))
         examples.append({"ink": r.ink, "word": r.word, "image": image, "pred": r.pred})
