@@ -55,26 +55,33 @@ class DefenceSet:
         return cls(("none",), (ImageVariant((), classifier, (0,)),), int(classifier.shape[1]), (False,))
 
 
-def check_defences(loaded: LoadedModel, defences: Sequence[str]) -> None:
+def check_defences(loaded: LoadedModel, defences: Sequence[str]) -> list[str]:
     """Check, before any long work, that each defence fits the model: heads exist in a supported
     ViT tower, a prefix file holds a vector of the text tower's width.
+
+    Returns:
+        One line per prefix file whose vector was taken from a dict (which key), for the run to show.
 
     Raises:
         ConfigError: The first defence that does not fit.
     """
     from typoattack.defences.heads import check_heads
-    from typoattack.defences.prefix import get_text_width, load_prefix
+    from typoattack.defences.prefix import get_text_width, load_prefix_entry
 
+    notes = []
     for spec in (parse_defence(d) for d in defences):
         if spec.kind is DefenceKind.HEADS:
             check_heads(loaded.model, spec.heads, spec.label)
         elif spec.kind is DefenceKind.PREFIX:
-            load_prefix(spec.path, get_text_width(loaded.model))
+            _, key = load_prefix_entry(spec.path, get_text_width(loaded.model))
+            if key:
+                notes.append(f"{spec.label}: using the vector under key {key!r} of {spec.path}")
+    return notes
 
 
 def build_defence_set(loaded: LoadedModel, defences: Sequence[str], classifier: torch.Tensor, from_cache: bool,
                       build_templates: Callable[[str], tuple[torch.Tensor, bool]], classnames: Sequence[str],
-                      cache_dir: str | Path) -> DefenceSet:
+                      cache_dir: str | Path, prefix_prompt: str | None = None) -> DefenceSet:
     """Build (or load from the cache) the classifiers the defences need and check them against the model.
 
     Args:
@@ -85,12 +92,14 @@ def build_defence_set(loaded: LoadedModel, defences: Sequence[str], classifier: 
         build_templates: Classifier (and from-cache flag) of a templates value (`openai`, `simple`, a file).
         classnames: Class names, in class-index order.
         cache_dir: Cache folder.
+        prefix_prompt: The class prompt of prefix defences (one `*`, one `{}`); None for
+            `PREFIX_PROMPT`, "a photo of a * {}.".
 
     Raises:
         ConfigError: A defence does not fit the model (heads out of range or not a ViT, prefix D).
     """
     from typoattack.defences.heads import check_heads
-    from typoattack.defences.prefix import build_prefix_classifier
+    from typoattack.defences.prefix import PREFIX_PROMPT, build_prefix_classifier
 
     specs: list[DefenceSpec] = [parse_defence(d) for d in defences]
     groups: dict[tuple[tuple[int, int], ...], list[tuple[int, torch.Tensor]]] = {}
@@ -102,7 +111,8 @@ def build_defence_set(loaded: LoadedModel, defences: Sequence[str], classifier: 
             check_heads(loaded.model, spec.heads, spec.label)
             heads = spec.heads
         elif spec.kind is DefenceKind.PREFIX:
-            clf, hit = build_prefix_classifier(loaded, classnames, spec.path, cache_dir)
+            clf, hit = build_prefix_classifier(loaded, classnames, spec.path, cache_dir,
+                                               prompt=prefix_prompt or PREFIX_PROMPT)
         elif spec.kind is DefenceKind.TEMPLATES:
             clf, hit = build_templates(spec.templates)
         groups.setdefault(heads, []).append((i, clf))

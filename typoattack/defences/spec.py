@@ -4,8 +4,9 @@ Values:
     none                  no defence.
     heads:L.H,L.H,...     zero the class-token output of these attention heads of the vision tower.
     heads:@FILE           the same, heads read from a YAML list (as `typoattack find-heads` writes).
-    prefix:PATH           Defense-Prefix: a learned token embedding (torch.save'd, shape (D,) or
-                          (1, D)) in the class prompts "a photo of a * {c}.".
+    prefix:PATH           Defense-Prefix: a learned token embedding (torch.save'd tensor or
+                          Parameter of shape (D,) or (1, D), or a dict holding one) in the class
+                          prompts "a photo of a * {c}." (the dataset's prompt in `real`).
     templates:NAME|FILE   zero-shot prompt templates (openai, simple or a YAML file).
 
 What depends on the model (layer and head ranges, D, the tower family) is checked when the
@@ -14,7 +15,10 @@ model is loaded (`typoattack.defences.heads`, `typoattack.defences.prefix`). Imp
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -195,3 +199,29 @@ def parse_defences(values: Any, base: Path | None = None) -> tuple[DefenceSpec, 
     if dup is not None:
         raise ConfigError(f"`defences` lists {dup!r} twice")
     return specs
+
+
+def get_defence_files_digest(defences: Sequence[str]) -> str:
+    """Hash of the contents of the files the defence texts name (prefix tensors, templates YAML),
+    so an edited file never resumes a run computed with the old one.
+
+    Args:
+        defences: Canonical defence texts (`DefenceSpec.text`).
+
+    Returns:
+        A sha256 hex digest over (defence label, file contents digest) in order; "" when no defence
+        names a file (so runs without file defences keep the fingerprint they had).
+
+    Raises:
+        ConfigError: A named file cannot be read.
+    """
+    entries = []
+    for spec in (parse_defence(d) for d in defences):
+        if not spec.path:
+            continue
+        try:
+            contents = Path(spec.path).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"defence {spec.label!r}: cannot read {spec.path} ({e.strerror or type(e).__name__})") from None
+        entries.append([spec.label, hashlib.sha256(contents).hexdigest()])
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest() if entries else ""

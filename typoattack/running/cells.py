@@ -111,7 +111,8 @@ def create_model_context(cfg: RunConfig, model_index: int, indices: tuple[int, .
     progress.log(f"Loading {spec.label} on {device}")
     loaded = create_model(spec, device, cfg.precision, compile=cfg.compile)
     seconds["load_model"] = round(time.perf_counter() - t0, 3)
-    check_defences(loaded, cfg.defences)
+    for note in check_defences(loaded, cfg.defences):
+        progress.log(note.replace("[", r"\["))  # a note is text, not rich markup
     conditions = list_conditions(cfg, load_vocab(cfg.vocab))
     requests = [MaskRequest(c.word, c.fraction, c.placement, c.style, loaded.canvas_size) for c in conditions]
     advance = progress.start(f"Text masks {loaded.canvas_size[0]}x{loaded.canvas_size[1]}", len(requests))

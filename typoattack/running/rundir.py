@@ -26,6 +26,7 @@ from typoattack.analysis.report import (
 )
 from typoattack.config.types import ModelSpec, RunConfig, ShardSpec, Vocabulary
 from typoattack.data.classes import list_class_names
+from typoattack.defences.spec import get_defence_files_digest
 from typoattack.errors import ConfigError, OutputError
 from typoattack.files import get_label_slug, write_parquet_atomic, write_text_atomic
 from typoattack.records import Condition
@@ -41,7 +42,8 @@ RUN_FILES = (RECORDS_FILE, RUN_FILE, PER_WORD_CSV, PER_WORD_MD, CONFUSION_CSV, S
 
 def get_run_fingerprint(cfg: RunConfig, vocab: Vocabulary, templates: tuple[str, ...], image_ids: list[str]) -> str:
     """Hash of everything that determines the records: the config's settings and the contents
-    behind its files (vocabulary words and targets, templates, the selected images).
+    behind its files (vocabulary words and targets, templates, the selected images, the prefix and
+    templates files of the defences).
 
     A rerun resumes only when this matches, so an edited vocabulary or data folder never mixes
     with chunks computed before the edit.
@@ -50,6 +52,7 @@ def get_run_fingerprint(cfg: RunConfig, vocab: Vocabulary, templates: tuple[str,
     h.update(json.dumps([(w.text, w.target_index) for w in vocab.words]).encode())
     h.update(json.dumps(list(templates)).encode())
     h.update("\n".join(image_ids).encode())
+    h.update(get_defence_files_digest(cfg.defences).encode())
     return h.hexdigest()
 
 
