@@ -14,8 +14,8 @@ import yaml
 from PIL import ImageColor
 
 from typoattack.config.types import (
-    BUILTIN_TEMPLATES, AttackWord, DataSpec, Executor, ModelSpec, Placement, Precision, RenderStyle, RunConfig,
-    ShardSpec, Vocabulary, is_untrained,
+    BUILTIN_TEMPLATES, DEFAULT_RAY_TIMEOUT, AttackWord, DataSpec, Executor, ModelSpec, Placement, Precision,
+    RenderStyle, RunConfig, ShardSpec, Vocabulary, is_untrained,
 )
 from typoattack.constants import CONFIGS_DIR, DEFAULT_CACHE_DIR, DEFAULT_FONT, FONTS_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError, suggest
@@ -26,7 +26,7 @@ _RUN_KEYS = (
     "hf_label_column", "limit", "vocab", "fractions", "fraction", "placement", "placements",
     "font", "fill", "outline", "outline_width", "opacity", "templates", "batch_size", "device",
     "precision", "seed", "out", "cache_dir", "workers", "chunk_size", "compile",
-    "executor", "ray_address", "shard",
+    "executor", "ray_address", "ray_timeout", "shard",
     "defences", "defence",
 )
 
@@ -320,6 +320,7 @@ def build_run_config(raw: Mapping[str, Any], base: Path | None = None) -> RunCon
         compile=as_bool("compile", raw.get("compile", False)),
         executor=as_enum("executor", Executor, raw.get("executor", "local")),
         ray_address=None if raw.get("ray_address") is None else as_str("ray_address", raw["ray_address"]),
+        ray_timeout=as_float("ray_timeout", raw.get("ray_timeout", DEFAULT_RAY_TIMEOUT)),
         shard=parse_shard(raw.get("shard")),
         defences=parse_defence_texts(raw.get("defences", raw.get("defence", ["none"])), base),
     )

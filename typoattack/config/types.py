@@ -215,6 +215,16 @@ def check_run_settings(seed: int, limit: int | None, batch_size: int | None, wor
         raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
 
 
+DEFAULT_RAY_TIMEOUT = 30.0
+"""Seconds `--executor ray` waits for the Ray cluster before giving up."""
+
+
+def check_ray_timeout(seconds: float) -> None:
+    """Raise ConfigError unless `seconds` (the `ray_timeout` setting) is a finite number > 0."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds < float("inf"):
+        raise ConfigError(f"ray_timeout must be a number of seconds > 0, got {seconds!r}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines the records of a run. Written to run.json next to the results."""
@@ -238,6 +248,7 @@ class RunConfig:
     compile: bool = False
     executor: Executor = Executor.LOCAL
     ray_address: str | None = None
+    ray_timeout: float = DEFAULT_RAY_TIMEOUT
     shard: ShardSpec | None = None
     defences: tuple[str, ...] = ("none",)
 
@@ -261,6 +272,7 @@ class RunConfig:
         if len(set(self.styles)) != len(self.styles):
             raise ConfigError("`font`, `fill` or `outline` lists a value twice")
         check_run_settings(self.seed, self.limit, self.batch_size, self.workers, self.chunk_size)
+        check_ray_timeout(self.ray_timeout)
         if not self.defences or len(set(self.defences)) != len(self.defences):
             raise ConfigError(f"`defences` must list distinct defences, got {list(self.defences)}")
         if self.templates not in BUILTIN_TEMPLATES and not Path(self.templates).is_file():
@@ -296,6 +308,6 @@ class RunConfig:
         """Return a JSON string of the settings that determine the records (not out, cache, workers)."""
         d = self.to_dict()
         for key in ("out", "cache_dir", "workers", "batch_size", "device", "compile", "executor", "ray_address",
-                    "shard"):
+                    "ray_timeout", "shard"):
             d.pop(key, None)
         return json.dumps(d, sort_keys=True)
