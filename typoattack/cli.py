@@ -124,6 +124,8 @@ ExecutorOption = Annotated[Optional[Executor], typer.Option(
     case_sensitive=False, help="Where the cells (model x chunk of images) run: this process, or tasks on a Ray cluster.")]
 RayAddressOption = Annotated[Optional[str], typer.Option(
     help="Ray cluster address (default: RAY_ADDRESS of a running cluster, else a local one).")]
+RayTimeoutOption = Annotated[Optional[float], typer.Option(
+    help="Seconds to wait for the Ray cluster at --ray-address before giving up (default 30).")]
 ShardOption = Annotated[Optional[str], typer.Option(
     help="Evaluate only shard K of N of the cells (K/N, e.g. 2/8); combine the folders with `typoattack merge`.")]
 DefencesOption = Annotated[Optional[list[str]], typer.Option(
@@ -183,7 +185,8 @@ def eval_command(
     batch_size: BatchSizeOption = None, device: DeviceOption = None, precision: PrecisionOption = None,
     seed: SeedOption = None, cache_dir: CacheDirOption = None, workers: WorkersOption = None,
     chunk_size: ChunkSizeOption = None, compile: CompileOption = None, overwrite: OverwriteOption = False,
-    executor: ExecutorOption = None, ray_address: RayAddressOption = None, shard: ShardOption = None,
+    executor: ExecutorOption = None, ray_address: RayAddressOption = None, ray_timeout: RayTimeoutOption = None,
+    shard: ShardOption = None,
     defence: DefencesOption = None,
 ) -> None:
     """Render attack words on images, classify them zero-shot, and write per-word and confusion tables."""
@@ -317,7 +320,7 @@ def merge_command(
 
 
 # --- typoattack real: the real typographic-attack datasets (issue 11) ---
-from typoattack.config.real import Protocol, RealDataset  # noqa: E402
+from typoattack.config.real import LabelSet, Protocol, RealDataset  # noqa: E402
 
 RealConfigOption = Annotated[Optional[str], typer.Option(
     "--config", "-c", help="YAML file of `real` settings (dataset, data, models, protocol, ...); flags override its keys.")]
@@ -335,6 +338,9 @@ RealTemplatesOption = Annotated[Optional[str], typer.Option(
     help="dataset (each dataset's own prompt, the default), openai (80), simple (7), or a YAML file of templates.")]
 RealSplitOption = Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset (SCAM: train).")]
 RealLimitOption = Annotated[Optional[int], typer.Option(help="Use a fixed, seeded subset of N photos (a SCAM photo brings all its variants).")]
+RealLabelsOption = Annotated[Optional[LabelSet], typer.Option(
+    case_sensitive=False, help="Union protocol labels: dataset (its class list, e.g. Disentangling's classes.json, "
+    "with the annotations' labels and words; the default) or annotations (the annotations' only).")]
 
 
 def _real(config: str | None, overrides: dict[str, Any], overwrite: bool) -> None:
@@ -400,11 +406,12 @@ def real_command(
     config: RealConfigOption = None, dataset: RealDatasetOption = None, data: RealDataOption = None,
     out: OutOption = None, model: RealModelsOption = None, pretrained: RealPretrainedOption = None,
     protocol: ProtocolOption = None, templates: RealTemplatesOption = None, hf_split: RealSplitOption = None,
-    limit: RealLimitOption = None, batch_size: BatchSizeOption = None, device: DeviceOption = None,
-    precision: PrecisionOption = None, seed: SeedOption = None, cache_dir: CacheDirOption = None,
-    workers: WorkersOption = None, chunk_size: ChunkSizeOption = None, compile: CompileOption = None,
-    overwrite: OverwriteOption = False, defence: DefencesOption = None,
-    executor: ExecutorOption = None, ray_address: RayAddressOption = None, shard: ShardOption = None,
+    limit: RealLimitOption = None, labels: RealLabelsOption = None, batch_size: BatchSizeOption = None,
+    device: DeviceOption = None, precision: PrecisionOption = None, seed: SeedOption = None,
+    cache_dir: CacheDirOption = None, workers: WorkersOption = None, chunk_size: ChunkSizeOption = None,
+    compile: CompileOption = None, overwrite: OverwriteOption = False, defence: DefencesOption = None,
+    executor: ExecutorOption = None, ray_address: RayAddressOption = None, ray_timeout: RayTimeoutOption = None,
+    shard: ShardOption = None,
 ) -> None:
     """Classify real photos with typographic attacks (SCAM, RTA-100, PAINT, Disentangling, a folder) zero-shot."""
     _real(config, _get_overrides(locals()), overwrite)

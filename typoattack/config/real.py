@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from typoattack.config.types import (
-    BUILTIN_TEMPLATES, Executor, ModelSpec, Precision, ShardSpec, check_run_settings, get_model_warnings,
+    BUILTIN_TEMPLATES, DEFAULT_RAY_TIMEOUT, Executor, ModelSpec, Precision, ShardSpec, check_ray_timeout,
+    check_run_settings, get_model_warnings,
 )
 from typoattack.constants import DEFAULT_CACHE_DIR
 from typoattack.errors import ConfigError, suggest
@@ -46,15 +47,29 @@ class Protocol(str, Enum):
     BINARY = "binary"
 
 
+class LabelSet(str, Enum):
+    """The class labels of the union protocol.
+
+    DATASET: the dataset's own class list where it ships one (Disentangling's `classes.json`
+    keys) together with every object label and attack word of the annotations, as the authors
+    score it. ANNOTATIONS: the object labels and attack words of the annotations only.
+    """
+
+    DATASET = "dataset"
+    ANNOTATIONS = "annotations"
+
+
 DEFAULT_TEMPLATES = "dataset"
 """The `templates` value that picks each dataset's own prompt (`get_default_templates`)."""
 PHOTO_OF_A = ("a photo of a {}.",)
 PHOTO_OF = ("a photo of {}.",)
+PREFIX_PHOTO_OF_A = "a photo of a * {}."
+PREFIX_PHOTO_OF = "a photo of * {}."
 
 _REAL_KEYS = (
     "dataset", "data", "hf_split", "models", "model", "pretrained", "protocol", "templates", "limit", "seed",
     "batch_size", "device", "precision", "out", "cache_dir", "workers", "chunk_size", "compile", "defences", "defence",
-    "executor", "ray_address", "shard",
+    "executor", "ray_address", "ray_timeout", "shard", "labels",
 )
 
 
@@ -71,6 +86,13 @@ def get_default_templates(dataset: RealDataset, protocol: Protocol) -> tuple[str
     if dataset is RealDataset.DISENTANGLE:
         return PHOTO_OF
     return PHOTO_OF_A
+
+
+def get_prefix_prompt(dataset: RealDataset) -> str:
+    """The Defense-Prefix class prompt of a dataset: its default template with `* ` before the
+    class name, as the Defense-Prefix code builds it ("a photo of * {}." for Disentangling,
+    "a photo of a * {}." otherwise)."""
+    return PREFIX_PHOTO_OF if dataset is RealDataset.DISENTANGLE else PREFIX_PHOTO_OF_A
 
 
 @dataclass(frozen=True)
@@ -99,7 +121,10 @@ class RealConfig:
             the records; `none` is the undefended model.
         executor: Where the cells (model x chunk of images) run.
         ray_address: Ray cluster address (None: RAY_ADDRESS, else a local cluster).
+        ray_timeout: Seconds to wait for the Ray cluster before giving up (> 0).
         shard: Evaluate only this shard of the cells (`typoattack merge` combines the shards).
+        labels: The label set of the union protocol (the dataset's class list with the
+            annotations', or the annotations' only).
     """
 
     dataset: RealDataset
@@ -121,7 +146,9 @@ class RealConfig:
     defences: tuple[str, ...] = ("none",)
     executor: Executor = Executor.LOCAL
     ray_address: str | None = None
+    ray_timeout: float = DEFAULT_RAY_TIMEOUT
     shard: ShardSpec | None = None
+    labels: LabelSet = LabelSet.DATASET
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -132,6 +159,7 @@ class RealConfig:
             raise ConfigError(f"--data hf:... is read for --dataset scam only; for {self.dataset.value} give the "
                               "folder the dataset's zip file unpacks to")
         check_run_settings(self.seed, self.limit, self.batch_size, self.workers, self.chunk_size)
+        check_ray_timeout(self.ray_timeout)
         if not self.defences or len(set(self.defences)) != len(self.defences):
             raise ConfigError(f"`defences` must list distinct defences, got {list(self.defences)}")
         if self.templates not in (DEFAULT_TEMPLATES, *BUILTIN_TEMPLATES) and not Path(self.templates).is_file():
@@ -152,8 +180,10 @@ class RealConfig:
         """A JSON string of the settings that determine the records (not out, cache, speed settings)."""
         d = self.to_dict()
         for key in ("out", "cache_dir", "workers", "batch_size", "device", "compile", "executor", "ray_address",
-                    "shard"):
+                    "ray_timeout", "shard", "labels"):
             d.pop(key)
+        # `labels` changes only the vocabulary, which the run fingerprint hashes itself; leaving it out
+        # keeps the fingerprints of runs written before the setting existed.
         return json.dumps(d, sort_keys=True)
 
 
@@ -164,7 +194,7 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
         ConfigError: A key is unknown, a value has the wrong type, or a required key is missing.
     """
     from typoattack.config.loading import (
-        parse_defence_texts, as_batch_size, as_bool, as_enum, as_int, as_str, parse_models, parse_shard,
+        parse_defence_texts, as_batch_size, as_bool, as_enum, as_float, as_int, as_str, parse_models, parse_shard,
     )
 
     for key in raw:
@@ -198,7 +228,9 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
         defences=parse_defence_texts(raw.get("defences", raw.get("defence", ["none"])), None),
         executor=as_enum("executor", Executor, raw.get("executor", "local")),
         ray_address=None if raw.get("ray_address") is None else as_str("ray_address", raw["ray_address"]),
+        ray_timeout=as_float("ray_timeout", raw.get("ray_timeout", DEFAULT_RAY_TIMEOUT)),
         shard=parse_shard(raw.get("shard")),
+        labels=as_enum("labels", LabelSet, raw.get("labels", LabelSet.DATASET.value)),
     )
 
 

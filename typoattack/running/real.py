@@ -30,8 +30,11 @@ from typoattack.analysis.real_tables import (
 )
 from typoattack.analysis.report import RUN_FILE, SKIPPED_CSV, write_csv
 from typoattack.config.loading import load_templates
-from typoattack.config.real import DEFAULT_TEMPLATES, Protocol, RealConfig, get_default_templates
+from typoattack.config.real import (
+    DEFAULT_TEMPLATES, LabelSet, Protocol, RealConfig, get_default_templates, get_prefix_prompt,
+)
 from typoattack.data.real_datasets import RealItem, RealSource, open_real_dataset, select_photos
+from typoattack.defences.spec import get_defence_files_digest
 from typoattack.errors import DataError, OutputError
 from typoattack.running import rundir
 from typoattack.running.progress import NullProgress, ProgressReporter
@@ -66,15 +69,25 @@ def resolve_templates(cfg: RealConfig) -> tuple[str, ...]:
     return load_templates(cfg.templates)
 
 
+def get_vocabulary(cfg: RealConfig, source: RealSource) -> list[str]:
+    """The classes of the run's classifier, sorted: the dataset's labels and words, with its own
+    class list (Disentangling's classes.json) unless `--labels annotations`."""
+    return source.list_vocabulary(with_classes=cfg.labels is LabelSet.DATASET)
+
+
 def get_real_fingerprint(cfg: RealConfig, templates: tuple[str, ...], vocabulary: list[str],
                          source: RealSource, indices: list[int]) -> str:
     """Hash of everything that determines the records: the settings, the templates, the
-    vocabulary and the selected photos with their labels (an edited dataset never resumes)."""
+    vocabulary, the selected photos with their labels (an edited dataset never resumes) and the
+    contents of the defences' prefix and templates files (with the prefix prompt)."""
     h = hashlib.sha256(cfg.fingerprint().encode())
     h.update(json.dumps([list(templates), vocabulary]).encode())
     for i in indices:
         item = source.items[i]
         h.update(json.dumps([item.image_id, item.object_label, item.attack_word, item.variant, item.photo_id]).encode())
+    files = get_defence_files_digest(cfg.defences)
+    if files:  # runs without file defences keep their earlier fingerprint
+        h.update(json.dumps([files, get_prefix_prompt(cfg.dataset)]).encode())
     return h.hexdigest()
 
 
@@ -112,8 +125,10 @@ def _build_run_info(cfg: RealConfig, source: RealSource, templates: tuple[str, .
         "fingerprint": fingerprint,
         "config": cfg.to_dict(),
         "dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
-                    "vocabulary_size": len(vocabulary)},
-        "templates": {"name": cfg.templates, "count": len(templates), "first": templates[0]},
+                    "vocabulary_size": len(vocabulary), "labels": cfg.labels.value, "n_classes_file": len(source.classes),
+                    "notes": source.notes},
+        "templates": {"name": cfg.templates, "count": len(templates), "first": templates[0],
+                      "prefix_prompt": get_prefix_prompt(cfg.dataset)},
         "versions": rundir.get_versions(),
         "device": rundir.get_device_name(device),
         "seed": cfg.seed,
@@ -149,7 +164,7 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
 
     check_executor(cfg.executor)
     source, templates = _validate_before_loading(cfg)
-    vocabulary = source.list_vocabulary()
+    vocabulary = get_vocabulary(cfg, source)
     indices = select_photos(source.items, cfg.limit, cfg.seed)
     fingerprint = get_real_fingerprint(cfg, templates, vocabulary, source, indices)
     if overwrite and (out / RUN_FILE).is_file():
@@ -162,6 +177,9 @@ def run_real(cfg: RealConfig, progress: ProgressReporter | None = None, overwrit
     device = resolve_device(cfg.device)
     for warning in cfg.model_warnings:
         progress.log(f"[bold yellow]{warning}[/]")
+    for note in source.notes:
+        text = note.replace("[", r"\[")  # a note is text, not rich markup
+        progress.log(f"[bold yellow]{text}[/]")
     unpaired = get_unpaired_warning(source, indices)
     if unpaired:
         progress.log(f"[bold yellow]{unpaired}[/]")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from typoattack.config.real import RealConfig
+from typoattack.config.real import RealConfig, get_prefix_prompt
 from typoattack.data.real_datasets import RealSource, open_real_dataset
 from typoattack.running import rundir
 from typoattack.running.executors import CellKind
@@ -92,8 +92,8 @@ def plan_real_cells(cfg: RealConfig, indices: list[int]) -> list[RealCellTask]:
 
 
 def _get_context_key(cfg: RealConfig, model_index: int) -> tuple[Any, ...]:
-    return (cfg.fingerprint(), cfg.data, cfg.cache_dir, cfg.device, cfg.precision, cfg.compile, cfg.batch_size,
-            model_index)
+    return (cfg.fingerprint(), cfg.labels, cfg.data, cfg.cache_dir, cfg.device, cfg.precision, cfg.compile,
+            cfg.batch_size, model_index)
 
 
 def create_real_context(task: RealCellTask, progress: ProgressReporter) -> RealModelContext:
@@ -109,19 +109,20 @@ def create_real_context(task: RealCellTask, progress: ProgressReporter) -> RealM
     from typoattack.models.classify import build_classifier
     from typoattack.models.loading import create_model, resolve_device
     from typoattack.running.evaluate import BatchEncoder, resolve_batch_size
-    from typoattack.running.real import resolve_templates
+    from typoattack.running.real import get_vocabulary, resolve_templates
 
     cfg = task.cfg
     spec = cfg.models[task.model_index]
     source = open_real_dataset(cfg.dataset, cfg.data, cfg.hf_split)
-    vocabulary = source.list_vocabulary()
+    vocabulary = get_vocabulary(cfg, source)
     templates = resolve_templates(cfg)
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     progress.log(f"Loading {spec.label} on {device}")
     loaded = create_model(spec, device, cfg.precision, compile=cfg.compile)
     t_load = time.perf_counter() - t0
-    check_defences(loaded, cfg.defences)
+    for note in check_defences(loaded, cfg.defences):
+        progress.log(note.replace("[", r"\["))  # a note is text, not rich markup
     t0 = time.perf_counter()
     classifier, cached = build_classifier(
         loaded, vocabulary, templates, cfg.cache_dir,
@@ -132,7 +133,8 @@ def create_real_context(task: RealCellTask, progress: ProgressReporter) -> RealM
         return build_classifier(loaded, vocabulary, load_templates(name), cfg.cache_dir)
 
     # Text-side defences add classifiers over the vocabulary, image-side ones encoder passes.
-    defences = build_defence_set(loaded, cfg.defences, classifier, cached, build_templates, vocabulary, cfg.cache_dir)
+    defences = build_defence_set(loaded, cfg.defences, classifier, cached, build_templates, vocabulary, cfg.cache_dir,
+                                 prefix_prompt=get_prefix_prompt(cfg.dataset))
     t_classifier = time.perf_counter() - t0
     batch_size = resolve_batch_size(cfg.batch_size, device)
     encoder = BatchEncoder(loaded, defences, batch_size, progress)
