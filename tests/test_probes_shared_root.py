@@ -38,10 +38,12 @@ def test_each_dataset_reads_only_its_own_sub_folder(shared) -> None:
     rta = open_real_dataset(RealDataset.RTA100, str(shared))
     paint = open_real_dataset(RealDataset.PAINT, str(shared))
     assert len(rta.items) == N_RTA and len(paint.items) == N_PAINT
-    # Each reads its own files: the 9 on disk under ours/data, the 10 under the PAINT folder.
-    assert sorted(i.image_id for i in rta.items) == sorted(p.name for p in (shared / RTA).iterdir())
-    assert sorted(i.image_id for i in paint.items) == sorted(p.name for p in (shared / PAINT).iterdir())
+    # Each reads its own files: the 9 on disk under ours/data, the 10 under the PAINT folder (ids
+    # relative to --data, as before).
+    assert sorted(i.image_id for i in rta.items) == sorted(f"{RTA}/{p.name}" for p in (shared / RTA).iterdir())
+    assert sorted(i.image_id for i in paint.items) == sorted(f"{PAINT}/{p.name}" for p in (shared / PAINT).iterdir())
     assert rta.description == f"rta100:{(shared / RTA).resolve()}"
+    assert rta.open_image(0).size == (96, 80)
     for source, name, folder in ((rta, "RTA-100", RTA), (paint, "PAINT", PAINT)):
         assert len(source.notes) == 1
         note = source.notes[0]
@@ -49,7 +51,7 @@ def test_each_dataset_reads_only_its_own_sub_folder(shared) -> None:
         assert note.endswith(f"reading {name} from {folder} only")
     # A folder of one dataset alone (or the sub-folder itself) reads as before, without a note.
     alone = open_real_dataset(RealDataset.RTA100, str(shared / RTA))
-    assert [i.image_id for i in alone.items] == [i.image_id for i in rta.items] and alone.notes == []
+    assert [f"{RTA}/{i.image_id}" for i in alone.items] == [i.image_id for i in rta.items] and alone.notes == []
 
 
 def test_folder_dataset_reads_everything_and_says_so(shared) -> None:

@@ -140,13 +140,13 @@ def open_real_dataset(dataset: RealDataset, data: str, hf_split: str = "train") 
         raise DataError(f"data path {root} does not exist")
     if not root.is_dir():
         raise DataError(f"data path {root} is not a folder")
-    root, notes = find_dataset_folder(dataset, root)
+    folder, notes = find_dataset_folder(dataset, root)
     if dataset is RealDataset.DISENTANGLE:
-        source = _open_annotations(root)
-    elif dataset is RealDataset.FOLDER and (csv := _find_csv(root)) is not None:
-        source = _open_csv(root, csv)
+        source = _open_annotations(folder)
+    elif dataset is RealDataset.FOLDER and (csv := _find_csv(folder)) is not None:
+        source = _open_csv(folder, csv)
     else:
-        source = _open_named_files(root, dataset.value)
+        source = _open_named_files(root, dataset.value, folder)
     source.notes = notes + source.notes
     return source
 
@@ -215,10 +215,13 @@ def parse_file_name(name: str) -> tuple[str, str]:
     return match["label"].strip(), match["text"].strip()
 
 
-def _open_named_files(root: Path, kind: str) -> RealSource:
-    paths = _list_images(root)
+def _open_named_files(root: Path, kind: str, folder: Path | None = None) -> RealSource:
+    """The label=<object>_text=<word> files below `folder` (default `root`), with image ids relative
+    to `root` (the `--data` folder), as they were before shared roots were read by sub-folder."""
+    folder = folder or root
+    paths = _list_images(folder)
     if not paths:
-        raise DataError(f"{root} holds no image files ({kind} expects label=<object>_text=<word>.png files)")
+        raise DataError(f"{folder} holds no image files ({kind} expects label=<object>_text=<word>.png files)")
     files, items = [], []
     for path in paths:
         rel = path.relative_to(root).as_posix()
@@ -228,7 +231,7 @@ def _open_named_files(root: Path, kind: str) -> RealSource:
             raise DataError(f"{root / rel}: {e}") from None
         files.append(rel)
         items.append(RealItem(rel, label, text, ATTACKED, rel))
-    return RealSource(f"{kind}:{root.resolve()}", items, _file_opener(root, files))
+    return RealSource(f"{kind}:{folder.resolve()}", items, _file_opener(root, files))
 
 
 def _find_csv(root: Path) -> Path | None:
