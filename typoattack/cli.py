@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import typoattack
-from typoattack.config.types import Executor, Placement, Precision, Protocol, RealDataset
+from typoattack.config.types import Executor, LabelSet, Placement, Precision, Protocol, RealDataset
 from typoattack.errors import TypoAttackError
 
 app = typer.Typer(
@@ -435,6 +435,10 @@ RealTemplatesOption = Annotated[Optional[str], _option(
     help="dataset (each dataset's own prompt), openai (80), simple (7), photo (1), or a YAML file of templates.")]
 RealSplitOption = Annotated[Optional[str], _option(
     "--hf-split", panel=DATA, metavar="NAME", default="train", help="Split of a Hugging Face dataset.")]
+LabelSetOption = Annotated[Optional[LabelSet], _option(
+    "--label-set", panel=DATA, metavar="dataset|annotations", default="dataset", case_sensitive=False,
+    help="Classes of the union protocol: the dataset's own class list (Disentangling's classes.json) with the "
+         "annotations' labels and words, or the annotations' only.")]
 RealLimitOption = Annotated[Optional[int], _option(
     "--limit", panel=DATA, metavar="N", default="all",
     help="Use a fixed, seeded subset of N photos (a SCAM photo brings all its variants).")]
@@ -445,12 +449,12 @@ def real_command(
     config: RealConfigOption = None, dataset: RealDatasetOption = None, data: RealDataOption = None,
     out: OutOption = None, model: ModelsOption = None, pretrained: PretrainedsOption = None,
     backend: BackendsOption = None, protocol: ProtocolOption = None, templates: RealTemplatesOption = None,
-    hf_split: RealSplitOption = None, limit: RealLimitOption = None, batch_size: BatchSizeOption = None,
-    device: DeviceOption = None, precision: PrecisionOption = None, seed: SeedOption = None,
-    cache_dir: CacheDirOption = None, workers: WorkersOption = None, chunk_size: ChunkSizeOption = None,
-    compile: CompileOption = None, overwrite: OverwriteOption = False, defence: DefencesOption = None,
-    executor: ExecutorOption = None, ray_address: RayAddressOption = None, ray_timeout: RayTimeoutOption = None,
-    shard: ShardOption = None,
+    hf_split: RealSplitOption = None, limit: RealLimitOption = None, label_set: LabelSetOption = None,
+    batch_size: BatchSizeOption = None, device: DeviceOption = None, precision: PrecisionOption = None,
+    seed: SeedOption = None, cache_dir: CacheDirOption = None, workers: WorkersOption = None,
+    chunk_size: ChunkSizeOption = None, compile: CompileOption = None, overwrite: OverwriteOption = False,
+    defence: DefencesOption = None, executor: ExecutorOption = None, ray_address: RayAddressOption = None,
+    ray_timeout: RayTimeoutOption = None, shard: ShardOption = None,
 ) -> None:
     """Classify real photos with typographic attacks (SCAM, RTA-100, PAINT, Disentangling, a folder) zero-shot."""
     _run("real", config, _get_overrides(locals()), overwrite)

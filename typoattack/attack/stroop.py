@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from typoattack.attack.render import check_glyphs, stable_hash
+from typoattack.constants import FONTS_DIR
 from typoattack.errors import ConfigError, RenderError
 
 IMAGE_BACKGROUND_PREFIX = "image:"
@@ -133,6 +135,25 @@ def list_stimuli(colours: ColourSet, neutral_word: str, fonts: Sequence[str],
                                  StroopCondition.CONGRUENT if word == ink else StroopCondition.INCONGRUENT)
                     stimuli += [StroopStimulus(ink, word, condition, v, font, background) for v in range(variants)]
     return stimuli
+
+
+def get_font_label(path: str) -> str:
+    """How stroop.csv records a font: a font bundled with typoattack (typoattack/assets/fonts) by
+    its file name, so the table does not depend on where the package is installed; any other by
+    the path given."""
+    try:
+        bundled = Path(path).resolve().parent == FONTS_DIR.resolve()
+    except OSError:
+        bundled = False
+    return Path(path).name if bundled and (FONTS_DIR / Path(path).name).is_file() else path
+
+
+def resolve_font_label(label: str) -> str:
+    """The font file of a stroop.csv `font` value: a bundled font's file name gives its path in
+    this installation; a path (tables written before fonts were recorded by name) is kept."""
+    if "/" not in label and "\\" not in label and (FONTS_DIR / label).is_file():
+        return str(FONTS_DIR / label)
+    return label
 
 
 def check_stimulus_glyphs(words: Sequence[str], fonts: Sequence[str]) -> None:

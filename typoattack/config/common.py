@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from typoattack.cluster import DEFAULT_RAY_TIMEOUT
 from typoattack.config.defences import get_fingerprint_text, parse_defences
 from typoattack.config.parsing import (
     SAMPLE_DATA, as_batch_size, as_bool, as_enum, as_float, as_int, as_list, as_str, load_yaml_mapping, parse_models, parse_shard,
@@ -36,7 +37,6 @@ RUN_KEYS = ("models", "model", "pretrained", "backend", "seed", "batch_size", "d
             "cache_dir", "workers", "chunk_size", "compile", "executor", "ray_address", "ray_timeout", "shard")
 IMAGE_SET_KEYS = ("data", "labels", "hf_split", "hf_image_column", "hf_label_column", "limit", "templates",
                   "defences", "defence")
-DEFAULT_RAY_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)

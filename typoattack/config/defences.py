@@ -4,8 +4,9 @@ Values:
     none                  no defence.
     heads:L.H,L.H,...     zero the class-token output of these attention heads of the vision tower.
     heads:@FILE           the same, heads read from a YAML list (as `typoattack find-heads` writes).
-    prefix:PATH           Defense-Prefix: a learned token embedding (torch.save'd, shape (D,) or
-                          (1, D)) in the class prompts "a photo of a * {c}.".
+    prefix:PATH           Defense-Prefix: a learned token embedding (torch.save'd tensor or
+                          Parameter of shape (D,) or (1, D), or a dict holding one) in the class
+                          prompts "a photo of a * {c}." (the dataset's prompt in `real`).
     templates:NAME|FILE   zero-shot prompt templates (openai, simple or a YAML file).
 
 What depends on the model (layer and head ranges, D, the tower family) is checked when the

@@ -101,6 +101,18 @@ class Protocol(str, Enum):
     BINARY = "binary"
 
 
+class LabelSet(str, Enum):
+    """The class labels of the union protocol of `typoattack real`.
+
+    DATASET: the dataset's own class list where it ships one (Disentangling's `classes.json`
+    keys) together with every object label and attack word of the annotations, as the authors
+    score it. ANNOTATIONS: the object labels and attack words of the annotations only.
+    """
+
+    DATASET = "dataset"
+    ANNOTATIONS = "annotations"
+
+
 @dataclass(frozen=True)
 class ShardSpec:
     """One part of a run split for schedulers without Ray (`--shard K/N`): the cells whose

@@ -12,6 +12,11 @@ Formats, as published:
 - `folder` also accepts a CSV (`labels.csv`, or the only CSV in the folder) with columns `file`,
   `object_label`, `attack_word`.
 
+The Defense-Prefix authors keep the three real sets under one `datasets/` folder (`DATASET_FOLDERS`:
+`ours/data`, `typographic_real_data_from_PAINT/typographic_attacks`, `typographic_attack_dataset`
+with `classes.json` beside the annotations); given such a folder, each dataset reads only its own
+sub-folder, and the source's `notes` say what else the folder holds.
+
 Every format problem is a DataError naming the file or column.
 """
 
@@ -40,6 +45,15 @@ SCAM_VARIANTS = ("SCAM", "NoSCAM", "SynthSCAM")
 SCAM_COLUMNS = ("image", "type", "object_label", "attack_word", "id")
 CSV_COLUMNS = ("file", "object_label", "attack_word")
 ANNOTATION_FILES = ("annotations.json", "annotation.json")
+CLASSES_FILE = "classes.json"
+"""Disentangling's class list (its keys), beside the annotations in the Defense-Prefix layout."""
+DATASET_FOLDERS = {
+    RealDataset.RTA100: "ours/data",
+    RealDataset.PAINT: "typographic_real_data_from_PAINT/typographic_attacks",
+    RealDataset.DISENTANGLE: "typographic_attack_dataset",
+}
+"""Each dataset's folder under the Defense-Prefix authors' shared `datasets/` root (their loaders)."""
+_DATASET_NAMES = {RealDataset.RTA100: "RTA-100", RealDataset.PAINT: "PAINT", RealDataset.DISENTANGLE: "Disentangling"}
 _OBJECT_KEY, _ATTACK_KEY = "true object", "typographic attack label"
 # label=<object>_text=<word>, optionally followed by _<n> for several photos of one pair.
 _NAME_PATTERN = re.compile(r"^label=(?P<label>[^_]+)_text=(?P<text>.+?)(?:_(?P<n>\d+))?$")
@@ -73,20 +87,28 @@ class RealSource:
     Attributes:
         description: Identifies the source in run.json and the fingerprint.
         items: The photos in a stable order.
+        classes: The dataset's own class list where it ships one (Disentangling's `classes.json`
+            keys), else empty.
+        notes: Lines for the run to show (e.g. a shared data folder that holds other datasets too).
     """
 
-    def __init__(self, description: str, items: list[RealItem], opener: Any) -> None:
+    def __init__(self, description: str, items: list[RealItem], opener: Any, classes: tuple[str, ...] = (),
+                 notes: list[str] | None = None) -> None:
         self.description = description
         self.items = items
         self._open = opener
+        self.classes = classes
+        self.notes = list(notes or [])
 
     def open_image(self, index: int) -> Image.Image:
         """Image `index` decoded as RGB (EXIF orientation applied)."""
         return self._open(index)
 
-    def list_vocabulary(self) -> list[str]:
-        """The union of every object label and attack word, sorted (the classes of `union`)."""
-        return sorted({i.object_label for i in self.items} | {i.attack_word for i in self.items})
+    def list_vocabulary(self, with_classes: bool = True) -> list[str]:
+        """The classes of `union`, sorted: every object label and attack word, and (with
+        `with_classes`) the dataset's own class list."""
+        labels = {i.object_label for i in self.items} | {i.attack_word for i in self.items}
+        return sorted(labels | set(self.classes) if with_classes else labels)
 
 
 def get_photo_id(raw_id: str, variant: str) -> str:
@@ -118,13 +140,51 @@ def open_real_dataset(dataset: RealDataset, data: str, hf_split: str = "train") 
         raise DataError(f"data path {root} does not exist")
     if not root.is_dir():
         raise DataError(f"data path {root} is not a folder")
+    folder, notes = find_dataset_folder(dataset, root)
     if dataset is RealDataset.DISENTANGLE:
-        return _open_annotations(root)
+        source = _open_annotations(folder)
+    elif dataset is RealDataset.FOLDER and (csv := _find_csv(folder)) is not None:
+        source = _open_csv(folder, csv)
+    else:
+        source = _open_named_files(root, dataset.value, folder)
+    source.notes = notes + source.notes
+    return source
+
+
+def list_dataset_folders(root: Path) -> dict[RealDataset, Path]:
+    """The datasets whose Defense-Prefix sub-folder (`DATASET_FOLDERS`) `root` holds, by dataset."""
+    return {d: root / sub for d, sub in DATASET_FOLDERS.items() if (root / sub).is_dir()}
+
+
+def find_dataset_folder(dataset: RealDataset, root: Path) -> tuple[Path, list[str]]:
+    """The folder to read `dataset` from, and a note when `root` is a shared data folder.
+
+    A folder holding the dataset's own sub-folder (Defense-Prefix's layout) is read there only;
+    one holding other datasets' sub-folders but not this one's is refused; any other folder is
+    read as given.
+
+    Returns:
+        (the folder, notes: one line naming the datasets found when `root` holds several, or
+        holds others beside the one read).
+
+    Raises:
+        DataError: `root` holds other datasets' sub-folders but not this dataset's.
+    """
+    found = list_dataset_folders(root)
+    if not found:
+        return root, []
+    listing = ", ".join(f"{_DATASET_NAMES[d]} ({DATASET_FOLDERS[d]})" for d in found)
+    own = found.get(dataset)
+    if own is not None:
+        if len(found) == 1:
+            return own, []
+        return own, [f"{root} holds several datasets: {listing}; reading {_DATASET_NAMES[dataset]} from "
+                     f"{DATASET_FOLDERS[dataset]} only"]
     if dataset is RealDataset.FOLDER:
-        csv = _find_csv(root)
-        if csv is not None:
-            return _open_csv(root, csv)
-    return _open_named_files(root, dataset.value)
+        return root, [f"{root} holds {listing}; --dataset folder reads every image below it as one dataset"]
+    names = " or ".join(d.value for d in found)
+    raise DataError(f"{root} holds {listing} but no {_DATASET_NAMES[dataset]} folder ({DATASET_FOLDERS[dataset]}); "
+                    f"pass --dataset {names}, or the folder of the {_DATASET_NAMES[dataset]} images as --data")
 
 
 def _list_images(root: Path) -> list[Path]:
@@ -155,10 +215,13 @@ def parse_file_name(name: str) -> tuple[str, str]:
     return match["label"].strip(), match["text"].strip()
 
 
-def _open_named_files(root: Path, kind: str) -> RealSource:
-    paths = _list_images(root)
+def _open_named_files(root: Path, kind: str, folder: Path | None = None) -> RealSource:
+    """The label=<object>_text=<word> files below `folder` (default `root`), with image ids relative
+    to `root` (the `--data` folder), as they were before shared roots were read by sub-folder."""
+    folder = folder or root
+    paths = _list_images(folder)
     if not paths:
-        raise DataError(f"{root} holds no image files ({kind} expects label=<object>_text=<word>.png files)")
+        raise DataError(f"{folder} holds no image files ({kind} expects label=<object>_text=<word>.png files)")
     files, items = [], []
     for path in paths:
         rel = path.relative_to(root).as_posix()
@@ -168,7 +231,7 @@ def _open_named_files(root: Path, kind: str) -> RealSource:
             raise DataError(f"{root / rel}: {e}") from None
         files.append(rel)
         items.append(RealItem(rel, label, text, ATTACKED, rel))
-    return RealSource(f"{kind}:{root.resolve()}", items, _file_opener(root, files))
+    return RealSource(f"{kind}:{folder.resolve()}", items, _file_opener(root, files))
 
 
 def _find_csv(root: Path) -> Path | None:
@@ -237,7 +300,27 @@ def _open_annotations(root: Path) -> RealSource:
         raise DataError(f"image {unlabelled[0]!r} in {image_dir} is missing from the annotations {path} "
                         f"({len(unlabelled)} image(s) without a label)")
     _check_labels(items, str(path))
-    return RealSource(f"disentangle:{path.resolve()}", items, _file_opener(image_dir, files))
+    classes = load_class_list(folder / CLASSES_FILE) if (folder / CLASSES_FILE).is_file() else ()
+    return RealSource(f"disentangle:{path.resolve()}", items, _file_opener(image_dir, files), classes)
+
+
+def load_class_list(path: Path) -> tuple[str, ...]:
+    """The class names of a `classes.json` (its keys, stripped, in file order; Disentangling's
+    class list as the Defense-Prefix code reads it).
+
+    Raises:
+        DataError: Not valid JSON, not an object, or an empty class name.
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or not doc:
+        raise DataError(f"{path} must be a JSON object whose keys are the class names")
+    names = tuple(str(k).strip() for k in doc)
+    if not all(names):
+        raise DataError(f"{path} has an empty class name")
+    return tuple(dict.fromkeys(names))
 
 
 def _load_hf(name: str, split: str) -> Any:

@@ -19,7 +19,9 @@ import torch
 from typoattack.backends import base
 from typoattack.backends.base import ZeroShotModel, get_classifier_cache_path, load_or_build_classifier
 from typoattack.config.defences import NO_DEFENCE, DefenceKind, DefenceSpec, parse_defence
-from typoattack.defences.prefix import PREFIX_PROMPT, load_prefix
+from typoattack.config.parsing import has_one_placeholder
+from typoattack.errors import ConfigError
+from typoattack.defences.prefix import PREFIX_PROMPT, load_prefix, load_prefix_entry
 from typoattack.progress import ProgressReporter
 
 
@@ -61,24 +63,29 @@ class DefenceSet:
         return cls((NO_DEFENCE,), (ImageVariant((), (classifier,), (0,)),), int(classifier.shape[1]), (False,))
 
 
-def check_defences(model: ZeroShotModel, defences: Sequence[str]) -> None:
+def check_defences(model: ZeroShotModel, defences: Sequence[str]) -> list[str]:
     """Check, before any long work, that each defence fits the model: heads exist in a supported
     tower, a prefix file holds a vector of the text tower's width.
+
+    Returns:
+        One line per prefix file whose vector was taken from a dict (which key), for the run to show.
 
     Raises:
         ConfigError: The first defence that does not fit.
     """
+    notes = []
     for spec in (parse_defence(d) for d in defences):
         if spec.kind is DefenceKind.HEADS:
             check_heads(model, spec.heads, spec.label)
         elif spec.kind is DefenceKind.PREFIX:
-            load_prefix(spec.path, model.get_text_width())
+            _, key = load_prefix_entry(spec.path, model.get_text_width())
+            if key:
+                notes.append(f"{spec.label}: using the vector under key {key!r} of {spec.path}")
+    return notes
 
 
 def check_heads(model: ZeroShotModel, heads: Sequence[tuple[int, int]], label: str) -> None:
     """Raise ConfigError unless every (layer, head) exists in the model's vision tower."""
-    from typoattack.errors import ConfigError
-
     layers, per_layer = model.get_head_grid()
     for layer, head in heads:
         if layer >= layers or head >= per_layer:
@@ -95,6 +102,8 @@ def get_prefix_classifier(model: ZeroShotModel, classnames: Sequence[str], path:
     Returns:
         (float32 [embed_dim, n_classes] on the model's device, loaded_from_cache).
     """
+    if prompt.count("*") != 1 or not has_one_placeholder(prompt):
+        raise ConfigError(f"the Defense-Prefix prompt {prompt!r} must hold one `*` and one `{{}}`")
     vector = load_prefix(path, model.get_text_width())
     digest = hashlib.sha256(vector.numpy().tobytes()).hexdigest()
     cache = get_classifier_cache_path(model, classnames, [prompt], cache_dir, kind="prefix", extra=digest)

@@ -8,7 +8,7 @@ atomic chunk files, so a run is resumable whichever executor computed it.
   otherwise); a worker process keeps its model between cells and reads canvases from its node's
   canvas cache (decoding there on first use); Ray retries a task whose worker dies.
 
-Ray is imported only when a Ray run starts.
+Ray is imported only when a Ray run starts (`typoattack.cluster`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from typoattack.cluster import connect_ray, import_ray
 from typoattack.config.common import RunSettings
 from typoattack.config.types import Executor
 from typoattack.engine.cells import Cell, CellResult, run_cell
 from typoattack.progress import ProgressReporter
-from typoattack.errors import ConfigError, TypoAttackError
+from typoattack.errors import TypoAttackError
 
 if TYPE_CHECKING:
     from typoattack.engine.task import Task
 
-RAY_INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'typoattack[ray]'"
 MAX_RETRIES = 3
 """Times Ray reruns a cell whose worker process died (a lost node, an out-of-memory kill)."""
 FAULT_MARKER_ENV = "TYPOATTACK_FAULT_MARKER"
@@ -55,38 +55,6 @@ class LocalExecutor:
                 context = None  # frees the previous model before loading the next
                 context, key = task.create_context(cell, progress), cell.context_key
             on_result(task.evaluate_cell(context, cell, advance))
-
-
-def import_ray() -> Any:
-    """The ray module, with usage statistics off.
-
-    Raises:
-        ConfigError: Ray is not installed (the message says how to install it).
-    """
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(RAY_INSTALL_HINT) from None
-    return ray
-
-
-def connect_ray(address: str | None, timeout: float = 30.0) -> Any:
-    """Connect to the Ray cluster at `address`, else to the one RAY_ADDRESS names, else start a
-    local one (no dashboard); a connection this process already has is kept."""
-    ray = import_ray()
-    if ray.is_initialized():
-        return ray
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise ConfigError(f"cannot connect to {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return ray
 
 
 def _run_cell_task(task: Task, cell: Cell) -> CellResult:

@@ -74,7 +74,8 @@ def run_task(task: Task, cfg: Any, progress: ProgressReporter | None = None, ove
     shard = get_shard_info(cfg)
     folder, previous = RunFolder.open(out, plan.fingerprint, overwrite, shard, tuple(task.output_files))
     for line in [*cfg.model_warnings, *plan.notes]:
-        progress.log(f"[bold yellow]{line}[/]")
+        text = line.replace("[", r"\[")  # a note is text, not rich markup
+        progress.log(f"[bold yellow]{text}[/]")
     mine = rundir.select_shard(plan.cells, cfg.shard)
     pending = [c for c in mine if not folder.has_chunk(c.cell_id)]
     info = _start_info(task, cfg, plan, previous, [c.cell_id for c in mine], shard)

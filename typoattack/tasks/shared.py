@@ -93,7 +93,8 @@ def create_encoder(model: ZeroShotModel, cfg: ImageSetSettings, classnames: Sequ
     Raises:
         ConfigError: A defence does not fit the model.
     """
-    check_defences(model, cfg.defences)
+    for note in check_defences(model, cfg.defences):
+        progress.log(note.replace("[", r"\["))  # a note is text, not rich markup
     t0 = time.perf_counter()
     classifier, cached = get_classifier(
         model, classnames, templates, cfg.cache_dir,

@@ -13,7 +13,7 @@ from typoattack.config.common import (
     parse_run_settings,
 )
 from typoattack.config.parsing import as_enum
-from typoattack.config.types import Protocol, RealDataset
+from typoattack.config.types import LabelSet, Protocol, RealDataset
 from typoattack.errors import ConfigError
 
 
@@ -21,7 +21,9 @@ DEFAULT_TEMPLATES = "dataset"
 """The `templates` value that picks each dataset's own prompt (`get_default_templates`)."""
 PHOTO_OF_A = ("a photo of a {}.",)
 PHOTO_OF = ("a photo of {}.",)
-REAL_KEYS = (*RUN_KEYS, *IMAGE_SET_KEYS, "dataset", "protocol")
+PREFIX_PHOTO_OF_A = "a photo of a * {}."
+PREFIX_PHOTO_OF = "a photo of * {}."
+REAL_KEYS = (*RUN_KEYS, *IMAGE_SET_KEYS, "dataset", "protocol", "label_set")
 
 
 def get_default_templates(dataset: RealDataset, protocol: Protocol) -> tuple[str, ...] | str:
@@ -39,6 +41,13 @@ def get_default_templates(dataset: RealDataset, protocol: Protocol) -> tuple[str
     return PHOTO_OF_A
 
 
+def get_prefix_prompt(dataset: RealDataset) -> str:
+    """The Defense-Prefix class prompt of a dataset: its default template with `* ` before the
+    class name, as the Defense-Prefix code builds it ("a photo of * {}." for Disentangling,
+    "a photo of a * {}." otherwise)."""
+    return PREFIX_PHOTO_OF if dataset is RealDataset.DISENTANGLE else PREFIX_PHOTO_OF_A
+
+
 @dataclass(frozen=True, kw_only=True)
 class RealConfig(ImageSetSettings):
     """Everything that determines the records of a `typoattack real` run (written to run.json).
@@ -47,10 +56,13 @@ class RealConfig(ImageSetSettings):
         dataset: The dataset format (`data.source` is a folder, or `hf:NAME` for SCAM: a Hub
             dataset, a local dataset folder or a `save_to_disk` folder).
         protocol: How images are scored.
+        label_set: The label set of the union protocol (the dataset's class list with the
+            annotations' labels and words, or the annotations' only).
     """
 
     dataset: RealDataset
     protocol: Protocol = Protocol.UNION
+    label_set: LabelSet = LabelSet.DATASET
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +87,7 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
         **parse_image_set(raw, "train", DEFAULT_TEMPLATES),
         dataset=as_enum("dataset", RealDataset, raw["dataset"]),
         protocol=as_enum("protocol", Protocol, raw.get("protocol", "union")),
+        label_set=as_enum("label_set", LabelSet, raw.get("label_set", LabelSet.DATASET.value)),
     )
 
 

@@ -28,8 +28,9 @@ from typoattack.engine.run import get_context_key
 from typoattack.engine.task import Plan, ReportPart
 from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
+from typoattack.config.types import LabelSet
 from typoattack.tasks.real.config import (
-    DEFAULT_TEMPLATES, Protocol, RealConfig, get_default_templates, load_real_config,
+    DEFAULT_TEMPLATES, RealConfig, get_default_templates, get_prefix_prompt, load_real_config,
 )
 from typoattack.tasks.real.tables import CLEAN_VARIANT, PER_ATTACK_WORD_CSV, SUMMARY_CSV, write_real_tables
 from typoattack.tasks.shared import (
@@ -48,6 +49,12 @@ def resolve_templates(cfg: RealConfig) -> tuple[str, ...]:
 def open_dataset(cfg: RealConfig) -> RealSource:
     """The run's dataset."""
     return open_real_dataset(cfg.dataset, cfg.data.source, cfg.data.hf_split)
+
+
+def get_vocabulary(cfg: RealConfig, source: RealSource) -> list[str]:
+    """The classes of the run's classifier, sorted: the dataset's labels and words, with its own
+    class list (Disentangling's classes.json) unless `--label-set annotations`."""
+    return source.list_vocabulary(with_classes=cfg.label_set is LabelSet.DATASET)
 
 
 def get_unpaired_warning(source: RealSource, indices: list[int]) -> str | None:
@@ -90,7 +97,7 @@ class RealTask:
         source = open_dataset(cfg)
         templates = resolve_templates(cfg)
         check_models(cfg)
-        vocabulary = source.list_vocabulary()
+        vocabulary = get_vocabulary(cfg, source)
         indices = select_photos(source.items, cfg.limit, cfg.seed)
         fingerprint = build_fingerprint(cfg, [list(templates), vocabulary], [
             [it.image_id, it.object_label, it.attack_word, it.variant, it.photo_id]
@@ -102,11 +109,14 @@ class RealTask:
                 chunk = tuple(indices[start:start + cfg.chunk_size])
                 cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk, len(chunk), key))
         info = {"dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
-                            "vocabulary_size": len(vocabulary)},
-                "templates": {"name": cfg.templates, "count": len(templates), "first": templates[0]}}
+                            "vocabulary_size": len(vocabulary), "label_set": cfg.label_set.value,
+                            "n_classes_file": len(source.classes), "notes": source.notes},
+                "templates": {"name": cfg.templates, "count": len(templates), "first": templates[0],
+                              "prefix_prompt": get_prefix_prompt(cfg.dataset)}}
         unpaired = get_unpaired_warning(source, indices)
-        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info,
-                    notes=[unpaired] if unpaired else [], versions=get_backend_versions(cfg))
+        notes = [*source.notes, *([unpaired] if unpaired else [])]
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, notes=notes,
+                    versions=get_backend_versions(cfg))
 
     def create_context(self, cell: Cell, progress: ProgressReporter) -> RealContext:
         """Open the dataset, load the cell's model, and build the zero-shot classifier over the
@@ -117,10 +127,10 @@ class RealTask:
         """
         cfg: RealConfig = cell.config
         source = open_dataset(cfg)
-        vocabulary = source.list_vocabulary()
+        vocabulary = get_vocabulary(cfg, source)
         model, load_seconds = load_model(cfg, cell.model_index, progress)
         encoder, info = create_encoder(model, cfg, vocabulary, resolve_templates(cfg), progress,
-                                       f"{len(vocabulary)} labels")
+                                       f"{len(vocabulary)} labels", get_prefix_prompt(cfg.dataset))
         info["seconds"] = {"load_model": round(load_seconds, 3), **info["seconds"]}
         return RealContext(source, vocabulary, model, encoder, info)
 

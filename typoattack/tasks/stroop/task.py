@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from typoattack.attack.stroop import (
-    IMAGE_BACKGROUND_PREFIX, ColourSet, StroopStimulus, check_stimulus_glyphs, get_base_size, get_layout,
-    list_stimuli, render_stimulus,
+    IMAGE_BACKGROUND_PREFIX, ColourSet, StroopStimulus, check_stimulus_glyphs, get_base_size, get_font_label,
+    get_layout, list_stimuli, render_stimulus, resolve_font_label,
 )
 from typoattack.backends.base import ZeroShotModel, get_classifier
 from typoattack.config.types import DataSpec, ModelSpec, format_color
@@ -164,7 +164,9 @@ class StroopTask:
         words = _list_words(inputs.stimuli)
         base_sizes = {font: get_base_size(words, font, model.canvas_size) for font in cfg.fonts}
         batch_size = resolve_batch_size(cfg.batch_size, model.device)
-        info = {"weights_id": model.weights_id, "input_size": list(model.canvas_size), "base_font_sizes": base_sizes,
+        # keyed as stroop.csv's `font` column, which collect_stroop_examples reads back
+        info = {"weights_id": model.weights_id, "input_size": list(model.canvas_size),
+                "base_font_sizes": {get_font_label(f): size for f, size in base_sizes.items()},
                 "classifier_from_cache": cached, "batch_size": batch_size,
                 "seconds": {"load_model": round(load_seconds, 3), "classifier": round(classifier_seconds, 3)}}
         return StroopContext(model, inputs, BatchEncoder(model, classifier, batch_size, progress), backgrounds,
@@ -202,7 +204,7 @@ class StroopTask:
             "model": spec.name, "pretrained": spec.pretrained or "",
             "ink": [s.ink for s in stimuli], "word": [s.word for s in stimuli],
             "condition": [s.condition.value for s in stimuli], "variant": [s.variant for s in stimuli],
-            "font": [s.font for s in stimuli], "background": [s.background for s in stimuli],
+            "font": [get_font_label(s.font) for s in stimuli], "background": [s.background for s in stimuli],
             "font_size": [lay[0] for lay in layouts], "x": [lay[1] for lay in layouts], "y": [lay[2] for lay in layouts],
             "pred": [colours.names[i] for i in np.concatenate(preds)],
             "p_ink": np.concatenate(p_ink).astype(np.float64), "p_word": np.concatenate(p_word).astype(np.float64),
@@ -275,7 +277,8 @@ def collect_stroop_examples(rows: pd.DataFrame, info: dict[str, Any],
         backgrounds = load_background_canvases(source, index, transform)
     examples = []
     for r in mine.itertuples():
-        stimulus = StroopStimulus(r.ink, r.word, StroopCondition(r.condition), 0, str(r.font), background)
+        stimulus = StroopStimulus(r.ink, r.word, StroopCondition(r.condition), 0, resolve_font_label(str(r.font)),
+                                  background)
         image = render_stimulus(stimulus, _parse_hex(colours[r.ink]), base_size, canvas, int(config["seed"]),
                                 (backgrounds or {}).get(background))
         examples.append({"ink": r.ink, "word": r.word, "image": image, "pred": r.pred})
