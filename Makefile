@@ -18,11 +18,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install typoattack with its pinned dependencies
 
-test: $(STAMP) ## Install if needed, then run the whole test suite (CI runs this)
+test: $(STAMP) ## Install if needed, check the import layers, then run the whole test suite (CI runs this)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: $(STAMP) ## Run the tests that take seconds (skips the end-to-end CI reproduction)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+.PHONY: lint-imports
+lint-imports: $(STAMP) ## Check the layers of the package (import-linter contracts in pyproject.toml)
+	$(BIN)/lint-imports
 
 ci-run: $(STAMP) ## Run the CI reproduction (the demo model, 500 shipped images) into $(CI_OUT)
 	$(BIN)/typoattack eval --config ci --out $(CI_OUT) --overwrite

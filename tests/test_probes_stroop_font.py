@@ -59,7 +59,7 @@ def test_labels_round_trip() -> None:
 def _render_by_path(rows: pd.DataFrame, info: dict) -> list[np.ndarray]:
     """The examples drawn directly with the bundled font's path in this installation."""
     model, config = info["models"][0], info["config"]
-    canvas = tuple(model["canvas_size"])
+    canvas = tuple(model["input_size"])
     path = str(FONTS_DIR / BUNDLED)
     words = list(dict.fromkeys(rows["word"]))
     size = get_base_size(words, path, canvas)
