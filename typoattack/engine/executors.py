@@ -1,14 +1,9 @@
-"""Executors: where the cells of a run are computed, for any task.
+"""Executors: where the cells of a run are computed, for any task. Both hand each cell's result to
+the driver (`on_result`), which commits it as the same chunk files, whichever computed it.
 
-Both hand each cell's result back to the driver (`on_result`), which commits it as the same
-atomic chunk files, so a run is resumable whichever executor computed it.
-
-- `LocalExecutor`: cell after cell in this process, one model loaded at a time.
-- `RayExecutor`: one Ray task per cell, with one GPU where the cluster has GPUs (one CPU
-  otherwise); a worker process keeps its model between cells and reads canvases from its node's
-  canvas cache (decoding there on first use); Ray retries a task whose worker dies.
-
-Ray is imported only when a Ray run starts (`typoattack.cluster`).
+- `LocalExecutor`: cell after cell in this process, one model context at a time.
+- `RayExecutor`: one Ray task per cell (one GPU where the cluster has GPUs, else one CPU); a worker
+  keeps its model context between cells; Ray retries a task whose worker dies.
 """
 
 from __future__ import annotations

@@ -58,19 +58,17 @@ class ReportPart:
     Attributes:
         html: The task's report page (.html), beside a .md of the same stem.
         table: The table to print in the terminal (the task's summary over the runs).
-        notes: Lines for the closing message.
     """
 
     html: Path
     table: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
 
 
 class Task(Protocol):
     """A kind of benchmark.
 
     Attributes:
-        name: The command and the run.json `task` value (`eval`, `real`, `stroop`).
+        name: The command and the run.json `task` value.
         title: A few words for messages ("synthetic attacks on labelled images").
         report_stem: File stem of its report page when it is not the only kind in a report.
         output_files: The tables and figures it writes into a run folder (beside records.parquet,
@@ -123,7 +121,3 @@ class Task(Protocol):
             OutputError: A run is incomplete, or two runs hold the same model and conditions.
         """
         ...
-
-
-TaskLookup = Callable[[str], Task]
-"""name -> Task: how the engine finds a task it does not import (`typoattack.tasks.registry.get_task`)."""
