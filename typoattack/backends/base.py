@@ -257,6 +257,11 @@ class Backend(ABC):
         """The version of the backend's library (keys caches and run.json)."""
         return ""
 
+    def get_default_templates(self, spec: ModelSpec) -> tuple[str, ...]:
+        """The zero-shot templates the model's family recommends (`--templates family`); empty when
+        it recommends none."""
+        return ()
+
 
 def resolve_device(name: str) -> torch.device:
     """Turn 'auto', 'cpu', 'cuda' or 'cuda:N' into a device that exists.

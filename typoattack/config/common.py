@@ -23,7 +23,7 @@ from typoattack.config.parsing import (
     resolve_config_path, resolve_path, resolve_pretrained,
 )
 from typoattack.config.types import (
-    BUILTIN_TEMPLATES, DataSpec, Executor, ModelSpec, Precision, ShardSpec, get_model_warnings,
+    BUILTIN_TEMPLATES, FAMILY_TEMPLATES, DataSpec, Executor, ModelSpec, Precision, ShardSpec, get_model_warnings,
 )
 from typoattack.constants import CONFIGS_DIR, DEFAULT_CACHE_DIR, DEMO_MODEL, DEMO_PRETRAINED
 from typoattack.errors import ConfigError, suggest
@@ -285,6 +285,7 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None,
 
 def check_templates(templates: str, extra_names: tuple[str, ...] = ()) -> None:
     """Raise ConfigError unless `templates` is a built-in name (or one of `extra_names`) or an existing file."""
-    if templates not in (*extra_names, *BUILTIN_TEMPLATES) and not Path(templates).is_file():
-        names = ", ".join(repr(n) for n in (*extra_names, *BUILTIN_TEMPLATES))
+    names = (*extra_names, *BUILTIN_TEMPLATES, FAMILY_TEMPLATES)
+    if templates not in names and not Path(templates).is_file():
+        names = ", ".join(repr(n) for n in names)
         raise ConfigError(f"templates {templates!r} is neither {names} nor an existing YAML file")

@@ -137,6 +137,9 @@ class ShardSpec:
 BUILTIN_TEMPLATES = ("openai", "simple", "photo")
 """Template sets by name: open_clip's 80 OpenAI ImageNet templates, its 7 simple ones, and the one
 prompt "a photo of a {}." (the Defense-Prefix baseline)."""
+FAMILY_TEMPLATES = "family"
+"""The `templates` value for each model family's recommended templates (SigLIP's "This is a photo of
+{}."; `openai` for a family without a recommendation)."""
 
 
 @dataclass(frozen=True)

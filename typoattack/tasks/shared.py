@@ -15,6 +15,7 @@ from typoattack.backends.base import ZeroShotModel, check_precision, describe_de
 from typoattack.backends.registry import get_backend
 from typoattack.config.common import ImageSetSettings, RunSettings
 from typoattack.config.parsing import load_templates
+from typoattack.config.types import FAMILY_TEMPLATES, ModelSpec
 from typoattack.defences.apply import BatchEncoder, build_defence_set, check_defences, resolve_batch_size
 from typoattack.defences.prefix import PREFIX_PROMPT
 from typoattack.progress import ProgressReporter
@@ -55,6 +56,14 @@ def build_fingerprint(cfg: RunSettings, *parts: Any) -> str:
     for part in parts:
         h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def get_templates(name: str, spec: ModelSpec) -> tuple[str, ...]:
+    """The zero-shot templates `name` means for model `spec`: a built-in set or file, or with
+    `family` the templates its family recommends (open_clip's `openai` set when it has none)."""
+    if name == FAMILY_TEMPLATES:
+        return get_backend(spec.backend).get_default_templates(spec) or load_templates("openai")
+    return load_templates(name)
 
 
 def load_model(cfg: RunSettings, model_index: int, progress: ProgressReporter) -> tuple[ZeroShotModel, float]:
@@ -101,7 +110,7 @@ def create_encoder(model: ZeroShotModel, cfg: ImageSetSettings, classnames: Sequ
         progress=progress.start(f"Classifier {model.spec.label} ({what}, {len(templates)} templates)", len(classnames)))
 
     def build_templates(name: str) -> tuple[torch.Tensor, bool]:
-        return get_classifier(model, classnames, load_templates(name), cfg.cache_dir)
+        return get_classifier(model, classnames, get_templates(name, model.spec), cfg.cache_dir)
 
     # Each defence changes only its side: text-side ones add classifiers, image-side ones encoder passes.
     defences = build_defence_set(model, cfg.defences, classifier, cached, build_templates, classnames, cfg.cache_dir,

@@ -28,22 +28,24 @@ from typoattack.engine.run import get_context_key
 from typoattack.engine.task import Plan, ReportPart
 from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
-from typoattack.config.types import LabelSet
+from typoattack.config.types import LabelSet, ModelSpec
 from typoattack.tasks.real.config import (
     DEFAULT_TEMPLATES, RealConfig, get_default_templates, get_prefix_prompt, load_real_config,
 )
 from typoattack.tasks.real.tables import CLEAN_VARIANT, PER_ATTACK_WORD_CSV, SUMMARY_CSV, write_real_tables
 from typoattack.tasks.shared import (
-    build_fingerprint, check_models, create_encoder, describe_run_device, get_backend_versions, load_model,
+    build_fingerprint, check_models, create_encoder, describe_run_device, get_backend_versions, get_templates,
+    load_model,
 )
 
 
-def resolve_templates(cfg: RealConfig) -> tuple[str, ...]:
-    """The prompt templates of a run: the dataset's own (`dataset`), or `load_templates`'s."""
+def resolve_templates(cfg: RealConfig, spec: ModelSpec) -> tuple[str, ...]:
+    """The prompt templates of a model in a run: the dataset's own (`dataset`), or a set, a file
+    or the family's (`get_templates`)."""
     if cfg.templates == DEFAULT_TEMPLATES:
         default = get_default_templates(cfg.dataset, cfg.protocol)
         return load_templates(default) if isinstance(default, str) else default
-    return load_templates(cfg.templates)
+    return get_templates(cfg.templates, spec)
 
 
 def open_dataset(cfg: RealConfig) -> RealSource:
@@ -95,11 +97,11 @@ class RealTask:
 
     def plan(self, cfg: RealConfig, progress: ProgressReporter) -> Plan:
         source = open_dataset(cfg)
-        templates = resolve_templates(cfg)
+        templates = [resolve_templates(cfg, spec) for spec in cfg.models]
         check_models(cfg)
         vocabulary = get_vocabulary(cfg, source)
         indices = select_photos(source.items, cfg.limit, cfg.seed)
-        fingerprint = build_fingerprint(cfg, [list(templates), vocabulary], [
+        fingerprint = build_fingerprint(cfg, [templates, vocabulary], [
             [it.image_id, it.object_label, it.attack_word, it.variant, it.photo_id]
             for it in (source.items[i] for i in indices)])
         cells = []
@@ -111,7 +113,7 @@ class RealTask:
         info = {"dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
                             "vocabulary_size": len(vocabulary), "label_set": cfg.label_set.value,
                             "n_classes_file": len(source.classes), "notes": source.notes},
-                "templates": {"name": cfg.templates, "count": len(templates), "first": templates[0],
+                "templates": {"name": cfg.templates, "count": len(templates[0]), "first": templates[0][0],
                               "prefix_prompt": get_prefix_prompt(cfg.dataset)}}
         unpaired = get_unpaired_warning(source, indices)
         notes = [*source.notes, *([unpaired] if unpaired else [])]
@@ -129,7 +131,7 @@ class RealTask:
         source = open_dataset(cfg)
         vocabulary = get_vocabulary(cfg, source)
         model, load_seconds = load_model(cfg, cell.model_index, progress)
-        encoder, info = create_encoder(model, cfg, vocabulary, resolve_templates(cfg), progress,
+        encoder, info = create_encoder(model, cfg, vocabulary, resolve_templates(cfg, model.spec), progress,
                                        f"{len(vocabulary)} labels", get_prefix_prompt(cfg.dataset))
         info["seconds"] = {"load_model": round(load_seconds, 3), **info["seconds"]}
         return RealContext(source, vocabulary, model, encoder, info)

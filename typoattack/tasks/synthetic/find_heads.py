@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from typoattack.backends.base import get_classifier
-from typoattack.config.parsing import load_templates
 from typoattack.data.canvases import prepare_canvases
 from typoattack.data.classes import list_class_names
 from typoattack.data.sources import open_image_source, select_subset
@@ -21,7 +20,7 @@ from typoattack.defences.find_heads import (MAX_CLEAN_DROP, MAX_REJECTED, MIN_GA
 from typoattack.errors import ConfigError, OutputError
 from typoattack.records import list_conditions
 from typoattack.progress import NullProgress, ProgressReporter
-from typoattack.tasks.shared import check_models, load_model
+from typoattack.tasks.shared import check_models, get_templates, load_model
 from typoattack.tasks.synthetic.config import SyntheticConfig
 from typoattack.tasks.synthetic.task import solve_masks
 
@@ -55,7 +54,7 @@ def run_find_heads(cfg: SyntheticConfig, out: str | Path, progress: ProgressRepo
     spec = cfg.models[0]
     source = open_image_source(cfg.data)
     vocab = load_vocab(cfg.vocab)
-    templates = load_templates(cfg.templates)
+    templates = get_templates(cfg.templates, spec)
     device = check_models(cfg)
     loaded, _ = load_model(cfg, 0, progress)
     layers, heads = loaded.get_head_grid()  # fails early for towers that cannot be split per head

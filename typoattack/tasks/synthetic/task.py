@@ -24,7 +24,6 @@ from typoattack.attack.render import AttackMask, check_glyphs
 from typoattack.backends.base import ZeroShotModel
 from typoattack.backends.registry import get_backend
 from typoattack.config.defences import PREFIX_BASELINE
-from typoattack.config.parsing import load_templates
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import list_class_names
 from typoattack.data.sources import open_image_source, select_subset
@@ -38,7 +37,8 @@ from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
 from typoattack.records import Condition, list_conditions
 from typoattack.tasks.shared import (
-    build_fingerprint, check_models, create_encoder, describe_run_device, get_backend_versions, load_model,
+    build_fingerprint, check_models, create_encoder, describe_run_device, get_backend_versions, get_templates,
+    load_model,
 )
 from typoattack.tasks.synthetic.config import SyntheticConfig, load_synthetic_config
 
@@ -90,7 +90,7 @@ class SyntheticTask:
     def plan(self, cfg: SyntheticConfig, progress: ProgressReporter) -> Plan:
         source = open_image_source(cfg.data)
         vocab = load_vocab(cfg.vocab)
-        templates = load_templates(cfg.templates)
+        templates = [get_templates(cfg.templates, spec) for spec in cfg.models]
         for style in cfg.styles:
             for word in vocab.words:
                 check_glyphs(word.text, style.font)
@@ -101,7 +101,7 @@ class SyntheticTask:
         masks = {size: solve_masks(cfg, conditions, size, progress) for size in dict.fromkeys(sizes) if size}
         seconds_masks = time.perf_counter() - t0
         indices = select_subset(source.items, cfg.limit, cfg.seed)
-        fingerprint = build_fingerprint(cfg, [(w.text, w.target_index) for w in vocab.words], list(templates),
+        fingerprint = build_fingerprint(cfg, [(w.text, w.target_index) for w in vocab.words], templates,
                                         [source.items[i].image_id for i in indices])
         cells, models, skipped = [], [], {}
         n_jobs_per_image = 1 + len(conditions)
@@ -128,7 +128,7 @@ class SyntheticTask:
         info = {"vocab": {"name": vocab.name, "path": vocab.path,
                           "words": [{"text": w.text, "target_index": w.target_index,
                                      "target_name": list_class_names()[w.target_index]} for w in vocab.words]},
-                "templates": {"name": cfg.templates, "count": len(templates)}}
+                "templates": {"name": cfg.templates, "count": len(templates[0])}}
         notes = ([f"Prefix defences are compared with {PREFIX_BASELINE}, their own single prompt without the "
                   "learned token, which the run evaluates too."]
                  if PREFIX_BASELINE in cfg.defences and len(cfg.defences) > 1 else [])
@@ -156,7 +156,7 @@ class SyntheticTask:
                                     cfg.cache_dir, workers=cfg.workers,
                                     progress=progress.start(f"Canvases {g.size[0]}x{g.size[1]}", len(cell.shared)))
         canvas_seconds = time.perf_counter() - t0
-        encoder, info = create_encoder(model, cfg, list_class_names(), load_templates(cfg.templates), progress,
+        encoder, info = create_encoder(model, cfg, list_class_names(), get_templates(cfg.templates, model.spec), progress,
                                        f"{len(list_class_names())} classes")
         info.update(masks=build_mask_info(conditions, masks),
                     seconds={"load_model": round(load_seconds, 3), "canvases": round(canvas_seconds, 3),
