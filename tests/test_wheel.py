@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -115,8 +116,6 @@ def _create_fake_environment(path: Path, versions: dict[str, str]) -> Path:
 
 def _create_fake_wheel(folder: Path, name: str, version: str) -> Path:
     """A wheel that holds only its metadata (what pip reads to resolve)."""
-    import zipfile
-
     stem = f"{name}-{version}"
     wheel = folder / f"{stem}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
