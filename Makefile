@@ -10,13 +10,16 @@ CI_OUT ?= /tmp/typoattack-ci-run
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the exact versions that reproduce results/; pyproject.toml holds the ranges.
+# setuptools is installed too: tests/test_wheel.py builds the wheel without build isolation.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,ray]'
+	$(BIN)/pip install --quiet -c constraints.txt setuptools
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,ray,transformers]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install typoattack with its pinned dependencies
+install: $(STAMP) ## Create .venv and install typoattack with the exact versions of constraints.txt
 
 test: $(STAMP) ## Install if needed, check the import layers, then run the whole test suite (CI runs this)
 	$(BIN)/lint-imports
