@@ -30,8 +30,9 @@ QUESTIONS = [
     "Which entity is shown?\n(a) pizza\n(b) tench",
     "Hi",
 ]
-OPTIONS = [["a", "(b)", "(a) tench", "pizza"]] * len(QUESTIONS)
-"""One-token and several-token answers side by side (the second pass through the KV cache is used)."""
+OPTIONS = [["a", "(b)", "(a) tench", "pizza", "(a", "(A) tench", "(a) t"]] * len(QUESTIONS)
+"""One-token and several-token answers side by side (the second pass through the KV cache is used), some
+sharing their beginning (one row of that pass serves them)."""
 
 
 def _images(n: int, seed: int = 0, sizes: tuple[tuple[int, int], ...] = ((32, 32), (40, 32), (32, 48))) -> list[np.ndarray]:
@@ -87,7 +88,7 @@ def test_scores_equal_a_full_sequence_hand_computation(models, family) -> None:
     vlm = models[family]
     images = _images(len(QUESTIONS))
     scores = vlm.score_options(images, QUESTIONS, OPTIONS, batch_size=len(QUESTIONS))
-    assert scores.dtype == np.float64 and scores.shape == (len(QUESTIONS), 4) and (scores < 0).all()
+    assert scores.dtype == np.float64 and scores.shape == (len(QUESTIONS), len(OPTIONS[0])) and (scores < 0).all()
     for i in (0, 2, 4):
         np.testing.assert_allclose(scores[i], _hand_scores(vlm, images[i], QUESTIONS[i], OPTIONS[i]),
                                    rtol=0, atol=2e-4)

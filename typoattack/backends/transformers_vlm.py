@@ -91,9 +91,9 @@ class VisionLanguageModel:
         """Log-probability of each option's answer text as the continuation of the item's prompt.
 
         The prompt (image + question in the chat template, up to the generation prompt) runs through the model
-        once per item; when every option of a batch is one token the options are read from the last position's
-        logits, otherwise the prompt's KV cache is repeated per option and the option tokens run through the
-        model in one more pass. Left padding with positions from the attention mask (as `generate` uses) keeps
+        once per item, and every option's first token is read from the last position's logits; when options have
+        more tokens, the prompt's KV cache is gathered once per such option and their other tokens run through
+        the model in one more pass. Left padding with positions from the attention mask (as `generate` uses) keeps
         the scores independent of the batch size and of the tokenizer's saved padding side.
 
         Args:
@@ -185,29 +185,46 @@ class VisionLanguageModel:
                             option_ids: list[list[tuple[int, ...]]], longest: int) -> torch.Tensor:
         """Summed log p of every option's tokens after its first [B, K], from the prompt's KV cache.
 
-        Row b * K + j of the second pass feeds option j of item b minus its last token (right-padded to
-        longest - 1); its logits at step t score the option's token t + 1.
+        An option of n >= 2 tokens needs the logits after its first n - 1 tokens (its feed). One row of the
+        second pass holds the KV cache of its item and one feed (right-padded to longest - 1); a feed that is a
+        prefix of another feed of the same item is read from that longer row (causal attention makes its logits
+        the same), so options that share a beginning ("(a" and "(b") share their row.
         """
         b, k = len(option_ids), len(option_ids[0])
+        rows: list[tuple[int, tuple[int, ...]]] = []
+        reads: list[tuple[int, int, tuple[int, ...]]] = []  # (option index, row, option tokens)
+        for item, options in enumerate(option_ids):
+            feeds = sorted({ids[:-1] for ids in options if len(ids) > 1}, key=len, reverse=True)
+            kept: list[int] = []
+            for feed in feeds:
+                if not any(rows[r][1][:len(feed)] == feed for r in kept):
+                    kept.append(len(rows))
+                    rows.append((item, feed))
+            for j, ids in enumerate(options):
+                if len(ids) > 1:
+                    row = next(r for r in kept if rows[r][1][:len(ids) - 1] == ids[:-1])
+                    reads.append((item * k + j, row, ids))
         steps = longest - 1
-        pad = self.processor.tokenizer.pad_token_id or 0
-        feed = torch.full((b * k, steps), pad, dtype=torch.long)
-        target = torch.full((b * k, steps), -1, dtype=torch.long)
-        for row, ids in enumerate(ids for item in option_ids for ids in item):
-            feed[row, :len(ids) - 1] = torch.tensor(ids[:-1])
-            target[row, :len(ids) - 1] = torch.tensor(ids[1:])
+        feed = np.full((len(rows), steps), self.processor.tokenizer.pad_token_id or 0, dtype=np.int64)
+        for r, (_, tokens) in enumerate(rows):
+            feed[r, :len(tokens)] = tokens
+        lengths = np.array([len(tokens) for _, tokens in rows])
         device = prompt_mask.device
-        feed, target = feed.to(device), target.to(device)
-        valid = target >= 0
-        mask = torch.cat([prompt_mask.repeat_interleave(k, dim=0), valid.to(prompt_mask.dtype)], dim=1)
+        items = torch.tensor([item for item, _ in rows], device=device)
+        valid = torch.from_numpy(np.arange(steps)[None, :] < lengths[:, None]).to(device)
+        mask = torch.cat([prompt_mask[items], valid.to(prompt_mask.dtype)], dim=1)
         # Text positions continue from the prompt's last token (left padding: the last column) in every RoPE row.
-        last = positions[..., -1:].repeat_interleave(k, dim=-2)
-        steps_pos = last + 1 + torch.arange(steps, device=device)
-        cache.batch_repeat_interleave(k)
-        out = self.model(input_ids=feed, attention_mask=mask, position_ids=steps_pos, cache=cache, use_cache=True)
+        steps_pos = positions[..., -1:].index_select(-2, items) + 1 + torch.arange(steps, device=device)
+        cache.batch_select_indices(items)
+        out = self.model(input_ids=torch.from_numpy(feed).to(device), attention_mask=mask, position_ids=steps_pos,
+                         cache=cache, use_cache=True)
         logp = torch.log_softmax(out.logits.float(), dim=-1)
-        picked = logp.gather(2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1).double()
-        return (picked * valid).sum(dim=1).view(b, k)
+        # Token t + 1 of an option is scored by its row's logits at step t.
+        index = np.array([(option, row, t, ids[t + 1]) for option, row, ids in reads for t in range(len(ids) - 1)])
+        option, row, step, token = (torch.from_numpy(index[:, c]).to(device) for c in range(4))
+        sums = torch.zeros(b * k, dtype=torch.float64, device=device)
+        sums.index_add_(0, option, logp[row, step, token].double())
+        return sums.view(b, k)
 
 
 def create_vision_language_model(name: str, device: torch.device, precision: Precision,

@@ -63,8 +63,9 @@ class OptionOrder(str, Enum):
 class AnswerStyle(str, Enum):
     """The answer texts whose log-probabilities make an option's score (likelihood scoring).
 
-    letter: the option's letter as SCAM's parser accepts it: "a", "A", "(a)", "(A)" (their probabilities
-        summed); letter-label: "(a) {label}", the option as the question writes it; label: the label text alone.
+    letter: the answer starts with the option's letter, bare or after "(" as SCAM's parser accepts it:
+        "a", "A", "(a", "(A" (their probabilities summed); letter-label: "(a) {label}", the option as the
+        question writes it; label: the label text alone.
     """
 
     LETTER = "letter"
@@ -191,7 +192,8 @@ def build_answer_texts(style: AnswerStyle, object_label: str, attack_label: str,
     """
     a, b = get_option_labels(order, object_label, attack_label)
     if style is AnswerStyle.LETTER:
-        forms = tuple((x, x.upper(), f"({x})", f"({x.upper()})") for x in LETTERS)
+        # Prefixes, not "(a)": the letter decides, whatever closes it; and "(a" and "(b" share their "(".
+        forms = tuple((x, x.upper(), f"({x}", f"({x.upper()}") for x in LETTERS)
     elif style is AnswerStyle.LETTER_LABEL:
         forms = ((f"(a) {a}",), (f"(b) {b}",))
     else:
