@@ -42,7 +42,7 @@ from typoattack.tasks.vlm.answers import Choice, choose_options, parse_answer, r
 from typoattack.tasks.vlm.prompts import (  # noqa: E402
     SCAM_PROMPTS, AnswerStyle, OptionOrder, build_answer_texts, build_question, list_orders,
 )
-from vlm_builders import center_letter_bias, save_tiny_llava  # noqa: E402
+from vlm_builders import LETTER_SPACE, center_letter_bias, save_tiny_llava  # noqa: E402
 
 ATTACK_LABELS = ["pizza", "iPod", "library", "piggy bank", "Granny Smith", "rifle", "trash can", "toaster", "dog"]
 """Target names of the attack words (Distill's goh2021 words and a few more), cycled over the items."""
@@ -82,7 +82,7 @@ def main() -> None:
     questions = [build_question(prompt, objects[i], attacks[i], order) for i, order in rows]
     texts = [build_answer_texts(AnswerStyle.LETTER, objects[i], attacks[i], order) for i, order in rows]
     n_forms = len(texts[0][0])
-    center_letter_bias(vlm, q_images, questions)
+    center_letter_bias(vlm, q_images, questions, space=LETTER_SPACE["llava"])
 
     # Warm-up (lazy imports, first-call allocations), not timed.
     vlm.score_options(q_images[:2], questions[:2], [[*o, *a] for o, a in texts[:2]], batch_size=2)

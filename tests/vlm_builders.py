@@ -1,4 +1,4 @@
-"""Tiny random vision-language models (LLaVA, Qwen2-VL, Idefics3) built offline from their config classes,
+"""Tiny random vision-language models (LLaVA, Qwen2-VL, Idefics3, PaliGemma, Gemma 3) built offline from their config classes,
 with an offline byte-level BPE tokenizer and a chat template, written with `save_pretrained` into a folder
 that `create_vision_language_model` then loads the way it loads a user's folder."""
 
@@ -38,6 +38,13 @@ _QWEN_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 """Qwen2-VL's ChatML format (without its default system message)."""
+_GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' "
+    "else message['role']) + '\n' }}{% for c in message['content'] %}{% if c['type'] == 'image' %}"
+    "{{ '<start_of_image>' }}{% else %}{{ c['text'] }}{% endif %}{% endfor %}{{ '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+"""Gemma 3's turn format (the processor expands `<start_of_image>` into the image tokens)."""
 _IDEFICS3_TEMPLATE = (
     "<|begin_of_text|>{% for message in messages %}{{ message['role'] | capitalize }}:"
     "{% for c in message['content'] %}{% if c['type'] == 'image' %}{{ '<image>' }}{% else %}{{ c['text'] }}{% endif %}"
@@ -78,8 +85,16 @@ def _text_config(config_class: type, tokenizer: PreTrainedTokenizerFast, **kwarg
                         eos_token_id=tokenizer.eos_token_id, **kwargs)
 
 
-def bias_toward_letters(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, strength: float = 3000.0,
-                        seed: int = 0) -> None:
+def get_letter_ids(tokenizer: PreTrainedTokenizerFast, space: bool) -> list[int]:
+    """Ids of the tokens "a" and "b" (" a" and " b" with `space`: after a generation prompt ending in ":")."""
+    ids = [tokenizer(f" {x}" if space else x, add_special_tokens=False)["input_ids"] for x in LETTERS]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError(f"the letters are not single tokens: {ids}")
+    return [i[0] for i in ids]
+
+
+def bias_toward_letters(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, space: bool,
+                        strength: float = 3000.0, seed: int = 0) -> None:
     """Make the model's greedy answer a bare option letter followed by end-of-sequence.
 
     With three orthonormal directions u, v, c of the text width: the input embeddings lose their u and v
@@ -87,10 +102,10 @@ def bias_toward_letters(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFa
     of v. The output rows of "a" and "b" become +-strength * u: wherever c dominates the last hidden state,
     one of the two letters wins, and which one depends on what the layers add along u, i.e. on the image and
     the question. The end-of-sequence row becomes strength * (v - c): it wins right after a letter and loses
-    everywhere else.
+    everywhere else. `space`: the model writes its letters with a leading space (`get_letter_ids`).
     """
     u, v, c = _bias_directions(seed)
-    ids = [tokenizer.convert_tokens_to_ids(letter) for letter in LETTERS]
+    ids = get_letter_ids(tokenizer, space)
     with torch.no_grad():
         embed = model.get_input_embeddings().weight
         embed -= torch.outer(embed @ u, u) + torch.outer(embed @ v, v)
@@ -109,8 +124,8 @@ def _bias_directions(seed: int) -> torch.Tensor:
     return torch.linalg.qr(torch.randn(WIDTH, 3, generator=gen)).Q.T
 
 
-def center_letter_bias(vlm: object, images: Sequence[object], questions: Sequence[str], strength: float = 3000.0,
-                       seed: int = 0) -> None:
+def center_letter_bias(vlm: object, images: Sequence[object], questions: Sequence[str], space: bool,
+                       strength: float = 3000.0, seed: int = 0) -> None:
     """Shift the letter rows of a model made by `bias_toward_letters` (same seed) so that "a" wins on half of
     these items and "b" on the other half.
 
@@ -124,8 +139,7 @@ def center_letter_bias(vlm: object, images: Sequence[object], questions: Sequenc
         questions: Their questions.
     """
     u, _, c = _bias_directions(seed)
-    tokenizer = vlm.processor.tokenizer
-    ids = [tokenizer.convert_tokens_to_ids(letter) for letter in LETTERS]
+    ids = get_letter_ids(vlm.processor.tokenizer, space)
     head = vlm.model.get_output_embeddings().weight
     with torch.no_grad():
         head[ids[0]], head[ids[1]] = u.to(head), c.to(head)
@@ -162,7 +176,7 @@ def save_tiny_llava(folder: Path, *, seed: int = 0, letter_bias: bool = False, p
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     if letter_bias:
-        bias_toward_letters(model, tok, seed=seed)
+        bias_toward_letters(model, tok, space=True, seed=seed)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=8,
                                vision_feature_select_strategy="default", num_additional_image_tokens=1,
@@ -197,7 +211,7 @@ def save_tiny_qwen2_vl(folder: Path, *, seed: int = 0, letter_bias: bool = False
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config).eval()
     if letter_bias:
-        bias_toward_letters(model, tok, seed=seed)
+        bias_toward_letters(model, tok, space=False, seed=seed)
     image_processor = Qwen2VLImageProcessor(patch_size=4, merge_size=2, temporal_patch_size=2,
                                             size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64 * 16})
     video_processor = Qwen2VLVideoProcessor(patch_size=4, merge_size=2, temporal_patch_size=2,
@@ -225,10 +239,65 @@ def save_tiny_idefics3(folder: Path, *, seed: int = 0, letter_bias: bool = False
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config).eval()
     if letter_bias:
-        bias_toward_letters(model, tok, seed=seed)
+        bias_toward_letters(model, tok, space=True, seed=seed)
     image_processor = Idefics3ImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
                                   chat_template=_IDEFICS3_TEMPLATE)
+    return _save(folder, model, processor)
+
+
+def save_tiny_paligemma(folder: Path, *, seed: int = 0, letter_bias: bool = False,
+                        padding_side: str = "left") -> Path:
+    """A PaliGemma model: SigLIP vision tower (32x32 images, patch 8: 16 image tokens), Gemma text model with
+    a bidirectional prefix; no chat template (the processor writes `<image>...<bos>{question}\n`)."""
+    from transformers import (GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor,
+                              SiglipImageProcessor, SiglipVisionConfig)
+
+    tok = build_tokenizer(["<unk>", "<bos>", "<eos>", "<pad>", "<image>"], bos=None, eos="<eos>", pad="<pad>",
+                          extra={"image_token": "<image>"}, padding_side=padding_side)
+    tok.bos_token = "<bos>"
+    image_processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    image_processor.image_seq_length = 16
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)  # adds <loc>/<seg> tokens
+    vision = SiglipVisionConfig(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2,
+                                num_attention_heads=2, image_size=32, patch_size=8, projection_dim=WIDTH)
+    # Untied output layer, so that bias_toward_letters can set output rows apart from input embeddings.
+    text = _text_config(GemmaConfig, tok, head_dim=WIDTH // 2, tie_word_embeddings=False)
+    config = PaliGemmaConfig(vision_config=vision, text_config=text, projection_dim=WIDTH, hidden_size=WIDTH,
+                             image_token_index=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = PaliGemmaForConditionalGeneration(config).eval()
+    if letter_bias:
+        bias_toward_letters(model, tok, space=False, seed=seed)
+    return _save(folder, model, processor)
+
+
+def save_tiny_gemma3(folder: Path, *, seed: int = 0, letter_bias: bool = False, padding_side: str = "left") -> Path:
+    """A Gemma 3 model: SigLIP vision tower (32x32 images, patch 8, pooled to 4 image tokens), Gemma 3 text
+    model (sliding and global layers), Gemma 3 image processor (resize to 32x32), Gemma 3 turn template."""
+    from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor,
+                              Gemma3TextConfig, SiglipVisionConfig)
+
+    specials = ["<unk>", "<bos>", "<eos>", "<pad>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+                "<start_of_turn>", "<end_of_turn>"]
+    tok = build_tokenizer(specials, bos="<bos>", eos="<end_of_turn>", pad="<pad>",
+                          extra={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                 "image_token": "<image_soft_token>"}, padding_side=padding_side)
+    vision = SiglipVisionConfig(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2,
+                                num_attention_heads=2, image_size=32, patch_size=8)
+    text = _text_config(Gemma3TextConfig, tok, head_dim=WIDTH // 2, sliding_window=16,
+                        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=False)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                          boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
+                          image_token_index=ids["<image_soft_token>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    if letter_bias:
+        bias_toward_letters(model, tok, space=False, seed=seed)
+    image_processor = Gemma3ImageProcessor(size={"height": 32, "width": 32})
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+                                chat_template=_GEMMA3_TEMPLATE)
     return _save(folder, model, processor)
 
 
@@ -236,5 +305,10 @@ TINY_BUILDERS: dict[str, Callable[..., Path]] = {
     "llava": save_tiny_llava,
     "qwen2_vl": save_tiny_qwen2_vl,
     "idefics3": save_tiny_idefics3,
+    "paligemma": save_tiny_paligemma,
+    "gemma3": save_tiny_gemma3,
 }
 """Family name -> builder(folder, seed=, letter_bias=, padding_side=) returning the folder."""
+LETTER_SPACE = {"llava": True, "qwen2_vl": False, "idefics3": True, "paligemma": False, "gemma3": False}
+"""Whether each family's tiny model writes its answer letter with a leading space (its generation prompt ends
+in ":" rather than a newline)."""

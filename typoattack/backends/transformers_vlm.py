@@ -73,14 +73,31 @@ class VisionLanguageModel:
     _answer_ids: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def encode_answer(self, text: str) -> tuple[int, ...]:
-        """Token ids of an answer as the model writes it after the generation prompt (no special tokens).
+        """Token ids of an answer as the model writes it right after its generation prompt.
+
+        The answer is tokenized behind the end of the generation prompt and its own tokens are kept, so a
+        tokenizer that merges across the boundary or marks word starts gets the ids generation produces; after
+        a prompt ending in a non-space character (LLaVA-1.5's "ASSISTANT:", Idefics3's "Assistant:") the answer
+        starts with a space, as those models write it ("a" becomes " a").
 
         Raises:
             ValueError: The text encodes to no token.
         """
         ids = self._answer_ids.get(text)
         if ids is None:
-            ids = tuple(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+            tokenizer = self.processor.tokenizer
+            if getattr(self.processor, "chat_template", None) is None:
+                context = "\n"  # PaliGemma's processor ends every prompt with a newline
+            else:
+                prompt = self.build_prompts(["?"])[0]
+                context = "\n" if prompt.endswith("\n") else prompt.rsplit("\n", 1)[-1][-32:]
+            joined = context + ("" if not context or context[-1].isspace() else " ") + text
+            head = tokenizer(context, add_special_tokens=False)["input_ids"]
+            full = tokenizer(joined, add_special_tokens=False)["input_ids"]
+            if full[:len(head)] == head:
+                ids = tuple(full[len(head):])
+            else:  # the boundary merged into the prompt's last token: tokenize the answer on its own
+                ids = tuple(tokenizer(joined[len(context):], add_special_tokens=False)["input_ids"])
             if not ids:
                 raise ValueError(f"answer {text!r} encodes to no token")
             self._answer_ids[text] = ids
@@ -144,9 +161,9 @@ class VisionLanguageModel:
     def build_prompts(self, questions: Sequence[str]) -> list[str]:
         """The prompt text of each question: one user turn (the image, then the question) in the model's chat
         template, ending with the generation prompt (the processor expands the image placeholder)."""
-        template = getattr(self.processor, "chat_template", None)
-        if template is None:
-            return list(questions)  # a prompt-only family: the processor adds image tokens and BOS itself
+        if getattr(self.processor, "chat_template", None) is None:
+            # A prompt-only family (PaliGemma): the processor expands the image token and adds BOS and "\n".
+            return [f"{self.processor.image_token}{q}" for q in questions]
         conversations = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
                          for q in questions]
         return list(self.processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False))
@@ -154,11 +171,17 @@ class VisionLanguageModel:
     def build_inputs(self, images: Sequence[np.ndarray], questions: Sequence[str]) -> dict[str, torch.Tensor]:
         """Processor outputs for a batch (left-padded), on the model's device, floats in the model's dtype."""
         pil = [[_to_pil(image)] for image in images]
+        prompts = self.build_prompts(questions)
+        bos = self.processor.tokenizer.bos_token
+        # A template that writes BOS itself must not get a second one from the tokenizer (as transformers'
+        # own apply_chat_template(tokenize=True) decides).
+        special = not (bos and all(p.startswith(bos) for p in prompts))
         with _left_padding(self.processor.tokenizer):
-            batch = self.processor(images=pil, text=self.build_prompts(questions), padding=True, return_tensors="pt")
+            batch = self.processor(images=pil, text=prompts, padding=True, add_special_tokens=special,
+                                   return_tensors="pt")
         dtype = _DTYPES[self.precision]
         return {key: value.to(self.device, dtype=dtype if value.is_floating_point() else None)
-                for key, value in batch.items() if isinstance(value, torch.Tensor)}
+                for key, value in batch.items() if isinstance(value, torch.Tensor) and key != "labels"}
 
     def _score_batch(self, images: Sequence[np.ndarray], questions: Sequence[str],
                      option_ids: list[list[tuple[int, ...]]]) -> np.ndarray:
@@ -166,13 +189,17 @@ class VisionLanguageModel:
         inputs = self.build_inputs(images, questions)
         b, k = len(option_ids), len(option_ids[0])
         longest = max(len(ids) for row in option_ids for ids in row)
-        # The positions generate() would give the prompt ([B, L], or [R, B, L] for multimodal RoPE).
-        positions = self.model._prepare_position_ids_for_generation(inputs["input_ids"], dict(inputs))
-        kwargs: dict[str, Any] = {"position_ids": positions, "use_cache": longest > 1}
-        if _accepts(self.model, "logits_to_keep"):
-            kwargs["logits_to_keep"] = 1
         with torch.inference_mode():
-            out = self.model(**inputs, **kwargs)
+            # The inputs of generate()'s first step: positions from the attention mask ([B, L], or [R, B, L] for
+            # multimodal RoPE) with the family's own conventions (PaliGemma counts from 1).
+            input_ids = inputs.pop("input_ids")
+            positions = self.model._prepare_position_ids_for_generation(input_ids, {"input_ids": input_ids, **inputs})
+            step = self.model.prepare_inputs_for_generation(input_ids, position_ids=positions, use_cache=longest > 1,
+                                                            is_first_iteration=True, **inputs)
+            positions = step["position_ids"]
+            if _accepts(self.model, "logits_to_keep"):
+                step["logits_to_keep"] = 1
+            out = self.model(**step)
             first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
             first_ids = torch.tensor([[ids[0] for ids in row] for row in option_ids], device=first.device)
             scores = first.gather(1, first_ids).double()  # [B, K]
