@@ -216,3 +216,14 @@ def test_summary_of_no_records_and_missing_columns() -> None:
     assert empty.empty and list(empty.columns) == [*GROUP_KEYS, "word", *RATE_COLUMNS]
     with pytest.raises(ValueError, match="lack"):
         build_summary(_records(), ["font"])
+
+
+def test_task_modules_import_no_model_code() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, typoattack.tasks.vlm.prompts, typoattack.tasks.vlm.answers, typoattack.tasks.vlm.tables; "
+            "bad = [m for m in ('torch', 'transformers', 'open_clip', 'typer') if m in sys.modules]; print(bad); "
+            "sys.exit(bool(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

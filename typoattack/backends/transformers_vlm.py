@@ -113,18 +113,22 @@ class VisionLanguageModel:
         the model in one more pass. Left padding with positions from the attention mask (as `generate` uses) keeps
         the scores independent of the batch size and of the tokenizer's saved padding side.
 
+        Memory: the second pass holds one copy of an item's prompt cache per distinct option beginning, so
+        `batch_size` bounds it (letter answers "a", "(a", "b", "(b" need one copy per item).
+
         Args:
             images: N uint8 canvases [H, W, 3] (RGB), handed to the processor as they are.
             questions: N user messages.
-            options: N sequences of K answer texts (e.g. ["a", "b"] or ["(a) tench", "(b) pizza"]).
+            options: N sequences of K answer texts (e.g. ["a", "b"] or ["(a) tench", "(b) pizza"]), tokenized by
+                `encode_answer`.
             batch_size: Items per forward pass.
 
         Returns:
             float64 [N, K]: log p(option tokens | prompt), summed over the option's tokens (<= 0).
         """
         n = _check_batch(images, questions)
-        if len(options) != n or len({len(o) for o in options}) > 1:
-            raise ValueError("options must hold the same number of answers for every item")
+        if len(options) != n or len({len(o) for o in options}) > 1 or (n and not options[0]):
+            raise ValueError("options must hold the same number (>= 1) of answers for every item")
         k = len(options[0]) if n else 0
         out = np.zeros((n, k), dtype=np.float64)
         for start in range(0, n, _check_batch_size(batch_size)):
@@ -187,11 +191,10 @@ class VisionLanguageModel:
                      option_ids: list[list[tuple[int, ...]]]) -> np.ndarray:
         """log p of every option [B, K] for one batch (see `score_options`)."""
         inputs = self.build_inputs(images, questions)
-        b, k = len(option_ids), len(option_ids[0])
         longest = max(len(ids) for row in option_ids for ids in row)
         with torch.inference_mode():
-            # The inputs of generate()'s first step: positions from the attention mask ([B, L], or [R, B, L] for
-            # multimodal RoPE) with the family's own conventions (PaliGemma counts from 1).
+            # The inputs of generate()'s first step (its own two helpers, so each family's conventions hold):
+            # positions from the attention mask, [B, L] or [R, B, L] for multimodal RoPE (PaliGemma counts from 1).
             input_ids = inputs.pop("input_ids")
             positions = self.model._prepare_position_ids_for_generation(input_ids, {"input_ids": input_ids, **inputs})
             step = self.model.prepare_inputs_for_generation(input_ids, position_ids=positions, use_cache=longest > 1,
@@ -204,8 +207,8 @@ class VisionLanguageModel:
             first_ids = torch.tensor([[ids[0] for ids in row] for row in option_ids], device=first.device)
             scores = first.gather(1, first_ids).double()  # [B, K]
             if longest > 1:
-                scores += self._score_option_tails(out.cache, inputs["attention_mask"], positions, option_ids,
-                                                   longest)
+                cache = out.cache if hasattr(out, "cache") else out.past_key_values
+                scores += self._score_option_tails(cache, inputs["attention_mask"], positions, option_ids, longest)
         return scores.cpu().numpy()
 
     def _score_option_tails(self, cache: Any, prompt_mask: torch.Tensor, positions: torch.Tensor,
