@@ -14,8 +14,8 @@ and prints the wall times (the fastest of --repeats alternating runs of each), t
 The tiny model is random except for its output layer, which is biased toward the option letters (and
 centred on these items) so that its greedy answers are letters that parse (tests/vlm_builders.py).
 
-    python benchmarks/vlm.py                    # 64 images x 2 orders
-    python benchmarks/vlm.py --items 200 --threads 1
+    python benchmarks/vlm.py                    # 64 images x 2 orders, batches of 64, one torch thread
+    python benchmarks/vlm.py --items 200 --threads 0
 """
 
 from __future__ import annotations
@@ -63,9 +63,11 @@ def load_items(n: int, size: tuple[int, int]) -> tuple[list[np.ndarray], list[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=64, help="images (each asked in both orders)")
-    parser.add_argument("--batch-size", type=int, default=32, help="questions per likelihood forward pass")
+    parser.add_argument("--batch-size", type=int, default=64, help="questions per likelihood forward pass")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: the tiny model's operations are too small to share; "
+                             "0 keeps torch's own setting)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each method; the fastest counts")
     args = parser.parse_args()
     if args.threads:
