@@ -50,6 +50,10 @@ bench-masks: $(STAMP) ## Time the text-mask solver over the 1000 ImageNet class 
 bench-executors: $(STAMP) ## Wall time of the CI config locally, on a local Ray cluster and as 2 shards + merge
 	$(BIN)/python benchmarks/executors.py
 
+.PHONY: bench-vlm
+bench-vlm: $(STAMP) ## Likelihood scoring vs a SCAM-style generate loop on a tiny LLaVA (CPU): speed-up and agreement
+	$(BIN)/python benchmarks/vlm.py
+
 gpu-check: $(STAMP) ## On a CUDA machine: CUDA tests, CPU/GPU agreement, GPU speed and MFU, OOM halving (one table)
 	$(BIN)/python benchmarks/gpu_check.py --out $(or $(GPU_CHECK_OUT),/tmp/typoattack-gpu-check)
 
