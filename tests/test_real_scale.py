@@ -24,7 +24,7 @@ from typoattack.config.types import Executor, ShardSpec
 from typoattack.errors import ConfigError
 from typoattack.backends.open_clip.model import TINY_MODEL
 from typoattack.engine import rundir
-from typoattack.engine.executors import RAY_INSTALL_HINT
+from typoattack.cluster import RAY_INSTALL_HINT
 from runs import run_eval, run_real
 
 CHUNK = 3

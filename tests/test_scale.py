@@ -21,7 +21,8 @@ from typoattack.tasks.synthetic.config import load_synthetic_config
 from typoattack.config.types import Executor, ShardSpec
 from typoattack.errors import ConfigError
 from typoattack.engine import rundir
-from typoattack.engine.executors import FAULT_MARKER_ENV, RAY_INSTALL_HINT
+from typoattack.cluster import RAY_INSTALL_HINT
+from typoattack.engine.executors import FAULT_MARKER_ENV
 from runs import run_eval
 
 LIMIT, CHUNK = 40, 10

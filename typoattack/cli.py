@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import typoattack
 from typoattack.config.types import Executor, LabelSet, Placement, Precision, Protocol, RealDataset
@@ -43,8 +43,8 @@ class RichProgress:
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
 
-    def start(self, description: str, total: int) -> Callable[[int], None]:
-        task = self.progress.add_task(description, total=total)
+    def start(self, description: str, total: int, unit: str = "") -> Callable[[int], None]:
+        task = self.progress.add_task(description, total=total, unit=unit)
         return lambda n: self.progress.advance(task, n)
 
     def log(self, message: str) -> None:
@@ -53,7 +53,9 @@ class RichProgress:
 
 @contextmanager
 def _progress() -> Iterator[RichProgress]:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    # Fits 80 columns: a description of up to ~30 characters, a short bar, the count with its unit.
+    columns = (TextColumn("{task.description}"), BarColumn(bar_width=16),
+               TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[unit]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
         try:

@@ -9,8 +9,9 @@ from typing import Protocol
 class ProgressReporter(Protocol):
     """What the runner needs from a progress display."""
 
-    def start(self, description: str, total: int) -> Callable[[int], None]:
-        """Start a task of `total` steps; return a function that advances it."""
+    def start(self, description: str, total: int, unit: str = "") -> Callable[[int], None]:
+        """Start a task of `total` steps (counted in `unit`, e.g. "images"); return a function that
+        advances it."""
         ...
 
     def log(self, message: str) -> None:
@@ -21,7 +22,7 @@ class ProgressReporter(Protocol):
 class NullProgress:
     """A progress reporter that shows nothing."""
 
-    def start(self, description: str, total: int) -> Callable[[int], None]:
+    def start(self, description: str, total: int, unit: str = "") -> Callable[[int], None]:
         return lambda n: None
 
     def log(self, message: str) -> None:

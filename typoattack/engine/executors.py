@@ -43,12 +43,14 @@ class LocalExecutor:
 
     def run(self, task: Task, cells: Sequence[Cell], on_result: Callable[[CellResult], None],
             progress: ProgressReporter) -> None:
-        advance = progress.start(f"Evaluating {len(cells)} cells", sum(c.n_jobs for c in cells))
-        context, key = None, None
+        context, key, advance = None, None, None
         for cell in cells:
             if cell.context_key != key:
                 context = None  # frees the previous model before loading the next
                 context, key = task.create_context(cell, progress), cell.context_key
+            if advance is None:  # after the first model's classifier, so a cold build shows its own bar
+                advance = progress.start(f"Evaluating {len(cells)} cells", sum(c.n_jobs for c in cells),
+                                         task.job_unit)
             on_result(task.evaluate_cell(context, cell, advance))
 
 
@@ -78,7 +80,7 @@ class RayExecutor:
         remote = ray.remote(_run_cell_task).options(num_cpus=1, num_gpus=1 if has_gpus else 0,
                                                     max_retries=MAX_RETRIES)
         progress.log(f"Ray: {len(cells)} cells on {_describe_cluster(ray)}")
-        advance = progress.start(f"Evaluating {len(cells)} cells on Ray", sum(c.n_jobs for c in cells))
+        advance = progress.start(f"{len(cells)} cells on Ray", sum(c.n_jobs for c in cells), task.job_unit)
         pending = {remote.remote(task, cell): cell for cell in cells}
         try:
             while pending:

@@ -73,12 +73,14 @@ class Task(Protocol):
         report_stem: File stem of its report page when it is not the only kind in a report.
         output_files: The tables and figures it writes into a run folder (beside records.parquet,
             run.json and skipped.csv).
+        job_unit: What a cell's `n_jobs` counts, for progress bars ("images", "photos").
     """
 
     name: str
     title: str
     report_stem: str
     output_files: tuple[str, ...]
+    job_unit: str
 
     def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> RunSettings:
         """The task's config from a YAML file or built-in name and the CLI flags over it."""

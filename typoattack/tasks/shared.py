@@ -93,7 +93,7 @@ def create_encoder(model: ZeroShotModel, cfg: ImageSetSettings, classnames: Sequ
         classnames: The classes, in index order.
         templates: The zero-shot templates.
         progress: Progress display.
-        what: What the classes are, for the progress bar ("1000 classes").
+        what: What the classes are, for the progress bar ("classes", "labels").
         prefix_prompt: The class prompt of prefix defences.
 
     Returns:
@@ -107,7 +107,7 @@ def create_encoder(model: ZeroShotModel, cfg: ImageSetSettings, classnames: Sequ
     t0 = time.perf_counter()
     classifier, cached = get_classifier(
         model, classnames, templates, cfg.cache_dir,
-        progress=progress.start(f"Classifier {model.spec.label} ({what}, {len(templates)} templates)", len(classnames)))
+        progress=progress.start(f"Classifier, {len(templates)} templates", len(classnames), what))
 
     def build_templates(name: str) -> tuple[torch.Tensor, bool]:
         return get_classifier(model, classnames, get_templates(name, model.spec), cfg.cache_dir)

@@ -91,6 +91,7 @@ class RealTask:
     title = "real typographic-attack photos"
     report_stem = "real"
     output_files = (SUMMARY_CSV, PER_ATTACK_WORD_CSV)
+    job_unit = "photos"
 
     def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> RealConfig:
         return load_real_config(path, overrides)
@@ -132,7 +133,7 @@ class RealTask:
         vocabulary = get_vocabulary(cfg, source)
         model, load_seconds = load_model(cfg, cell.model_index, progress)
         encoder, info = create_encoder(model, cfg, vocabulary, resolve_templates(cfg, model.spec), progress,
-                                       f"{len(vocabulary)} labels", get_prefix_prompt(cfg.dataset))
+                                       "labels", get_prefix_prompt(cfg.dataset))
         info["seconds"] = {"load_model": round(load_seconds, 3), **info["seconds"]}
         return RealContext(source, vocabulary, model, encoder, info)
 

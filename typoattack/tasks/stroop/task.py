@@ -126,6 +126,7 @@ class StroopTask:
     title = "the Stroop test"
     report_stem = "stroop_report"
     output_files = STROOP_FILES
+    job_unit = "stimuli"
 
     def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> StroopConfig:
         return load_stroop_config(path, overrides)
@@ -157,7 +158,7 @@ class StroopTask:
         t0 = time.perf_counter()
         names = inputs.colours.names
         classifier, cached = get_classifier(model, names, cfg.prompts, cfg.cache_dir,
-                                            progress=progress.start(f"Colour classifier {model.spec.label}", len(names)))
+                                            progress=progress.start("Colour classifier", len(names), "colours"))
         classifier_seconds = time.perf_counter() - t0
         source = open_image_source(DataSpec(cfg.background_data)) if cfg.background_data else None
         backgrounds = load_background_canvases(source, inputs.background_indices, model.geometry.transform)

@@ -64,16 +64,16 @@ def run_find_heads(cfg: SyntheticConfig, out: str | Path, progress: ProgressRepo
     indices = select_subset(source.items, cfg.limit, cfg.seed)
     g = loaded.geometry
     canvases = prepare_canvases(source, indices, g.transform, g.key, g.size, cfg.cache_dir, workers=cfg.workers,
-                                progress=progress.start("Canvases", len(indices)))
+                                progress=progress.start("Canvases", len(indices), "images"))
     rows = np.flatnonzero(canvases.valid)
     selection, heldout = split_images(rows, cfg.seed)
     classifier, _ = get_classifier(loaded, list_class_names(), templates, cfg.cache_dir,
-                                   progress=progress.start("Classifier", len(list_class_names())))
+                                   progress=progress.start("Classifier", len(list_class_names()), "classes"))
     batch_size = resolve_batch_size(cfg.batch_size, device)
     t0 = time.perf_counter()
     scores = score_heads(loaded, canvases, selection, device_masks, cfg.seed, min(batch_size, 64))
     halves = {"selection": selection, "heldout": heldout}
-    advance = progress.start(f"Greedy search over {layers * heads} heads", layers * heads)
+    advance = progress.start("Greedy search", layers * heads, "heads")
 
     def evaluate(half: str, chosen: list[tuple[int, int]]) -> Accuracy:
         encoder = BatchEncoder(loaded, DefenceSet(("search",), (ImageVariant(tuple(chosen), (classifier,), (0,)),),
@@ -85,6 +85,7 @@ def run_find_heads(cfg: SyntheticConfig, out: str | Path, progress: ProgressRepo
         return measure_accuracy(records)
 
     search = search_heads(scores, evaluate, progress.log)
+    advance(layers * heads - len(search.tried))  # a search that stops early leaves no bar standing short
     info: dict[str, Any] = {
         "model": spec.name, "pretrained": spec.pretrained, "weights_id": loaded.weights_id,
         "score": "class-token attention share on the patches the text covers (selection half)",

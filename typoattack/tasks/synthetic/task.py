@@ -50,7 +50,7 @@ def solve_masks(cfg: SyntheticConfig, conditions: Sequence[Condition], canvas_si
     """The text mask of every condition at one canvas size, from the mask cache or solved on
     `cfg.workers` processes (and cached)."""
     requests = [MaskRequest(c.word, c.fraction, c.placement, c.style, canvas_size) for c in conditions]
-    advance = progress.start(f"Text masks {canvas_size[0]}x{canvas_size[1]}", len(requests)) if progress else None
+    advance = progress.start(f"Text masks {canvas_size[0]}x{canvas_size[1]}", len(requests), "masks") if progress else None
     masks = create_attack_masks(requests, cfg.cache_dir, workers=cfg.workers, advance=advance)
     return dict(zip(conditions, masks))
 
@@ -83,6 +83,7 @@ class SyntheticTask:
     title = "synthetic attacks on labelled images"
     report_stem = "eval_report"
     output_files = OUTPUT_FILES
+    job_unit = "canvases"
 
     def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> SyntheticConfig:
         return load_synthetic_config(path, overrides)
@@ -110,7 +111,7 @@ class SyntheticTask:
             canvases = prepare_canvases(source, indices, geometry.transform, geometry.key, geometry.size,
                                         cfg.cache_dir, workers=cfg.workers,
                                         progress=progress.start(f"Canvases {geometry.size[0]}x{geometry.size[1]}",
-                                                                len(indices)))
+                                                                len(indices), "images"))
             skipped.update(dict(canvases.skipped))
             rows = np.flatnonzero(canvases.valid)
             if rows.size == 0:
@@ -148,16 +149,15 @@ class SyntheticTask:
         cfg: SyntheticConfig = cell.config
         model, load_seconds = load_model(cfg, cell.model_index, progress)
         conditions = list_conditions(cfg, load_vocab(cfg.vocab))
-        masks = solve_masks(cfg, conditions, model.canvas_size, progress)
+        masks = solve_masks(cfg, conditions, model.canvas_size)  # cached by the plan: no second bar
         device_masks = [upload_mask(masks[c], model.device) for c in conditions]
         t0 = time.perf_counter()
         g = model.geometry
         canvases = prepare_canvases(open_image_source(cfg.data), list(cell.shared), g.transform, g.key, g.size,
-                                    cfg.cache_dir, workers=cfg.workers,
-                                    progress=progress.start(f"Canvases {g.size[0]}x{g.size[1]}", len(cell.shared)))
+                                    cfg.cache_dir, workers=cfg.workers)  # filled by the plan (on this node)
         canvas_seconds = time.perf_counter() - t0
         encoder, info = create_encoder(model, cfg, list_class_names(), get_templates(cfg.templates, model.spec), progress,
-                                       f"{len(list_class_names())} classes")
+                                       "classes")
         info.update(masks=build_mask_info(conditions, masks),
                     seconds={"load_model": round(load_seconds, 3), "canvases": round(canvas_seconds, 3),
                              **info["seconds"]})

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from typoattack.config.loading import load_yaml_mapping
+from typoattack.config.parsing import load_yaml_mapping
 from typoattack.errors import ConfigError, suggest
 
 _SCAM_SUFFIX = "Respond strictly with only (a) or (b), nothing else."
