@@ -107,11 +107,18 @@ def main() -> None:
         rows.append((f"CI config, {label}", f"exit {code}; {ips} img/s; predictions equal to CPU: {vs_cpu}",
                      f"{secs:.0f} s"))
 
-    for model, batch in (("ViT-B-32", "1024"), ("ViT-L-14", "512")):
-        code, text, secs = run([str(BIN / "python"), "benchmarks/pipeline.py", "--model", model, "--pretrained", "seed:0",
+    for label, model_args, batch in (("ViT-B-32", ["--model", "ViT-B-32", "--pretrained", "seed:0"], "1024"),
+                                     ("ViT-B-32 via transformers (CLIPModel, SDPA)", ["--random-hf", "clip-vit-b-32"],
+                                      "1024"),
+                                     ("ViT-L-14", ["--model", "ViT-L-14", "--pretrained", "seed:0"], "512")):
+        code, text, secs = run([str(BIN / "python"), "benchmarks/pipeline.py", *model_args,
                                 "--synthetic", str(n_synth), "--words", "5", "--device", "cuda", "--precision", "bf16",
                                 "--batch-size", batch, "--skip-naive"], 300)
-        rows.append((f"pipeline {model} bf16, {n_synth:,} x 5 words", parse_bench(text), f"{secs:.0f} s"))
+        rows.append((f"pipeline {label} bf16, {n_synth:,} x 5 words", parse_bench(text), f"{secs:.0f} s"))
+    code, text, secs = run([str(BIN / "python"), "benchmarks/vlm.py", "--device", "cuda", "--precision", "bf16"], 300)
+    rows.append(("VLM likelihood scoring (tiny LLaVA, bf16)", (re.findall(r"items/s[^\n]*", text) or
+                                                               re.findall(r"speed-up[^\n]*", text) or ["-"])[-1],
+                 f"{secs:.0f} s"))
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from pipeline import write_synthetic

@@ -142,6 +142,9 @@ def main() -> None:
     parser.add_argument("--model", default="typoattack-tiny")
     parser.add_argument("--pretrained", default="seed:0")
     parser.add_argument("--backend", default="open_clip", help="Model family: open_clip or transformers.")
+    parser.add_argument("--random-hf", choices=["tiny-clip", "clip-vit-b-32"], default=None,
+                        help="With --backend transformers: build a CLIPModel with random weights (the tests' tiny "
+                             "one, or ViT-B/32's shape) in the temp folder and use it as --model.")
     parser.add_argument("--data", default=str(SAMPLE_DIR))
     parser.add_argument("--synthetic", type=int, default=0, help="Use N synthetic images instead of --data.")
     parser.add_argument("--limit", type=int, default=None)
@@ -161,6 +164,12 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="typoattack-bench-"))
+    if args.random_hf:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from hf_builders import build_clip_folder, build_clip_vit_b32_folder
+
+        build = build_clip_folder if args.random_hf == "tiny-clip" else build_clip_vit_b32_folder
+        args.backend, args.model, args.pretrained = "transformers", str(build(work / "hf-model")), None
     cache_dir = args.cache_dir or str(work / "cache")
     data = args.data
     if args.synthetic:

@@ -69,13 +69,15 @@ def main() -> None:
                         help="torch CPU threads (default 1: the tiny model's operations are too small to share; "
                              "0 keeps torch's own setting)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each method; the fastest counts")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (make gpu-check runs it on cuda)")
+    parser.add_argument("--precision", default="fp32", choices=[p.value for p in Precision])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_tiny_llava(Path(tmp) / "tiny-llava", letter_bias=True)
-        vlm = create_vision_language_model(str(folder), torch.device("cpu"), Precision.FP32)
+        vlm = create_vision_language_model(str(folder), torch.device(args.device), Precision(args.precision))
     images, objects, attacks = load_items(args.items, vlm.native_image_size)
 
     prompt = SCAM_PROMPTS[0]
@@ -114,8 +116,9 @@ def main() -> None:
     readable = [j for j, choice in enumerate(parsed) if choice is not Choice.UNCLEAR]
     agree = sum(parsed[j] is likely[j] for j in readable)
     attack_share = np.mean([c is Choice.ATTACK for c in likely])
-    print(f"items: {args.items} images x 2 orders = {len(rows)} questions (tiny LLaVA, cpu, fp32, "
-          f"{torch.get_num_threads()} torch threads)")
+    print(f"items: {args.items} images x 2 orders = {len(rows)} questions (tiny LLaVA, {args.device}, "
+          f"{args.precision}, {torch.get_num_threads()} torch threads)")
+    print(f"likelihood items/s: {len(rows) / t_likelihood:.1f} ({args.precision}, {args.device})")
     print(f"likelihood: {t_likelihood:.2f} s (batch {args.batch_size}); generate loop: {t_generate:.2f} s "
           f"(max_new_tokens {args.max_new_tokens}); fastest of {max(1, args.repeats)} runs each")
     print(f"parsed: {len(readable)} of {len(rows)} generated answers; likelihood chose the attack in "

@@ -105,6 +105,18 @@ def build_clip_folder(folder: Path, seed: int = 0, hidden_act: str = "quick_gelu
     return _save(folder, model, processor)
 
 
+def build_clip_vit_b32_folder(folder: Path, seed: int = 0) -> Path:
+    """A CLIPModel of ViT-B/32's shape (CLIPConfig's defaults: 224 px, patch 32, width 768, 12 layers;
+    text width 512) with random weights and OpenAI CLIP's processor settings, for speed checks."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    config = CLIPConfig(text_config=dict(bos_token_id=49406, eos_token_id=49407, pad_token_id=49407),
+                        architectures=["CLIPModel"])
+    model = _create_seeded(CLIPModel, config, seed)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=create_clip_tokenizer())
+    return _save(folder, model, processor)
+
+
 def build_siglip_folder(folder: Path, seed: int = 0) -> Path:
     """A tiny random SiglipModel (64 px fixed resize, patch 16, width 32, 2 layers x 2 heads, MAP
     head), with a SigLIP 2 tokenizer, logit scale 10 and bias -2."""

@@ -31,11 +31,23 @@ FLOAT_TOLERANCE = 1e-6
 """Largest difference allowed between float values of two runs of the same config (see the module docstring)."""
 
 
+VARIANTS = [*list_task_names(), "eval+transformers"]
+"""Every task, and eval once more with a model of the second backend (a tiny Hugging Face CLIPModel folder)."""
+
+
+def _task(variant: str) -> str:
+    return variant.split("+")[0]
+
+
 def _args(task: str, data: dict[str, Path], cache_dir: Path) -> list[str]:
     """A small run of each task with 3 or 4 cells (a task missing here fails the contract)."""
     common = ["--cache-dir", str(cache_dir), "--device", "cpu", "--workers", "0"]
     if task == "eval":
         return ["eval", "--config", "ci", "--limit", "16", "--chunk-size", "4", "--templates", "simple", *common]
+    if task == "eval+transformers":
+        return ["eval", "--data", "sample", "--backend", "transformers", "--model", str(data["hf-clip"]),
+                "--limit", "12", "--chunk-size", "4", "--vocab", "goh2021", "--fraction", "0.1", "--placement",
+                "center", "--templates", "simple", *common]
     if task == "real":
         return ["real", "--dataset", "rta100", "--data", str(data["rta100"]), "--model", TINY_MODEL,
                 "--pretrained", "seed:0", "--chunk-size", "3", *common]
@@ -46,19 +58,22 @@ def _args(task: str, data: dict[str, Path], cache_dir: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
-    return {"rta100": make_named_folder(tmp_path_factory.mktemp("contract") / "rta100")}
+    from hf_builders import build_clip_folder
+
+    root = tmp_path_factory.mktemp("contract")
+    return {"rta100": make_named_folder(root / "rta100"), "hf-clip": build_clip_folder(root / "hf-clip")}
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data, cache_dir) -> dict[str, Path]:
     """Each task's uninterrupted local run."""
     folders = {}
-    for task in list_task_names():
-        out = tmp_path_factory.mktemp(f"contract-{task}") / "local"
-        result = runner.invoke(app, [*_args(task, data, cache_dir), "--out", str(out)])
+    for variant in VARIANTS:
+        out = tmp_path_factory.mktemp(f"contract-{variant}") / "local"
+        result = runner.invoke(app, [*_args(variant, data, cache_dir), "--out", str(out)])
         assert result.exit_code == 0, result.output
         assert len(read_run_info(out).cells) >= 3
-        folders[task] = out
+        folders[variant] = out
     return folders
 
 
@@ -98,7 +113,7 @@ def _cli(args: list[str]) -> list[str]:
     return [sys.executable, "-c", "from typoattack.cli import app; app()", *args]
 
 
-@pytest.mark.parametrize("task", list_task_names())
+@pytest.mark.parametrize("task", VARIANTS)
 def test_kill_9_mid_run_then_rerun_gives_the_same_tables(task, tmp_path, data, cache_dir, reference) -> None:
     out = tmp_path / "killed"
     args = [*_args(task, data, cache_dir), "--out", str(out)]
@@ -115,10 +130,10 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_tables(task, tmp_path, data, c
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     info = read_run_info(out)
     assert info.complete and info.chunks_done == n_cells
-    assert_same_tables(task, out, reference[task])
+    assert_same_tables(_task(task), out, reference[task])
 
 
-@pytest.mark.parametrize("task", list_task_names())
+@pytest.mark.parametrize("task", VARIANTS)
 def test_two_shards_merged_equal_the_single_run(task, tmp_path, data, cache_dir, reference) -> None:
     shards = [tmp_path / f"shard{k}" for k in (1, 2)]
     for k, folder in enumerate(shards, start=1):
@@ -127,11 +142,11 @@ def test_two_shards_merged_equal_the_single_run(task, tmp_path, data, cache_dir,
         assert read_run_info(folder).shard["cells"] == read_run_info(folder).cells[k - 1::2]
     result = runner.invoke(app, ["merge", *map(str, shards), "--out", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
-    assert_same_tables(task, tmp_path / "merged", reference[task])
-    assert read_run_info(tmp_path / "merged").task == task
+    assert_same_tables(_task(task), tmp_path / "merged", reference[task])
+    assert read_run_info(tmp_path / "merged").task == _task(task)
 
 
-@pytest.mark.parametrize("task", list_task_names())
+@pytest.mark.parametrize("task", VARIANTS)
 def test_a_shard_without_cells_is_finished_and_merges(task, tmp_path, data, cache_dir, reference) -> None:
     n = _count_cells(reference[task]) + 1
     folders = [tmp_path / f"shard{k}" for k in range(1, n + 1)]
@@ -144,7 +159,7 @@ def test_a_shard_without_cells_is_finished_and_merges(task, tmp_path, data, cach
     assert rerun.exit_code == 0, rerun.output
     result = runner.invoke(app, ["merge", *map(str, folders), "--out", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
-    assert_same_tables(task, tmp_path / "merged", reference[task])
+    assert_same_tables(_task(task), tmp_path / "merged", reference[task])
 
 
 @pytest.fixture(scope="module")
@@ -156,17 +171,17 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("task", list_task_names())
+@pytest.mark.parametrize("task", VARIANTS)
 def test_ray_executor_equals_local(task, ray_cluster, tmp_path, data, cache_dir, reference) -> None:
     out = tmp_path / "ray"
     result = runner.invoke(app, [*_args(task, data, cache_dir), "--out", str(out), "--executor", "ray"])
     assert result.exit_code == 0, result.output
     info = read_run_info(out)
     assert info.executor == "ray" and info.complete
-    assert_same_tables(task, out, reference[task])
+    assert_same_tables(_task(task), out, reference[task])
 
 
-@pytest.mark.parametrize("task", list_task_names())
+@pytest.mark.parametrize("task", VARIANTS)
 def test_report_renders_the_run(task, tmp_path, reference) -> None:
     result = runner.invoke(app, ["report", str(reference[task]), "--out", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output

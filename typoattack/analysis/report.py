@@ -11,7 +11,7 @@ import base64
 import html
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typoattack.analysis.metrics import (
     build_defence_table, build_per_word_table, count_words,
 )
 from typoattack.config.types import get_model_warnings
+from typoattack.errors import TypoAttackError
 from typoattack.files import write_csv, write_text_atomic
 
 PER_WORD_CSV = "per_word.csv"
@@ -460,3 +461,25 @@ def write_report_pages(blocks: Sequence[ReportBlock], out_dir: Path, stem: str, 
     )
     write_text_atomic(html_path, page)
     return md_path, html_path
+
+
+def add_optional_figure(figures: list[Path], path: Path, collect: Callable[[], Any],
+                        plot: Callable[[Any, Path], None], log: Callable[[str], None], what: str) -> None:
+    """Draw a figure whose inputs may be out of reach here (the run's images on another machine):
+    `plot(collect(), path)` and append `path` to `figures`, or log one line saying why it was skipped.
+
+    Args:
+        figures: The report's figures so far.
+        path: The PNG to write.
+        collect: Gathers the figure's inputs; raises TypoAttackError when they cannot be read.
+        plot: Draws them into `path`.
+        log: Shows a message.
+        what: What `collect` reads, for the message ("the photos").
+    """
+    try:
+        data = collect()
+    except TypoAttackError as e:
+        log(f"[yellow]{path.name} skipped: {what} cannot be read here ({e})[/]")
+        return
+    plot(data, path)
+    figures.append(path)

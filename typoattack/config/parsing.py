@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -178,13 +178,31 @@ def resolve_vocab_path(value: str, base: Path | None = None) -> str:
     Raises:
         ConfigError: A name that is no built-in vocabulary (the message lists them).
     """
+    return resolve_builtin_yaml(value, VOCAB_DIR, "vocabulary", base)
+
+
+def resolve_builtin_yaml(value: str, folder: Path, what: str, base: Path | None = None) -> str:
+    """A YAML file given as a path (relative to `base`) or as the name of one shipped in `folder`.
+
+    Raises:
+        ConfigError: A name that is none of the shipped files (the message lists them).
+    """
     if not is_name(value):
         return resolve_path(value, base)
-    if not (VOCAB_DIR / f"{value}.yaml").is_file():
-        names = list_builtin_vocabularies()
-        raise ConfigError(f"vocabulary {value!r} is neither a YAML file nor a built-in vocabulary "
+    if not (folder / f"{value}.yaml").is_file():
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"{what} {value!r} is neither a YAML file nor a built-in {what} "
                           f"({', '.join(names)}).{suggest(value, names)}")
-    return str(VOCAB_DIR / f"{value}.yaml")
+    return str(folder / f"{value}.yaml")
+
+
+def check_distinct(key: str, values: Sequence[Any], empty_hint: str) -> None:
+    """Raise ConfigError when the values of setting `key` are none (`empty_hint` says what to give)
+    or one is given twice."""
+    if not values:
+        raise ConfigError(f"`{key}` is empty; {empty_hint}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"`{key}` lists a value twice: {list(values)}")
 
 
 def resolve_pretrained(value: Any, base: Path) -> Any:

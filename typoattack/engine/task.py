@@ -64,6 +64,30 @@ class ReportPart:
     table: pd.DataFrame
 
 
+class TaskBase:
+    """What every task has beside its work: its description, given as class keywords, and its config
+    loader. `class MyTask(TaskBase, name=..., title=..., report_stem=..., output_files=..., job_unit=...,
+    config_loader=...)`; the attributes are those of `Task`."""
+
+    name: str
+    title: str
+    report_stem: str
+    output_files: tuple[str, ...]
+    job_unit: str
+    _config_loader: Callable[[str | Path | None, dict[str, Any]], RunSettings]
+
+    def __init_subclass__(cls, *, name: str, title: str, report_stem: str, output_files: tuple[str, ...],
+                          job_unit: str, config_loader: Callable[..., RunSettings], **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name, cls.title, cls.report_stem, cls.output_files, cls.job_unit = (
+            name, title, report_stem, tuple(output_files), job_unit)
+        cls._config_loader = staticmethod(config_loader)
+
+    def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> RunSettings:
+        """The task's config from a YAML file or built-in name and the CLI flags over it (YAML < flags)."""
+        return self._config_loader(path, overrides)
+
+
 class Task(Protocol):
     """A kind of benchmark.
 

@@ -15,13 +15,13 @@ from rich.table import Table
 
 from typoattack.engine.rundir import RunInfo, load_records
 from typoattack.engine.task import ReportPart
-from typoattack.errors import OutputError, TypoAttackError
+from typoattack.errors import OutputError
 from typoattack.files import write_csv, write_text_atomic
 from typoattack.progress import NullProgress, ProgressReporter
 from typoattack.tasks.real.tables import build_real_leaderboard, build_summary, with_defence_column, write_real_tables
 from typoattack.analysis.figure_style import get_colors, plain_text, save_figure, truncate_label, plt
 from typoattack.analysis.report import (
-    ReportBlock, build_table_block, list_run_blocks, write_report_pages,
+    ReportBlock, add_optional_figure, build_table_block, list_run_blocks, write_report_pages,
 )
 from typoattack.config.types import get_model_warnings
 
@@ -247,13 +247,8 @@ def write_real_report_page(run_dirs: Sequence[Path], infos: Sequence[RunInfo], o
     figures = [out / "real_accuracy.png"]
     plot_real_accuracy(summary, figures[0])
     raw_infos = [i.to_dict() for i in infos]
-    try:
-        examples = collect_real_examples(all_records[0], raw_infos[0])
-    except TypoAttackError as e:
-        progress.log(f"[yellow]real_examples.png skipped: the photos cannot be read here ({e})[/]")
-    else:
-        plot_real_examples(examples, out / "real_examples.png")
-        figures.append(out / "real_examples.png")
+    add_optional_figure(figures, out / "real_examples.png", lambda: collect_real_examples(all_records[0], raw_infos[0]),
+                        plot_real_examples, progress.log, "the photos")
     _, html_path = write_real_report(out, summary, leaderboard, figures, raw_infos, name=stem, notes=notes)
     write_text_atomic(out / "real_leaderboard.md", format_markdown_table(*build_real_leaderboard_cells(leaderboard)))
     return ReportPart(html_path, summary)

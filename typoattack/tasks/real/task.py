@@ -25,7 +25,7 @@ from typoattack.defences.apply import BatchEncoder
 from typoattack.engine.cells import Cell, CellResult
 from typoattack.engine.rundir import RunInfo, get_cell_id
 from typoattack.engine.run import get_context_key
-from typoattack.engine.task import Plan, ReportPart
+from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
 from typoattack.config.types import LabelSet, ModelSpec
@@ -84,17 +84,9 @@ class RealContext:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class RealTask:
+class RealTask(TaskBase, name="real", title="real typographic-attack photos", report_stem="real",
+               output_files=(SUMMARY_CSV, PER_ATTACK_WORD_CSV), job_unit="photos", config_loader=load_real_config):
     """Real typographic-attack photos (`typoattack real`)."""
-
-    name = "real"
-    title = "real typographic-attack photos"
-    report_stem = "real"
-    output_files = (SUMMARY_CSV, PER_ATTACK_WORD_CSV)
-    job_unit = "photos"
-
-    def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> RealConfig:
-        return load_real_config(path, overrides)
 
     def plan(self, cfg: RealConfig, progress: ProgressReporter) -> Plan:
         source = open_dataset(cfg)

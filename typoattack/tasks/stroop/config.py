@@ -11,8 +11,8 @@ from typing import Any
 from typoattack.attack.stroop import Colour, ColourSet
 from typoattack.config.common import RUN_KEYS, RunSettings, check_keys, load_config, parse_run_settings
 from typoattack.config.parsing import (
-    SAMPLE_DATA, resolve_data_source, as_int, as_list, as_str, has_one_placeholder, is_name, load_yaml_mapping, parse_color, resolve_font_path,
-    resolve_path,
+    SAMPLE_DATA, as_int, as_list, as_str, check_distinct, has_one_placeholder, load_yaml_mapping, parse_color,
+    resolve_builtin_yaml, resolve_data_source, resolve_font_path, resolve_path,
 )
 from typoattack.config.types import format_color
 from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT
@@ -58,20 +58,16 @@ class StroopConfig(RunSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.prompts:
-            raise ConfigError("no prompt given; pass --prompt with a template such as 'a {} word'")
+        check_distinct("prompt", self.prompts, "pass --prompt with a template such as 'a {} word'")
         for p in self.prompts:
             check_prompt(p)
-        if len(set(self.prompts)) != len(self.prompts):
-            raise ConfigError("`prompt` lists a template twice")
         word = self.neutral_word
         if not word.strip() or any(ch in word for ch in "\n\r\t"):
             raise ConfigError(f"the neutral word {word!r} must be one line of visible text")
         for font in self.fonts:
             if not Path(font).is_file():
                 raise ConfigError(f"font file {font} does not exist; give a .ttf/.otf path or a file name in fonts/")
-        if not self.fonts or len(set(self.fonts)) != len(self.fonts):
-            raise ConfigError("`font` is empty or lists a font twice")
+        check_distinct("font", self.fonts, "give a .ttf/.otf file")
         if (not self.backgrounds and not self.background_data) or len(set(self.backgrounds)) != len(self.backgrounds):
             raise ConfigError("`background` is empty or lists a colour twice")
         if self.background_limit < 1:
@@ -110,13 +106,7 @@ def list_builtin_colour_sets() -> list[str]:
 
 def resolve_colours_path(value: str, base: Path | None = None) -> str:
     """A colour set given as a YAML path or as the name of a built-in one (distill)."""
-    if not is_name(value):
-        return resolve_path(value, base)
-    if not (COLOURS_DIR / f"{value}.yaml").is_file():
-        names = list_builtin_colour_sets()
-        raise ConfigError(f"colour set {value!r} is neither a YAML file nor a built-in colour set "
-                          f"({', '.join(names)}).{suggest(value, names)}")
-    return str(COLOURS_DIR / f"{value}.yaml")
+    return resolve_builtin_yaml(value, COLOURS_DIR, "colour set", base)
 
 
 def load_colours(path: str | Path) -> ColourSet:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from typoattack.analysis.report import add_optional_figure
 from typoattack.attack.stroop import (
     IMAGE_BACKGROUND_PREFIX, ColourSet, StroopStimulus, check_stimulus_glyphs, get_base_size, get_font_label,
     get_layout, list_stimuli, render_stimulus, resolve_font_label,
@@ -28,8 +29,8 @@ from typoattack.defences.apply import BatchEncoder, resolve_batch_size
 from typoattack.engine.cells import Cell, CellResult
 from typoattack.engine.rundir import RunInfo, get_cell_id, load_records
 from typoattack.engine.run import get_context_key
-from typoattack.engine.task import Plan, ReportPart
-from typoattack.errors import DataError, OutputError, TypoAttackError
+from typoattack.engine.task import Plan, ReportPart, TaskBase
+from typoattack.errors import DataError, OutputError
 from typoattack.files import write_csv
 from typoattack.progress import NullProgress, ProgressReporter
 from typoattack.tasks.shared import build_fingerprint, check_models, describe_run_device, get_backend_versions, load_model
@@ -119,17 +120,9 @@ class StroopContext:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class StroopTask:
+class StroopTask(TaskBase, name="stroop", title="the Stroop test", report_stem="stroop_report",
+                 output_files=STROOP_FILES, job_unit="stimuli", config_loader=load_stroop_config):
     """Goh et al.'s Stroop test (`typoattack stroop`)."""
-
-    name = "stroop"
-    title = "the Stroop test"
-    report_stem = "stroop_report"
-    output_files = STROOP_FILES
-    job_unit = "stimuli"
-
-    def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> StroopConfig:
-        return load_stroop_config(path, overrides)
 
     def plan(self, cfg: StroopConfig, progress: ProgressReporter) -> Plan:
         colours, source, indices, stimuli = list_run_stimuli(cfg)
@@ -325,15 +318,10 @@ def write_stroop_report_page(run_dirs: Sequence[Path], infos: Sequence[RunInfo],
     out.mkdir(parents=True, exist_ok=True)
     summary = build_stroop_summary(rows)
     write_csv(summary, out / STROOP_SUMMARY_CSV)
-    figures = [out / STROOP_MATRIX_PNG, out / STROOP_EXAMPLES_PNG]
+    figures = [out / STROOP_MATRIX_PNG]
     plot_stroop_matrix(rows, figures[0])
     raw_infos = [i.to_dict() for i in infos]
-    try:
-        examples = collect_stroop_examples(frames[0], raw_infos[0])
-    except TypoAttackError as e:
-        progress.log(f"[yellow]{STROOP_EXAMPLES_PNG} skipped: the background images cannot be read here ({e})[/]")
-        figures.pop()
-    else:
-        plot_stroop_examples(examples, figures[1])
+    add_optional_figure(figures, out / STROOP_EXAMPLES_PNG, lambda: collect_stroop_examples(frames[0], raw_infos[0]),
+                        plot_stroop_examples, progress.log, "the background images")
     _, html_path = write_stroop_report(out, summary, figures, raw_infos, stem=stem, notes=notes)
     return ReportPart(html_path, summary)

@@ -14,6 +14,7 @@ from typoattack.config.common import (
 )
 from typoattack.config.defences import add_prefix_baseline
 from typoattack.config.parsing import (
+    check_distinct,
     as_enum, as_float, as_int, as_list, as_str, parse_colors, resolve_font_path, resolve_vocab_path,
 )
 from typoattack.config.types import Placement, RenderStyle, check_fraction
@@ -43,20 +44,11 @@ class SyntheticConfig(ImageSetSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.fractions:
-            raise ConfigError("`fractions` is empty; give at least one pixel fraction such as 0.07")
+        check_distinct("fractions", self.fractions, "give at least one pixel fraction such as 0.07")
         for f in self.fractions:
             check_fraction(f)
-        if len(set(self.fractions)) != len(self.fractions):
-            raise ConfigError(f"`fractions` lists a value twice: {list(self.fractions)}")
-        if not self.placements:
-            raise ConfigError("`placement` is empty; use paper8, center or random")
-        if len(set(self.placements)) != len(self.placements):
-            raise ConfigError("`placement` lists a value twice")
-        if not self.styles:
-            raise ConfigError("no text style: give at least one font, fill and outline")
-        if len(set(self.styles)) != len(self.styles):
-            raise ConfigError("`font`, `fill` or `outline` lists a value twice")
+        check_distinct("placement", self.placements, "use paper8, center or random")
+        check_distinct("font`, `fill` or `outline", self.styles, "give at least one font, fill and outline")
         check_templates(self.templates)
 
     @property

@@ -32,7 +32,7 @@ from typoattack.defences.apply import BatchEncoder
 from typoattack.engine.cells import Cell, CellResult
 from typoattack.engine.rundir import SKIPPED_CSV, RunInfo, get_cell_id
 from typoattack.engine.run import get_context_key
-from typoattack.engine.task import Plan, ReportPart
+from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
 from typoattack.records import Condition, list_conditions
@@ -76,17 +76,9 @@ class SyntheticContext:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class SyntheticTask:
+class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled images", report_stem="eval_report",
+                    output_files=OUTPUT_FILES, job_unit="canvases", config_loader=load_synthetic_config):
     """Synthetic attacks on labelled images (`typoattack eval`)."""
-
-    name = "eval"
-    title = "synthetic attacks on labelled images"
-    report_stem = "eval_report"
-    output_files = OUTPUT_FILES
-    job_unit = "canvases"
-
-    def load_config(self, path: str | Path | None, overrides: dict[str, Any]) -> SyntheticConfig:
-        return load_synthetic_config(path, overrides)
 
     def plan(self, cfg: SyntheticConfig, progress: ProgressReporter) -> Plan:
         source = open_image_source(cfg.data)
