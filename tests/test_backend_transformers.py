@@ -408,14 +408,14 @@ def test_open_clip_checkpoint_converted_gives_the_same_model(converted, images, 
 
 
 def test_open_clip_checkpoint_converted_prefix_matches_open_clip(converted, tmp_path) -> None:
+    from typoattack.defences.apply import get_prefix_classifier
     from typoattack.defences.prefix import PREFIX_PROMPT
-    from typoattack.defences.prefix import build_prefix_classifier as build_open_clip_prefix
 
     open_clip_model, hf_model = converted
     vector = torch.randn(hf_model.get_text_width(), generator=torch.Generator().manual_seed(2))
     torch.save(vector, tmp_path / "prefix.pt")
     names = IMAGENET_CLASSNAMES[:40]
-    expected, _ = build_open_clip_prefix(open_clip_model, names, tmp_path / "prefix.pt", tmp_path)
+    expected, _ = get_prefix_classifier(open_clip_model, names, tmp_path / "prefix.pt", tmp_path)
     assert (hf_model.build_prefix_classifier(names, vector, PREFIX_PROMPT) - expected).abs().max() < 1e-5
 
 

@@ -246,7 +246,8 @@ def test_yaml_defences_resolve_files_next_to_the_config(tmp_path, sample_dir) ->
     config.write_text(f"model: typoattack-tiny\npretrained: 'seed:0'\ndata: {sample_dir}\n"
                       "defences: [none, 'heads:@h.yaml', 'prefix:p.pt']\n")
     cfg = load_synthetic_config(config)
-    assert cfg.defences == ("none", "heads:0.1", f"prefix:{(tmp_path / 'p.pt').resolve()}")
+    # The prefix's baseline (its own single prompt without the token) comes along.
+    assert cfg.defences == ("none", "heads:0.1", f"prefix:{(tmp_path / 'p.pt').resolve()}", "templates:photo")
     assert load_synthetic_config(config, {"defences": ["templates:simple"]}).defences == ("templates:simple",)
 
 

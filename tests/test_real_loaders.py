@@ -194,7 +194,7 @@ def test_real_config_yaml_then_flags(tmp_path) -> None:
         "  - {name: typoattack-tiny, pretrained: 'seed:1'}\nout: results\nlimit: 5\n")
     cfg = load_real_config(tmp_path / "real.yaml", {"protocol": "union", "seed": 3})
     assert cfg.dataset is RealDataset.RTA100 and cfg.protocol is Protocol.UNION and cfg.seed == 3
-    assert cfg.data == str(tmp_path / "data") and cfg.out == str(tmp_path / "results") and cfg.limit == 5
+    assert cfg.data.source == str(tmp_path / "data") and cfg.data.hf_split == "train" and cfg.out == str(tmp_path / "results") and cfg.limit == 5
     assert [m.label for m in cfg.models] == ["typoattack-tiny/seed:0", "typoattack-tiny/seed:1"]
     cfg = load_real_config(tmp_path / "real.yaml", {"model": ["typoattack-tiny"], "pretrained": ["seed:7"]})
     assert [m.label for m in cfg.models] == ["typoattack-tiny/seed:7"]

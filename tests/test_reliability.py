@@ -212,7 +212,7 @@ def test_output_folder_with_another_run_is_refused(sample_dir, tmp_path, cache_d
     assert result.exit_code == 1 and "holds a different run" in result.output
     result = runner.invoke(app, [*args, "--seed", "5", "--overwrite"])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["seed"] == 5
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["seed"] == 5
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     result = runner.invoke(app, _eval_args(sample_dir, tmp_path / "other", cache_dir, "--limit", "4"))

@@ -24,9 +24,9 @@ def per_word(records) -> pd.DataFrame:
 
 
 def _run_info(pretrained: str) -> dict:
-    return {"complete": True, "device": "cpu", "n_images_selected": N_IMAGES, "seed": 0,
+    return {"complete": True, "device": "cpu", "n_items": N_IMAGES,
             "versions": {"torch": "2.14.1", "open_clip": "3.3.0"},
-            "config": {"models": [{"name": "typoattack-tiny", "pretrained": pretrained}], "fractions": FRACTIONS,
+            "config": {"models": [{"name": "typoattack-tiny", "pretrained": pretrained}], "fractions": FRACTIONS, "seed": 0,
                        "out": "runs/ci", "vocab": "goh2021"},
             "models": [{"name": "typoattack-tiny", "pretrained": pretrained, "n_images": N_IMAGES, "n_skipped": 0}]}
 
@@ -63,7 +63,7 @@ def test_report_markdown(report):
     assert md.count("| `<b>&` |") == len(MODELS) * len(FRACTIONS) * len(PLACEMENTS)
     # The run section: config block, versions, device, images, and the untrained warning.
     assert "```json" in md and '"vocab": "goh2021"' in md
-    assert "torch 2.14.1" in md and "- device: cpu" in md and f"- images selected: {N_IMAGES}" in md
+    assert "torch 2.14.1" in md and "- device: cpu" in md and f"- items selected: {N_IMAGES}" in md
     assert re.search(r"^\*\*⚠ UNTRAINED MODEL: typoattack-tiny/seed:0 has random weights.*only check the pipeline.*\*\*$",
                      md, flags=re.MULTILINE)
 

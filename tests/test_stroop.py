@@ -347,5 +347,5 @@ def test_config_yaml_is_overridden_by_flags_and_paths_are_relative_to_it(tmp_pat
     assert cfg.out == str(tmp_path / "runs" / "x")
     assert load_colours(cfg.colours).names == ["red", "blue"]
     assert load_stroop_config(config, {"background": ["white"]}).backgrounds == ((255, 255, 255),)
-    with pytest.raises(ConfigError, match="unknown stroop config key `variant`"):
+    with pytest.raises(ConfigError, match="unknown config key `variant`"):
         load_stroop_config(None, {"model": "typoattack-tiny", "pretrained": "seed:0", "variant": 2})

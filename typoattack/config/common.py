@@ -90,7 +90,7 @@ class RunSettings:
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
         if not self.ray_timeout > 0:
-            raise ConfigError(f"ray_timeout must be a positive number of seconds, got {self.ray_timeout}")
+            raise ConfigError(f"ray_timeout must be a number of seconds > 0, got {self.ray_timeout}")
 
     @property
     def model_warnings(self) -> list[str]:
