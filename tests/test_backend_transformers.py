@@ -379,7 +379,7 @@ def converted(tmp_path_factory):
     from transformers import CLIPImageProcessor, CLIPProcessor
 
     from typoattack.constants import MODEL_CONFIGS_DIR
-    from typoattack.models.loading import TINY_MODEL, create_model
+    from typoattack.backends.open_clip.model import TINY_MODEL, create_model
 
     open_clip_model = create_model(ModelSpec(TINY_MODEL, "seed:0"), CPU, Precision.FP32)
     cfg = json.loads((MODEL_CONFIGS_DIR / f"{TINY_MODEL}.json").read_text())
@@ -392,16 +392,14 @@ def converted(tmp_path_factory):
 
 
 def test_open_clip_checkpoint_converted_gives_the_same_model(converted, images, tmp_path) -> None:
-    from typoattack.models.classify import build_classifier, encode_images
-
     open_clip_model, hf_model = converted
     names = IMAGENET_CLASSNAMES[::4]
-    open_clip_classifier, _ = build_classifier(open_clip_model, names, TEMPLATES, tmp_path)
+    open_clip_classifier, _ = get_classifier(open_clip_model, names, TEMPLATES, tmp_path)
     hf_classifier = hf_model.build_classifier(names, TEMPLATES)
     assert (open_clip_classifier - hf_classifier).abs().max() < 1e-5  # same tokens, same text tower
-    canvases = torch.from_numpy(np.stack([np.asarray(open_clip_model.canvas_transform(im)) for im in images]))
+    canvases = torch.from_numpy(np.stack([np.asarray(open_clip_model.geometry.transform(im)) for im in images]))
     # open_clip's logits use a fixed scale of 100; compare at that scale on the same canvases.
-    expected = encode_images(open_clip_model, open_clip_classifier, canvases)
+    expected = build_logits(open_clip_model, open_clip_classifier, canvases)
     logits = build_logits(hf_model, hf_classifier, canvases) * (100.0 / hf_model.logit_scale)
     assert (logits - expected).abs().max() < 1e-3
     assert (logits.argmax(1) == expected.argmax(1)).all()

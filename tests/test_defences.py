@@ -14,14 +14,12 @@ from typer.testing import CliRunner
 
 from typoattack.cli import app
 from typoattack.tasks.synthetic.config import load_synthetic_config
-from typoattack.config.types import ModelSpec, Precision
 from typoattack.backends.open_clip.heads import ablate_heads, get_head_grid
-from typoattack.backends.open_clip.model import create_model
 from typoattack.backends.open_clip.prefix import embed_prompts, encode_text_embeddings, get_star_token
 from typoattack.config.defences import DefenceKind, parse_defence, parse_defences
 from typoattack.defences.prefix import PREFIX_PROMPT, load_prefix
 from typoattack.errors import ConfigError
-from runs import run_eval, run_report
+from runs import run_report
 
 runner = CliRunner()
 TABLES = ["records.parquet", "per_word.csv", "per_word.md", "confusion.csv"]

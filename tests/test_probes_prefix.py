@@ -4,7 +4,6 @@ plain float32 vector, and the run fingerprints hash the file's contents."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

@@ -118,7 +118,7 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the configuration was validated")
 
-    monkeypatch.setattr(typoattack.models.loading, "create_model", refuse)
+    monkeypatch.setattr(typoattack.backends.open_clip.model, "create_model", refuse)
     monkeypatch.setattr(typoattack.backends.open_clip.model.open_clip, "create_model_and_transforms", refuse)
 
 

@@ -253,7 +253,7 @@ def _run(task_name: str, config: str | None, overrides: dict[str, Any], overwrit
         console.print(f"Shard {info.shard['index']}/{info.shard['count']}: {len(info.shard['cells'])} of "
                       f"{len(info.cells)} cells; combine all shard folders with `typoattack merge DIR... --out DIR`",
                       highlight=False)
-    else:
+    elif not result.summary.empty:
         for renderable in task.show_summary(result.summary, info, full=table is TableView.FULL):
             console.print(renderable)
     ips = info.images_per_second
@@ -402,7 +402,8 @@ def _merge(run_dirs: list[Path], out: Path, overwrite: bool) -> None:
     tasks = get_tasks()
     with _user_errors():
         result = run_merge(run_dirs, out, tasks, overwrite=overwrite)
-    for renderable in tasks[result.info.task].show_summary(result.summary, result.info):
+    for renderable in (tasks[result.info.task].show_summary(result.summary, result.info)
+                       if not result.summary.empty else []):
         console.print(renderable)
     console.print(f"Merged {len(run_dirs)} shard folders into {result.out_dir}/ ({len(result.records)} records, "
                   f"{len(result.info.cells)} cells)", highlight=False)

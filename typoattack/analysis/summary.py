@@ -30,8 +30,8 @@ def _format_words(words: list[tuple[str, float]]) -> str:
 
 def build_summary(per_word: pd.DataFrame, top: int = TOP_WORDS) -> list[RenderableType]:
     """Per model (and defence): clean top-1, then per fraction and placement the attacked top-1, the
-    mean ASR over the words and the word with the highest ASR; then the words with the highest and
-    the lowest mean ASR over all conditions.
+    mean ASR over the words and the word with the highest ASR ("none" when no word succeeded on any
+    image); then the words with the highest and the lowest mean ASR over all conditions.
 
     Args:
         per_word: The per-word table (`analysis.metrics.build_per_word_table`).
@@ -62,7 +62,7 @@ def build_summary(per_word: pd.DataFrame, top: int = TOP_WORDS) -> list[Renderab
             best = group.sort_values(["asr", "word"], ascending=[False, True], kind="stable").iloc[0]
             table.add_row(f"{row['fraction']:g}", _condition_label(row, styles),
                           format_percent(group["attacked_top1"].mean()), format_percent(group["asr"].mean()),
-                          f"{best['word']} {format_percent(best['asr'])}")
+                          f"{best['word']} {format_percent(best['asr'])}" if best["asr"] > 0 else "none")
         out.append(table)
         means = rows.groupby("word", sort=True)["asr"].mean()
         ranked = [(w, float(means[w])) for w in rank_words(rows)]

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from PIL import ImageColor
 
-from typoattack.config.types import BUILTIN_TEMPLATES, DataSpec, ModelSpec, ShardSpec, is_untrained
+from typoattack.config.types import DataSpec, ModelSpec, ShardSpec, is_untrained
 from typoattack.constants import CONFIGS_DIR, FONTS_DIR, SAMPLE_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError, suggest
 from typoattack.files import expand_path

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from typoattack.engine import rundir
 from typoattack.engine.rundir import SKIPPED_CSV, RunFolder, RunInfo, describe_shard, read_run_info
 from typoattack.engine.run import finish_info
 from typoattack.engine.task import Task

@@ -21,7 +21,7 @@ from typoattack.progress import NullProgress, ProgressReporter
 from typoattack.tasks.real.tables import build_real_leaderboard, build_summary, with_defence_column, write_real_tables
 from typoattack.analysis.figure_style import get_colors, plain_text, save_figure, truncate_label, plt
 from typoattack.analysis.report import (
-    ReportBlock, add_optional_figure, build_table_block, list_run_blocks, write_report_pages,
+    ReportBlock, add_optional_figure, build_table_block, format_markdown_table, list_run_blocks, write_report_pages,
 )
 from typoattack.config.types import get_model_warnings
 

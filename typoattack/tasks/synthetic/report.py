@@ -12,7 +12,7 @@ import pandas as pd
 
 from typoattack.analysis import plots
 from typoattack.analysis.metrics import (
-    MANY_WORDS, PER_WORD_COLUMNS, build_leaderboard, build_per_word_table, count_words, rank_words,
+    MANY_WORDS, build_leaderboard, build_per_word_table, count_words, rank_words,
 )
 from typoattack.analysis.report import (
     PER_WORD_CSV, format_leaderboard_markdown, has_several_defences, write_report, write_tables,
