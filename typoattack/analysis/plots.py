@@ -57,7 +57,7 @@ from typoattack.analysis.figure_style import (  # noqa: E402, F401
     ASR_VS_FRACTION_MAX_COLS, BAR_LEGEND_MAX_COLS, BAR_PANEL_BASE_W, BAR_PANEL_H, BAR_PANEL_MIN_W, BAR_W_PER_BAR,
     BAR_W_PER_WORD_MIN, CLASS_NAME_MAX, CONF_BASE_H, CONF_BASE_W, CONF_CELL, CONF_ROW, DPI, EX_H, EX_TITLE_H, EX_W,
     LEGEND_MAX_COLS, LEGEND_ROW_H, PANEL_H, PANEL_W, RANK_BAR_H, RANK_BASE_H, RANK_LABEL_MAX, RANK_MAX_COLS,
-    RANK_PANEL_W, TITLE_H, ASR_BOTTOM_MARGIN, AsrAxis, check_table, get_asr_axis, get_colors, plain_text, select_equal, save_figure, truncate_label, format_word_label,
+    RANK_PANEL_W, TITLE_H, ASR_BOTTOM_MARGIN, check_table, get_asr_axis, get_colors, plain_text, select_equal, save_figure, truncate_label, format_word_label,
 )
 from typoattack.analysis.vocab_plots import (  # noqa: E402
     plot_asr_distribution, plot_asr_ranked, plot_asr_vs_word_length,
