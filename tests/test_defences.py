@@ -230,6 +230,18 @@ def test_several_defences_share_images_and_keep_the_undefended_numbers(tmp_path,
     assert "+0.0 pt" in none_row and "| heads:1.0,1.1 | none |" in table and "| templates:openai | none |" in table
     assert "| prefix:prefix.pt | templates:photo |" in table
     assert (report / "asr_vs_fraction_heads_1.0_1.1.png").is_file() and (report / "asr_vs_fraction_none.png").is_file()
+    # The leaderboard ranks by accuracy under attack and shows each defence's clean cost against `none`.
+    board = pd.read_csv(report / "leaderboard.csv")
+    assert board["attacked_top1"].is_monotonic_decreasing and len(board) == 5
+    none_clean = board.loc[board["defence"] == "none", "clean_top1"].item()
+    assert (board["clean_top1_vs_none"] - (board["clean_top1"] - none_clean)).abs().max() < 1e-6
+    lead = md[md.index("## Leaderboard"):md.index("**Contents:**")]
+    assert "| Δ clean vs none |" in lead and lead.count("| heads:1.0,1.1 |") == 1
+    # The top confusions: the report shows the undefended rows, the CSV every defence.
+    confusions = md[md.index("## Top confusions"):md.index("## Per-word results")]
+    assert "Defence none only." in confusions and "heads:1.0,1.1" not in confusions
+    top = pd.read_csv(report / "top_confusions.csv", keep_default_na=False)
+    assert set(top["defence"]) <= set(records["defence"]) and top["defence"].nunique() > 1
     _, single = run_report([plain])
     assert "## Defences" not in (single / "report.md").read_text()
 

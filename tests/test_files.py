@@ -13,7 +13,10 @@ from typoattack.tasks.synthetic.config import SyntheticConfig
 from typoattack.config.types import (
     DataSpec, ModelSpec, get_untrained_warning, is_untrained,
 )
-from typoattack.files import get_label_slug, get_word_slug, write_atomic, write_parquet_atomic, write_text_atomic
+from typoattack.files import (
+    WORD_SLUG_MAX, build_word_slugs, get_label_slug, get_word_slug, write_atomic, write_parquet_atomic,
+    write_text_atomic,
+)
 
 
 def test_write_text_atomic_replaces_and_creates_parents(tmp_path: Path) -> None:
@@ -44,10 +47,34 @@ def test_write_parquet_atomic_round_trip(tmp_path: Path) -> None:
     assert pd.read_parquet(tmp_path / "r.parquet").equals(frame)
 
 
-@pytest.mark.parametrize(("word", "slug"), [("$$$", "x24x24x24"), ("iPod", "iPod"), ("a b", "ax20b"), ("", "empty"),
-                                            ("é", "xe9")])
+@pytest.mark.parametrize(("word", "slug"), [
+    ("$$$", "dollar-dollar-dollar"), ("iPod", "ipod"), ("a b", "a-b"), ("", "empty"), ("é", "e"), ("café", "cafe"),
+    ("<b>&", "lt-b-gt-and"), ("trash can", "trash-can"), ("中文", "u4e2d-u6587"), ("...", "u2e-u2e-u2e"),
+    ("C++", "c-plus-plus"), ("50%", "50-percent"), ("x" * 100, "x" * WORD_SLUG_MAX),
+])
 def test_word_slug(word: str, slug: str) -> None:
     assert get_word_slug(word) == slug
+
+
+@pytest.mark.parametrize("word", ["$$$", "iPod", "a b", "", "é", "<b>&", "中文", "...", "a/b\\c:d*e?f\"g<h>i|j", "Ω" * 50,
+                                  " -lead", "x" * 100])
+def test_word_slug_is_file_system_safe(word: str, tmp_path: Path) -> None:
+    slug = get_word_slug(word)
+    assert slug and len(slug) <= WORD_SLUG_MAX
+    assert set(slug) <= set("abcdefghijklmnopqrstuvwxyz0123456789-") and not slug.startswith("-") and not slug.endswith("-")
+    (tmp_path / f"confusion_{slug}.png").write_bytes(b"")  # a name the file system takes
+
+
+def test_word_slugs_are_unique_in_order() -> None:
+    words = ["a b", "A-B", "a_b", "$$$", "iPod", "ipod", "x" * 70, "x" * 80]
+    slugs = build_word_slugs(words)
+    assert list(slugs) == words
+    assert slugs["a b"] == "a-b" and slugs["A-B"] == "a-b-2" and slugs["a_b"] == "a-b-3"
+    assert slugs["iPod"] == "ipod" and slugs["ipod"] == "ipod-2"
+    assert slugs["x" * 80] == "x" * WORD_SLUG_MAX + "-2"
+    # Unique also for a file system that ignores case.
+    assert len({s.casefold() for s in slugs.values()}) == len(words)
+    assert build_word_slugs(["a", "a"]) == {"a": "a"}
 
 
 def test_label_slug() -> None:

@@ -16,9 +16,10 @@ from synthetic_tables import (
 )
 from typoattack.analysis import plots, vocab_plots
 from typoattack.analysis.metrics import (
-    MANY_WORDS, RANKING_SIZE, build_asr_ranking, build_leaderboard, build_per_word_table, count_words,
-    is_large_vocabulary, rank_words,
+    MANY_WORDS, RANKING_SIZE, build_asr_ranking, build_confusion_table, build_leaderboard, build_per_word_table,
+    build_top_confusions, count_words, is_large_vocabulary, rank_words, select_heatmap_words,
 )
+from typoattack.files import build_word_slugs
 from typoattack.analysis.report import build_ranking_cells, write_report
 from typoattack.tasks.synthetic import report as reporting
 
@@ -230,27 +231,48 @@ def test_small_vocabulary_report_has_no_ranking(few, tmp_path):
 
 
 def test_large_vocabulary_caps_per_word_figures(tmp_path):
-    records = make_many_word_records(1000, n_images=5)
+    records = make_many_word_records(1000, n_images=20)
     per_word = build_per_word_table(records, CLASS_NAMES)
-    figures, notes = reporting._plot_figures(records, per_word, tmp_path)
-    names = [f.name for f in figures]
-    confusions = sorted(tmp_path.glob("confusion_*.png"))
-    assert len(confusions) == reporting.CONFUSION_MAX_WORDS
-    assert [f"confusion_{w}.png" for w in rank_words(per_word)[: reporting.CONFUSION_MAX_WORDS]] == names[5:]
-    assert names[:5] == ["asr_vs_fraction.png", "asr_ranked.png", "asr_distribution.png",
-                         "asr_vs_word_length.png", "accuracy.png"]
+    figures, notes = reporting._plot_figures(per_word, tmp_path)
+    assert [f.name for f in figures] == ["asr_vs_fraction.png", "asr_ranked.png", "asr_distribution.png",
+                                         "asr_vs_word_length.png", "accuracy.png"]
     assert not (tmp_path / "asr_by_word.png").exists()
     for f in figures:
         assert f.is_file() and _size(f)[1] < MAX_HEIGHT_PX, f.name
-    assert len(notes) == 1 and "1000 words" in notes[0] and f"the {reporting.CONFUSION_MAX_WORDS} words" in notes[0]
+    assert len(notes) == 1 and "1000 words" in notes[0] and f"the {reporting.CONFUSION_MAX_WORDS} such words" in notes[0]
     assert reporting.select_figure_words(per_word, reporting.EXAMPLE_MAX_WORDS) == rank_words(per_word)[:8]
 
+    blocks = reporting.write_confusions(records, per_word, tmp_path)
+    # Word i succeeds with probability ~i/1000: hundreds of words move >= 10 of 20 images to their
+    # target; only CONFUSION_MAX_WORDS get a heatmap, those that moved the largest share.
+    confusion = build_confusion_table(records)
+    chosen = select_heatmap_words(confusion, reporting.CONFUSION_MAX_WORDS)
+    assert len(chosen) == reporting.CONFUSION_MAX_WORDS
+    slugs = build_word_slugs(sorted(set(per_word["word"])))
+    heatmaps = sorted(p.name for p in tmp_path.glob("confusion_*.png"))
+    assert heatmaps == sorted(f"confusion_{slugs[w]}.png" for w in chosen)
+    for name in heatmaps:
+        assert _size(tmp_path / name)[1] < MAX_HEIGHT_PX
+    assert [b.path.name for b in blocks if b.kind == "figure"] == [f"confusion_{slugs[w]}.png" for w in sorted(chosen)]
+    # The report's table shows the words with the highest mean ASR; the CSV every word with a wrong prediction.
+    table = next(b for b in blocks if b.kind == "table" and b.text == "confusions")
+    shown = {row[0].split("`")[1] for row in table.cells}
+    assert shown <= set(rank_words(per_word)[: reporting.CONFUSION_MAX_WORDS]) and len(shown) >= 10
+    csv = pd.read_csv(tmp_path / reporting.TOP_CONFUSIONS_CSV, keep_default_na=False)
+    assert set(csv["word"]) == set(build_top_confusions(confusion)["word"]) and len(set(csv["word"])) > 900
+    assert list(csv.columns[csv.columns.get_loc("true_index"):][:4]) == ["true_index", "true_name", "pred_index",
+                                                                         "pred_name"]
 
-def test_small_vocabulary_keeps_todays_figures(tmp_path):
+
+def test_small_vocabulary_figures(tmp_path):
     records = make_many_word_records(9, n_images=5)
     per_word = build_per_word_table(records, CLASS_NAMES)
-    figures, notes = reporting._plot_figures(records, per_word, tmp_path)
-    assert [f.name for f in figures] == (["asr_vs_fraction.png", "asr_by_word.png", "accuracy.png"]
-                                         + [f"confusion_{w}.png" for w in make_many_words(9)])
+    figures, notes = reporting._plot_figures(per_word, tmp_path)
+    assert [f.name for f in figures] == ["asr_vs_fraction.png", "asr_by_word.png", "accuracy.png"]
     assert notes == [] and reporting.select_figure_words(per_word, reporting.EXAMPLE_MAX_WORDS) is None
     assert not (tmp_path / "asr_ranked.png").exists()
+    # 5 images per condition: no class can gain 10 images, so no heatmap; the table lists every word.
+    blocks = reporting.write_confusions(records, per_word, tmp_path)
+    assert not list(tmp_path.glob("confusion_*.png")) and not [b for b in blocks if b.kind == "figure"]
+    files = next(b for b in blocks if b.kind == "table" and b.text == "heatmaps")
+    assert {row[1] for row in files.cells} == {"— (no class gained enough)"}

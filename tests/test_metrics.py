@@ -14,6 +14,7 @@ from typoattack.analysis.report import format_leaderboard_markdown
 from typoattack.records import RECORD_COLUMNS, STYLE_COLUMNS
 from typoattack.analysis.metrics import (
     CONFUSION_COLUMNS,
+    LEADERBOARD_RULE,
     PER_WORD_COLUMNS,
     build_clean_table,
     build_confusion_table,
@@ -519,8 +520,8 @@ def synthetic_per_word() -> pd.DataFrame:
 def test_leaderboard_matches_pandas(synthetic_per_word):
     per_word = synthetic_per_word
     board = build_leaderboard(per_word)
-    assert list(board.columns) == ["model", "pretrained", "defence", "n_images", "clean_top1", "attacked_top1", "mean_asr",
-                                   "asr@0.04", "asr@0.1"]
+    assert list(board.columns) == ["model", "pretrained", "defence", "n_images", "clean_top1", "clean_top1_vs_none",
+                                   "attacked_top1", "mean_asr", "asr@0.04", "asr@0.1"]
     assert len(board) == len(synthetic_tables.MODELS)
     g = per_word.groupby(["model", "pretrained"])
     for r in board.to_dict("records"):
@@ -529,22 +530,54 @@ def test_leaderboard_matches_pandas(synthetic_per_word):
         assert r["mean_asr"] == pytest.approx(rows["asr"].mean())
         assert r["attacked_top1"] == pytest.approx(rows["attacked_top1"].mean())
         assert r["clean_top1"] == pytest.approx(rows["clean_top1"].iloc[0])
+        assert r["clean_top1_vs_none"] == 0.0  # every row is undefended
         for f in synthetic_tables.FRACTIONS:
             assert r[f"asr@{f:g}"] == pytest.approx(rows.loc[rows["fraction"] == f, "asr"].mean())
-    # The strong attack on the first model makes it the less robust one.
-    assert list(board["model"]) == ["typoattack-tiny", "ViT-B-32"]
-    assert board["mean_asr"].is_monotonic_increasing
+    # The rule: accuracy under attack, highest first.
+    want = sorted(g, key=lambda item: -item[1]["attacked_top1"].mean())
+    assert list(board["model"]) == [model for (model, _), _ in want]
+    assert board["attacked_top1"].is_monotonic_decreasing
 
 
-def test_leaderboard_sort_ties_by_clean_top1():
+def _leaderboard_rows(entries: list[tuple]) -> pd.DataFrame:
+    """Per-word rows at two fractions from (model, defence, clean, attacked, asr)."""
     rows = []
-    for model, asr, clean in [("A", 0.2, 0.5), ("B", 0.2, 0.7), ("C", 0.1, 0.1), ("D", 0.3, 0.9)]:
+    for model, defence, clean, attacked, asr in entries:
         for f in (0.04, 0.1):
-            rows.append({"model": model, "pretrained": "p", "fraction": f, "n_images": 10, "clean_top1": clean,
-                         "attacked_top1": clean / 2, "asr": asr + (0.05 if f == 0.1 else -0.05)})
-    board = build_leaderboard(pd.DataFrame(rows))
-    assert list(board["model"]) == ["C", "B", "A", "D"]
-    assert board.loc[0, "asr@0.1"] == pytest.approx(0.15) and board.loc[0, "asr@0.04"] == pytest.approx(0.05)
+            rows.append({"model": model, "pretrained": "p", "defence": defence, "fraction": f, "n_images": 10,
+                         "clean_top1": clean, "attacked_top1": attacked, "asr": asr + (0.05 if f == 0.1 else -0.05)})
+    return pd.DataFrame(rows)
+
+
+def test_leaderboard_ranks_by_attacked_top1_then_clean_then_asr():
+    board = build_leaderboard(_leaderboard_rows([
+        ("A", "none", 0.8, 0.5, 0.1), ("B", "none", 0.9, 0.5, 0.3), ("C", "none", 0.9, 0.5, 0.2),
+        ("D", "none", 0.6, 0.6, 0.4)]))
+    # D is attacked most (highest ASR) but keeps the most images right; C and B tie on both top-1s.
+    assert list(board["model"]) == ["D", "C", "B", "A"]
+    assert board.loc[1, "asr@0.1"] == pytest.approx(0.25) and board.loc[1, "asr@0.04"] == pytest.approx(0.15)
+
+
+def test_leaderboard_shows_what_a_defence_costs_on_clean_images():
+    # The defence cuts the ASR from 30% to 5% but halves clean accuracy: fewer attacked images stay right.
+    board = build_leaderboard(_leaderboard_rows([
+        ("M", "none", 0.8, 0.4, 0.3), ("M", "heads:0.1", 0.3, 0.25, 0.05), ("N", "heads:0.1", 0.7, 0.3, 0.1)]))
+    assert list(zip(board["model"], board["defence"])) == [("M", "none"), ("N", "heads:0.1"), ("M", "heads:0.1")]
+    change = dict(zip(zip(board["model"], board["defence"]), board["clean_top1_vs_none"]))
+    assert change[("M", "none")] == 0.0
+    assert change[("M", "heads:0.1")] == pytest.approx(0.3 - 0.8)
+    assert np.isnan(change[("N", "heads:0.1")])  # N has no undefended row
+    lines = format_leaderboard_markdown(board).splitlines()
+    assert lines[0].startswith("| rank | model | pretrained | defence | n images | clean top-1 | Δ clean vs none | "
+                               "attacked top-1 | mean ASR |")
+    assert lines[2].startswith("| 1 | M | p | none | 10 | 80.0% |  | 40.0% | 30.0% |")
+    assert lines[3].startswith("| 2 | N | p | heads:0.1 | 10 | 70.0% | n/a | 30.0% | 10.0% |")
+    assert lines[4].startswith("| 3 | M | p | heads:0.1 | 10 | 30.0% | -50.0 pt | 25.0% | 5.0% |")
+
+
+def test_leaderboard_rule_is_stated():
+    assert "attacked top-1" in LEADERBOARD_RULE and "clean" in LEADERBOARD_RULE
+    assert "highest attacked_top1 first" in build_leaderboard.__doc__.replace("`", "")
 
 
 def test_leaderboard_missing_fraction_is_nan_and_na_in_markdown():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from typoattack.analysis import plots
+from typoattack.analysis.metrics import HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, TOP_CONFUSIONS_PER_WORD
 from typoattack.cli import app
+from typoattack.tasks.synthetic.report import format_condition, select_example_conditions, select_example_images
 from typoattack.tasks.synthetic.config import load_synthetic_config
 from typoattack.errors import OutputError
 from runs import run_report
@@ -38,9 +42,25 @@ def two_runs(tmp_path_factory, sample_dir, cache_dir) -> tuple[Path, Path]:
     return dirs[0], dirs[1]
 
 
-EXPECTED = ["asr_vs_fraction.png", "asr_by_word.png", "accuracy.png", "confusion_pizza.png",
-            "confusion_x24x24x24.png", "examples.png", "leaderboard.csv", "leaderboard.md", "report.md",
-            "report.html", "per_word.csv"]
+EXPECTED = ["asr_vs_fraction.png", "asr_by_word.png", "accuracy.png", "examples.png", "leaderboard.csv",
+            "leaderboard.md", "report.md", "report.html", "per_word.csv", "top_confusions.csv"]
+
+
+def _words_that_moved_images(records: pd.DataFrame) -> set[str]:
+    """Words for which, in some model and condition, one class received at least HEATMAP_MIN_IMAGES
+    and HEATMAP_MIN_SHARE of the images more from other classes than on the clean images."""
+    wrong = records[records["true_index"] != records["pred_index"]]
+    clean = wrong[wrong["word"] == ""].groupby(["pretrained", "pred_index"]).size()
+    found = set()
+    for (pretrained, word, fraction, placement), rows in wrong[wrong["word"] != ""].groupby(
+            ["pretrained", "word", "fraction", "placement"]):
+        n = int(((records["pretrained"] == pretrained) & (records["word"] == word) & (records["fraction"] == fraction)
+                 & (records["placement"] == placement)).sum())
+        for pred, count in rows.groupby("pred_index").size().items():
+            gain = count - clean.get((pretrained, pred), 0)
+            if gain >= HEATMAP_MIN_IMAGES and gain / n >= HEATMAP_MIN_SHARE:
+                found.add(word)
+    return found
 
 
 def test_report_of_one_run(two_runs, tmp_path) -> None:
@@ -54,12 +74,81 @@ def test_report_of_one_run(two_runs, tmp_path) -> None:
         with Image.open(png) as img:
             assert img.width >= 500 and img.height >= 300, png.name
             assert np.asarray(img.convert("L")).std() > 5, png.name  # not blank
-    # examples.png: 2 words x 4 images, one row per word
+    # examples.png: 2 words x 1 image, each clean and under the 4 conditions.
     with Image.open(out / "examples.png") as img:
-        assert img.height > img.width * 0.5
+        assert abs(img.width - round(5 * plots.EX_W * plots.DPI)) <= 3
+        assert abs(img.height - round((2 * plots.EX_H + plots.EX_TITLE_H) * plots.DPI)) <= 3
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(list(out.glob("*.png")))
     assert "UNTRAINED MODEL" in html
+    # A heatmap exactly for the words whose attack moved images to one class (the stated rule).
+    records = pd.read_parquet(run0 / "records.parquet")
+    slugs = {"pizza": "pizza", "$$$": "dollar-dollar-dollar"}
+    assert sorted(p.name for p in out.glob("confusion_*.png")) == sorted(
+        f"confusion_{slugs[w]}.png" for w in _words_that_moved_images(records))
+    # The top confusions: at most TOP_CONFUSIONS_PER_WORD rows per word, each a wrong prediction of the records.
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Top confusions"):md.index("## Per-word results")]
+    top = pd.read_csv(out / "top_confusions.csv", keep_default_na=False)
+    assert set(top["word"]) == {"pizza", "$$$"} and top.groupby("word").size().max() <= TOP_CONFUSIONS_PER_WORD
+    for r in top.itertuples():
+        assert r.true_index != r.pred_index
+        cell = records[(records["word"] == r.word) & (records["fraction"] == r.fraction)
+                       & (records["placement"] == r.placement) & (records["true_index"] == r.true_index)
+                       & (records["pred_index"] == r.pred_index)]
+        assert len(cell) == r.count and r.share == pytest.approx(r.count / 12, abs=1e-6)
+        assert f"| {r.true_name} → {r.pred_name} | {r.count} |" in section
+    assert "| `$$$` → piggy bank |" in section and "dollar-dollar-dollar" in section
+
+
+def test_report_draws_a_heatmap_where_the_attack_moved_images(two_runs, tmp_path) -> None:
+    run0, _ = two_runs
+    moved = tmp_path / "moved"
+    shutil.copytree(run0, moved)
+    records = pd.read_parquet(moved / "records.parquet")
+    # `$$$` at 0.1 / paper8 now sends every image to piggy bank (719): 12 images, 100% of the condition.
+    hit = (records["word"] == "$$$") & (records["fraction"] == 0.1) & (records["placement"] == "paper8")
+    records.loc[hit, "pred_index"] = 719
+    records.to_parquet(moved / "records.parquet")
+    assert _words_that_moved_images(records) >= {"$$$"}
+    _, out = run_report([moved], tmp_path / "rep")
+    assert (out / "confusion_dollar-dollar-dollar.png").is_file()
+    assert sorted(p.name for p in out.glob("confusion_*.png")) == sorted(
+        f"confusion_{w if w == 'pizza' else 'dollar-dollar-dollar'}.png" for w in _words_that_moved_images(records))
+    md = (out / "report.md").read_text()
+    assert "| `$$$` → piggy bank | confusion_dollar-dollar-dollar.png |" in md
+    assert "![confusion_dollar-dollar-dollar](confusion_dollar-dollar-dollar.png)" in md
+    # The table's row of that condition: the largest cell goes to piggy bank, all 12 images into the class.
+    top = pd.read_csv(out / "top_confusions.csv", keep_default_na=False)
+    row = top[(top["word"] == "$$$") & (top["fraction"] == 0.1) & (top["placement"] == "paper8")].iloc[0]
+    assert row["pred_name"] == "piggy bank" and row["into_count"] == 12 and row["rank"] == 1
+
+
+def test_example_choice_is_seeded_per_word() -> None:
+    ids = [f"img{i:03d}" for i in range(500)]
+    first = select_example_images(ids, "pizza", 0, 3)
+    assert first == select_example_images(list(reversed(ids)), "pizza", 0, 3)  # the same on a rerun
+    assert len(set(first)) == 3 and first != ids[:3]
+    others = {w: select_example_images(ids, w, 0, 1) for w in ("trash", "iPod", "$$$", "meow", "radio")}
+    assert len({tuple(v) for v in others.values()}) == 5  # each word its own image
+    assert select_example_images(ids, "pizza", 1, 3) != first  # keyed on the seed too
+    # Images shown for an earlier word are avoided while enough others remain.
+    assert not set(select_example_images(ids[:4], "pizza", 0, 2, used=set(ids[:2]))) & set(ids[:2])
+    assert sorted(select_example_images(ids[:3], "pizza", 0, 3, used=set(ids[:2]))) == ids[:3]
+    assert select_example_images([], "pizza", 0, 2) == []
+
+
+def test_example_conditions_are_evenly_spaced() -> None:
+    rows = [{"word": "w", "target_index": 1, "fraction": f, "placement": p, "font": "F", "fill": "#fff",
+             "outline": "#000", "outline_width": 1, "opacity": 1.0}
+            for p in ("random", "paper8") for f in (0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2)]
+    conditions = pd.DataFrame(rows)
+    few = select_example_conditions(conditions.iloc[:3], 4)
+    assert list(few["fraction"]) == [0.01, 0.02, 0.04]
+    many = select_example_conditions(conditions, 4)
+    assert [(r.placement, r.fraction) for r in many.itertuples()] == [
+        ("paper8", 0.01), ("paper8", 0.1), ("random", 0.04), ("random", 0.2)]  # positions 0, 4, 9, 13 of 14
+    assert format_condition(many.iloc[0]) == "fraction 0.01 · paper8"
 
 
 def test_leaderboard_and_report_agree_with_per_word(two_runs, tmp_path) -> None:
@@ -77,6 +166,8 @@ def test_leaderboard_and_report_agree_with_per_word(two_runs, tmp_path) -> None:
         for f in (0.04, 0.1):
             assert getattr(leaderboard.loc[row.Index], f"asr@{f:g}") == pytest.approx(
                 mine.loc[mine["fraction"] == f, "asr"].mean(), abs=1e-6)
+    # The rule: accuracy under attack, highest first.
+    assert leaderboard["attacked_top1"].is_monotonic_decreasing
     combined = pd.read_csv(out / "per_word.csv")
     assert len(combined) == len(runs_per_word) == 2 * 2 * 2 * 2
     md = (out / "report.md").read_text()

@@ -9,8 +9,11 @@ import pytest
 
 from synthetic_tables import CLASS_NAMES, FRACTIONS, MODELS, N_IMAGES, PLACEMENTS, WORDS, make_records, with_fills
 from typoattack.analysis import plots
-from typoattack.analysis.metrics import PER_WORD_COLUMNS, build_leaderboard, build_per_word_table
-from typoattack.analysis.report import format_leaderboard_markdown, write_report
+from typoattack.analysis.metrics import (
+    LEADERBOARD_RULE, PER_WORD_COLUMNS, build_confusion_table, build_leaderboard, build_per_word_table,
+    build_top_confusions,
+)
+from typoattack.analysis.report import format_leaderboard_markdown, get_anchor, list_confusion_blocks, write_report
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def report(per_word, records, tmp_path_factory):
     plots.plot_asr_vs_fraction(per_word, paths[0])
     plots.plot_asr_by_word(per_word, paths[1])
     plots.plot_accuracy(per_word, paths[2])
-    plots.plot_confusion(records, "iPod", CLASS_NAMES, paths[3])
+    plots.plot_confusion(build_confusion_table(records), "iPod", CLASS_NAMES, paths[3], target_index=605)
     board = build_leaderboard(per_word)
     md_path, html_path = write_report(out, per_word, board, paths, [_run_info("seed:0")], title="Test <report>")
     return out, paths, board, md_path.read_text(), html_path.read_text(), (md_path, html_path)
@@ -133,3 +136,46 @@ def test_missing_pretrained_is_blank(per_word, tmp_path):
     md = write_report(tmp_path, hub, board, [tmp_path / "acc.png"], [])[0].read_text()
     assert "nan" not in md.lower() and "None" not in md
     assert "| typoattack-tiny |  | `iPod` |" in md
+
+
+def test_report_opens_with_the_leaderboard_and_a_linked_contents_list(report):
+    _, _, board, md, page, _ = report
+    headings = re.findall(r"^## (.+)$", md, flags=re.MULTILINE)
+    assert headings[0] == "Leaderboard" and headings[1:] == ["Figures", "Per-word results", "Runs"]
+    # The rule above the table, the table, then the contents: every later section, linked.
+    top = md[: md.index("## Figures")]
+    assert top.index(LEADERBOARD_RULE) < top.index("| rank |") < top.index("**Contents:**")
+    assert [f"- [{h}](#{get_anchor(h)})" for h in headings[1:]] == re.findall(r"^- \[.*\]\(#.*\)$", top, re.MULTILINE)
+    assert '<nav class="toc">' in page
+    for h in headings:
+        assert f'<h2 id="{get_anchor(h)}">{h}</h2>' in page
+    assert page.index('<table class="leaderboard">') < page.index('<nav class="toc">') < page.index('id="figures"')
+    links = re.findall(r'<a href="#([^"]+)">', page)
+    assert links == [get_anchor(h) for h in headings[1:]]
+
+
+def test_get_anchor_matches_github():
+    assert get_anchor("Per-word results") == "per-word-results"
+    assert get_anchor("Top confusions") == "top-confusions"
+    assert get_anchor("Words ranked by attack success rate") == "words-ranked-by-attack-success-rate"
+
+
+def test_report_sections_follow_the_figures(per_word, records, tmp_path):
+    top = build_top_confusions(build_confusion_table(records))
+    heatmap = tmp_path / "confusion_ipod.png"
+    plots.plot_confusion(build_confusion_table(records), "iPod", CLASS_NAMES, heatmap, target_index=605)
+    sections = list_confusion_blocks(top, CLASS_NAMES, {"iPod": 605, "$$$": 719, "<b>&": 963}, {"iPod": heatmap})
+    md_path, html_path = write_report(tmp_path, per_word, build_leaderboard(per_word), [], [], sections=sections)
+    md, page = md_path.read_text(), html_path.read_text()
+    assert re.findall(r"^## (.+)$", md, flags=re.MULTILINE) == ["Leaderboard", "Top confusions", "Per-word results"]
+    assert "- [Top confusions](#top-confusions)" in md
+    table = md[md.index("## Top confusions"):md.index("## Per-word results")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(top) + 3  # the confusions, then one file row per word
+    assert "| `iPod` → class 605 | confusion_ipod.png |" in table
+    assert "| `$$$` → class 719 | — (no class gained enough) |" in table
+    assert "![confusion_ipod](confusion_ipod.png)" in table
+    assert page.count('<table class="confusions">') == 1 and page.count("<img ") == 1
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        write_report(tmp_path, per_word, build_leaderboard(per_word), [], [],
+                     sections=list_confusion_blocks(top, CLASS_NAMES, {}, {"iPod": tmp_path / "gone.png"}))

@@ -6,7 +6,8 @@ Importable without torch, PIL or pandas (pandas is imported only inside `write_p
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,7 +74,72 @@ def get_label_slug(label: str, limit: int = 80) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)[:limit]
 
 
+WORD_SLUG_MAX = 60
+"""The longest word slug, in characters (before a `-2` suffix that keeps slugs unique)."""
+
+_SYMBOL_NAMES = {
+    "$": "dollar", "&": "and", "@": "at", "+": "plus", "#": "hash", "%": "percent", "*": "star", "=": "equals",
+    "<": "lt", ">": "gt", "!": "excl", "?": "q", "€": "euro", "£": "pound", "¥": "yen", "©": "c", "®": "r",
+    "~": "tilde", "^": "caret", "|": "bar",
+}
+# Characters that separate the parts of a slug; every other character is named or spelled by its code.
+_SEPARATORS = set(" \t\n-_.,/\\:;'\"`()[]{}")
+
+
 def get_word_slug(text: str) -> str:
-    """A reversible file-name-safe spelling of an attack word: ASCII letters, digits and `-_` are
-    kept, any other character becomes `x` and its hex code ('$$$' -> 'x24x24x24'); '' -> 'empty'."""
-    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else f"x{ord(c):02x}" for c in text) or "empty"
+    """A file-name spelling of an attack word that a person reads: `$$$` -> `dollar-dollar-dollar`.
+
+    The rule (the report lists each word beside its file, so the mapping is documented where it is
+    used; it is not reversible): accents are dropped (`café` -> `cafe`), ASCII letters and digits are
+    kept in lower case, the symbols of `_SYMBOL_NAMES` become their name (`$` dollar, `&` and, `<` lt,
+    ...), spaces and punctuation such as `-_.,/:;'"` separate parts, any other character becomes `u`
+    and its code point in hex (`中` -> `u4e2d`); parts are joined by `-` and the slug is cut to
+    WORD_SLUG_MAX characters. A word of separators only is spelled by its code points (`...` ->
+    `u2e-u2e-u2e`); the empty word is `empty`. The result holds only `a-z`, `0-9` and `-`: safe on
+    every file system, and equal for words that differ only in case, so a report makes its slugs
+    unique with `build_word_slugs`.
+    """
+    if text == "":
+        return "empty"
+    parts: list[str] = []
+    word = ""
+    for c in unicodedata.normalize("NFKD", text):
+        if unicodedata.combining(c):
+            continue
+        if c.isascii() and c.isalnum():
+            word += c.lower()
+            continue
+        if word:
+            parts.append(word)
+            word = ""
+        if c in _SEPARATORS:
+            continue
+        parts.append(_SYMBOL_NAMES.get(c, f"u{ord(c):x}"))
+    if word:
+        parts.append(word)
+    if not parts:
+        parts = [f"u{ord(c):x}" for c in text]
+    return "-".join(parts)[:WORD_SLUG_MAX].strip("-")
+
+
+def build_word_slugs(words: Sequence[str]) -> dict[str, str]:
+    """A unique `get_word_slug` per word: the first word with a slug keeps it, later words whose slug
+    is taken get `-2`, `-3`, ... (in the order given), so `a b` and `A-B` become `a-b` and `a-b-2`.
+
+    Args:
+        words: Distinct attack words, in the order their files are listed.
+
+    Returns:
+        word -> slug, in the order of `words`.
+    """
+    slugs: dict[str, str] = {}
+    taken: set[str] = set()
+    for word in dict.fromkeys(words):
+        base = slug = get_word_slug(word)
+        k = 2
+        while slug in taken:
+            slug = f"{base}-{k}"
+            k += 1
+        taken.add(slug)
+        slugs[word] = slug
+    return slugs

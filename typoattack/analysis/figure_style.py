@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from typoattack.analysis.labels import is_missing  # noqa: E402
@@ -51,16 +54,26 @@ ACC_MIN_W = 6.0
 ACC_H = 5.2
 ACC_LEGEND_MAX_COLS = 3
 
-# Layout of plot_confusion: CONF_BASE_W + CONF_CELL * n_cols by CONF_BASE_H + CONF_CELL * n_rows.
+# Layout of plot_confusion: CONF_BASE_W + CONF_CELL * n_cols by CONF_BASE_H + CONF_ROW * n_rows.
 CONF_CELL = 0.55
+CONF_ROW = 0.4
 CONF_BASE_W = 4.0
-CONF_BASE_H = 3.2
+CONF_BASE_H = 2.8
 CLASS_NAME_MAX = 18
 
 # Layout of plot_examples: EX_W by EX_H inches per image, plus EX_TITLE_H for the title and key.
 EX_W = 2.2
-EX_H = 3.0
+EX_H = 2.75
 EX_TITLE_H = 0.8
+
+# ASR axes: full scale (0-100%) when the highest upper 95% bound reaches ASR_FULL_SCALE_FROM (%);
+# below it, the axis ends at that bound times ASR_HEADROOM, rounded up to 1, 2, 2.5 or 5 x 10^k
+# (at least ASR_MIN_LIMIT %), so a small ASR is not a flat line at the bottom of the axis.
+ASR_FULL_SCALE_FROM = 50.0
+ASR_HEADROOM = 1.25
+ASR_MIN_LIMIT = 1.0
+# plot_asr_vs_fraction's ASR axis starts this share of its length below 0, so a line at 0 shows.
+ASR_BOTTOM_MARGIN = 0.02
 
 # Layout of plot_asr_ranked: at most RANK_MAX_COLS panels per row, each RANK_PANEL_W inches wide
 # and RANK_BASE_H + RANK_BAR_H * n_slots inches high (n_slots: the most bars of a panel, plus one
@@ -75,6 +88,57 @@ RANK_LABEL_MAX = 22
 # Layout of plot_asr_distribution and plot_asr_vs_word_length: at most ASR_VS_FRACTION_MAX_COLS
 # panels of PANEL_W x PANEL_H inches per row, plus TITLE_H.
 
+@dataclass(frozen=True)
+class AsrAxis:
+    """The extent of an ASR axis, in percent.
+
+    Attributes:
+        limit: The upper end of the axis (100 at full scale).
+        highest: The highest ASR of the table.
+        highest_upper: The highest upper 95% bound of the table.
+    """
+
+    limit: float
+    highest: float
+    highest_upper: float
+
+    @property
+    def zoomed(self) -> bool:
+        """True when the axis ends below 100%."""
+        return self.limit < 100.0
+
+    def get_label(self, name: str = "attack success rate") -> str:
+        """The axis label: `attack success rate (%)`, with its end when zoomed."""
+        return f"{name} (%)" + (f", axis 0–{self.limit:g}%" if self.zoomed else "")
+
+    def get_note(self, wrap: bool = False) -> str:
+        """A line for the figure title when zoomed (else ''): the largest value the axis shows
+        (two lines with `wrap`, for a narrow figure)."""
+        if not self.zoomed:
+            return ""
+        return (f"ASR axis zoomed to 0–{self.limit:g}%: max shown {self.highest:.1f}%" + ("\n" if wrap else " ")
+                + f"(highest upper 95% bound {self.highest_upper:.1f}%)")
+
+
+def get_asr_axis(per_word: pd.DataFrame) -> AsrAxis:
+    """The ASR axis of a figure of `per_word` (column `asr` and, when present, `asr_ci_high`; shares
+    in [0, 1]).
+
+    Full scale (0–100%) when the highest upper 95% bound reaches ASR_FULL_SCALE_FROM percent; else
+    the axis ends at that bound x ASR_HEADROOM rounded up to 1, 2, 2.5 or 5 x 10^k, at least
+    ASR_MIN_LIMIT percent: every value and interval stays on the axis.
+    """
+    highest = float(np.nan_to_num(100 * per_word["asr"].max()))
+    upper = float(np.nan_to_num(100 * per_word["asr_ci_high"].max())) if "asr_ci_high" in per_word.columns else 0.0
+    upper = max(upper, highest)
+    if upper >= ASR_FULL_SCALE_FROM:
+        return AsrAxis(100.0, highest, upper)
+    want = max(upper * ASR_HEADROOM, ASR_MIN_LIMIT)
+    scale = 10.0 ** math.floor(math.log10(want))
+    limit = next(scale * m for m in (1.0, 2.0, 2.5, 5.0, 10.0) if scale * m >= want - 1e-12)
+    return AsrAxis(min(float(f"{limit:.6g}"), 100.0), highest, upper)
+
+
 PER_WORD_REQUIRED = {
     "plot_asr_vs_fraction": ["model", "pretrained", "word", "target_name", "fraction", "placement",
                              "pixel_cover_mean", "asr", "asr_ci_low", "asr_ci_high"],
@@ -86,7 +150,7 @@ PER_WORD_REQUIRED = {
     "plot_asr_distribution": ["model", "pretrained", "word", "target_index", "fraction", "placement", "asr"],
     "plot_asr_vs_word_length": ["model", "pretrained", "word", "target_index", "fraction", "placement", "asr"],
 }
-RECORD_REQUIRED = ["model", "pretrained", "word", "true_index", "pred_index"]
+CONFUSION_REQUIRED = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index", "count"]
 
 
 def check_table(frame: pd.DataFrame, function: str, required: Sequence[str], what: str = "per-word table") -> None:

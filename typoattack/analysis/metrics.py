@@ -24,7 +24,8 @@ PER_WORD_COLUMNS = [
     "asr_ci_high", "changed_to", "already_target", "changed_away", "neither", "flip_rate",
 ]
 CONFUSION_COLUMNS = ["model", "pretrained", "defence", "word", "fraction", "placement", "true_index", "pred_index", "count"]
-LEADERBOARD_BASE_COLUMNS = ["model", "pretrained", "defence", "n_images", "clean_top1", "attacked_top1", "mean_asr"]
+LEADERBOARD_BASE_COLUMNS = ["model", "pretrained", "defence", "n_images", "clean_top1", "clean_top1_vs_none", "attacked_top1",
+                            "mean_asr"]
 _LEADERBOARD_REQUIRED = ["model", "pretrained", "fraction", "n_images", "clean_top1", "attacked_top1", "asr"]
 _Z95 = 1.959963984540054
 
@@ -177,20 +178,28 @@ def build_clean_table(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_leaderboard(per_word: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, pretrained, defence): clean and attacked accuracy and ASR, most robust first.
+    """One row per (model, pretrained, defence), ranked by accuracy under attack (LEADERBOARD_RULE).
+
+    The rule: highest `attacked_top1` first (top-1 accuracy on the attacked images, the mean over
+    every word, fraction, placement and style), ties by higher `clean_top1`, then lower `mean_asr`,
+    then model, pretrained and defence. Accuracy under attack counts what a defence costs on clean
+    images as well as what it saves under attack: a defence that lowers the ASR but misclassifies
+    more images ranks below one that keeps them right, and `clean_top1_vs_none` shows the cost.
 
     Columns: `model, pretrained, defence, n_images` (the largest n_images of the model's conditions),
-    `clean_top1` (mean of clean_top1 over its rows: the same value on every row), `attacked_top1`
-    and `mean_asr` (means over all its conditions: words, fractions, placements, styles), then one
-    column `asr@<fraction:g>` per fraction in ascending order (mean ASR over words, placements and
-    styles at that fraction; NaN where the model was not run at that fraction). Sorted by ascending
-    mean_asr, ties by descending clean_top1, then by model, pretrained and defence.
+    `clean_top1` (mean of clean_top1 over its rows: the same value on every row),
+    `clean_top1_vs_none` (clean_top1 minus that of the same model's `none` row: 0 on the `none` row,
+    negative where the defence costs clean accuracy, NaN when the model has no `none` row),
+    `attacked_top1` and `mean_asr` (means over all its conditions), then one column
+    `asr@<fraction:g>` per fraction in ascending order (mean ASR over words, placements and styles at
+    that fraction; NaN where the model was not run at that fraction).
 
     Args:
         per_word: The per-word table (PER_WORD_COLUMNS, optionally STYLE_COLUMNS).
 
     Returns:
-        The leaderboard; an empty DataFrame with the base columns when `per_word` is empty.
+        The leaderboard in rank order; an empty DataFrame with the base columns when `per_word` is
+        empty.
 
     Raises:
         ValueError: `per_word` lacks a needed column.
@@ -216,10 +225,179 @@ def build_leaderboard(per_word: pd.DataFrame) -> pd.DataFrame:
             row[f"asr@{f:g}"] = float(at.mean()) if len(at) else np.nan
         rows.append(row)
     board = pd.DataFrame(rows)
-    board = board.sort_values(["mean_asr", "clean_top1", "model", "pretrained", DEFENCE_COLUMN],
-                              ascending=[True, False, True, True, True], kind="stable", na_position="last")
+    undefended = board[board[DEFENCE_COLUMN] == NO_DEFENCE]
+    base = {(m, p): c for m, p, c in zip(undefended["model"], undefended["pretrained"].fillna(""),
+                                         undefended["clean_top1"])}
+    change = [c - base.get((m, p), np.nan)
+              for m, p, c in zip(board["model"], board["pretrained"].fillna(""), board["clean_top1"])]
+    board.insert(board.columns.get_loc("clean_top1") + 1, "clean_top1_vs_none", change)
+    board = board.sort_values(["attacked_top1", "clean_top1", "mean_asr", "model", "pretrained", DEFENCE_COLUMN],
+                              ascending=[False, False, True, True, True, True], kind="stable", na_position="last")
     board["n_images"] = board["n_images"].astype(np.int64)
     return board.reset_index(drop=True)
+
+
+LEADERBOARD_RULE = ("Ranked by attacked top-1, highest first: the share of attacked images still classified "
+                    "correctly (mean over words, fractions and placements), so a defence that lowers the attack "
+                    "success rate but costs clean accuracy is not ranked up for it; ties by clean top-1 (higher "
+                    "first), then mean ASR (lower first).")
+"""The leaderboard's ranking rule in words (the report writes it above the table)."""
+
+
+TOP_CONFUSIONS_PER_WORD = 4
+"""Rows per (model, defence, word) of `build_top_confusions`."""
+TOP_CONFUSION_COLUMNS = ["model", "pretrained", "defence", "word", "fraction", "placement", "rank", "true_index",
+                         "pred_index", "count", "n_images", "share", "clean_count", "into_count", "into_clean"]
+CLASS_GAIN_COLUMNS = ["model", "pretrained", "defence", "word", "fraction", "placement", "pred_index", "n_images",
+                      "into_count", "into_clean", "gain", "gain_share"]
+HEATMAP_MIN_IMAGES = 10
+"""A word gets a heatmap when one class gained at least this many images (and HEATMAP_MIN_SHARE)."""
+HEATMAP_MIN_SHARE = 0.05
+"""... and at least this share of a condition's images; see `select_heatmap_words`."""
+_CONFUSION_REQUIRED = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index", "count"]
+
+
+def _split_confusion(confusion: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(clean cells, attacked cells with `n_images` of their condition, the condition keys)."""
+    missing = [c for c in _CONFUSION_REQUIRED if c not in confusion.columns]
+    if missing:
+        raise ValueError(f"the confusion table lacks the column(s) {', '.join(missing)}")
+    confusion = with_defence(confusion)
+    keys = [*MODEL_DEFENCE_KEYS, "word", "fraction", "placement", *(c for c in STYLE_COLUMNS if c in confusion.columns)]
+    is_clean = confusion["word"] == CLEAN_WORD
+    clean = confusion[is_clean]
+    attacked = confusion[~is_clean].copy()
+    attacked["n_images"] = attacked.groupby(keys, sort=False, dropna=False)["count"].transform("sum").astype(np.int64)
+    return clean, attacked, keys
+
+
+def _count_into(cells: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per `keys` + pred_index: the images of other true classes predicted as that class."""
+    off = cells[cells["true_index"] != cells["pred_index"]]
+    return off.groupby([*keys, "pred_index"], sort=False, dropna=False)["count"].sum()
+
+
+def _add_clean_counts(attacked: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
+    """`attacked` with `into_clean`: the images of other true classes that the same model and
+    defence predicted as pred_index on the clean images (0 when none)."""
+    into_clean = _count_into(clean, MODEL_DEFENCE_KEYS).rename("into_clean").reset_index()
+    out = attacked.merge(into_clean, on=[*MODEL_DEFENCE_KEYS, "pred_index"], how="left")
+    out["into_clean"] = out["into_clean"].fillna(0).astype(np.int64)
+    return out
+
+
+def build_class_gains(confusion: pd.DataFrame) -> pd.DataFrame:
+    """Where the attack sent images: per condition and predicted class, the images of other true
+    classes predicted as that class, against the same count on the clean images.
+
+    Args:
+        confusion: The confusion table (`build_confusion_table`: CONFUSION_COLUMNS, optionally
+            STYLE_COLUMNS; the clean condition as word "").
+
+    Returns:
+        CLASS_GAIN_COLUMNS (style columns after `placement` when the table has them), one row per
+        (model, pretrained, defence, attacked condition, predicted class) that received an image of
+        another class: `n_images` of the condition, `into_count` (images whose true class is not
+        pred_index, predicted as pred_index), `into_clean` (the same on the clean images of that
+        model and defence), `gain` = into_count - into_clean and `gain_share` = gain / n_images
+        (may be negative). Sorted by the condition keys, then descending gain, then pred_index.
+
+    Raises:
+        ValueError: `confusion` lacks a needed column.
+    """
+    clean, attacked, keys = _split_confusion(confusion)
+    n_images = attacked.groupby(keys, sort=False, dropna=False)["n_images"].first()
+    into = _count_into(attacked, keys).rename("into_count").reset_index()
+    into = into.merge(n_images.reset_index(), on=keys, how="left")
+    out = _add_clean_counts(into, clean)
+    out["into_count"] = out["into_count"].astype(np.int64)
+    out["gain"] = out["into_count"] - out["into_clean"]
+    out["gain_share"] = out["gain"] / out["n_images"]
+    out = out.sort_values([*keys, "gain", "pred_index"], ascending=[True] * len(keys) + [False, True], kind="stable")
+    columns = CLASS_GAIN_COLUMNS[:6] + keys[len(CLASS_GAIN_COLUMNS[:6]):] + CLASS_GAIN_COLUMNS[6:]
+    return out[columns].reset_index(drop=True)
+
+
+def select_heatmap_words(confusion: pd.DataFrame, limit: int | None = None, min_images: int = HEATMAP_MIN_IMAGES,
+                         min_share: float = HEATMAP_MIN_SHARE) -> list[str]:
+    """The words whose confusion heatmap carries information: the attack moved images to one class.
+
+    The rule: a word qualifies when, for some model, defence and condition of it, one predicted
+    class gained at least `min_images` images and at least `min_share` of the condition's images
+    over the clean images (`build_class_gains`: images of other classes predicted as that class,
+    attacked minus clean). A heatmap of a word whose attack sent no class more images than the clean
+    images did would be a scatter of single counts.
+
+    Args:
+        confusion: The confusion table.
+        limit: At most this many words (None: all).
+        min_images: The least gain in images.
+        min_share: The least gain as a share of the condition's images.
+
+    Returns:
+        The qualifying words, largest gain share first (ties: by word).
+    """
+    gains = build_class_gains(confusion)
+    hits = gains[(gains["gain"] >= min_images) & (gains["gain_share"] >= min_share)]
+    if hits.empty:
+        return []
+    best = hits.groupby("word", sort=True)["gain_share"].max().reset_index()
+    best = best.sort_values(["gain_share", "word"], ascending=[False, True], kind="stable")
+    words = [str(w) for w in best["word"]]
+    return words if limit is None else words[:limit]
+
+
+def build_top_confusions(confusion: pd.DataFrame, n: int = TOP_CONFUSIONS_PER_WORD) -> pd.DataFrame:
+    """The most frequent confusions of each word: true class -> predicted class cells, off the diagonal.
+
+    The rule: in each attacked condition, the cell (true class != predicted class) with the most
+    images (ties: the predicted class that gained the most images in that condition, see
+    `build_class_gains`, then the lower true and predicted class index); of these, per (model,
+    pretrained, defence, word), the `n` with the most images (ties: the larger gain of the
+    predicted class, then fraction, placement and style), numbered `rank` 1..n. So each word has at
+    most `n` rows, from different conditions.
+
+    Args:
+        confusion: The confusion table (CONFUSION_COLUMNS, optionally STYLE_COLUMNS).
+        n: Rows per (model, pretrained, defence, word).
+
+    Returns:
+        TOP_CONFUSION_COLUMNS (style columns after `placement` when the table has them): `count`
+        the cell's images, `n_images` the condition's, `share` = count / n_images, `clean_count` the
+        same cell on the clean images of that model and defence, `into_count` and `into_clean` the
+        images of other classes predicted as pred_index under the condition and on the clean images.
+        Sorted by model, pretrained, defence, word, rank; empty when no word has an off-diagonal cell.
+
+    Raises:
+        ValueError: `n` < 1 or `confusion` lacks a needed column.
+    """
+    if n < 1:
+        raise ValueError(f"build_top_confusions: n must be at least 1, got {n}")
+    clean, attacked, keys = _split_confusion(confusion)
+    columns = TOP_CONFUSION_COLUMNS[:6] + keys[6:] + TOP_CONFUSION_COLUMNS[6:]
+    off = attacked[attacked["true_index"] != attacked["pred_index"]]
+    if off.empty:
+        return pd.DataFrame(columns=columns)
+    into = _count_into(attacked, keys).rename("into_count").reset_index()
+    off = off.merge(into, on=[*keys, "pred_index"], how="left")
+    off = _add_clean_counts(off, clean)
+    cells = clean[[*MODEL_DEFENCE_KEYS, "true_index", "pred_index", "count"]].rename(columns={"count": "clean_count"})
+    off = off.merge(cells, on=[*MODEL_DEFENCE_KEYS, "true_index", "pred_index"], how="left")
+    off["clean_count"] = off["clean_count"].fillna(0).astype(np.int64)
+    off["gain"] = off["into_count"] - off["into_clean"]
+    off = off.sort_values(["count", "gain", "true_index", "pred_index"], ascending=[False, False, True, True],
+                          kind="stable")
+    best = off.groupby(keys, sort=False, dropna=False).head(1)
+    word_keys = [*MODEL_DEFENCE_KEYS, "word"]
+    best = best.sort_values([*word_keys, "count", "gain", *keys[4:]],
+                            ascending=[True] * len(word_keys) + [False, False] + [True] * len(keys[4:]),
+                            kind="stable", na_position="last")
+    top = best.groupby(word_keys, sort=False, dropna=False).head(n).copy()
+    top["rank"] = top.groupby(word_keys, sort=False, dropna=False).cumcount().astype(np.int64) + 1
+    top["share"] = top["count"] / top["n_images"]
+    for c in ("count", "n_images", "into_count"):
+        top[c] = top[c].astype(np.int64)
+    return top[columns].reset_index(drop=True)
 
 
 

@@ -2,8 +2,9 @@
 is in `typoattack.analysis.metrics`, the report in `typoattack.analysis.report`.
 
 Every function here is a pure function of DataFrames (the per-word table of
-`typoattack.analysis.metrics.build_per_word_table` and, for the confusion heatmap, the per-image record
-table) plus the path it writes to. Nothing here imports torch, open_clip or Typer.
+`typoattack.analysis.metrics.build_per_word_table` and, for the confusion heatmap, the confusion
+table of `build_confusion_table`) plus the path it writes to; examples.png takes images the caller
+re-rendered. Nothing here imports torch, open_clip or Typer.
 
 Conditions. A row of the per-word table is one condition: (model, pretrained, word, fraction,
 placement). The table MAY also carry the style columns `font, fill, outline, outline_width,
@@ -13,8 +14,12 @@ whose value varies across the table splits panels (plot_asr_vs_fraction) and row
 one) is ignored.
 
 Empty input. Every plot function raises ValueError with a message naming the function and the
-reason when it is given nothing to plot (an empty per-word table, no attacked record of the word,
+reason when it is given nothing to plot (an empty per-word table, no attacked cell of the word,
 no examples).
+
+ASR axes. An axis of attack success rate runs 0–100% unless every value is small: then it is
+zoomed to the data (`figure_style.get_asr_axis`) and the axis label and title say where it ends
+and the largest ASR shown, so a small ASR is never a flat line at the bottom of a 0–100% axis.
 
 Large vocabularies. With more than `MANY_WORDS` (word, target) pairs, per-word views switch to
 views whose size does not grow with the vocabulary: plot_asr_vs_fraction draws the mean, median
@@ -48,19 +53,20 @@ from typoattack.analysis.labels import (  # noqa: E402
 )
 # The layout constants are re-exported: figure sizes are documented in terms of plots.NAME.
 from typoattack.analysis.figure_style import (  # noqa: E402, F401
-    RECORD_REQUIRED, PER_WORD_REQUIRED, ACC_BASE_W, ACC_H, ACC_LEGEND_MAX_COLS, ACC_MIN_W, ACC_W_PER_BAR,
+    CONFUSION_REQUIRED, PER_WORD_REQUIRED, ACC_BASE_W, ACC_H, ACC_LEGEND_MAX_COLS, ACC_MIN_W, ACC_W_PER_BAR,
     ASR_VS_FRACTION_MAX_COLS, BAR_LEGEND_MAX_COLS, BAR_PANEL_BASE_W, BAR_PANEL_H, BAR_PANEL_MIN_W, BAR_W_PER_BAR,
-    BAR_W_PER_WORD_MIN, CLASS_NAME_MAX, CONF_BASE_H, CONF_BASE_W, CONF_CELL, DPI, EX_H, EX_TITLE_H, EX_W,
+    BAR_W_PER_WORD_MIN, CLASS_NAME_MAX, CONF_BASE_H, CONF_BASE_W, CONF_CELL, CONF_ROW, DPI, EX_H, EX_TITLE_H, EX_W,
     LEGEND_MAX_COLS, LEGEND_ROW_H, PANEL_H, PANEL_W, RANK_BAR_H, RANK_BASE_H, RANK_LABEL_MAX, RANK_MAX_COLS,
-    RANK_PANEL_W, TITLE_H, check_table, get_colors, plain_text, select_equal, save_figure, truncate_label, format_word_label,
+    RANK_PANEL_W, TITLE_H, ASR_BOTTOM_MARGIN, check_table, get_asr_axis, get_colors, plain_text, select_equal, save_figure, truncate_label, format_word_label,
 )
 from typoattack.analysis.vocab_plots import (  # noqa: E402
     plot_asr_distribution, plot_asr_ranked, plot_asr_vs_word_length,
 )
 from typoattack.analysis.metrics import (  # noqa: E402
-    MANY_WORDS, count_words,
+    MANY_WORDS, build_class_gains, count_words, with_defence,
 )
 from typoattack.constants import CLEAN_WORD  # noqa: E402
+from typoattack.records import DEFENCE_COLUMN, MODEL_COLUMNS  # noqa: E402
 
 __all__ = [
     "DPI",
@@ -87,7 +93,9 @@ def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
     measured `pixel_cover_mean` (%), y the ASR (%), with a shaded 95% Wilson band
     (asr_ci_low..asr_ci_high); a word measured at one fraction only gets an error bar instead of a
     band. Words keep their colour across panels; the legend is shared below the panels. The y axis
-    is 0–100% on every panel.
+    is the same on every panel: 0–100%, or zoomed to the data when the highest upper 95% bound is
+    small (`figure_style.get_asr_axis`; the axis label and the title then say where it ends and the
+    largest ASR shown).
 
     With more than MANY_WORDS (word, target) pairs, each panel instead shows, per fraction, the
     mean ASR over words (line), the median (dashed) and the 10–90th percentile of words (shaded),
@@ -116,6 +124,7 @@ def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
     nrows = math.ceil(len(panels) / ncols)
     legend_rows = 1 if many else math.ceil(len(words) / LEGEND_MAX_COLS)
     size = (PANEL_W * ncols, PANEL_H * nrows + TITLE_H + LEGEND_ROW_H * legend_rows)
+    asr_axis = get_asr_axis(per_word)
     with plain_text():
         fig, axes = plt.subplots(nrows, ncols, figsize=size, sharey=True, squeeze=False, layout="constrained")
         handles: dict[str, Any] = {}
@@ -130,18 +139,21 @@ def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
                 title += f"\n{format_style(keys, styles)}"
             ax.set_title(title)
             ax.set_xlabel("measured pixel cover (%)")
-            ax.set_ylabel("attack success rate (%)")
-            ax.set_ylim(0, 100)
+            ax.set_ylabel(asr_axis.get_label())
+            # A little room below 0, so a line of ASR 0 is not hidden by the axis.
+            ax.set_ylim(-ASR_BOTTOM_MARGIN * asr_axis.limit, asr_axis.limit)
             ax.set_xlim(0, max(x_max * 1.08, 1.0))
             ax.grid(True, alpha=0.3)
             ax.tick_params(labelleft=True)
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
+        note = f"\n{asr_axis.get_note(wrap=ncols == 1)}" if asr_axis.zoomed else ""
         if many:
             fig.suptitle(f"Typographic attack success vs measured pixel cover, {len(words)} words\n"
-                         "line: mean; dashed: median; shaded: 10–90th percentile of words", fontsize=10)
+                         f"line: mean; dashed: median; shaded: 10–90th percentile of words{note}", fontsize=10)
         else:
-            fig.suptitle("Typographic attack success vs measured pixel cover (shaded: 95% Wilson interval)")
+            fig.suptitle(f"Typographic attack success vs measured pixel cover (shaded: 95% Wilson interval){note}",
+                         fontsize=12 if not note else 11)
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
                    ncols=min(len(handles), LEGEND_MAX_COLS),
                    title=f"{len(words)} words" if many else "word → target class", frameon=False)
@@ -150,9 +162,14 @@ def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
 
 def _draw_word_lines(ax: Any, rows: pd.DataFrame, color: dict[tuple[Any, Any], Any], handles: dict[str, Any]) -> None:
     """One line per word of a panel: ASR (%) against measured cover (%), with its 95% band (or
-    error bar at a single fraction); adds each word's line to `handles` for the shared legend."""
+    error bar at a single fraction); adds each word's line to `handles` for the shared legend.
+
+    The bands are fainter the more words share the panel (alpha 0.15 up to 3 words, 0.45 / n
+    beyond), so overlapping bands stay see-through."""
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
-    for wkeys, wrows in iter_groups(rows, ["word", "target_name"]):
+    groups = list(iter_groups(rows, ["word", "target_name"]))
+    alpha = 0.15 if len(groups) <= 3 else 0.45 / len(groups)
+    for wkeys, wrows in groups:
         wrows = wrows.sort_values(["fraction", "pixel_cover_mean"])
         x = 100 * wrows["pixel_cover_mean"].to_numpy(dtype=float)
         y = 100 * wrows["asr"].to_numpy(dtype=float)
@@ -163,7 +180,7 @@ def _draw_word_lines(ax: Any, rows: pd.DataFrame, color: dict[tuple[Any, Any], A
         marker = markers[list(color).index((wkeys["word"], wkeys["target_name"])) // 10 % len(markers)]
         (line,) = ax.plot(x, y, marker=marker, color=c, lw=1.6, ms=5, label=label)
         if len(x) > 1:
-            ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
+            ax.fill_between(x, lo, hi, color=c, alpha=alpha, lw=0)
         else:
             ax.errorbar(x, y, yerr=np.clip([y - lo, hi - y], 0, None), color=c, capsize=3, lw=1, fmt="none")
         handles.setdefault(label, line)
@@ -197,7 +214,9 @@ def plot_asr_by_word(per_word: pd.DataFrame, path: Path) -> None:
 
     One row of panels per (fraction, placement) and, when style columns vary, per style; the left
     panel of a row shows the ASR (%) with 95% Wilson error bars, the right one the flip rate (%)
-    (no bar where the flip rate is undefined: no clean-correct image). On the x axis are the words
+    (no bar where the flip rate is undefined: no clean-correct image). The ASR panels share one
+    axis, zoomed to the data when the ASR is small (`figure_style.get_asr_axis`, said in the axis
+    label and the title); the flip-rate panels run 0–100%. On the x axis are the words
     (with their target class); within a word, one bar per model/pretrained.
 
     With more than MANY_WORDS (word, target) pairs, this draws `plot_asr_ranked` instead (one bar
@@ -231,8 +250,9 @@ def plot_asr_by_word(per_word: pd.DataFrame, path: Path) -> None:
     rotate = n_w > 4
     sep = " " if rotate else "\n"  # rotated labels read best on one line
     tick_labels = [f"{truncate_label(str(w['word']), 14)}{sep}→ {truncate_label(str(w['target_name']), 16)}" for w in words]
+    asr_axis = get_asr_axis(per_word)
     with plain_text():
-        fig, axes = plt.subplots(len(row_groups), 2, figsize=size, squeeze=False, sharey=True, layout="constrained")
+        fig, axes = plt.subplots(len(row_groups), 2, figsize=size, squeeze=False, sharey="col", layout="constrained")
         for r, (keys, rows) in enumerate(row_groups):
             _draw_model_bars(axes[r], rows, models, words, colors)
             condition = f"fraction {keys['fraction']:g}, {keys['placement']}"
@@ -240,16 +260,17 @@ def plot_asr_by_word(per_word: pd.DataFrame, path: Path) -> None:
                 condition += f", {format_style(keys, styles)}"
             for c, (ax, metric) in enumerate(zip(axes[r], ("attack success rate", "flip rate"))):
                 ax.set_title(f"{metric} — {condition}" + (" (whiskers: 95% CI)" if c == 0 else ""))
-                ax.set_ylabel(f"{metric} (%)")
+                ax.set_ylabel(asr_axis.get_label() if c == 0 else f"{metric} (%)")
                 ax.set_xlabel("word → target class")
                 ax.set_xticks(x, tick_labels, rotation=30 if rotate else 0, ha="right" if rotate else "center",
                               rotation_mode="anchor" if rotate else "default")
-                ax.set_ylim(0, 100)
+                ax.set_ylim(0, asr_axis.limit if c == 0 else 100)
                 ax.tick_params(labelleft=True)
                 ax.grid(True, axis="y", alpha=0.3)
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), BAR_LEGEND_MAX_COLS), title="model", frameon=False)
-        fig.suptitle("Attack success rate and flip rate per word (flip rate n/a: no clean-correct image)")
+        fig.suptitle("Attack success rate and flip rate per word (flip rate n/a: no clean-correct image)"
+                     + (f"\n{asr_axis.get_note()}" if asr_axis.zoomed else ""))
         save_figure(fig, path)
 
 
@@ -333,47 +354,54 @@ def plot_accuracy(per_word: pd.DataFrame, path: Path) -> None:
         save_figure(fig, path)
 
 
-def plot_confusion(records: pd.DataFrame, word: str, class_names: Sequence[str], path: Path, top_n: int = 15) -> None:
-    """Plot a heatmap of the most frequent (true class → attacked prediction) cells for one word.
+def plot_confusion(confusion: pd.DataFrame, word: str, class_names: Sequence[str], path: Path,
+                   target_index: int | None = None, top_n: int = 10) -> None:
+    """Plot where the attack with `word` sent images: a heatmap of condition x predicted class.
 
-    Uses the attacked records of `word`, pooled over fractions, placements and styles. When the
-    records hold several models, only the first (sorted by model, pretrained) is used, since pooling
-    different classifiers would mix their confusions; the title names the model and says so.
-    Columns are the `top_n` most frequent predicted classes (by count); rows are the `top_n` true
-    classes with the most records in those columns (ties: the largest single cell, then class
-    index). Cells are annotated with their counts (empty cells blank); tick labels are class names
-    cut to CLASS_NAME_MAX characters; the word's target class is drawn in bold red.
+    Rows: per model (and defence, when the table holds several) the clean images, then each
+    attacked condition of `word` (fraction, placement and the varying styles). Columns: the `top_n`
+    predicted classes that gained the most images in some condition over the clean images
+    (`metrics.build_class_gains`; ties: class index), then the target class when it is not among
+    them (its label in bold red). A cell is the number of images of other true classes predicted as
+    that class, annotated (0 left blank): the clean row shows the model's own pull towards a class,
+    the rows below what the text added.
 
-    Layout: (CONF_BASE_W + CONF_CELL * n_cols) x (CONF_BASE_H + CONF_CELL * n_rows) inches at DPI,
-    where n_cols/n_rows are the numbers of classes shown (at most `top_n`).
+    Layout: (CONF_BASE_W + CONF_CELL * n_cols) x (CONF_BASE_H + CONF_ROW * n_rows) inches at DPI.
 
     Args:
-        records: The per-image record table (RECORD_COLUMNS).
+        confusion: The confusion table (`metrics.build_confusion_table`, the clean condition as word "").
         word: The attack word.
         class_names: Class names indexed by class index.
         path: The PNG file to write.
-        top_n: The most rows and columns shown.
+        target_index: The word's target class (marked; added as a column when not among the top).
+        top_n: The most predicted classes shown besides the target.
 
     Raises:
-        ValueError: `top_n` < 1, `records` lacks a needed column, or holds no attacked record of `word`.
+        ValueError: `top_n` < 1, `confusion` lacks a needed column, or holds no attacked cell of `word`.
     """
     if top_n < 1:
         raise ValueError(f"plot_confusion: top_n must be at least 1, got {top_n}")
-    rows, models = _select_confusion_rows(records, word)
-    first = models[0]
-    target = int(rows["target_index"].iloc[0]) if "target_index" in rows.columns else None
-    matrix = _build_confusion_matrix(rows, top_n)
+    check_table(confusion, "plot_confusion", CONFUSION_REQUIRED, "confusion table")
+    confusion = with_defence(confusion)
+    attacked = confusion[(confusion["word"] == word) & (confusion["word"] != CLEAN_WORD)]
+    if attacked.empty:
+        present = sorted(set(confusion["word"]) - {CLEAN_WORD})
+        shown = ", ".join(repr(w) for w in present[:12]) + (" …" if len(present) > 12 else "")
+        raise ValueError(f"plot_confusion: the confusion table holds no attacked cell of the word {word!r}"
+                         f" (words present: {shown or 'none'})")
+    clean = confusion[confusion["word"] == CLEAN_WORD]
+    gains = build_class_gains(pd.concat([clean, attacked], ignore_index=True))
+    matrix, row_labels = _build_destination_matrix(clean, attacked, gains, top_n, target_index)
     data = matrix.to_numpy(dtype=float)
-
     n_r, n_c = data.shape
-    size = (CONF_BASE_W + CONF_CELL * n_c, CONF_BASE_H + CONF_CELL * n_r)
-    label = get_model_label(first["model"], first["pretrained"])
-    scope = f"model {label}" + (f" (first of {len(models)} models)" if len(models) > 1 else "")
+    size = (CONF_BASE_W + CONF_CELL * n_c, CONF_BASE_H + CONF_ROW * n_r)
+    target_name = class_names[target_index] if target_index is not None else "?"
+    best = gains.loc[gains["gain"].idxmax()] if not gains.empty else None
     with plain_text():
         fig, ax = plt.subplots(figsize=size, layout="constrained")
-        im = ax.imshow(np.where(data > 0, data, np.nan), cmap="Blues", vmin=0, vmax=max(data.max(), 1), aspect="auto")
+        vmax = max(float(np.nanmax(data)) if data.size else 0.0, 1.0)
+        im = ax.imshow(np.where(data > 0, data, np.nan), cmap="Blues", vmin=0, vmax=vmax, aspect="auto")
         ax.set_facecolor("#f7f7f7")
-        vmax = max(data.max(), 1)
         for i in range(n_r):
             for j in range(n_c):
                 if data[i, j] > 0:
@@ -381,124 +409,155 @@ def plot_confusion(records: pd.DataFrame, word: str, class_names: Sequence[str],
                             color="white" if data[i, j] > 0.6 * vmax else "black")
         ax.set_xticks(np.arange(n_c), [truncate_label(str(class_names[int(c)])) for c in matrix.columns],
                       rotation=45, ha="right", rotation_mode="anchor")
-        ax.set_yticks(np.arange(n_r), [truncate_label(str(class_names[int(r)])) for r in matrix.index])
+        ax.set_yticks(np.arange(n_r), row_labels)
         for tick, c in zip(ax.get_xticklabels(), matrix.columns):
-            if target is not None and int(c) == target:
+            if target_index is not None and int(c) == int(target_index):
                 tick.set_color("#c0392b")
                 tick.set_fontweight("bold")
-        ax.set_xlabel("prediction on the attacked image (red: target class)")
-        ax.set_ylabel("true class")
-        ax.set_title(f"Confusions for “{word}” → {class_names[target] if target is not None else '?'}\n"
-                     f"{scope}; all fractions and placements pooled; {len(rows)} attacked images\n"
-                     f"top {n_r} true x top {n_c} predicted classes", fontsize=9)
+        for i, label in enumerate(row_labels):
+            if label.endswith("clean images") and i:
+                ax.axhline(i - 0.5, color="0.4", lw=0.8)
+        ax.set_xlabel("predicted class (red: the target class)")
+        ax.set_ylabel("condition (fraction · placement)")
+        summary = "" if best is None else (
+            f"\nlargest gain: +{int(best['gain'])} images ({100 * float(best['gain_share']):.1f}% of the condition) "
+            f"to {truncate_label(str(class_names[int(best['pred_index'])]), 30)} at fraction {float(best['fraction']):g} · "
+            f"{best['placement']}")
+        ax.set_title(f"Where “{word}” → {target_name} sent the images{summary}\n"
+                     "cell: images of other true classes predicted as the class (blank: none; clean row: without text)",
+                     fontsize=9)
         cbar = fig.colorbar(im, ax=ax, shrink=0.8)
-        cbar.set_label("number of attacked images")
+        cbar.set_label("images")
         save_figure(fig, path)
 
 
-def _select_confusion_rows(records: pd.DataFrame, word: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """The attacked records of `word` of the first model, and every model that has some."""
-    missing = [c for c in RECORD_REQUIRED if c not in records.columns]
-    if missing:
-        raise ValueError(f"plot_confusion: the record table lacks the column(s) {', '.join(missing)}")
-    rows = records[(records["word"] == word) & (records["word"] != CLEAN_WORD)]
-    if rows.empty:
-        attacked = sorted(set(records["word"]) - {CLEAN_WORD})
-        shown = ", ".join(repr(w) for w in attacked[:12]) + (" …" if len(attacked) > 12 else "")
-        raise ValueError(f"plot_confusion: the records hold no attacked record of the word {word!r}"
-                         f" (words present: {shown or 'none'})")
-    models = [k for k, _ in iter_groups(rows, ["model", "pretrained"])]
-    first = models[0]
-    return rows[(rows["model"] == first["model"]) & select_equal(rows["pretrained"], first["pretrained"])], models
-
-
-def _build_confusion_matrix(rows: pd.DataFrame, top_n: int) -> pd.DataFrame:
-    """Counts of (true class x prediction): the `top_n` most frequent predictions, then the
-    `top_n` true classes with the most records in them (ties: largest cell, class index)."""
-    counts = pd.crosstab(rows["true_index"].astype(np.int64), rows["pred_index"].astype(np.int64))
-    col_order = sorted(counts.columns, key=lambda c: (-int(counts[c].sum()), -int(counts[c].max()), int(c)))
-    sub = counts[col_order[:top_n]]
-    row_order = sorted(sub.index, key=lambda r: (-int(sub.loc[r].sum()), -int(counts.loc[r].max()), int(r)))
-    return sub.loc[row_order[:top_n]]
+def _build_destination_matrix(clean: pd.DataFrame, attacked: pd.DataFrame, gains: pd.DataFrame, top_n: int,
+                              target_index: int | None) -> tuple[pd.DataFrame, list[str]]:
+    """Rows (clean, then each condition, per model and defence) x the chosen predicted classes: the
+    images of other true classes predicted as each class; and the row labels."""
+    best = gains.groupby("pred_index", sort=False)["gain"].max().reset_index()
+    best = best.sort_values(["gain", "pred_index"], ascending=[False, True], kind="stable")
+    columns = [int(c) for c in best["pred_index"].iloc[:top_n]]
+    if target_index is not None and int(target_index) not in columns:
+        columns.append(int(target_index))
+    styles = list_varying_styles(attacked)
+    groups = list(iter_groups(attacked, [*MODEL_COLUMNS, DEFENCE_COLUMN]))
+    several_models = len({(k["model"], str(k["pretrained"])) for k, _ in groups}) > 1
+    several_defences = len({k[DEFENCE_COLUMN] for k, _ in groups}) > 1
+    values, labels = [], []
+    for keys, rows in groups:
+        prefix = ""
+        if several_models:
+            prefix += get_model_label(keys["model"], keys["pretrained"]) + " · "
+        if several_defences:
+            prefix += f"{keys[DEFENCE_COLUMN]} · "
+        mine = clean[(clean["model"] == keys["model"]) & select_equal(clean["pretrained"], keys["pretrained"])
+                     & (clean[DEFENCE_COLUMN] == keys[DEFENCE_COLUMN])]
+        parts = [("clean images", mine)]
+        for ckeys, crows in iter_groups(rows, ["fraction", "placement", *styles]):
+            label = f"{ckeys['fraction']:g} · {ckeys['placement']}"
+            if styles:
+                label += f" · {format_style(ckeys, styles)}"
+            parts.append((label, crows))
+        for label, cells in parts:
+            off = cells[cells["true_index"] != cells["pred_index"]]
+            into = off.groupby("pred_index")["count"].sum()
+            values.append([int(into.get(c, 0)) for c in columns])
+            labels.append(truncate_label(prefix + label, 48))
+    return pd.DataFrame(values, columns=columns), labels
 
 
 def _example_caption(example: dict[str, Any]) -> tuple[str, bool]:
-    """Caption of one example and whether the attack succeeded.
+    """Caption of one attacked example and whether the attack succeeded.
 
     Success means the attacked prediction is the target and the clean prediction was not (the
     `changed_to` outcome of typoattack.analysis.metrics).
     """
     success = example["attacked_pred"] == example["target_name"] and example["clean_pred"] != example["target_name"]
-    mark = "✓ attack succeeded" if success else "✗ attack failed"
-    caption = (f"true: {truncate_label(str(example['true_name']), 24)}\n"
-               f"clean: {truncate_label(str(example['clean_pred']), 24)}\n"
-               f"attacked: {truncate_label(str(example['attacked_pred']), 24)}\n{mark}")
-    return caption, success
+    mark = "✓ attack succeeded" if success else "✗ not the target"
+    return f"attacked: {truncate_label(str(example['attacked_pred']), 24)}\n{mark}", success
+
+
+EXAMPLE_KEYS = ["word", "image_id", "condition", "image", "clean_image", "true_name", "clean_pred", "attacked_pred",
+                "target_name"]
 
 
 def plot_examples(examples: list[dict], path: Path) -> None:
-    """Plot a grid of attacked images: one row per word, one column per example of that word.
+    """Plot attacked images beside their clean image: one row per (word, image), one column per condition.
 
-    Words keep the order of their first example; a row has as many images as that word has examples
-    (the grid is as wide as the word with the most). Each image is captioned with the true class,
-    the clean prediction, the attacked prediction and a ✓ (green) / ✗ (red) mark: success means the
-    attacked prediction is the target and the clean prediction was not. The row's word and target
-    are the y label of its first image.
+    Rows keep the order of their first example; the first column is the clean image (captioned with
+    its true class and the clean prediction), then one column per condition in the order the
+    conditions first appear, titled with the condition (`fraction 0.04 · paper8`). Each attacked
+    image is captioned with its prediction and a ✓ (green frame) / ✗ (red frame) mark: success
+    means the attacked prediction is the target and the clean prediction was not. The row's word
+    and target are the y label of its clean image. A row without an example of a condition leaves
+    that cell empty.
 
     Layout: EX_W x EX_H inches per grid cell plus EX_TITLE_H, at DPI.
 
     Args:
-        examples: Dicts with keys `word`, `image` (uint8 HxWx3 array: the attacked canvas),
-            `clean_pred`, `attacked_pred`, `true_name`, `target_name` (class names).
+        examples: Dicts with EXAMPLE_KEYS: `word`, `image_id`, `condition` (the column title),
+            `image` and `clean_image` (uint8 HxWx3 arrays: the attacked and the clean canvas),
+            `true_name`, `clean_pred`, `attacked_pred`, `target_name` (class names).
         path: The PNG file to write.
 
     Raises:
         ValueError: `examples` is empty, an example lacks a key, or an image is not uint8 HxWx3.
     """
     _check_examples(examples)
-    by_word: dict[str, list[dict]] = {}
+    rows: dict[tuple[str, str], dict[str, dict]] = {}
+    conditions: dict[str, None] = {}
     for ex in examples:
-        by_word.setdefault(str(ex["word"]), []).append(ex)
-    nrows, ncols = len(by_word), max(len(v) for v in by_word.values())
+        rows.setdefault((str(ex["word"]), str(ex["image_id"])), {})[str(ex["condition"])] = ex
+        conditions.setdefault(str(ex["condition"]), None)
+    columns = list(conditions)
+    nrows, ncols = len(rows), 1 + len(columns)
     size = (EX_W * ncols, EX_H * nrows + EX_TITLE_H)
     with plain_text():
         fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
-        for r, (word, exs) in enumerate(by_word.items()):
-            for c in range(ncols):
-                ax = axes[r, c]
-                if c >= len(exs):
-                    ax.set_visible(False)
-                    continue
-                ex = exs[c]
-                caption, success = _example_caption(ex)
-                ax.imshow(np.asarray(ex["image"]), interpolation="lanczos")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                color = "#1e8449" if success else "#c0392b"
-                for spine in ax.spines.values():
-                    spine.set_edgecolor(color)
-                    spine.set_linewidth(2.5)
-                ax.set_xlabel(caption, fontsize=8, color="black", loc="left", linespacing=1.3)
-                ax.xaxis.label.set_horizontalalignment("left")
-                if c == 0:
-                    ax.set_ylabel(f"“{truncate_label(word, 20)}”\n→ {truncate_label(str(ex['target_name']), 20)}",
+        for r, ((word, _), by_condition) in enumerate(rows.items()):
+            first = next(iter(by_condition.values()))
+            _draw_example(axes[r, 0], first["clean_image"], "clean image",
+                          f"true: {truncate_label(str(first['true_name']), 24)}\n"
+                          f"clean: {truncate_label(str(first['clean_pred']), 24)}", "0.6")
+            axes[r, 0].set_ylabel(f"“{truncate_label(word, 20)}”\n→ {truncate_label(str(first['target_name']), 20)}",
                                   fontsize=10, fontweight="bold")
-        fig.suptitle("Attacked images (rows: word → target class)\n"
-                     "green frame ✓: attacked prediction is the target and the clean one was not; red frame ✗: otherwise",
-                     fontsize=10)
+            for c, condition in enumerate(columns, start=1):
+                ex = by_condition.get(condition)
+                if ex is None:
+                    axes[r, c].set_visible(False)
+                    continue
+                caption, success = _example_caption(ex)
+                _draw_example(axes[r, c], ex["image"], condition, caption, "#1e8449" if success else "#c0392b")
+        fig.suptitle("Clean and attacked images (rows: word → target class, one image each; columns: "
+                     "fraction · placement)\ngreen frame ✓: attacked prediction is the target and the clean one "
+                     "was not; red frame ✗: otherwise", fontsize=10)
         save_figure(fig, path, palette=True)
+
+
+def _draw_example(ax: Any, image: np.ndarray, title: str, caption: str, frame: str) -> None:
+    """One image of the examples grid, with a title, a caption below and a coloured frame."""
+    ax.imshow(np.asarray(image), interpolation="lanczos")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(frame)
+        spine.set_linewidth(2.5)
+    ax.set_title(truncate_label(title, 34), fontsize=8)
+    ax.set_xlabel(caption, fontsize=8, color="black", loc="left", linespacing=1.3)
+    ax.xaxis.label.set_horizontalalignment("left")
 
 
 def _check_examples(examples: list[dict]) -> None:
     """Raise ValueError when there is no example, one lacks a key, or an image is not uint8 HxWx3."""
     if not examples:
         raise ValueError("plot_examples: no examples given; there is nothing to plot")
-    keys = ["word", "image", "clean_pred", "attacked_pred", "true_name", "target_name"]
     for i, ex in enumerate(examples):
-        missing = [k for k in keys if k not in ex]
+        missing = [k for k in EXAMPLE_KEYS if k not in ex]
         if missing:
             raise ValueError(f"plot_examples: example {i} lacks the key(s) {', '.join(missing)}")
-        img = np.asarray(ex["image"])
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"plot_examples: example {i} image must be a uint8 HxWx3 array, "
-                             f"got dtype {img.dtype} and shape {img.shape}")
+        for key in ("image", "clean_image"):
+            img = np.asarray(ex[key])
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise ValueError(f"plot_examples: example {i} {key} must be a uint8 HxWx3 array, "
+                                 f"got dtype {img.dtype} and shape {img.shape}")

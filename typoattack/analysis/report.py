@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
@@ -23,12 +24,14 @@ from typoattack.analysis.labels import (
     format_percent, format_style, get_model_label, is_missing, list_varying_styles,
 )
 from typoattack.analysis.metrics import (
-    MANY_WORDS, PER_WORD_COLUMNS, RANKING_SIZE, build_asr_ranking, build_clean_table, build_confusion_table,
-    build_defence_table, build_per_word_table, count_words,
+    HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, LEADERBOARD_RULE, MANY_WORDS, PER_WORD_COLUMNS, RANKING_SIZE,
+    TOP_CONFUSIONS_PER_WORD, build_asr_ranking, build_clean_table, build_confusion_table, build_defence_table,
+    build_per_word_table, count_words,
 )
 from typoattack.config.types import get_model_warnings
 from typoattack.errors import TypoAttackError
 from typoattack.files import write_csv, write_text_atomic
+from typoattack.records import NO_DEFENCE
 
 PER_WORD_CSV = "per_word.csv"
 PER_WORD_MD = "per_word.md"
@@ -124,7 +127,12 @@ def summarize_clean(records: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def build_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and string cells of the leaderboard (percentages with one decimal)."""
+    """Header and string cells of the leaderboard (percentages with one decimal), in its rank order.
+
+    The defence column and `Δ clean vs none` (the change of clean top-1 from the same model's
+    undefended row, in points; `n/a` without one) are shown when a row has a defence other than
+    `none`.
+    """
     asr_cols = [c for c in leaderboard.columns if str(c).startswith("asr@")]
     header = ["rank", "model", "pretrained", "n images", "clean top-1", "attacked top-1", "mean ASR"]
     header += [f"ASR @ {c[4:]}" for c in asr_cols]
@@ -133,11 +141,20 @@ def build_leaderboard_cells(leaderboard: pd.DataFrame) -> tuple[list[str], list[
         pretrained = "" if is_missing(r["pretrained"]) else str(r["pretrained"])
         cells.append([str(rank), str(r["model"]), pretrained, str(int(r["n_images"])), format_percent(r["clean_top1"]),
                       format_percent(r["attacked_top1"]), format_percent(r["mean_asr"])] + [format_percent(r[c]) for c in asr_cols])
-    if has_several_defences(leaderboard):
+    defended = "defence" in leaderboard.columns and (leaderboard["defence"] != NO_DEFENCE).any()
+    if defended:
         header.insert(3, "defence")
-        for row, defence in zip(cells, leaderboard["defence"]):
+        header.insert(6, "Δ clean vs none")
+        changes = leaderboard.get("clean_top1_vs_none", pd.Series(np.nan, index=leaderboard.index))
+        for row, defence, change in zip(cells, leaderboard["defence"], changes):
             row.insert(3, str(defence))
+            row.insert(6, "" if defence == NO_DEFENCE else format_points(change))
     return header, cells
+
+
+def format_points(value: Any) -> str:
+    """A change of a share in percentage points (`-3.2 pt`), `n/a` when missing."""
+    return "n/a" if is_missing(value) else f"{100 * float(value):+.1f} pt"
 
 
 RANKING_HEADER = ["model", "pretrained", "fraction", "placement", "group", "rank", "word", "target", "n",
@@ -168,15 +185,12 @@ def build_defence_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]
               "mean ASR", "Δ ASR"]
     header += [f"ASR @ {c[4:]}" for c in asr_cols]
 
-    def change(value: Any) -> str:
-        return "n/a" if is_missing(value) else f"{100 * value:+.1f} pt"
-
     cells = []
     for r in table.to_dict("records"):
         cells.append([str(r["model"]), "" if is_missing(r["pretrained"]) else str(r["pretrained"]), str(r["defence"]),
-                      "" if r["defence"] == r["baseline"] else str(r["baseline"]), format_percent(r["clean_top1"]), change(r["clean_top1_change"]),
+                      "" if r["defence"] == r["baseline"] else str(r["baseline"]), format_percent(r["clean_top1"]), format_points(r["clean_top1_change"]),
                       format_percent(r["attacked_top1"]), format_percent(r["mean_asr"]),
-                      change(r["mean_asr_change"])] + [format_percent(r[c]) for c in asr_cols])
+                      format_points(r["mean_asr_change"])] + [format_percent(r[c]) for c in asr_cols])
     return header, cells
 
 
@@ -294,12 +308,14 @@ REPORT_CSS = (
     "figcaption{color:#666;font-size:0.85em}"
     "pre{background:#f6f8fa;padding:0.8em;overflow-x:auto;font-size:0.8em}"
     ".warn{background:#fff3cd;border:1px solid #e0b252;padding:0.6em 0.8em}"
+    ".toc ul{margin-top:0}"
 )
 
 
-_LEADERBOARD_NOTE = ("Most robust first (lowest mean attack success rate). ASR: attack success rate (clean prediction "
-                     "not the target, attacked prediction the target); attacked top-1 and ASR are means over words, "
-                     "placements and fractions.")
+_LEADERBOARD_NOTE = (f"{LEADERBOARD_RULE} ASR: attack success rate (clean prediction not the target, attacked "
+                     "prediction the target); attacked top-1 and ASR are means over words, placements and fractions. "
+                     "With defences, Δ clean vs none is the change of clean top-1 from the same model without a "
+                     "defence: a negative value is what the defence costs on clean images.")
 _NO_CONDITIONS = "No attacked conditions."
 _RANKING_NOTE = (f"The vocabulary has more than {MANY_WORDS} words: per condition, the {RANKING_SIZE} words with the "
                  f"highest and the {RANKING_SIZE} with the lowest attack success rate (rank 1: highest; ties by "
@@ -308,7 +324,8 @@ _RANKING_NOTE = (f"The vocabulary has more than {MANY_WORDS} words: per conditio
 
 @dataclass(frozen=True)
 class ReportBlock:
-    """One element of the report: `kind` is h1, h2, h3, p, warn, table, figure, facts or config."""
+    """One element of the report: `kind` is h1, h2, h3, p, warn, table, figure, facts, config or toc
+    (a linked list of the h2 headings that follow it)."""
 
     kind: str
     text: str = ""
@@ -338,20 +355,112 @@ _DEFENCE_NOTE = ("Each defence on the same images, words, fractions and placemen
                  "figures below.")
 
 
+TOP_CONFUSION_HEADER = ["word → target", "fraction", "placement", "true class → predicted class", "n", "share",
+                        "n clean", "into class", "into class clean"]
+_TOP_CONFUSION_NOTE = (
+    "The most frequent confusions of each word (true class → predicted class, wrong predictions only): in each "
+    "condition the cell with the most images (ties: the predicted class that gained the most images over the clean "
+    "images, then class index), and of these the {n} with the most images, so each row of a word is another "
+    "condition. n: the cell's images; share: of the condition's images; n clean: the same cell on the clean images; "
+    "into class: all images of other true classes predicted as that class under the condition; into class clean: "
+    "the same on the clean images. Every word's rows are in top_confusions.csv.")
+_HEATMAP_NOTE = (
+    "A heatmap (where the attack sent the images: the clean images and each condition against the classes that "
+    "gained the most) is drawn for a word only when, in one of its conditions, one class gained at least "
+    "{images} images and {share:.0%} of the condition's images over the clean images; otherwise it would show single "
+    "images scattered over classes. Files are named by a readable slug of the word (typoattack.files.get_word_slug: "
+    "`$$$` → dollar-dollar-dollar).")
+
+
+def format_class_name(index: Any, class_names: Sequence[str]) -> str:
+    """The class name, with its index when another class has the same name (ImageNet's two cranes)."""
+    name = str(class_names[int(index)])
+    return f"{name} ({int(index)})" if sum(1 for n in class_names if n == name) > 1 else name
+
+
+def build_top_confusion_cells(top: pd.DataFrame, class_names: Sequence[str],
+                              targets: dict[str, int] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of `metrics.build_top_confusions` (TOP_CONFUSION_HEADER; a model
+    column when the table holds several models, a defence column with several defences; varying
+    style columns appended to the placement).
+
+    Args:
+        top: The output of `build_top_confusions`.
+        class_names: Class names indexed by class index.
+        targets: word -> target class index, shown beside the word.
+    """
+    styles = list_varying_styles(top)
+    targets = targets or {}
+    several_models = top[["model", "pretrained"]].astype(str).drop_duplicates().shape[0] > 1
+    several_defences = has_several_defences(top)
+    header = list(TOP_CONFUSION_HEADER)
+    cells = []
+    for r in top.to_dict("records"):
+        word = f"`{r['word']}`"
+        if r["word"] in targets:
+            word += f" → {format_class_name(targets[r['word']], class_names)}"
+        placement = str(r["placement"]) + (f" · {format_style(r, styles)}" if styles else "")
+        row = [word, f"{r['fraction']:g}", placement,
+               f"{format_class_name(r['true_index'], class_names)} → {format_class_name(r['pred_index'], class_names)}",
+               str(int(r["count"])), format_percent(r["share"]), str(int(r["clean_count"])), str(int(r["into_count"])),
+               str(int(r["into_clean"]))]
+        if several_defences:
+            row.insert(1, str(r["defence"]))
+        if several_models:
+            row.insert(1, get_model_label(r["model"], r["pretrained"]))
+        cells.append(row)
+    if several_defences:
+        header.insert(1, "defence")
+    if several_models:
+        header.insert(1, "model")
+    return header, cells
+
+
+def list_confusion_blocks(top: pd.DataFrame, class_names: Sequence[str], targets: dict[str, int],
+                          heatmaps: dict[str, Path], notes: Sequence[str] = ()) -> list[ReportBlock]:
+    """The report's "Top confusions" section: the rule, the table, the words with their heatmap
+    files, and the heatmaps.
+
+    Args:
+        top: The output of `build_top_confusions` (the rows to show).
+        class_names: Class names indexed by class index.
+        targets: word -> target class index.
+        heatmaps: word -> heatmap PNG, for the words that got one (in the order shown).
+        notes: Extra paragraphs (e.g. which words and defence the table shows).
+    """
+    blocks = [ReportBlock("h2", "Top confusions"), ReportBlock("p", _TOP_CONFUSION_NOTE.format(n=TOP_CONFUSIONS_PER_WORD))]
+    blocks += [ReportBlock("p", n) for n in notes]
+    blocks.append(ReportBlock("p", "No word has a wrong prediction.") if top.empty
+                  else build_table_block(*build_top_confusion_cells(top, class_names, targets), "confusions"))
+    blocks.append(ReportBlock("p", _HEATMAP_NOTE.format(images=HEATMAP_MIN_IMAGES, share=HEATMAP_MIN_SHARE)))
+    words = list(dict.fromkeys(str(w) for w in top["word"])) if not top.empty else []
+    words += [w for w in heatmaps if w not in words]
+    if words:
+        rows = [[f"`{w}`" + (f" → {format_class_name(targets[w], class_names)}" if w in targets else ""),
+                 heatmaps[w].name if w in heatmaps else "— (no class gained enough)"] for w in words]
+        blocks.append(build_table_block(["word → target", "heatmap file"], rows, "heatmaps"))
+    blocks += [ReportBlock("figure", path=p) for p in heatmaps.values()]
+    return blocks
+
+
 def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
-                        run_infos: list[dict], title: str, notes: Sequence[str] = ()) -> list[ReportBlock]:
-    """The report's content, in order."""
+                        run_infos: list[dict], title: str, notes: Sequence[str] = (),
+                        sections: Sequence[ReportBlock] = ()) -> list[ReportBlock]:
+    """The report's content, in order: the key table (leaderboard) first, then a linked list of the
+    sections that follow."""
     blocks = [ReportBlock("h1", title)]
     blocks.extend(ReportBlock("warn", w) for w in _model_warnings(per_word, run_infos))
     blocks += [ReportBlock("h2", "Leaderboard"), ReportBlock("p", _LEADERBOARD_NOTE)]
     blocks.append(ReportBlock("p", _NO_CONDITIONS) if leaderboard.empty
                   else build_table_block(*build_leaderboard_cells(leaderboard), "leaderboard"))
+    blocks.append(ReportBlock("toc", "Contents"))
     if has_several_defences(per_word):
         blocks += [ReportBlock("h2", "Defences"), ReportBlock("p", _DEFENCE_NOTE),
                    build_table_block(*build_defence_cells(build_defence_table(per_word)), "defences")]
     if figures or notes:
         blocks.append(ReportBlock("h2", "Figures"))
         blocks += [ReportBlock("p", n) for n in notes] + [ReportBlock("figure", path=f) for f in figures]
+    blocks += list(sections)
     if count_words(per_word) > MANY_WORDS:
         blocks += [ReportBlock("h2", "Words ranked by attack success rate"), ReportBlock("p", _RANKING_NOTE),
                    build_table_block(*build_ranking_cells(build_asr_ranking(per_word)), "ranking")]
@@ -365,8 +474,24 @@ def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figur
     return blocks
 
 
-def format_markdown_block(block: ReportBlock, out_dir: Path) -> list[str]:
-    """Lines of one block in report.md (figures linked by their path relative to `out_dir`)."""
+def get_anchor(heading: str) -> str:
+    """The link target of a heading, as GitHub spells it in Markdown: lower case, characters other
+    than letters, digits, spaces and `-` dropped, spaces as `-` (`Per-word results` -> `per-word-results`)."""
+    kept = "".join(c for c in heading.lower() if c.isalnum() or c in " -")
+    return kept.replace(" ", "-")
+
+
+def list_contents(blocks: Sequence[ReportBlock], toc: ReportBlock) -> list[str]:
+    """The h2 headings that follow `toc` in `blocks` (the entries of its linked list)."""
+    after = list(blocks)[next(i for i, b in enumerate(blocks) if b is toc) + 1:]
+    return [b.text for b in after if b.kind == "h2"]
+
+
+def format_markdown_block(block: ReportBlock, out_dir: Path, contents: Sequence[str] = ()) -> list[str]:
+    """Lines of one block in report.md (figures linked by their path relative to `out_dir`; a toc
+    block lists `contents`, each heading linked)."""
+    if block.kind == "toc":
+        return [f"**{block.text}:**", ""] + [f"- [{h}](#{get_anchor(h)})" for h in contents] + [""]
     if block.kind in ("h1", "h2", "h3"):
         return ["#" * int(block.kind[1]) + f" {block.text}", ""]
     if block.kind == "warn":
@@ -384,9 +509,15 @@ def format_markdown_block(block: ReportBlock, out_dir: Path) -> list[str]:
     return [block.text, ""]
 
 
-def format_html_block(block: ReportBlock) -> str:
-    """HTML of one block in report.html (every string escaped, figures embedded as data URIs)."""
+def format_html_block(block: ReportBlock, contents: Sequence[str] = ()) -> str:
+    """HTML of one block in report.html (every string escaped, figures embedded as data URIs, h2
+    headings with the `id` a toc block links to)."""
     text = html.escape(block.text)
+    if block.kind == "toc":
+        items = "".join(f'<li><a href="#{get_anchor(h)}">{html.escape(h)}</a></li>' for h in contents)
+        return f'<nav class="toc"><p><strong>{text}:</strong></p><ul>{items}</ul></nav>'
+    if block.kind == "h2":
+        return f'<h2 id="{get_anchor(block.text)}">{text}</h2>'
     if block.kind in ("h1", "h2", "h3"):
         return f"<{block.kind}>{text}</{block.kind}>"
     if block.kind == "warn":
@@ -407,11 +538,14 @@ def format_html_block(block: ReportBlock) -> str:
 
 def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
                  run_infos: list[dict], title: str = "typoattack report",
-                 notes: Sequence[str] = (), stem: str = "report") -> tuple[Path, Path]:
+                 notes: Sequence[str] = (), stem: str = "report",
+                 sections: Sequence[ReportBlock] = ()) -> tuple[Path, Path]:
     """Write `{stem}`.md and a self-contained `{stem}`.html (report.md / report.html) into `out_dir`.
 
     Both hold the same content: a warning when a model is untrained (pretrained `seed:N`), the
-    leaderboard, the notes and every figure, with more than MANY_WORDS (word, target) pairs the top
+    leaderboard (the key numbers, with its ranking rule), a linked list of the sections below, the
+    defences table when there are several, the notes and every figure, the `sections` (e.g. the
+    top confusions), with more than MANY_WORDS (word, target) pairs the top
     and bottom RANKING_SIZE words by ASR per condition (`build_ranking_cells`), the per-word table
     (varying style columns are appended to the placement), and one section per run with its device, image counts, versions, a bold
     untrained-model warning where it applies, and its config as a JSON block. report.md links the
@@ -427,6 +561,7 @@ def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFram
         title: The report title.
         notes: Paragraphs shown above the figures (e.g. which words got per-word figures).
         stem: File name of the pages without the suffix.
+        sections: Further blocks, placed after the figures (each section led by an h2 block).
 
     Returns:
         (path of the .md, path of the .html).
@@ -440,7 +575,10 @@ def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFram
     for f in figures:
         if not f.is_file():
             raise FileNotFoundError(f"write_report: figure {f} does not exist")
-    blocks = _list_report_blocks(per_word, leaderboard, figures, run_infos, title, notes)
+    for block in sections:
+        if block.kind == "figure" and block.path is not None and not Path(block.path).is_file():
+            raise FileNotFoundError(f"write_report: figure {block.path} does not exist")
+    blocks = _list_report_blocks(per_word, leaderboard, figures, run_infos, title, notes, sections)
     return write_report_pages(blocks, out_dir, stem, title)
 
 
@@ -451,13 +589,14 @@ def write_report_pages(blocks: Sequence[ReportBlock], out_dir: Path, stem: str, 
     Returns:
         (path of the .md, path of the .html).
     """
-    md = [line for block in blocks for line in format_markdown_block(block, out_dir)]
+    contents = {id(b): list_contents(blocks, b) for b in blocks if b.kind == "toc"}
+    md = [line for block in blocks for line in format_markdown_block(block, out_dir, contents.get(id(block), ()))]
     md_path, html_path = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
     write_text_atomic(md_path, "\n".join(md).rstrip("\n") + "\n")
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(format_html_block(b) for b in blocks) + "\n</body>\n</html>\n"
+        + "\n".join(format_html_block(b, contents.get(id(b), ())) for b in blocks) + "\n</body>\n</html>\n"
     )
     write_text_atomic(html_path, page)
     return md_path, html_path
