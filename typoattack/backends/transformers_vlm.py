@@ -283,13 +283,7 @@ def create_vision_language_model(name: str, device: torch.device, precision: Pre
 
     if precision is Precision.FP16 and device.type != "cuda":
         raise ConfigError("precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
-    folder, weights_id, family, processor = _load_processor(name, trust_remote_code, image_only=False)
-    if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
-        raise WeightsError(f"{name}: no image processor and tokenizer found (processor_config.json or "
-                           f"preprocessor_config.json, tokenizer files); {_SUPPLY_HELP}")
-    if getattr(processor, "chat_template", None) is None and family not in _PROMPT_ONLY_FAMILIES:
-        raise WeightsError(f"{name}: the processor has no chat template (chat_template.jinja or chat_template.json); "
-                           "copy the model's template into the folder")
+    folder, weights_id, family, processor = _load_processor(name, trust_remote_code)
     try:
         model = AutoModelForImageTextToText.from_pretrained(folder, dtype=_DTYPES[precision],
                                                             trust_remote_code=trust_remote_code)
@@ -321,34 +315,39 @@ class ModelFacts:
 
 def check_vision_language_model(name: str, trust_remote_code: bool = False) -> ModelFacts:
     """Check that a model can be loaded by this backend and read its input sizes, without loading its weights
-    (the folder or cached snapshot, its config, and its image processor only).
+    (the folder or cached snapshot, its config, its processor and chat template).
 
     Raises:
-        WeightsError: The folder or the cached model is missing, or its image processor cannot be loaded.
+        WeightsError: The folder or the cached model, or its processor, tokenizer or chat template, is missing.
         ConfigError: The model is not a vision-language model this backend can run, or needs
             `--trust-remote-code`.
     """
-    _, weights_id, family, image_processor = _load_processor(name, trust_remote_code, image_only=True)
-    return ModelFacts(weights_id, family, get_native_image_size(image_processor),
-                      get_default_canvas_size(image_processor))
+    _, weights_id, family, processor = _load_processor(name, trust_remote_code)
+    return ModelFacts(weights_id, family, get_native_image_size(processor.image_processor),
+                      get_default_canvas_size(processor.image_processor))
 
 
-def _load_processor(name: str, trust_remote_code: bool, image_only: bool) -> tuple[Path, str, str, Any]:
-    """(folder, weights id, family, processor) of a model after checking its config; `image_only`: its image
-    processor alone (AutoImageProcessor) instead of the whole AutoProcessor.
+def _load_processor(name: str, trust_remote_code: bool) -> tuple[Path, str, str, Any]:
+    """(folder, weights id, family, AutoProcessor) of a model, its config, processor and chat template checked.
 
     Raises:
         WeightsError, ConfigError: As `create_vision_language_model`.
     """
-    from transformers import AutoImageProcessor, AutoProcessor
+    from transformers import AutoProcessor
 
     folder, weights_id = resolve_model_folder(name)
     family = check_model_config(name, folder, trust_remote_code)
-    auto, part = (AutoImageProcessor, "image processor") if image_only else (AutoProcessor, "processor")
     try:
-        return folder, weights_id, family, auto.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise _load_error(name, part, exc) from None
+        raise _load_error(name, "processor", exc) from None
+    if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
+        raise WeightsError(f"{name}: no image processor and tokenizer found (processor_config.json or "
+                           f"preprocessor_config.json, tokenizer files); {_SUPPLY_HELP}")
+    if getattr(processor, "chat_template", None) is None and family not in _PROMPT_ONLY_FAMILIES:
+        raise WeightsError(f"{name}: the processor has no chat template (chat_template.jinja or chat_template.json); "
+                           "copy the model's template into the folder")
+    return folder, weights_id, family, processor
 
 
 def resolve_model_folder(name: str) -> tuple[Path, str]:

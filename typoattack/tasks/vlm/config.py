@@ -19,6 +19,7 @@ from typoattack.config.datasets import DATASET_KEYS, REAL_DEFAULT_SPLIT, RealDat
 from typoattack.config.parsing import as_bool, as_enum, as_int, as_list, as_str, resolve_path
 from typoattack.config.types import ModelSpec
 from typoattack.errors import ConfigError
+from typoattack.files import expand_path
 from typoattack.tasks.vlm.answers import Scoring
 from typoattack.tasks.vlm.prompts import DEFAULT_PROMPT_IDS, AnswerStyle, OptionOrder, is_prompts_file, resolve_prompts
 
@@ -38,7 +39,7 @@ class VlmConfig(AttackSettings, RealDatasetSettings):
     the input (synthetic attacks on `data` when `dataset` is None, else that real dataset), and the questions.
 
     Attributes:
-        prompts: `--prompt` values in order: SCAM prompt ids "1".."7", ids of a prompts file, or prompts YAML
+        question_prompts: `--prompt` values in order: SCAM prompt ids "1".."7", ids of a prompts file, or prompts YAML
             files (absolute paths; each adds all its prompts).
         order: Which option orders are asked (`both`: every item twice).
         scoring: Option log-probabilities, or greedy answers read by SCAM's parser.
@@ -49,7 +50,7 @@ class VlmConfig(AttackSettings, RealDatasetSettings):
         trust_remote_code: Let models run their repository's own code.
     """
 
-    prompts: tuple[str, ...] = DEFAULT_PROMPT_IDS
+    question_prompts: tuple[str, ...] = DEFAULT_PROMPT_IDS
     order: OptionOrder = OptionOrder.BOTH
     scoring: Scoring = Scoring.LIKELIHOOD
     answer: AnswerStyle = AnswerStyle.LETTER
@@ -62,7 +63,7 @@ class VlmConfig(AttackSettings, RealDatasetSettings):
         if any(spec.pretrained is not None or spec.backend != VLM_BACKEND for spec in self.models):
             raise ConfigError("`typoattack vlm` models are Hub ids or save_pretrained folders given with --model alone "
                               "(no pretrained tag, no backend)")
-        resolve_prompts(self.prompts)
+        resolve_prompts(self.question_prompts)
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
@@ -85,7 +86,10 @@ def parse_vlm_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
                 raise ConfigError(f"a `models` entry of `typoattack vlm` holds only `name` (a Hub id or a "
                                   f"save_pretrained folder), got {dict(entry)!r}")
             entry = entry["name"]
-        names.append(as_str("model", entry))
+        name = as_str("model", entry)
+        folder = expand_path(name)
+        # A folder by its absolute path, so that a Ray worker or a later resume finds it from any directory.
+        names.append(str(folder.resolve()) if folder.is_dir() else name)
     if not names:
         raise ConfigError("no model given; pass --model with a Hub id (from the Hugging Face cache) or a "
                           "save_pretrained folder of a vision-language model")
@@ -117,7 +121,7 @@ def build_vlm_config(raw: Mapping[str, Any]) -> VlmConfig:
     image_size = raw.get("image_size")
     return VlmConfig(
         **run, **data, dataset=dataset, **parse_attack_settings(raw),
-        prompts=tuple(_as_prompt(p) for p in as_list(raw.get("prompts", raw.get("prompt", DEFAULT_PROMPT_IDS)))),
+        question_prompts=tuple(_as_prompt(p) for p in as_list(raw.get("prompts", raw.get("prompt", DEFAULT_PROMPT_IDS)))),
         order=as_enum("order", OptionOrder, raw.get("order", OptionOrder.BOTH.value)),
         scoring=as_enum("scoring", Scoring, raw.get("scoring", Scoring.LIKELIHOOD.value)),
         answer=as_enum("answer", AnswerStyle, raw.get("answer", AnswerStyle.LETTER.value)),

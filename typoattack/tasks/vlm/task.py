@@ -156,7 +156,7 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
     """Vision-language chat models under typographic attacks (`typoattack vlm`)."""
 
     def plan(self, cfg: VlmConfig, progress: ProgressReporter) -> Plan:
-        prompts = resolve_prompts(cfg.prompts)
+        prompts = resolve_prompts(cfg.question_prompts)
         if cfg.dataset is None:
             return self._plan_synthetic(cfg, prompts, progress)
         return self._plan_real(cfg, prompts)
