@@ -45,12 +45,9 @@ SIZE = 32
 """The tiny LLaVA's native input (its CLIP processor's crop size)."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_torch_thread):
+    """Every test of this module on one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +115,8 @@ def test_records_match_a_direct_computation_with_the_backend(synthetic, model) -
         assert r.object_label == names[r.true_index] and r.attack_label == names[r.target_index]
         template = PROMPT_1 if r.prompt_id == "1" else PROMPT_5
         assert r.safe_prompt == (r.prompt_id == "5")
-        first, second = (r.object_label, r.attack_label) if r.order == "object-first" else (r.attack_label, r.object_label)
+        object_first = r.order == "object-first"
+        first, second = (r.object_label, r.attack_label) if object_first else (r.attack_label, r.object_label)
         logp_a, logp_b = _direct_scores(model, canvas, template, first, second)
         logp_object, logp_attack = (logp_a, logp_b) if r.order == "object-first" else (logp_b, logp_a)
         assert r.logp_object == pytest.approx(logp_object, abs=1e-4)
@@ -157,7 +155,8 @@ def test_tables_of_the_synthetic_input(synthetic) -> None:
     mine = clean[clean["prompt_id"] == "1"]
     assert row["n"] == len(mine) and row["attack_rate"] == pytest.approx((mine["choice"] == "attack").mean())
     per_word = pd.read_csv(out / "per_word.csv")
-    attacked = records[(records["word"] == "pizza") & (records["placement"] == "center") & (records["prompt_id"] == "5")]
+    attacked = records[(records["word"] == "pizza") & (records["placement"] == "center")
+                       & (records["prompt_id"] == "5")]
     row = per_word[(per_word["word"] == "pizza") & (per_word["placement"] == "center") & (per_word["prompt_id"] == 5)]
     pairs = attacked.merge(clean, on=["image_id", "target_index", "prompt_id", "order"], suffixes=("", "_clean"))
     hits = (pairs["choice_clean"] != "attack") & (pairs["choice"] == "attack")
@@ -311,3 +310,22 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_records() -> None:
         frames.append(frame)
     assert batch.size == 2 and max(c for c in toy.calls[-3:]) <= 3
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_terminal_summary_fits_80_columns(synthetic) -> None:
+    from rich.console import Console
+
+    from typoattack.tasks.vlm.tables import SYNTHETIC_SUMMARY_KEYS, build_summary
+    from typoattack.tasks.vlm.task import TASK
+
+    _, records = synthetic
+    long = records.assign(model="/data/models/llava-hf/llava-1.5-7b-hf-with-a-long-folder-name", scoring="generate")
+    summary = build_summary(pd.concat([records, long], ignore_index=True), SYNTHETIC_SUMMARY_KEYS)
+    console = Console(width=200, record=True, color_system=None)
+    for renderable in TASK.show_summary(summary, None):
+        console.print(renderable)
+    text = console.export_text()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80, text
+    assert "unclear" in text and "-with-a-long-folder-name: generate scoring" in text
+    assert "tiny-llava: likelihood scoring" in text
+    assert "5 safe" in text and "0.1 random" in text and "clean" in text

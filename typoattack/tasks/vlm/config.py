@@ -121,7 +121,8 @@ def build_vlm_config(raw: Mapping[str, Any]) -> VlmConfig:
     image_size = raw.get("image_size")
     return VlmConfig(
         **run, **data, dataset=dataset, **parse_attack_settings(raw),
-        question_prompts=tuple(_as_prompt(p) for p in as_list(raw.get("prompts", raw.get("prompt", DEFAULT_PROMPT_IDS)))),
+        question_prompts=tuple(_as_prompt(p)
+                               for p in as_list(raw.get("prompts", raw.get("prompt", DEFAULT_PROMPT_IDS)))),
         order=as_enum("order", OptionOrder, raw.get("order", OptionOrder.BOTH.value)),
         scoring=as_enum("scoring", Scoring, raw.get("scoring", Scoring.LIKELIHOOD.value)),
         answer=as_enum("answer", AnswerStyle, raw.get("answer", AnswerStyle.LETTER.value)),

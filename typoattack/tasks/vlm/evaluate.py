@@ -197,7 +197,8 @@ def ask_jobs(model: VisionLanguageModel, jobs: Sequence[ImageJob], draw: Callabl
     return frame.astype({c: t for c, t in _DTYPES.items() if c in columns}), skipped
 
 
-def _answer(model: VisionLanguageModel, pending: list[Question], questioning: Questioning, batch: BatchSize) -> list[dict[str, Any]]:
+def _answer(model: VisionLanguageModel, pending: list[Question], questioning: Questioning,
+            batch: BatchSize) -> list[dict[str, Any]]:
     """choice, logp_object, logp_attack and answer of each pending question; on CUDA out-of-memory the
     questions are answered in halves and the batch size stays halved."""
     try:
@@ -211,7 +212,8 @@ def _answer(model: VisionLanguageModel, pending: list[Question], questioning: Qu
         return _answer(model, pending[:half], questioning, batch) + _answer(model, pending[half:], questioning, batch)
 
 
-def _answer_batch(model: VisionLanguageModel, pending: list[Question], questioning: Questioning) -> list[dict[str, Any]]:
+def _answer_batch(model: VisionLanguageModel, pending: list[Question],
+                  questioning: Questioning) -> list[dict[str, Any]]:
     images = [q.image for q in pending]
     questions = [q.text for q in pending]
     orders = [q.order for q in pending]

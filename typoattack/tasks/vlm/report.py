@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from typoattack.analysis.figure_style import (
     ASR_VS_FRACTION_MAX_COLS, LEGEND_ROW_H, PANEL_H, PANEL_W, TITLE_H, get_colors, plain_text, save_figure,
@@ -32,8 +34,6 @@ from typoattack.tasks.vlm.tables import (
     write_vlm_tables,
 )
 
-MODEL_WIDTH = 22
-"""Characters of a model name in the terminal table (longer names keep their end: the folder or repo name)."""
 SYNTHETIC_FIGURE = "vlm_attack_rate.png"
 REAL_FIGURE = "vlm_real_attack_rate.png"
 SUMMARY_HEADER = ["model", "scoring", "prompt", "images", "n", "object [95% CI]", "attack [95% CI]", "unclear",
@@ -46,7 +46,8 @@ _NOTE = ("Each image is asked SCAM's question with option (a) and (b) the true o
          "the image. Synthetic attacks: 'clean' is the same question on the image without text.")
 
 
-def _short(name: str, width: int = MODEL_WIDTH) -> str:
+def _short(name: str, width: int) -> str:
+    """`name` cut to `width` characters, keeping its end (the folder or repository name)."""
     return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
@@ -87,10 +88,11 @@ def build_summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str
     return SUMMARY_HEADER, rows
 
 
-def build_summary_rich_table(summary: pd.DataFrame, full: bool = False) -> Table:
-    """The summary for the terminal: per model and scoring, each prompt under each condition (clean, fraction
-    and placement, or variant) with its share of object and attack answers, unclear answers (generate scoring)
-    and the order bias; at most 80 columns wide. `full`: every column with the 95% intervals."""
+def build_summary_rich_tables(summary: pd.DataFrame, full: bool = False) -> list[RenderableType]:
+    """The summary for the terminal: one table per model and scoring, with each prompt under each condition
+    (clean, fraction and placement, or variant): the share of answers choosing the object and the attack,
+    unclear answers (generate scoring) and the order bias; each at most 80 columns wide. `full`: one table with
+    every column and the 95% intervals."""
     if full:
         header, cells = build_summary_cells(summary)
         table = Table(title="Vision-language models: which option each image was read as", box=box.SIMPLE_HEAD)
@@ -98,29 +100,32 @@ def build_summary_rich_table(summary: pd.DataFrame, full: bool = False) -> Table
             table.add_column(name, justify="left" if name in ("model", "scoring", "prompt", "images") else "right")
         for row in cells:
             table.add_row(*row)
-        return table
+        return [table]
     styles = _styles(summary)
-    generate = bool((summary["scoring"] == "generate").any()) if not summary.empty else False
-    table = Table(title="Vision-language models: share of answers choosing each option", box=box.SIMPLE_HEAD,
-                  pad_edge=False, title_justify="left")
-    columns = [("model", "left"), ("prompt", "left"), ("images", "left"), ("n", "right"), ("object", "right"),
-               ("attack", "right"), *([("unclear", "right")] if generate else []), ("bias", "right")]
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis",
-                         max_width=MODEL_WIDTH if name == "model" else 18 if name == "images" else None)
-    for r in summary.to_dict("records"):
-        model = _short(str(r["model"])) + ("" if r["scoring"] == "likelihood" else " (gen)")
-        table.add_row(model, _prompt_label(r), _condition_label(r, styles), str(int(r["n"])),
-                      format_percent(r["object_acc"]), format_percent(r["attack_rate"]),
-                      *([format_percent(r["unclear_rate"])] if generate else []), _bias(r["order_bias"]))
-    return table
+    tables = []
+    for (model, scoring), rows in summary.groupby(["model", "scoring"], sort=False):
+        generate = scoring == "generate"
+        title = Text(f"{_short(str(model), 64)}: {scoring} scoring", style="bold", no_wrap=True, overflow="ellipsis")
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for name, justify in (("prompt", "left"), ("images", "left"), ("n", "right"), ("object", "right"),
+                              ("attack", "right"), *([("unclear", "right")] if generate else []),
+                              ("order bias", "right")):
+            table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis",
+                             max_width=24 if name == "images" else None)
+        for r in rows.to_dict("records"):
+            table.add_row(_prompt_label(r), _condition_label(r, styles), str(int(r["n"])),
+                          format_percent(r["object_acc"]), format_percent(r["attack_rate"]),
+                          *([format_percent(r["unclear_rate"])] if generate else []), _bias(r["order_bias"]))
+        tables.append(Group(title, table))
+    return tables
 
 
 def _pool(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Summary rows pooled over the columns not in `keys`: attack rate from the summed counts, with its 95%
     Wilson interval."""
     frame = summary.assign(n_attack=np.rint(summary["attack_rate"] * summary["n"]).astype(np.int64))
-    pooled = frame.groupby(keys, sort=False, dropna=False).agg(n=("n", "sum"), n_attack=("n_attack", "sum")).reset_index()
+    pooled = frame.groupby(keys, sort=False, dropna=False).agg(
+        n=("n", "sum"), n_attack=("n_attack", "sum")).reset_index()
     pooled["attack_rate"] = pooled["n_attack"] / pooled["n"]
     pooled["low"], pooled["high"] = wilson_interval(pooled["n_attack"].to_numpy(), pooled["n"].to_numpy())
     return pooled
@@ -203,7 +208,8 @@ def plot_attack_rate_by_prompt(summary: pd.DataFrame, path: Path) -> None:
     with plain_text():
         fig, axes = _figure(len(panels), 1)
         for ax, (model, scoring, dataset) in zip(axes.flat, panels):
-            mine = summary[(summary["model"] == model) & (summary["scoring"] == scoring) & (summary["dataset"] == dataset)]
+            mine = summary[(summary["model"] == model) & (summary["scoring"] == scoring)
+                           & (summary["dataset"] == dataset)]
             prompts = _order_prompts(mine)
             for v, variant in enumerate(variants):
                 rows = mine[mine["variant"] == variant]

@@ -132,7 +132,8 @@ def build_per_word(records: pd.DataFrame) -> pd.DataFrame:
     table = build_summary(attacked, SYNTHETIC_WORD_KEYS)
     if attacked.empty:
         return table.reindex(columns=[*table.columns, *WORD_EXTRA_COLUMNS])
-    clean = records.loc[records["word"] == CLEAN_WORD, [*PAIR_KEYS, "choice"]].rename(columns={"choice": "clean_choice"})
+    clean = records.loc[records["word"] == CLEAN_WORD, [*PAIR_KEYS, "choice"]]
+    clean = clean.rename(columns={"choice": "clean_choice"})
     pairs = attacked.merge(clean, on=PAIR_KEYS, how="left", validate="many_to_one")
     paired = pairs["clean_choice"].notna()
     was_attack = (pairs["clean_choice"] == Choice.ATTACK.value) & paired

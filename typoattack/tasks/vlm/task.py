@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,10 @@ from typoattack.tasks.vlm.prompts import (
     AnswerStyle, OptionOrder, PromptTemplate, build_answer_texts, list_orders, resolve_prompts,
 )
 from typoattack.tasks.vlm.tables import PER_WORD_CSV, SUMMARY_CSV, write_vlm_tables
+
+if TYPE_CHECKING:
+    from typoattack.backends.transformers_vlm import VisionLanguageModel
+    from typoattack.tasks.vlm.evaluate import BatchSize, Drawn, ImageJob
 
 DEFAULT_BATCH_SIZE = 8
 """Questions per forward pass when --batch-size is auto (a 7B model with hundreds of image tokens per question
@@ -82,12 +86,12 @@ class VlmContext:
         info: The model's run.json entries.
     """
 
-    model: Any
-    draw: Callable[[Any], Any]
+    model: VisionLanguageModel
+    draw: Callable[[ImageJob], Drawn]
     canvases: CanvasSet | None
     conditions: list[Condition]
     source: RealSource | None
-    batch: Any
+    batch: BatchSize
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,8 +108,8 @@ def get_canvas_geometry(size: tuple[int, int]) -> InputGeometry:
 
 
 def check_vlm_models(cfg: VlmConfig) -> list[dict[str, Any]]:
-    """Device, precision, and each model's files (config, image processor, weights present; weights not
-    loaded) with the canvas it gets.
+    """Device, precision, and each model's files (config, processor, tokenizer, chat template; the weights are
+    not loaded) with the canvas it gets.
 
     Returns:
         Per model, its run.json entries known before loading: family, weights_id, native_image_size,
@@ -125,7 +129,8 @@ def check_vlm_models(cfg: VlmConfig) -> list[dict[str, Any]]:
         if cfg.image_size is not None:
             size, how = (cfg.image_size, cfg.image_size), "--image-size"
         elif facts.canvas_size is not None:
-            size, how = facts.canvas_size, "native" if facts.native_image_size else "tile (the processor keeps the aspect ratio)"
+            size = facts.canvas_size
+            how = "native" if facts.native_image_size else "tile (the processor keeps the aspect ratio)"
         else:
             raise ConfigError(f"model {spec.name}: its processor names no input size; pass --image-size N")
         entries.append({"family": facts.family, "weights_id": facts.weights_id,
@@ -297,10 +302,10 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         return write_vlm_tables(records, out)
 
     def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:
-        from typoattack.tasks.vlm.report import build_summary_rich_table
+        from typoattack.tasks.vlm.report import build_summary_rich_tables
 
         where = f"{info.config['out']}/{SUMMARY_CSV}" if info and info.config.get("out") else SUMMARY_CSV
-        return [build_summary_rich_table(summary, full), *([] if full else [f"Every condition: {where}"])]
+        return [*build_summary_rich_tables(summary, full), *([] if full else [f"With 95% intervals: {where}"])]
 
     def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,
                      notes: Sequence[str], progress: ProgressReporter) -> ReportPart:
