@@ -50,3 +50,13 @@ def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
 def cache_dir(tmp_path_factory) -> Path:
     """A cache folder shared by the tests of one session (canvases, classifiers)."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module: tiny models' operations are far too small to share between threads,
+    and on a busy machine two threads make each of them many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -41,12 +41,8 @@ BUILDERS = {"clip": hf_builders.build_clip_folder, "siglip": hf_builders.build_s
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Per-image resizes and tiny models: threads only add overhead on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test of this module on one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

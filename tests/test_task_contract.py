@@ -53,15 +53,22 @@ def _args(task: str, data: dict[str, Path], cache_dir: Path) -> list[str]:
                 "--pretrained", "seed:0", "--chunk-size", "3", *common]
     if task == "stroop":
         return ["stroop", "--model", TINY_MODEL, "--pretrained", "seed:0", "--chunk-size", "16", *common]
+    if task == "vlm":
+        return ["vlm", "--data", "sample", "--model", str(data["tiny-llava"]), "--limit", "8", "--chunk-size", "2",
+                "--vocab", str(data["two-words"]), "--fraction", "0.1", "--placement", "center", *common]
     raise AssertionError(f"the task contract has no small run for task {task!r}; add one to _args")
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
     from hf_builders import build_clip_folder
+    from vlm_builders import save_tiny_llava
 
     root = tmp_path_factory.mktemp("contract")
-    return {"rta100": make_named_folder(root / "rta100"), "hf-clip": build_clip_folder(root / "hf-clip")}
+    vocab = root / "two-words.yaml"
+    vocab.write_text("name: two\nwords:\n  - {text: pizza, target: pizza}\n  - {text: iPod, target: iPod}\n")
+    return {"rta100": make_named_folder(root / "rta100"), "hf-clip": build_clip_folder(root / "hf-clip"),
+            "tiny-llava": save_tiny_llava(root / "tiny-llava"), "two-words": vocab}
 
 
 @pytest.fixture(scope="module")

@@ -40,14 +40,9 @@ def _images(n: int, seed: int = 0, sizes: tuple[tuple[int, int], ...] = ((32, 32
     return [rng.integers(0, 256, (*sizes[i % len(sizes)], 3), dtype=np.uint8) for i in range(n)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # The tiny models' operations are far too small to share between threads; on a busy machine two threads
-    # make each of them ten times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_torch_thread):
+    """Every test of this module on one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

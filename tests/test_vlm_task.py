@@ -222,7 +222,8 @@ def test_task_modules_import_no_model_code() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, typoattack.tasks.vlm.prompts, typoattack.tasks.vlm.answers, typoattack.tasks.vlm.tables; "
+    code = ("import sys, typoattack.tasks.vlm.prompts, typoattack.tasks.vlm.answers, typoattack.tasks.vlm.tables, "
+            "typoattack.tasks.vlm.config; "
             "bad = [m for m in ('torch', 'transformers', 'open_clip', 'typer') if m in sys.modules]; print(bad); "
             "sys.exit(bool(bad))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -16,6 +16,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 import typoattack
 from typoattack.config.types import Executor, LabelSet, Placement, Precision, Protocol, RealDataset
 from typoattack.errors import TypoAttackError
+from typoattack.tasks.vlm.answers import Scoring
+from typoattack.tasks.vlm.prompts import AnswerStyle, OptionOrder
 
 app = typer.Typer(
     help="Typographic attacks on CLIP-style models at a controlled pixel fraction.",
@@ -309,7 +311,7 @@ def prepare_command(
 
 def _render(word: str, image: str, fraction: float, placement: Placement, output: Path, size: int,
             style_options: dict[str, Any], seed: int) -> None:
-    from typoattack.tasks.synthetic.config import build_styles
+    from typoattack.config.attack import build_styles
     from typoattack.tasks.synthetic.preview import run_render
 
     with _user_errors():
@@ -361,7 +363,7 @@ def _report(run_dirs: list[Path], out: Path | None, table: TableView = TableView
 
 @app.command("report")
 def report_command(
-    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run folders (of `eval`, `real` or `stroop`).")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run folders (of `eval`, `real`, `stroop` or `vlm`).")],
     out: Annotated[Optional[Path], _option("--out", "-o", panel=RUN, metavar="PATH",
                                            default="DIR/report for one run, ./typoattack-report for several",
                                            help="Report folder.")] = None,
@@ -505,6 +507,84 @@ def stroop_command(
 ) -> None:
     """Goh et al.'s Stroop test: colour words in ink colours, classified zero-shot among the colours."""
     _run("stroop", config, _get_overrides(locals()), overwrite)
+
+
+# --- typoattack vlm: vision-language chat models ---
+QUESTIONS = "Questions"
+VlmConfigOption = Annotated[Optional[str], _option(
+    "--config", "-c", panel=RUN, metavar="PATH", help="YAML file of `vlm` settings; flags override its keys.")]
+VlmModelsOption = Annotated[Optional[list[str]], _option(
+    "--model", panel=MODEL, metavar="ID|PATH",
+    help="Vision-language chat model: a Hub id in the Hugging Face cache (ORG/NAME) or a save_pretrained folder; "
+         "repeat for several.")]
+ImageSizeOption = Annotated[Optional[int], _option(
+    "--image-size", panel=MODEL, metavar="INT", default="the model's input size",
+    help="Side of the square canvas the images are drawn on and handed to the processor (a processor that keeps "
+         "the aspect ratio: its tile, or 448 for Qwen2-VL).")]
+TrustRemoteCodeOption = Annotated[Optional[bool], _option(
+    "--trust-remote-code/--no-trust-remote-code", panel=MODEL, metavar=" ", default="no-trust-remote-code",
+    help="Let a model run Python code from its repository (never without this flag).")]
+VlmDatasetOption = Annotated[Optional[RealDataset], _option(
+    "--dataset", panel=DATA, metavar="scam|rta100|paint|disentangle|folder", case_sensitive=False,
+    help="Ask about the photos of a real dataset (its text already on them) instead of drawing attacks on --data.")]
+VlmDataOption = Annotated[Optional[str], _option(
+    "--data", panel=DATA, metavar="PATH|hf:NAME",
+    help="ImageNet-val folder, image folder with labels.csv, hf:NAME or sample; with --dataset, the dataset's "
+         "folder (or hf:NAME for SCAM).")]
+VlmSplitOption = Annotated[Optional[str], _option(
+    "--hf-split", panel=DATA, metavar="NAME", default="validation (train with --dataset)",
+    help="Split of a Hugging Face dataset.")]
+VlmLimitOption = Annotated[Optional[int], _option(
+    "--limit", panel=DATA, metavar="N", default="all",
+    help="Use a fixed, seeded subset of N images (as eval selects them; photos with --dataset).")]
+VlmPromptsOption = Annotated[Optional[list[str]], _option(
+    "--prompt", panel=QUESTIONS, metavar="1..7|ID|PATH", default="1",
+    help="SCAM's prompt 1-7 (5 and 7 warn about text), an id from a prompts file, or a YAML file of prompts "
+         "(id, text with {a} and {b}, safe); repeat for several.")]
+OrderOption = Annotated[Optional[OptionOrder], _option(
+    "--order", panel=QUESTIONS, metavar="both|object-first|attack-first", default="both", case_sensitive=False,
+    help="Option orders asked: the true object as (a), the attack as (a), or both for every image.")]
+ScoringOption = Annotated[Optional[Scoring], _option(
+    "--scoring", panel=QUESTIONS, metavar="likelihood|generate", default="likelihood", case_sensitive=False,
+    help="likelihood: the option whose answer is more probable (every image answered); generate: a greedy answer "
+         "read by SCAM's parser (unreadable: unclear).")]
+AnswerOption = Annotated[Optional[AnswerStyle], _option(
+    "--answer", panel=QUESTIONS, metavar="letter|letter-label|label", default="letter", case_sensitive=False,
+    help="Answer texts scored per option (likelihood): its letter (a, A, (a, (A), '(a) label', or the label.")]
+MaxNewTokensOption = Annotated[Optional[int], _option(
+    "--max-new-tokens", panel=QUESTIONS, metavar="INT", default="16", help="Longest generated answer (generate).")]
+VlmBatchSizeOption = Annotated[Optional[str], _option(
+    "--batch-size", panel=EXECUTION, metavar="INT|auto", default="auto",
+    help="Questions per forward pass (auto: 8; halved on CUDA out-of-memory).")]
+VlmPrecisionOption = Annotated[Optional[Precision], _option(
+    "--precision", panel=EXECUTION, metavar="fp32|bf16|fp16", default="fp32", case_sensitive=False,
+    help="The dtype the model is loaded and run in (fp16 on CUDA only).")]
+VlmTableOption = Annotated[TableView, _option(
+    "--table", panel=RUN, metavar="summary|full", default="summary", case_sensitive=False,
+    help="What the terminal shows at the end: the answer shares per prompt and condition, or every column with "
+         "the 95% intervals.")]
+
+
+@app.command("vlm")
+def vlm_command(
+    config: VlmConfigOption = None, out: OutOption = None, model: VlmModelsOption = None,
+    image_size: ImageSizeOption = None, trust_remote_code: TrustRemoteCodeOption = None,
+    dataset: VlmDatasetOption = None, data: VlmDataOption = None, labels: LabelsOption = None,
+    hf_split: VlmSplitOption = None, hf_image_column: HfImageOption = None, hf_label_column: HfLabelOption = None,
+    limit: VlmLimitOption = None, vocab: VocabOption = None, fraction: FractionsOption = None,
+    placement: PlacementsOption = None, font: FontsOption = None, fill: FillsOption = None,
+    outline: OutlinesOption = None, outline_width: OutlineWidthOption = None, opacity: OpacityOption = None,
+    prompt: VlmPromptsOption = None, order: OrderOption = None, scoring: ScoringOption = None,
+    answer: AnswerOption = None, max_new_tokens: MaxNewTokensOption = None,
+    batch_size: VlmBatchSizeOption = None, device: DeviceOption = None, precision: VlmPrecisionOption = None,
+    seed: SeedOption = None, cache_dir: CacheDirOption = None, workers: WorkersOption = None,
+    chunk_size: ChunkSizeOption = None, overwrite: OverwriteOption = False, executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None, ray_timeout: RayTimeoutOption = None, shard: ShardOption = None,
+    table: VlmTableOption = TableView.SUMMARY,
+) -> None:
+    """Ask vision-language chat models SCAM's two-option question about synthetic attacks or a real dataset."""
+    options = dict(locals())
+    _run("vlm", config, _get_overrides({k: v for k, v in options.items() if k != "table"}), overwrite, table)
 
 
 def _find_heads(config: str | None, out: Path, overrides: dict[str, Any]) -> None:

@@ -13,6 +13,12 @@ What each family's processor does to the uint8 canvas it receives (the canvas is
 | idefics3, smolvlm | longest edge resized to `size`, split into square tiles of `max_image_size` plus a global view; keeps aspect | None |
 | paligemma | resized to its fixed square (224, 448 or 896), aspect not kept | (h, w) of `size` |
 | gemma3 | resized to 896 x 896, aspect not kept (pan-and-scan off) | (896, 896) |
+
+The canvas a task draws on (`get_default_canvas_size`) is the native size where there is one; a processor
+that keeps the aspect ratio gets a square of its tile (llava_next / llava_onevision: `crop_size` or `size`,
+e.g. 336 / 384; idefics3 / smolvlm: `max_image_size`, e.g. 364 / 512), and Qwen2-VL, which has no tile, a
+square of 448 (16 x 16 merged patches of 28) rounded down to its patch x merge size and kept within its
+min / max pixels: sizes each processor takes without upsampling a tile.
 """
 
 from __future__ import annotations
@@ -273,10 +279,62 @@ def create_vision_language_model(name: str, device: torch.device, precision: Pre
         ConfigError: The model is not a vision-language model this backend can run, needs
             `--trust-remote-code`, or fp16 is asked for on a CPU.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     if precision is Precision.FP16 and device.type != "cuda":
         raise ConfigError("precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
+    folder, weights_id, family, processor = _load_processor(name, trust_remote_code)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=_DTYPES[precision],
+                                                            trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise _load_error(name, "weights", exc) from None
+    model = model.to(device).eval()
+    return VisionLanguageModel(name=name, family=family, weights_id=weights_id,
+                               native_image_size=get_native_image_size(processor.image_processor), device=device,
+                               precision=precision, model=model, processor=processor)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a vision-language model's files say before its weights load (`check_vision_language_model`).
+
+    Attributes:
+        weights_id: As `VisionLanguageModel.weights_id`.
+        family: The config's model_type.
+        native_image_size: (height, width) of the model's fixed input, or None (`get_native_image_size`).
+        canvas_size: The default square canvas (`get_default_canvas_size`), or None when the processor
+            gives no size to go by.
+    """
+
+    weights_id: str
+    family: str
+    native_image_size: tuple[int, int] | None
+    canvas_size: tuple[int, int] | None
+
+
+def check_vision_language_model(name: str, trust_remote_code: bool = False) -> ModelFacts:
+    """Check that a model can be loaded by this backend and read its input sizes, without loading its weights
+    (the folder or cached snapshot, its config, its processor and chat template).
+
+    Raises:
+        WeightsError: The folder or the cached model, or its processor, tokenizer or chat template, is missing.
+        ConfigError: The model is not a vision-language model this backend can run, or needs
+            `--trust-remote-code`.
+    """
+    _, weights_id, family, processor = _load_processor(name, trust_remote_code)
+    return ModelFacts(weights_id, family, get_native_image_size(processor.image_processor),
+                      get_default_canvas_size(processor.image_processor))
+
+
+def _load_processor(name: str, trust_remote_code: bool) -> tuple[Path, str, str, Any]:
+    """(folder, weights id, family, AutoProcessor) of a model, its config, processor and chat template checked.
+
+    Raises:
+        WeightsError, ConfigError: As `create_vision_language_model`.
+    """
+    from transformers import AutoProcessor
+
     folder, weights_id = resolve_model_folder(name)
     family = check_model_config(name, folder, trust_remote_code)
     try:
@@ -289,15 +347,7 @@ def create_vision_language_model(name: str, device: torch.device, precision: Pre
     if getattr(processor, "chat_template", None) is None and family not in _PROMPT_ONLY_FAMILIES:
         raise WeightsError(f"{name}: the processor has no chat template (chat_template.jinja or chat_template.json); "
                            "copy the model's template into the folder")
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=_DTYPES[precision],
-                                                            trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise _load_error(name, "weights", exc) from None
-    model = model.to(device).eval()
-    return VisionLanguageModel(name=name, family=family, weights_id=weights_id,
-                               native_image_size=get_native_image_size(processor.image_processor), device=device,
-                               precision=precision, model=model, processor=processor)
+    return folder, weights_id, family, processor
 
 
 def resolve_model_folder(name: str) -> tuple[Path, str]:
@@ -395,6 +445,35 @@ def get_native_image_size(image_processor: Any) -> tuple[int, int] | None:
     if getattr(image_processor, "do_resize", True) and "height" in size and "width" in size:
         return int(size["height"]), int(size["width"])
     return None
+
+
+QWEN_CANVAS_SIDE = 448
+"""Side of the default canvas of a dynamic-resolution processor without tiles (Qwen2-VL)."""
+
+
+def get_default_canvas_size(image_processor: Any) -> tuple[int, int] | None:
+    """(height, width) of the canvas a task draws for a model: its native size where the processor has one,
+    else a square of its tile, else (dynamic resolution: Qwen2-VL) QWEN_CANVAS_SIDE rounded down to a
+    multiple of patch x merge size within the processor's pixel bounds; None when the processor gives no
+    size (the user must choose one). See the module docstring."""
+    native = get_native_image_size(image_processor)
+    if native is not None:
+        return native
+    size = _size_fields(getattr(image_processor, "size", None))
+    if getattr(image_processor, "image_grid_pinpoints", None):
+        crop = _size_fields(getattr(image_processor, "crop_size", None))
+        side = crop.get("height") or size.get("height") or size.get("shortest_edge")
+    elif getattr(image_processor, "do_image_splitting", False):
+        side = _size_fields(getattr(image_processor, "max_image_size", None)).get("longest_edge")
+    elif getattr(image_processor, "patch_size", None) and getattr(image_processor, "merge_size", None):
+        factor = int(image_processor.patch_size) * int(image_processor.merge_size)
+        low = getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or factor * factor
+        high = getattr(image_processor, "max_pixels", None) or size.get("longest_edge") or QWEN_CANVAS_SIDE ** 2
+        side = min(QWEN_CANVAS_SIDE, int(high ** 0.5)) // factor * factor
+        side = max(side, -(-int(low ** 0.5) // factor) * factor)
+    else:
+        side = size.get("height") or size.get("shortest_edge") or size.get("longest_edge")
+    return None if not side else (int(side), int(side))
 
 
 def _size_fields(size: Any) -> dict[str, Any]:

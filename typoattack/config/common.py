@@ -1,9 +1,11 @@
 """The settings every task shares, declared once, with one fingerprint rule and one loader.
 
 A task's config is a frozen dataclass that extends `RunSettings` (models, seed, device, precision,
-batching, output, executor, shards) and, for tasks over a set of images, `ImageSetSettings` (data,
-limit, templates, defences). `load_config` reads a YAML file (paths relative to it), applies the CLI
-flags over it (YAML < flags) and hands the mapping to the task's builder.
+batching, output, executor, shards) and the mixins of what it reads and how it scores: `DataSettings`
+(data, limit), `ZeroShotSettings` (templates, defences), both together `ImageSetSettings`, and those of
+`config.attack` and `config.datasets`. Every field is declared in exactly one class. `load_config`
+reads a YAML file (paths relative to it), applies the CLI flags over it (YAML < flags) and hands the
+mapping to the task's builder.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ _SPEED = {"fingerprint": False}
 
 RUN_KEYS = ("models", "model", "pretrained", "backend", "seed", "batch_size", "device", "precision", "out",
             "cache_dir", "workers", "chunk_size", "compile", "executor", "ray_address", "ray_timeout", "shard")
-IMAGE_SET_KEYS = ("data", "labels", "hf_split", "hf_image_column", "hf_label_column", "limit", "templates",
-                  "defences", "defence")
+DATA_KEYS = ("data", "labels", "hf_split", "hf_image_column", "hf_label_column", "limit")
+ZERO_SHOT_KEYS = ("templates", "defences", "defence")
+IMAGE_SET_KEYS = (*DATA_KEYS, *ZERO_SHOT_KEYS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,25 +112,37 @@ class RunSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImageSetSettings(RunSettings):
-    """What the tasks over a set of images add: the images, a subset, the prompts and the defences.
+class DataSettings(RunSettings):
+    """What the tasks over a set of images add: the images and a subset of them.
 
     Attributes:
         data: Where the images come from.
         limit: Evaluate a fixed, seeded subset of this many images (None: all).
-        templates: Zero-shot prompt templates: a built-in name or a YAML file (a task may have its own names).
-        defences: Canonical defence texts (`typoattack.config.defences`); `none` is the undefended model.
     """
 
     data: DataSpec
     limit: int | None = None
-    templates: str = "openai"
-    defences: tuple[str, ...] = ("none",)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be a positive number of images, got {self.limit}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZeroShotSettings(RunSettings):
+    """What zero-shot classification adds: the prompt templates and the defences.
+
+    Attributes:
+        templates: Zero-shot prompt templates: a built-in name or a YAML file (a task may have its own names).
+        defences: Canonical defence texts (`typoattack.config.defences`); `none` is the undefended model.
+    """
+
+    templates: str = "openai"
+    defences: tuple[str, ...] = ("none",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.defences or len(set(self.defences)) != len(self.defences):
             raise ConfigError(f"`defences` must list distinct defences, got {list(self.defences)}")
 
@@ -136,6 +151,11 @@ class ImageSetSettings(RunSettings):
         doc = json.loads(super().fingerprint())
         doc["defences"] = [get_fingerprint_text(d) for d in self.defences]
         return json.dumps(doc, sort_keys=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageSetSettings(ZeroShotSettings, DataSettings):
+    """A set of images classified zero-shot (`eval`, `real`): `DataSettings` and `ZeroShotSettings`."""
 
 
 def _to_plain(value: Any) -> Any:
@@ -181,27 +201,50 @@ def parse_run_settings(raw: Mapping[str, Any], demo_by_default: bool = False) ->
     }
 
 
-def parse_image_set(raw: Mapping[str, Any], default_split: str, default_templates: str) -> dict[str, Any]:
-    """The `ImageSetSettings` fields beyond `RunSettings` of a config mapping.
+def parse_data_settings(raw: Mapping[str, Any], default_split: str) -> dict[str, Any]:
+    """The `DataSettings` fields of a config mapping (relative paths already made absolute).
+
+    Args:
+        raw: The mapping.
+        default_split: The Hugging Face split when `hf_split` is not given.
+
+    Raises:
+        ConfigError: `data` is missing, or a value has the wrong type.
+    """
+    from typoattack.config.parsing import parse_data
+
+    return {"data": parse_data(raw, default_split), "limit": as_int("limit", raw.get("limit"), allow_none=True)}
+
+
+def parse_zero_shot(raw: Mapping[str, Any], default_templates: str) -> dict[str, Any]:
+    """The `ZeroShotSettings` fields of a config mapping.
 
     Args:
         raw: The mapping (relative paths already made absolute).
-        default_split: The Hugging Face split when `hf_split` is not given.
         default_templates: The templates when `templates` is not given.
 
     Raises:
         ConfigError: A value has the wrong type, a defence is malformed, or both `defences` and `defence` are given.
     """
-    from typoattack.config.parsing import parse_data
-
     if "defences" in raw and "defence" in raw:
         raise ConfigError("give `defences` or `defence`, not both")
     return {
-        "data": parse_data(raw, default_split),
-        "limit": as_int("limit", raw.get("limit"), allow_none=True),
         "templates": as_str("templates", raw.get("templates", default_templates)),
         "defences": tuple(s.text for s in parse_defences(raw.get("defences", raw.get("defence", ["none"])), None)),
     }
+
+
+def parse_image_set(raw: Mapping[str, Any], default_split: str, default_templates: str) -> dict[str, Any]:
+    """The `ImageSetSettings` fields beyond `RunSettings` of a config mapping (`parse_data_settings`
+    and `parse_zero_shot`).
+
+    Raises:
+        ConfigError: A value has the wrong type, a defence is malformed, or both `defences` and `defence` are given.
+    """
+    if "defences" in raw and "defence" in raw:
+        raise ConfigError("give `defences` or `defence`, not both")
+    data = parse_data_settings(raw, default_split)
+    return {**data, **parse_zero_shot(raw, default_templates)}
 
 
 def check_keys(raw: Mapping[str, Any], keys: tuple[str, ...], command: str) -> None:

@@ -15,6 +15,7 @@ _TASKS: dict[str, str] = {
     "eval": "typoattack.tasks.synthetic.task",
     "real": "typoattack.tasks.real.task",
     "stroop": "typoattack.tasks.stroop.task",
+    "vlm": "typoattack.tasks.vlm.task",
 }
 
 

@@ -12,6 +12,7 @@ from typoattack.config.common import (
     IMAGE_SET_KEYS, RUN_KEYS, ImageSetSettings, check_keys, check_templates, load_config, parse_image_set,
     parse_run_settings,
 )
+from typoattack.config.datasets import DATASET_FLAG, DATASET_KEYS, REAL_DEFAULT_SPLIT, RealDatasetSettings, parse_dataset
 from typoattack.config.parsing import as_enum
 from typoattack.config.types import LabelSet, Protocol, RealDataset
 from typoattack.errors import ConfigError
@@ -23,7 +24,7 @@ PHOTO_OF_A = ("a photo of a {}.",)
 PHOTO_OF = ("a photo of {}.",)
 PREFIX_PHOTO_OF_A = "a photo of a * {}."
 PREFIX_PHOTO_OF = "a photo of * {}."
-REAL_KEYS = (*RUN_KEYS, *IMAGE_SET_KEYS, "dataset", "protocol", "label_set")
+REAL_KEYS = (*RUN_KEYS, *IMAGE_SET_KEYS, *DATASET_KEYS, "protocol", "label_set")
 
 
 def get_default_templates(dataset: RealDataset, protocol: Protocol) -> tuple[str, ...] | str:
@@ -49,26 +50,23 @@ def get_prefix_prompt(dataset: RealDataset) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RealConfig(ImageSetSettings):
-    """Everything that determines the records of a `typoattack real` run (written to run.json).
+class RealConfig(ImageSetSettings, RealDatasetSettings):
+    """Everything that determines the records of a `typoattack real` run (written to run.json): the
+    run, the dataset (required here) with its templates and defences, and how photos are scored.
 
     Attributes:
-        dataset: The dataset format (`data.source` is a folder, or `hf:NAME` for SCAM: a Hub
-            dataset, a local dataset folder or a `save_to_disk` folder).
         protocol: How images are scored.
         label_set: The label set of the union protocol (the dataset's class list with the
             annotations' labels and words, or the annotations' only).
     """
 
-    dataset: RealDataset
     protocol: Protocol = Protocol.UNION
     label_set: LabelSet = LabelSet.DATASET
 
     def __post_init__(self) -> None:
+        if self.dataset is None:
+            raise ConfigError(f"no dataset given; pass {DATASET_FLAG} or set `dataset` in the config")
         super().__post_init__()
-        if self.data.source.startswith("hf:") and self.dataset is not RealDataset.SCAM:
-            raise ConfigError(f"--data hf:... is read for --dataset scam only; for {self.dataset.value} give the "
-                              "folder the dataset's zip file unpacks to")
         check_templates(self.templates, (DEFAULT_TEMPLATES,))
 
 
@@ -79,13 +77,13 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
         ConfigError: A key is unknown, a value has the wrong type, or a required key is missing.
     """
     check_keys(raw, REAL_KEYS, "real")
-    for key, flag in (("dataset", "--dataset scam|rta100|paint|disentangle|folder"), ("data", "--data PATH|hf:NAME")):
+    for key, flag in (("dataset", DATASET_FLAG), ("data", "--data PATH|hf:NAME")):
         if raw.get(key) is None:
             raise ConfigError(f"no {key} given; pass {flag} or set `{key}` in the config")
     return RealConfig(
         **parse_run_settings(raw),
-        **parse_image_set(raw, "train", DEFAULT_TEMPLATES),
-        dataset=as_enum("dataset", RealDataset, raw["dataset"]),
+        **parse_image_set(raw, REAL_DEFAULT_SPLIT, DEFAULT_TEMPLATES),
+        dataset=parse_dataset(raw),
         protocol=as_enum("protocol", Protocol, raw.get("protocol", "union")),
         label_set=as_enum("label_set", LabelSet, raw.get("label_set", LabelSet.DATASET.value)),
     )

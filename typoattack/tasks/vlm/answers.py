@@ -12,6 +12,14 @@ import numpy as np
 from typoattack.tasks.vlm.prompts import OptionOrder
 
 
+class Scoring(str, Enum):
+    """How a question is answered: the options' log-probabilities (every item gets an answer), or greedy
+    decoding read by SCAM's parser (an answer it cannot read is `unclear`)."""
+
+    LIKELIHOOD = "likelihood"
+    GENERATE = "generate"
+
+
 class Choice(str, Enum):
     """Which option the model chose; `unclear` only for a generated answer the parser cannot read."""
 

@@ -107,6 +107,32 @@ def get_prompts(prompt_ids: Iterable[str | int], custom: Sequence[PromptTemplate
     return tuple(chosen.values())
 
 
+def is_prompts_file(value: str) -> bool:
+    """Whether a `--prompt` value names a YAML file of prompts (rather than a prompt id)."""
+    return value.endswith((".yaml", ".yml")) or "/" in value or Path(value).is_file()
+
+
+def resolve_prompts(values: Iterable[str]) -> tuple[PromptTemplate, ...]:
+    """The prompts of `--prompt` values, in the order given: SCAM ids 1..7 and ids of a given file pick one
+    prompt each; a YAML file (`is_prompts_file`) adds all its prompts. A prompt named twice is asked once.
+
+    Raises:
+        ConfigError: A file is missing or malformed, two files share an id, or an id names no prompt.
+    """
+    custom: list[PromptTemplate] = []
+    ids: list[str] = []
+    for value in (str(v).strip() for v in values):
+        if not is_prompts_file(value):
+            ids.append(value)
+            continue
+        for prompt in load_prompts(value):
+            if any(p.prompt_id == prompt.prompt_id for p in custom):
+                raise ConfigError(f"prompt id {prompt.prompt_id!r} of {value} is used by another prompts file too")
+            custom.append(prompt)
+            ids.append(prompt.prompt_id)
+    return get_prompts(ids, tuple(custom))
+
+
 def check_template(text: str, where: str) -> None:
     """Raise ConfigError unless `text` holds exactly one `{a}` and one `{b}` and no other replacement field."""
     try:

@@ -1,0 +1,339 @@
+"""`typoattack vlm` as a task: vision-language chat models asked SCAM's question "What entity is depicted
+in the image? (a) X (b) Y" about synthetic attacks on labelled images or about a real typographic-attack
+dataset, in both option orders, every prompt, scored by option likelihood or greedy answers.
+
+Plan: validate cheaply (prompts, data, vocabulary, glyphs, device, each model's files and input size without
+its weights), solve the text masks at each canvas size (cached), decode the images once into the canvas cache
+(synthetic input), and cut each model's images into cells of `chunk_size`. A cell: every image of its chunk
+(clean and under every condition, or the photos) under every prompt and order.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from typoattack.attack.masks import MaskRequest, create_attack_masks
+from typoattack.attack.render import AttackMask, check_glyphs
+from typoattack.backends.base import InputGeometry, check_precision, resolve_device
+from typoattack.backends.registry import get_backend
+from typoattack.config.types import Vocabulary
+from typoattack.data.canvases import CanvasSet, prepare_canvases
+from typoattack.data.classes import list_class_names
+from typoattack.data.real_datasets import RealSource, open_real_dataset, select_photos
+from typoattack.data.sources import open_image_source, select_subset
+from typoattack.data.vocab import load_vocab
+from typoattack.engine.cells import Cell, CellResult
+from typoattack.engine.rundir import SKIPPED_CSV, RunInfo, get_cell_id
+from typoattack.engine.run import get_context_key
+from typoattack.engine.task import Plan, ReportPart, TaskBase
+from typoattack.errors import ConfigError, DataError
+from typoattack.progress import ProgressReporter
+from typoattack.records import Condition, list_conditions
+from typoattack.tasks.shared import build_fingerprint, describe_run_device, get_backend_versions
+from typoattack.tasks.vlm.config import VlmConfig, load_vlm_config
+from typoattack.tasks.vlm.prompts import (
+    AnswerStyle, OptionOrder, PromptTemplate, build_answer_texts, list_orders, resolve_prompts,
+)
+from typoattack.tasks.vlm.tables import PER_WORD_CSV, SUMMARY_CSV, write_vlm_tables
+
+if TYPE_CHECKING:
+    from typoattack.backends.transformers_vlm import VisionLanguageModel
+    from typoattack.tasks.vlm.evaluate import BatchSize, Drawn, ImageJob
+
+DEFAULT_BATCH_SIZE = 8
+"""Questions per forward pass when --batch-size is auto (a 7B model with hundreds of image tokens per question
+fits this on one GPU; CUDA out-of-memory halves it)."""
+OPEN_CLIP = "open_clip"
+"""The backend whose default canvas transform (bicubic resize of the shortest side, centre crop) makes the
+canvases: eval's canvases of an open_clip model of that input size."""
+
+
+@dataclass(frozen=True)
+class VlmInputs:
+    """What every cell of one model needs beyond the config (picklable).
+
+    Attributes:
+        prompts: The resolved prompts (their texts fixed when the run was planned).
+        canvas_size: (height, width) of the model's canvases.
+        indices: Synthetic input: the selected images of the source (rows of the canvas cache); empty for a
+            real dataset.
+    """
+
+    prompts: tuple[PromptTemplate, ...]
+    canvas_size: tuple[int, int]
+    indices: tuple[int, ...] = ()
+
+
+@dataclass
+class VlmContext:
+    """A loaded model with what drawing its jobs needs.
+
+    Attributes:
+        model: The `VisionLanguageModel`.
+        draw: Draws one job's image (`evaluate.draw_synthetic` or `evaluate.draw_photo`, bound).
+        canvases: The canvas cache (synthetic input), else None.
+        conditions: The attack conditions (synthetic input), else empty.
+        source: The dataset (real input), else None.
+        batch: Questions per forward pass (`evaluate.BatchSize`).
+        info: The model's run.json entries.
+    """
+
+    model: VisionLanguageModel
+    draw: Callable[[ImageJob], Drawn]
+    canvases: CanvasSet | None
+    conditions: list[Condition]
+    source: RealSource | None
+    batch: BatchSize
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def get_canvas_geometry(size: tuple[int, int]) -> InputGeometry:
+    """The canvas transform of a square canvas: open_clip's default eval resize and crop at that size.
+
+    Raises:
+        ConfigError: The size is not square.
+    """
+    if size[0] != size[1]:
+        raise ConfigError(f"the model's input is {size[0]}x{size[1]}, not square; pass --image-size N for a square "
+                          "canvas")
+    return get_backend(OPEN_CLIP).get_default_geometry(size[0])
+
+
+def check_vlm_models(cfg: VlmConfig) -> list[dict[str, Any]]:
+    """Device, precision, and each model's files (config, processor, tokenizer, chat template; the weights are
+    not loaded) with the canvas it gets.
+
+    Returns:
+        Per model, its run.json entries known before loading: family, weights_id, native_image_size,
+        canvas_size (height, width) and canvas (how the size was chosen).
+
+    Raises:
+        ConfigError: An unknown device, a precision the device cannot run, a model this backend cannot run
+            or that needs --trust-remote-code, or a model without a size to go by and no --image-size.
+        WeightsError: A model's files are missing or unreadable.
+    """
+    from typoattack.backends.transformers_vlm import check_vision_language_model
+
+    check_precision(cfg.precision, resolve_device(cfg.device))
+    entries = []
+    for spec in cfg.models:
+        facts = check_vision_language_model(spec.name, cfg.trust_remote_code)
+        if cfg.image_size is not None:
+            size, how = (cfg.image_size, cfg.image_size), "--image-size"
+        elif facts.canvas_size is not None:
+            size = facts.canvas_size
+            how = "native" if facts.native_image_size else "tile (the processor keeps the aspect ratio)"
+        else:
+            raise ConfigError(f"model {spec.name}: its processor names no input size; pass --image-size N")
+        entries.append({"family": facts.family, "weights_id": facts.weights_id,
+                        "native_image_size": list(facts.native_image_size) if facts.native_image_size else None,
+                        "canvas_size": list(size), "canvas": how})
+    return entries
+
+
+def solve_condition_masks(cfg: VlmConfig, conditions: Sequence[Condition], size: tuple[int, int],
+                          advance: Callable[[int], None] | None = None) -> list[AttackMask]:
+    """The mask of every condition at one canvas size (from the mask cache, or solved and cached)."""
+    return create_attack_masks([MaskRequest(c.word, c.fraction, c.placement, c.style, size) for c in conditions],
+                               cfg.cache_dir, workers=cfg.workers, advance=advance)
+
+
+def check_answer_labels(answer: AnswerStyle, pairs: Sequence[tuple[str, str]]) -> None:
+    """Raise ConfigError when an answer style cannot tell a pair of option labels apart (`label` answers
+    whose one label is a prefix of the other), before any model loads."""
+    if answer is AnswerStyle.LABEL:
+        for obj, att in dict.fromkeys(pairs):
+            if obj != att:
+                build_answer_texts(answer, obj, att, OptionOrder.OBJECT_FIRST)
+
+
+class VlmTask(TaskBase, name="vlm", title="vision-language models asked which entity an image shows",
+              report_stem="vlm_report", output_files=(SUMMARY_CSV, PER_WORD_CSV), job_unit="questions",
+              config_loader=load_vlm_config):
+    """Vision-language chat models under typographic attacks (`typoattack vlm`)."""
+
+    def plan(self, cfg: VlmConfig, progress: ProgressReporter) -> Plan:
+        prompts = resolve_prompts(cfg.question_prompts)
+        if cfg.dataset is None:
+            return self._plan_synthetic(cfg, prompts, progress)
+        return self._plan_real(cfg, prompts)
+
+    def _plan_synthetic(self, cfg: VlmConfig, prompts: tuple[PromptTemplate, ...], progress: ProgressReporter) -> Plan:
+        source = open_image_source(cfg.data)
+        vocab = load_vocab(cfg.vocab)
+        for style in cfg.styles:
+            for word in vocab.words:
+                check_glyphs(word.text, style.font)
+        models = check_vlm_models(cfg)
+        conditions = list_conditions(cfg, vocab)
+        indices = select_subset(source.items, cfg.limit, cfg.seed)
+        names = list_class_names()
+        trues = np.array([source.items[i].true_index for i in indices], dtype=np.int64)
+        check_answer_labels(cfg.answer, [(names[t], names[c.target_index]) for t in set(trues.tolist())
+                                         for c in conditions if c.target_index != t])
+        sizes = [tuple(m["canvas_size"]) for m in models]
+        t0 = time.perf_counter()
+        masks = {size: solve_condition_masks(cfg, conditions, size, progress.start(
+            f"Text masks {size[0]}x{size[1]}", len(conditions), "masks")) for size in dict.fromkeys(sizes)}
+        seconds_masks = time.perf_counter() - t0
+        canvas_sets = {}
+        for size in dict.fromkeys(sizes):
+            geometry = get_canvas_geometry(size)
+            canvas_sets[size] = prepare_canvases(source, indices, geometry.transform, geometry.key, size, cfg.cache_dir,
+                                                 workers=cfg.workers, progress=progress.start(
+                                                     f"Canvases {size[0]}x{size[1]}", len(indices), "images"))
+        per_image = _count_questions(trues, conditions) * len(prompts) * len(list_orders(cfg.order))
+        cells, skipped = [], {}
+        for m_index, (spec, size) in enumerate(zip(cfg.models, sizes)):
+            canvases = canvas_sets[size]
+            skipped.update(dict(canvases.skipped))
+            rows = np.flatnonzero(canvases.valid)
+            if rows.size == 0:
+                raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
+                                f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
+            inputs = VlmInputs(prompts, size, tuple(indices))
+            key = get_context_key(self.name, cfg, m_index)
+            for s_index, start in enumerate(range(0, rows.size, cfg.chunk_size)):
+                chunk = rows[start:start + cfg.chunk_size]
+                cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, tuple(map(int, chunk)),
+                                  int(per_image[chunk].sum()), key, inputs))
+            models[m_index].update(canvas_cache=canvases.path, n_skipped=len(canvases.skipped),
+                                   masks=[{"word": c.word, "fraction": c.fraction, "placement": c.placement.value,
+                                           "font_size": mask.font_size, "mask_coverage": round(mask.coverage, 6)}
+                                          for c, mask in zip(conditions, masks[size])])
+        fingerprint = build_fingerprint(cfg, _describe_models(models), _describe_prompts(prompts),
+                                        [(w.text, w.target_index) for w in vocab.words],
+                                        [source.items[i].image_id for i in indices])
+        info = {"vocab": _describe_vocab(vocab, names), "prompts": _describe_prompts(prompts),
+                "orders": [o.value for o in list_orders(cfg.order)]}
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, skipped,
+                    seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
+
+    def _plan_real(self, cfg: VlmConfig, prompts: tuple[PromptTemplate, ...]) -> Plan:
+        source = open_real_dataset(cfg.dataset, cfg.data.source, cfg.data.hf_split)
+        indices = select_photos(source.items, cfg.limit, cfg.seed)
+        check_answer_labels(cfg.answer, [(source.items[i].object_label, source.items[i].attack_word) for i in indices])
+        models = check_vlm_models(cfg)
+        per_photo = len(prompts) * len(list_orders(cfg.order))
+        cells = []
+        for m_index, (spec, model) in enumerate(zip(cfg.models, models)):
+            inputs = VlmInputs(prompts, tuple(model["canvas_size"]))
+            key = get_context_key(self.name, cfg, m_index)
+            for s_index, start in enumerate(range(0, len(indices), cfg.chunk_size)):
+                chunk = tuple(indices[start:start + cfg.chunk_size])
+                cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk,
+                                  len(chunk) * per_photo, key, inputs))
+        items = [[it.image_id, it.object_label, it.attack_word, it.variant, it.photo_id]
+                 for it in (source.items[i] for i in indices)]
+        fingerprint = build_fingerprint(cfg, _describe_models(models), _describe_prompts(prompts), items)
+        info = {"dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
+                            "notes": source.notes},
+                "prompts": _describe_prompts(prompts), "orders": [o.value for o in list_orders(cfg.order)]}
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, notes=list(source.notes),
+                    versions=get_backend_versions(cfg))
+
+    def create_context(self, cell: Cell, progress: ProgressReporter) -> VlmContext:
+        """Load the cell's model on its device, and the canvases and masks (synthetic input: from the caches
+        the plan filled, or filled here on another node) or the dataset (real input)."""
+        from typoattack.backends.transformers_vlm import create_vision_language_model
+        from typoattack.tasks.vlm.evaluate import BatchSize, draw_photo, draw_synthetic
+
+        cfg: VlmConfig = cell.config
+        inputs: VlmInputs = cell.shared
+        spec = cfg.models[cell.model_index]
+        device = resolve_device(cfg.device)
+        progress.log(f"Loading {spec.label} on {device}")
+        t0 = time.perf_counter()
+        model = create_vision_language_model(spec.name, device, cfg.precision, cfg.trust_remote_code)
+        load_seconds = time.perf_counter() - t0
+        geometry = get_canvas_geometry(inputs.canvas_size)
+        batch = BatchSize(cfg.batch_size or DEFAULT_BATCH_SIZE)
+        info = {"weights_id": model.weights_id, "family": model.family, "canvas_size": list(inputs.canvas_size),
+                "batch_size": batch.size, "seconds": {"load_model": round(load_seconds, 3)}}
+        if cfg.dataset is not None:
+            source = open_real_dataset(cfg.dataset, cfg.data.source, cfg.data.hf_split)
+            return VlmContext(model, functools.partial(draw_photo, source, geometry.transform), None, [], source,
+                              batch, info)
+        conditions = list_conditions(cfg, load_vocab(cfg.vocab))
+        masks = solve_condition_masks(cfg, conditions, inputs.canvas_size)
+        canvases = prepare_canvases(open_image_source(cfg.data), list(inputs.indices), geometry.transform, geometry.key,
+                                    inputs.canvas_size, cfg.cache_dir, workers=cfg.workers)
+        return VlmContext(model, functools.partial(draw_synthetic, canvases, masks, cfg.seed), canvases, conditions,
+                          None, batch, info)
+
+    def evaluate_cell(self, context: VlmContext, cell: Cell, advance: Callable[[int], None]) -> CellResult:
+        import torch
+
+        from typoattack.tasks.vlm.evaluate import (
+            REAL_COLUMNS, SYNTHETIC_COLUMNS, Questioning, ask_jobs, list_photo_jobs, list_synthetic_jobs,
+        )
+
+        cfg: VlmConfig = cell.config
+        inputs: VlmInputs = cell.shared
+        if context.canvases is not None:
+            jobs = list_synthetic_jobs(context.canvases, cell.items, context.conditions, list_class_names())
+            columns = SYNTHETIC_COLUMNS
+        else:
+            jobs = list_photo_jobs(context.source, cell.items, cfg.dataset.value)
+            columns = REAL_COLUMNS
+        questioning = Questioning(inputs.prompts, list_orders(cfg.order), cfg.scoring, cfg.answer, cfg.max_new_tokens)
+        base = {"model": cfg.models[cell.model_index].name, "weights_id": context.model.weights_id,
+                "scoring": cfg.scoring.value}
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            frame, skipped = ask_jobs(context.model, jobs, context.draw, questioning, context.batch, base, columns,
+                                      advance)
+        model_info = {**context.info, "batch_size_final": context.batch.size}
+        context.info = {k: v for k, v in context.info.items() if k != "seconds"}  # loading is counted once
+        return CellResult(cell.cell_id, cell.model_index, frame, skipped, model_info, time.perf_counter() - t0,
+                          len(frame))
+
+    def write_tables(self, records: pd.DataFrame, out: Path, info: RunInfo) -> pd.DataFrame:
+        if records.empty:
+            raise DataError(f"none of the {info.n_items} images could be read (see {SKIPPED_CSV})")
+        return write_vlm_tables(records, out)
+
+    def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:
+        from typoattack.tasks.vlm.report import build_summary_rich_tables
+
+        where = f"{info.config['out']}/{SUMMARY_CSV}" if info and info.config.get("out") else SUMMARY_CSV
+        return [*build_summary_rich_tables(summary, full), *([] if full else [f"With 95% intervals: {where}"])]
+
+    def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,
+                     notes: Sequence[str], progress: ProgressReporter) -> ReportPart:
+        from typoattack.tasks.vlm.report import write_vlm_report_page
+
+        return write_vlm_report_page(run_dirs, infos, out, stem, notes, progress)
+
+
+def _count_questions(trues: np.ndarray, conditions: Sequence[Condition]) -> np.ndarray:
+    """int64 [n]: images (clean controls and attacked) each selected image is shown as (a target that is the
+    image's own class is not asked)."""
+    targets = np.array(list(dict.fromkeys(c.target_index for c in conditions)), dtype=np.int64)
+    per_condition = np.array([c.target_index for c in conditions], dtype=np.int64)
+    return ((trues[:, None] != targets[None, :]).sum(axis=1) + (trues[:, None] != per_condition[None, :]).sum(axis=1))
+
+
+def _describe_models(models: Sequence[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    return [(m["weights_id"], m["canvas_size"]) for m in models]
+
+
+def _describe_prompts(prompts: Sequence[PromptTemplate]) -> list[dict[str, Any]]:
+    return [{"id": p.prompt_id, "text": p.text, "safe": p.safe} for p in prompts]
+
+
+def _describe_vocab(vocab: Vocabulary, names: Sequence[str]) -> dict[str, Any]:
+    return {"name": vocab.name, "path": vocab.path,
+            "words": [{"text": w.text, "target_index": w.target_index, "target_name": names[w.target_index]}
+                      for w in vocab.words]}
+
+
+TASK = VlmTask()
