@@ -22,7 +22,7 @@ from typoattack.errors import DataError
 from typoattack.records import CONDITION_DTYPES, Condition
 from typoattack.tasks.vlm.answers import Scoring, choose_options, parse_answer, reduce_forms
 from typoattack.tasks.vlm.prompts import AnswerStyle, OptionOrder, PromptTemplate, build_answer_texts, build_question
-from typoattack.tasks.vlm.tables import REAL_COLUMNS, SYNTHETIC_COLUMNS, VLM_RECORD_COLUMNS
+from typoattack.tasks.vlm.tables import VLM_RECORD_COLUMNS
 
 CLEAN = -1
 """The condition index of a clean control job."""
