@@ -4,8 +4,6 @@ mixins and the one-line errors. (The engine contract, resume, shards and Ray, is
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 import math
 from pathlib import Path
@@ -199,27 +197,6 @@ def test_a_real_dataset_as_real_reads_it(llava, model, cache_dir, tmp_path) -> N
     assert info["models"][0]["canvas_size"] == [40, 40] and info["models"][0]["canvas"] == "--image-size"
     per_word = pd.read_csv(out / "per_word.csv")
     assert set(per_word["attack_label"]) == {"cat", "ipod", "good"} and (per_word["n"] == 6).all()
-
-
-def test_each_config_field_is_declared_once() -> None:
-    import typoattack.config.attack
-    import typoattack.config.common
-    import typoattack.config.datasets
-    from typoattack.tasks.registry import get_tasks
-
-    classes = {cls for module in (typoattack.config.common, typoattack.config.attack, typoattack.config.datasets)
-               for _, cls in inspect.getmembers(module, inspect.isclass) if dataclasses.is_dataclass(cls)
-               and cls.__module__ == module.__name__}
-    for task in get_tasks().values():
-        config_class = inspect.signature(task._config_loader).return_annotation
-        module = __import__(task._config_loader.__module__, fromlist=["_"])
-        classes.add(getattr(module, config_class) if isinstance(config_class, str) else config_class)
-    owners: dict[str, str] = {}
-    for cls in classes:
-        for name in cls.__dict__.get("__annotations__", {}):
-            assert name not in owners, f"{name} is declared in {owners[name]} and {cls.__name__}"
-            owners[name] = cls.__name__
-    assert {"dataset", "data", "vocab", "question_prompts", "templates"} <= set(owners)
 
 
 def test_config_errors_are_one_line(llava, tmp_path) -> None:

@@ -78,6 +78,7 @@ class ZeroShotModel(ABC):
         logit_scale: Logits are `logit_scale * cos(image, class) + logit_bias`.
         logit_bias: See `logit_scale` (0 for CLIP; SigLIP's learned bias).
         model: The underlying torch module, in eval mode on `device`.
+        library_version: The version of the family's library (keys the classifier cache).
     """
 
     spec: ModelSpec
@@ -89,6 +90,7 @@ class ZeroShotModel(ABC):
     logit_scale: float = 100.0
     logit_bias: float = 0.0
     model: torch.nn.Module
+    library_version: str = ""
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -346,7 +348,7 @@ def get_classifier_cache_path(model: ZeroShotModel, classnames: Sequence[str], t
     """
     key = json.dumps({"backend": model.backend, "weights": model.weights_id, "classnames": list(classnames),
                       "templates": list(templates), "kind": kind, "extra": extra,
-                      "version": get_backend_version(model.backend)})
+                      "version": model.library_version})
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     suffix = "" if kind == "templates" else f"-{kind}"
     return expand_path(cache_dir) / "classifiers" / f"{get_label_slug(model.spec.label)}{suffix}-{digest}.pt"
@@ -380,13 +382,6 @@ def get_classifier(model: ZeroShotModel, classnames: Sequence[str], templates: S
     path = get_classifier_cache_path(model, classnames, templates, cache_dir)
     return load_or_build_classifier(path, model.device, len(classnames),
                                     lambda: model.build_classifier(classnames, templates, progress), progress)
-
-
-def get_backend_version(name: str) -> str:
-    """The library version of backend `name` (keys the classifier cache)."""
-    from typoattack.backends.registry import get_backend
-
-    return get_backend(name).get_version()
 
 
 @contextlib.contextmanager

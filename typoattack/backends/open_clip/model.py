@@ -307,6 +307,7 @@ class OpenClipModel(ZeroShotModel):
         self.spec, self.model, self.tokenizer, self.geometry = spec, model, tokenizer, geometry
         self.device, self.precision, self.weights_id, self.encode_image = device, precision, weights_id, encode_image
         self.logit_scale, self.logit_bias = LOGIT_SCALE, 0.0
+        self.library_version = str(open_clip.__version__)
 
     @property
     def family(self) -> str:

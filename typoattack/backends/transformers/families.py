@@ -9,6 +9,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from typoattack.errors import WeightsError
 
 # The prompt SigLIP's authors and transformers' zero-shot pipeline use.
@@ -139,3 +141,14 @@ def _get_auto_class_name(model_type: Any) -> str:
 
     name = MODEL_MAPPING_NAMES.get(model_type, "")
     return name if isinstance(name, str) else ""
+
+
+def get_pooled(output: Any) -> torch.Tensor:
+    """The features of a `get_image_features` / `get_text_features` result: the tensor itself,
+    or `pooler_output` (transformers 5 returns the output object with the projected features there)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if not isinstance(pooled, torch.Tensor):
+        raise WeightsError(f"{type(output).__name__} holds no pooled features (pooler_output)")
+    return pooled

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from typoattack.backends.base import Head, HeadRecord, InputGeometry, ZeroShotModel, get_autocast
-from typoattack.backends.transformers.families import Family
+from typoattack.backends.transformers.families import Family, get_pooled
 from typoattack.backends.transformers.geometry import NaflexCanvas
 from typoattack.backends.transformers.weights import ModelFolder
 from typoattack.config.types import ModelSpec, Precision
@@ -39,6 +39,7 @@ class TransformersModel(ZeroShotModel):
         self.model, self.geometry, self.device, self.precision = model, geometry, device, precision
         self.weights_id = weights_id
         self.logit_scale, self.logit_bias = get_logit_scale(model)
+        self.library_version = _get_transformers_version()
         self.text_kwargs = get_text_kwargs(family, model)
         self._tokenizer: Any = None
         self._text_args = _get_named_parameters(model.get_text_features)
@@ -206,15 +207,10 @@ def build_naflex_inputs(pixels: torch.Tensor, patch_size: int, max_num_patches: 
     return values, mask, (sizes // p).to(pixels.device)
 
 
-def get_pooled(output: Any) -> torch.Tensor:
-    """The features of a `get_image_features` / `get_text_features` result: the tensor itself,
-    or `pooler_output` (transformers 5 returns the output object with the projected features there)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    pooled = getattr(output, "pooler_output", None)
-    if not isinstance(pooled, torch.Tensor):
-        raise WeightsError(f"{type(output).__name__} holds no pooled features (pooler_output)")
-    return pooled
+def _get_transformers_version() -> str:
+    import transformers
+
+    return str(transformers.__version__)
 
 
 def get_logit_scale(model: torch.nn.Module) -> tuple[float, float]:

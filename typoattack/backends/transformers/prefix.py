@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from typoattack.backends.transformers.model import get_pooled
+from typoattack.backends.transformers.families import get_pooled
 from typoattack.errors import ConfigError
 
 if TYPE_CHECKING:
