@@ -272,9 +272,8 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
     def evaluate_cell(self, context: VlmContext, cell: Cell, advance: Callable[[int], None]) -> CellResult:
         import torch
 
-        from typoattack.tasks.vlm.evaluate import (
-            REAL_COLUMNS, SYNTHETIC_COLUMNS, Questioning, ask_jobs, list_photo_jobs, list_synthetic_jobs,
-        )
+        from typoattack.tasks.vlm.evaluate import Questioning, ask_jobs, list_photo_jobs, list_synthetic_jobs
+        from typoattack.tasks.vlm.tables import REAL_COLUMNS, SYNTHETIC_COLUMNS
 
         cfg: VlmConfig = cell.config
         inputs: VlmInputs = cell.shared
