@@ -142,9 +142,10 @@ def main() -> None:
     parser.add_argument("--model", default="typoattack-tiny")
     parser.add_argument("--pretrained", default="seed:0")
     parser.add_argument("--backend", default="open_clip", help="Model family: open_clip or transformers.")
-    parser.add_argument("--random-hf", choices=["tiny-clip", "clip-vit-b-32"], default=None,
-                        help="With --backend transformers: build a CLIPModel with random weights (the tests' tiny "
-                             "one, or ViT-B/32's shape) in the temp folder and use it as --model.")
+    parser.add_argument("--random-hf", choices=["tiny-clip", "tiny-clip-224", "clip-vit-b-32"], default=None,
+                        help="Build a CLIPModel with random weights in the temp folder and run it through the "
+                             "transformers backend as --model: the tests' 64-px one, one of typoattack-tiny's "
+                             "shape (224 px, compare with the default open_clip run), or ViT-B/32's shape.")
     parser.add_argument("--data", default=str(SAMPLE_DIR))
     parser.add_argument("--synthetic", type=int, default=0, help="Use N synthetic images instead of --data.")
     parser.add_argument("--limit", type=int, default=None)
@@ -166,9 +167,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="typoattack-bench-"))
     if args.random_hf:
         sys.path.insert(0, str(ROOT / "tests"))
-        from hf_builders import build_clip_folder, build_clip_vit_b32_folder
+        from hf_builders import build_clip_folder, build_clip_tiny224_folder, build_clip_vit_b32_folder
 
-        build = build_clip_folder if args.random_hf == "tiny-clip" else build_clip_vit_b32_folder
+        build = {"tiny-clip": build_clip_folder, "tiny-clip-224": build_clip_tiny224_folder,
+                 "clip-vit-b-32": build_clip_vit_b32_folder}[args.random_hf]
         args.backend, args.model, args.pretrained = "transformers", str(build(work / "hf-model")), None
     cache_dir = args.cache_dir or str(work / "cache")
     data = args.data
@@ -192,7 +194,7 @@ def main() -> None:
 
     # Warm the caches (canvases, classifier) with a first run, as a user's second run would find them.
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"model {args.model}/{args.pretrained}, {precision.value}, batch {batch_size}", flush=True)
+          f"model {args.model}{f'/{args.pretrained}' if args.pretrained else ''} ({args.backend}), {precision.value}, batch {batch_size}", flush=True)
     t0 = time.perf_counter()
     run_task(get_task("eval"), cfg)
     print(f"warm-up run (fills canvas and classifier caches): {time.perf_counter() - t0:.1f} s", flush=True)

@@ -105,6 +105,23 @@ def build_clip_folder(folder: Path, seed: int = 0, hidden_act: str = "quick_gelu
     return _save(folder, model, processor)
 
 
+def build_clip_tiny224_folder(folder: Path, seed: int = 0) -> Path:
+    """A CLIPModel of the shape of open_clip's `typoattack-tiny` (224 px, patch 32, width 64, 2 layers
+    x 2 heads, embedding 64) with random weights and OpenAI CLIP's processor settings: the same model
+    size through both backends, for speed checks."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tower = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(tower, vocab_size=49408, max_position_embeddings=77, bos_token_id=49406,
+                         eos_token_id=49407, pad_token_id=49407),
+        vision_config=dict(tower, image_size=224, patch_size=32),
+        projection_dim=64, architectures=["CLIPModel"])
+    model = _create_seeded(CLIPModel, config, seed)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=create_clip_tokenizer())
+    return _save(folder, model, processor)
+
+
 def build_clip_vit_b32_folder(folder: Path, seed: int = 0) -> Path:
     """A CLIPModel of ViT-B/32's shape (CLIPConfig's defaults: 224 px, patch 32, width 768, 12 layers;
     text width 512) with random weights and OpenAI CLIP's processor settings, for speed checks."""
