@@ -254,7 +254,8 @@ def test_tiny_models_end_to_end_summary_report_and_rerun(tmp_path, cache_dir) ->
     assert "## Stroop test" in report and "UNTRAINED MODEL" in report and "read as ink [95% CI]" in report
     assert (out / "report" / "report.html").is_file() and (out / "report" / "stroop_matrix.png").is_file()
 
-    # The same command again gives the same rows; another seed into the same folder is refused.
+    # The same command again (the batch size is a speed setting: the complete run is kept) gives the same
+    # rows; another seed into the same folder is refused.
     first = (out / "stroop.csv").read_text()
     assert runner.invoke(app, [*args, "--batch-size", "9"]).exit_code == 0
     assert (out / "stroop.csv").read_text() == first
