@@ -643,15 +643,17 @@ def test_load_templates_missing_file(tmp_path):
 
 
 def test_load_templates_invalid_yaml(tmp_path):
-    p = write_yaml(tmp_path / "t.yaml", "- [unclosed\n")
-    with pytest.raises(ConfigError):
+    p = tmp_path / "t.yaml"
+    p.write_text("- a {}\n- [unclosed\n")
+    with pytest.raises(ConfigError, match=r"templates file .*t.yaml is not valid YAML at line \d+") as caught:
         load_templates(str(p))
+    assert "\n" not in str(caught.value)
 
 
 def test_load_templates_not_utf8(tmp_path):
     p = tmp_path / "t.yaml"
     p.write_bytes(b"- a \xff\xfe {}\n")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="templates file .*t.yaml is not UTF-8 text"):
         load_templates(str(p))
 
 

@@ -283,3 +283,14 @@ def test_cli_heads_on_a_resnet_is_one_red_line(tmp_path, sample_dir, cache_dir, 
     result = runner.invoke(app, [*args, "--defence", "heads:0.0"])
     assert result.exit_code == 1, result.output
     assert "ModifiedResNet" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"heads: ['1.0',\n  [0, 1\n", r"heads file .*bad.yaml is not valid YAML at line \d+"),
+    (b"heads: ['1.\xff']\n", r"heads file .*bad.yaml is not UTF-8 text"),
+])
+def test_a_broken_heads_file_is_one_line_naming_it(tmp_path, content, message) -> None:
+    (tmp_path / "bad.yaml").write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_defence("heads:@bad.yaml", base=tmp_path)
+    assert "\n" not in str(caught.value)

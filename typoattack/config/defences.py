@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from typoattack.config.parsing import read_yaml
 from typoattack.errors import ConfigError
 from typoattack.files import expand_path
 
@@ -109,15 +110,10 @@ def load_heads_file(path: str | Path) -> tuple[tuple[int, int], ...]:
     Raises:
         ConfigError: The file is missing, not YAML, or holds no such list.
     """
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"heads file {path} does not exist")
-    try:
-        doc: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise ConfigError(f"heads file {path} is not valid YAML") from None
+    doc: Any = read_yaml(path, "heads")
     if isinstance(doc, dict):
         doc = doc.get("heads")
     if not isinstance(doc, list) or not doc:

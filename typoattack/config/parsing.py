@@ -288,19 +288,24 @@ def parse_data(raw: Mapping[str, Any], default_split: str = "validation") -> Dat
     )
 
 
-def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} file {path} does not exist")
+def read_yaml(path: Path, what: str) -> Any:
+    """The document of an existing YAML file; errors name the file, the line and the problem."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{what} file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{what} file {path} is not UTF-8 text") from None
+
+
+def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    doc = read_yaml(path, what)
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -337,12 +342,7 @@ def load_templates(name_or_path: str) -> tuple[str, ...]:
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"templates file {path} does not exist (or use 'openai' / 'simple')")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"templates file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"templates file {path} is not UTF-8 text") from None
+    doc = read_yaml(path, "templates")
     if isinstance(doc, Mapping):
         doc = doc.get("templates")
     if not isinstance(doc, list) or not doc or not all(isinstance(t, str) for t in doc):
