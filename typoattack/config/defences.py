@@ -21,7 +21,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from typoattack.config.parsing import read_yaml
 from typoattack.errors import ConfigError
 from typoattack.files import expand_path
 
@@ -110,6 +109,9 @@ def load_heads_file(path: str | Path) -> tuple[tuple[int, int], ...]:
     Raises:
         ConfigError: The file is missing, not YAML, or holds no such list.
     """
+    # Imported here: config.types reads this module, and path helpers must load without yaml.
+    from typoattack.config.parsing import read_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"heads file {path} does not exist")
