@@ -5,7 +5,6 @@ unreadable file, two tiny models, cells of 3 photos: 8 cells)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -71,15 +70,6 @@ def local_run(data, tmp_path_factory, cache_dir) -> Path:
     assert result.info.executor == "local" and len(result.info.cells) == N_CELLS
     assert len(result.records) == 2 * N_PHOTOS and result.info.n_skipped == 1
     return out
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_fingerprint_ignores_executor_and_shard(data, tmp_path, cache_dir) -> None:

@@ -173,15 +173,6 @@ def test_a_shard_without_cells_is_finished_and_merges(task, tmp_path, data, cach
     assert_same_tables(_task(task), tmp_path / "merged", reference[task])
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.parametrize("task", VARIANTS)
 def test_ray_executor_equals_local(task, ray_cluster, tmp_path, data, cache_dir, reference) -> None:
     out = tmp_path / "ray"

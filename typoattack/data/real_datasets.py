@@ -275,12 +275,16 @@ def _find_annotations(root: Path) -> Path:
     raise DataError(f"{root} holds no {' or '.join(ANNOTATION_FILES)} (looked in it and its sub-folders)")
 
 
-def _open_annotations(root: Path) -> RealSource:
-    path = _find_annotations(root)
+def _read_json(path: Path) -> Any:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not valid JSON: {e}") from None
+
+
+def _open_annotations(root: Path) -> RealSource:
+    path = _find_annotations(root)
+    doc = _read_json(path)
     if not isinstance(doc, dict) or not doc:
         raise DataError(f"{path} must map image file names to {{{_OBJECT_KEY!r}: ..., {_ATTACK_KEY!r}: ...}}")
     folder = path.parent
@@ -311,10 +315,7 @@ def load_class_list(path: Path) -> tuple[str, ...]:
     Raises:
         DataError: Not valid JSON, not an object, or an empty class name.
     """
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not valid JSON: {e}") from None
+    doc = _read_json(path)
     if not isinstance(doc, dict) or not doc:
         raise DataError(f"{path} must be a JSON object whose keys are the class names")
     names = tuple(str(k).strip() for k in doc)
