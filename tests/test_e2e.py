@@ -58,17 +58,22 @@ def _small_cfg(tmp_path: Path, sample_dir: Path, cache_dir: Path, name: str, **o
     return load_synthetic_config(None, settings)
 
 
+def _records(result) -> pd.DataFrame:
+    """A run's records, as a user reads them."""
+    return pd.read_parquet(Path(result.out_dir) / "records.parquet")
+
+
 def test_resume_gives_the_same_files(tmp_path, sample_dir, cache_dir) -> None:
     full = run_eval(_small_cfg(tmp_path, sample_dir, cache_dir, "full"))
     cfg = _small_cfg(tmp_path, sample_dir, cache_dir, "resumed")
     run_eval(cfg)
     out = Path(cfg.out)
     # Simulate an interruption after the first chunk: later chunks and the final files are gone.
-    chunks = sorted((out / "chunks").rglob("*.parquet"))
+    chunks = sorted((out / "records.parquet").rglob("*.parquet"))
     assert len(chunks) == 3
     for path in chunks[1:]:
         path.unlink()
-    for name in ("records.parquet", "per_word.csv", "confusion.csv"):
+    for name in ("per_word.csv", "confusion.csv", "confusion.parquet"):
         (out / name).unlink()
     info = json.loads((out / "run.json").read_text())
     info["complete"] = False
@@ -76,14 +81,14 @@ def test_resume_gives_the_same_files(tmp_path, sample_dir, cache_dir) -> None:
 
     resumed = run_eval(cfg)
     assert resumed.info.models[0]["images_encoded_this_session"] == 20 * (1 + 3 * 2)
-    pd.testing.assert_frame_equal(resumed.records, full.records)
+    pd.testing.assert_frame_equal(_records(resumed), _records(full))
     for name in ("per_word.csv", "confusion.csv"):
         assert (out / name).read_text() == (Path(full.out_dir) / name).read_text()
 
 
 def test_records_do_not_depend_on_batch_size(tmp_path, sample_dir, cache_dir) -> None:
-    a = run_eval(_small_cfg(tmp_path, sample_dir, cache_dir, "b5", batch_size=5, chunk_size=7)).records
-    b = run_eval(_small_cfg(tmp_path, sample_dir, cache_dir, "b256", batch_size=256)).records
+    a = _records(run_eval(_small_cfg(tmp_path, sample_dir, cache_dir, "b5", batch_size=5, chunk_size=7)))
+    b = _records(run_eval(_small_cfg(tmp_path, sample_dir, cache_dir, "b256", batch_size=256)))
     exact = ["image_id", "true_index", "word", "target_index", "fraction", "placement", "pixel_cover", "pred_index"]
     pd.testing.assert_frame_equal(a[exact], b[exact])
     assert np.allclose(a["p_true"], b["p_true"], rtol=1e-4, atol=1e-7)
@@ -100,7 +105,7 @@ def test_sweep_over_fonts_and_colours(tmp_path, sample_dir, cache_dir) -> None:
                      outline="black", placement=["paper8"])
     assert len(cfg.styles) == 4
     result = run_eval(cfg)
-    records, per_word = result.records, result.summary
+    records, per_word = _records(result), result.summary
     attacked = records[records["word"] != ""]
     assert len(attacked) == 6 * 3 * 2 * 4
     assert set(attacked["font"]) == {"DejaVuSans-Bold.ttf", "DejaVuSans.ttf"}
@@ -149,7 +154,7 @@ def test_several_models_in_one_config_run_in_turn(tmp_path, sample_dir, cache_di
         f"cache_dir: {cache_dir}\nout: {tmp_path / 'out'}\n")
     result = run_eval(load_synthetic_config(config))
     assert [m["pretrained"] for m in result.info.models] == ["seed:0", "seed:1"]
-    assert result.records.groupby("pretrained").size().to_dict() == {"seed:0": 10, "seed:1": 10}
+    assert _records(result).groupby("pretrained").size().to_dict() == {"seed:0": 10, "seed:1": 10}
     assert set(result.summary["pretrained"]) == {"seed:0", "seed:1"}
     # Both models share one canvas cache (same transform): decoded once.
     assert result.info.models[0]["canvas_cache"] == result.info.models[1]["canvas_cache"]

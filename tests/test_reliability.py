@@ -239,11 +239,11 @@ def test_kill_9_then_resume_gives_identical_results(sample_dir, tmp_path, cache_
     proc = subprocess.Popen(_cli(_eval_args(sample_dir, out, cache_dir, *common)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list((out / "chunks").rglob("*.parquet"))) < 3:
+    while time.monotonic() < deadline and len(list((out / "records.parquet").rglob("*.parquet"))) < 3:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    chunks_at_kill = len(list((out / "chunks").rglob("*.parquet")))
+    chunks_at_kill = len(list((out / "records.parquet").rglob("*.parquet")))
     assert 3 <= chunks_at_kill < 12, "the run must be killed part-way"
     info = json.loads((out / "run.json").read_text())
     assert info["complete"] is False
@@ -264,12 +264,12 @@ def test_sigterm_loses_at_most_the_chunk_in_flight(sample_dir, tmp_path, cache_d
     args = _eval_args(sample_dir, out, cache_dir, "--limit", "60", "--chunk-size", "5")
     proc = subprocess.Popen(_cli(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list((out / "chunks").rglob("*.parquet"))) < 2:
+    while time.monotonic() < deadline and len(list((out / "records.parquet").rglob("*.parquet"))) < 2:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     # Every chunk file present is complete and readable; no temporary file is taken for a chunk.
-    for path in (out / "chunks").rglob("*.parquet"):
+    for path in (out / "records.parquet").rglob("*.parquet"):
         assert len(pd.read_parquet(path)) == 5 * 10
     resumed = subprocess.run(_cli(args), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -333,7 +333,7 @@ def test_ctrl_c_says_how_to_resume(sample_dir, tmp_path, cache_dir) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list((out / "chunks").rglob("*.parquet"))) < 1:
+    while time.monotonic() < deadline and len(list((out / "records.parquet").rglob("*.parquet"))) < 1:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)

@@ -130,11 +130,11 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_tables(task, tmp_path, data, c
     args = [*_args(task, data, cache_dir), "--out", str(out)]
     proc = subprocess.Popen(_cli(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list((out / "chunks").rglob("*.parquet")) and proc.poll() is None:
+    while time.monotonic() < deadline and not list((out / "records.parquet").rglob("*.parquet")) and proc.poll() is None:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done, n_cells = len(list((out / "chunks").rglob("*.parquet"))), _count_cells(reference[task])
+    done, n_cells = len(list((out / "records.parquet").rglob("*.parquet"))), _count_cells(reference[task])
     assert 1 <= done < n_cells, f"the run must be killed part-way ({done} of {n_cells} chunks)"
     assert not read_run_info(out).complete
     rerun = subprocess.run(_cli(args), capture_output=True, text=True)

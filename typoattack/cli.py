@@ -191,7 +191,8 @@ WorkersOption = Annotated[Optional[int], _option(
     "--workers", panel=EXECUTION, metavar="INT", default="2", help="Image decoding processes.")]
 ChunkSizeOption = Annotated[Optional[int], _option(
     "--chunk-size", panel=EXECUTION, metavar="INT", default="1000",
-    help="Items per cell: the unit of commit, resume and sharding.")]
+    help="Items per cell: the unit of commit, resume and sharding. Unset, eval and vlm take fewer images per "
+         "cell when a cell would hold over 1 M records (many words or conditions); run.json `chunk_size` says which.")]
 CompileOption = Annotated[Optional[bool], _option(
     "--compile/--no-compile", panel=EXECUTION, metavar=" ", default="no-compile",
     help="torch.compile the image encoder.")]
@@ -259,7 +260,7 @@ def _run(task_name: str, config: str | None, overrides: dict[str, Any], overwrit
         for renderable in task.show_summary(result.summary, info, full=table is TableView.FULL):
             console.print(renderable)
     ips = info.images_per_second
-    console.print(f"Wrote {result.out_dir}/ ({len(result.records)} records, {info.n_skipped} skipped images"
+    console.print(f"Wrote {result.out_dir}/ ({result.n_records} records, {info.n_skipped} skipped images"
                   + (f", {ips} images/s" if ips else "") + ")", highlight=False)
     for warning in cfg.model_warnings:
         console.print(f"[bold yellow]{warning}[/]")
@@ -407,7 +408,7 @@ def _merge(run_dirs: list[Path], out: Path, overwrite: bool) -> None:
     for renderable in (tasks[result.info.task].show_summary(result.summary, result.info)
                        if not result.summary.empty else []):
         console.print(renderable)
-    console.print(f"Merged {len(run_dirs)} shard folders into {result.out_dir}/ ({len(result.records)} records, "
+    console.print(f"Merged {len(run_dirs)} shard folders into {result.out_dir}/ ({result.n_records} records, "
                   f"{len(result.info.cells)} cells)", highlight=False)
 
 

@@ -90,6 +90,78 @@ def split_records(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return clean, attacked
 
 
+OUTCOME_COUNT_COLUMNS = ["n_images", "pixel_cover_sum", "n_clean_correct", "n_attacked_correct", "n_changed_to",
+                         "n_already_target", "n_changed_away", "n_neither", "n_flipped"]
+"""Per condition, what the per-word table is computed from (`finish_per_word_table`): the images, the
+sum of their pixel cover, and the images of each outcome. Sums, so partial counts (of chunks, of
+runs) add up."""
+
+
+def get_condition_keys(columns: Sequence[str]) -> list[str]:
+    """The columns that name a per-word row: CONDITION_KEYS, then the style columns present."""
+    return CONDITION_KEYS + [c for c in STYLE_COLUMNS if c in columns]
+
+
+def count_outcomes(records: pd.DataFrame) -> pd.DataFrame:
+    """OUTCOME_COUNT_COLUMNS per condition (`get_condition_keys`) of in-memory records: the pandas
+    reference of the query in `typoattack.analysis.tables`.
+
+    Raises:
+        ValueError: An attacked record has no clean record of the same model, defence and image.
+    """
+    _, att = split_records(records)
+    keys = get_condition_keys(list(records.columns))
+    if att.empty:
+        return pd.DataFrame(columns=keys + OUTCOME_COUNT_COLUMNS)
+    t, c, a, y = att["target_index"], att["clean_pred"], att["pred_index"], att["true_index"]
+    frame = pd.DataFrame({
+        **{k: att[k] for k in keys},
+        "pixel_cover_sum": att["pixel_cover"].astype(np.float64),
+        "n_images": 1,
+        "n_clean_correct": (c == y).astype(np.int64),
+        "n_attacked_correct": (a == y).astype(np.int64),
+        "n_changed_to": ((c != t) & (a == t)).astype(np.int64),
+        "n_already_target": ((c == t) & (a == t)).astype(np.int64),
+        "n_changed_away": ((c == t) & (a != t)).astype(np.int64),
+        "n_neither": ((c != t) & (a != t)).astype(np.int64),
+        "n_flipped": ((c == y) & (a != y)).astype(np.int64),
+    })
+    return frame.groupby(keys, sort=True, dropna=False)[OUTCOME_COUNT_COLUMNS].sum().reset_index()
+
+
+def finish_per_word_table(counts: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
+    """The per-word table from the outcome counts of each condition (see `build_per_word_table`).
+
+    Args:
+        counts: One row per condition: `get_condition_keys` columns and OUTCOME_COUNT_COLUMNS.
+        class_names: Class names indexed by class index.
+    """
+    style = [c for c in STYLE_COLUMNS if c in counts.columns]
+    keys = CONDITION_KEYS + style
+    if counts.empty:
+        return pd.DataFrame(columns=PER_WORD_COLUMNS + style)
+    out = counts.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True)
+    n = out["n_images"].to_numpy(dtype=np.int64)
+    out["n_images"] = n
+    out["pixel_cover_mean"] = out["pixel_cover_sum"].to_numpy(dtype=np.float64) / n
+    shares = {"clean_top1": "n_clean_correct", "attacked_top1": "n_attacked_correct", "changed_to": "n_changed_to",
+              "already_target": "n_already_target", "changed_away": "n_changed_away", "neither": "n_neither"}
+    for share, count in shares.items():
+        out[share] = out[count].to_numpy(dtype=np.float64) / n
+    out["asr"] = out["changed_to"]
+    out["asr_ci_low"], out["asr_ci_high"] = wilson_interval(out["n_changed_to"].to_numpy(), n)
+    clean_correct = out["n_clean_correct"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["flip_rate"] = np.where(clean_correct > 0, out["n_flipped"].to_numpy(dtype=np.float64) / clean_correct,
+                                    np.nan)
+    out["target_name"] = [class_names[int(i)] for i in out["target_index"]]
+    out["target_index"] = out["target_index"].astype(np.int64)
+    out["fraction"] = out["fraction"].astype(np.float64)
+    out = out.sort_values(["model", "pretrained", DEFENCE_COLUMN, "placement", "fraction", *style, "word"],
+                          kind="stable")
+    return out[PER_WORD_COLUMNS + style].reset_index(drop=True)
+
+
 def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
     """One row per (model, pretrained, defence, word, fraction, placement) with Distill's outcome split.
 
@@ -99,6 +171,9 @@ def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> p
     interval. `flip_rate` is the share of clean-correct images whose attacked prediction is wrong
     (NaN when no image is clean-correct). Top-1 values are over the same images.
 
+    This is the in-memory reference; runs compute the same table out of core
+    (`typoattack.analysis.tables.query_per_word_table`).
+
     Args:
         records: The per-image record table (clean and attacked rows).
         class_names: Class names indexed by class index.
@@ -107,46 +182,7 @@ def build_per_word_table(records: pd.DataFrame, class_names: Sequence[str]) -> p
         A DataFrame with PER_WORD_COLUMNS (then the style columns the records carry), sorted by
         model, defence, placement, fraction, style, word.
     """
-    _, att = split_records(records)
-    style = [c for c in STYLE_COLUMNS if c in records.columns]
-    keys = CONDITION_KEYS + style
-    if att.empty:
-        return pd.DataFrame(columns=PER_WORD_COLUMNS + style)
-    t, c, a, y = att["target_index"], att["clean_pred"], att["pred_index"], att["true_index"]
-    frame = pd.DataFrame({
-        **{k: att[k] for k in keys},
-        "pixel_cover": att["pixel_cover"],
-        "clean_correct": (c == y).astype(float),
-        "attacked_correct": (a == y).astype(float),
-        "changed_to": ((c != t) & (a == t)).astype(float),
-        "already_target": ((c == t) & (a == t)).astype(float),
-        "changed_away": ((c == t) & (a != t)).astype(float),
-        "neither": ((c != t) & (a != t)).astype(float),
-        "flipped": ((c == y) & (a != y)).astype(float),
-    })
-    g = frame.groupby(keys, sort=True, dropna=False)
-    out = g.agg(
-        n_images=("pixel_cover", "size"),
-        pixel_cover_mean=("pixel_cover", "mean"),
-        clean_top1=("clean_correct", "mean"),
-        attacked_top1=("attacked_correct", "mean"),
-        changed_to=("changed_to", "mean"),
-        already_target=("already_target", "mean"),
-        changed_away=("changed_away", "mean"),
-        neither=("neither", "mean"),
-        n_clean_correct=("clean_correct", "sum"),
-        n_flipped=("flipped", "sum"),
-        n_changed_to=("changed_to", "sum"),
-    ).reset_index()
-    out["asr"] = out["changed_to"]
-    out["asr_ci_low"], out["asr_ci_high"] = wilson_interval(out["n_changed_to"].to_numpy(), out["n_images"].to_numpy())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["flip_rate"] = np.where(out["n_clean_correct"] > 0, out["n_flipped"] / out["n_clean_correct"], np.nan)
-    out["target_name"] = [class_names[int(i)] for i in out["target_index"]]
-    out["n_images"] = out["n_images"].astype(np.int64)
-    out = out.sort_values(["model", "pretrained", DEFENCE_COLUMN, "placement", "fraction", *style, "word"],
-                          kind="stable")
-    return out[PER_WORD_COLUMNS + style].reset_index(drop=True)
+    return finish_per_word_table(count_outcomes(records), class_names)
 
 
 def build_confusion_table(records: pd.DataFrame) -> pd.DataFrame:

@@ -1,5 +1,7 @@
 """`typoattack merge`: combine the shard folders of one run (any task) into the run folder a single
-run writes: records in cell order, the task's tables, skipped.csv and run.json.
+run writes: the shards' chunk files hard-linked (or copied) into records.parquet/, the task's tables
+(queries over them), skipped.csv and run.json. No record is loaded: memory does not grow with the
+records.
 
 Merging refuses folders of different runs (fingerprints, tasks), unfinished shards, and sets whose
 cells are missing or given twice.
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from typoattack.engine.rundir import SKIPPED_CSV, RunFolder, RunInfo, describe_shard, read_run_info
+from typoattack.engine.rundir import (
+    SKIPPED_CSV, ChunkProvenance, RunFolder, RunInfo, describe_shard, read_chunk_provenance, read_run_info,
+)
 from typoattack.engine.run import finish_info
 from typoattack.engine.task import Task
 from typoattack.errors import OutputError
@@ -25,7 +29,7 @@ class MergeResult:
     """What `run_merge` wrote (`summary`: the task's summary table)."""
 
     out_dir: Path
-    records: pd.DataFrame
+    n_records: int
     summary: pd.DataFrame
     info: RunInfo
 
@@ -101,17 +105,38 @@ def run_merge(run_dirs: list[Path], out: Path, tasks: Mapping[str, Task], overwr
         raise OutputError(f"{run_dirs[0]} holds a run of `{infos[0].task}`, which this typoattack does not know")
     task = tasks[infos[0].task]
     folder, _ = RunFolder.open(out, infos[0].fingerprint, overwrite, None)
-    for cell, run_dir in owners.items():
-        folder.copy_chunk_from(RunFolder(run_dir), cell)
-    records = folder.merge_chunks(list(owners))
-    info = _build_merged_info(run_dirs, infos)
-    summary = task.write_tables(records, out, info)
-    skipped = pd.concat([pd.read_csv(d / SKIPPED_CSV, dtype=str, keep_default_na=False) for d in run_dirs],
-                        ignore_index=True).drop_duplicates().sort_values(["image_id", "reason"])
-    folder.write_skipped(dict(zip(skipped["image_id"], skipped["reason"])))
-    finish_info(info, records, skipped["image_id"].nunique(), time.perf_counter() - t0, None)
-    folder.save_info(info)
-    return MergeResult(out, records, summary, info)
+    try:
+        folder.prepare_records(list(owners))
+        for cell, run_dir in owners.items():
+            folder.link_chunk_from(RunFolder(run_dir), _get_expected(infos[0], run_dir, cell))
+        info = _build_merged_info(run_dirs, infos)
+        skipped = pd.concat([_read_skipped_csv(d) for d in run_dirs],
+                            ignore_index=True).drop_duplicates().sort_values(["image_id", "reason"])
+        folder.write_skipped(dict(zip(skipped["image_id"], skipped["reason"])))
+        with folder.open_records() as records:
+            summary = task.write_tables(records, out, info)
+            n_records = records.count()
+        finish_info(info, n_records, skipped["image_id"].nunique(), time.perf_counter() - t0, None)
+        folder.save_info(info)
+    finally:
+        folder.unlock()
+    return MergeResult(out, n_records, summary, info)
+
+
+def _get_expected(first: RunInfo, run_dir: Path, cell_id: str) -> ChunkProvenance:
+    """The provenance a shard's chunk must carry: the run's fingerprint and the cell (its items as
+    the shard's own chunk states them, checked against the run by the fingerprint)."""
+    found = read_chunk_provenance(RunFolder(run_dir).get_chunk_path(cell_id))
+    items = found.items if found is not None else ""
+    return ChunkProvenance(first.fingerprint, cell_id, items, 0)
+
+
+def _read_skipped_csv(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / SKIPPED_CSV
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise OutputError(f"cannot read {path}: {e}") from None
 
 
 def _build_merged_info(run_dirs: list[Path], infos: list[RunInfo]) -> RunInfo:

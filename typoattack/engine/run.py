@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from typoattack.engine import rundir
 from typoattack.engine.cells import Cell, CellResult
 from typoattack.engine.executors import check_executor, create_executor
 from typoattack.progress import NullProgress, ProgressReporter
-from typoattack.engine.rundir import ENGINE_FILES, RunFolder, RunInfo
+from typoattack.engine.rundir import ENGINE_FILES, ChunkProvenance, RunFolder, RunInfo
 from typoattack.engine.task import Plan, Task
 
 
@@ -26,14 +26,14 @@ class RunResult:
     """What `run_task` produced.
 
     Attributes:
-        out_dir: The run folder.
-        records: The records of this folder's cells (all of them, or the shard's).
+        out_dir: The run folder (its records: `out_dir / records.parquet`).
+        n_records: The records of this folder's cells (all of them, or the shard's).
         summary: The task's summary table (empty for a shard: `typoattack merge` writes the tables).
         info: run.json.
     """
 
     out_dir: Path
-    records: pd.DataFrame
+    n_records: int
     summary: pd.DataFrame
     info: RunInfo
 
@@ -73,11 +73,29 @@ def run_task(task: Task, cfg: Any, progress: ProgressReporter | None = None, ove
     plan = task.plan(cfg, progress)
     shard = get_shard_info(cfg)
     folder, previous = RunFolder.open(out, plan.fingerprint, overwrite, shard, tuple(task.output_files))
-    for line in [*cfg.model_warnings, *plan.notes]:
+    try:
+        return _run_in_folder(task, cfg, plan, folder, previous, shard, progress, t_start)
+    finally:
+        folder.unlock()
+
+
+def get_chunk_provenance(plan: Plan, cell: Cell) -> ChunkProvenance:
+    """What the chunk of `cell` must say of itself to be taken on resume or merge."""
+    return ChunkProvenance(plan.fingerprint, cell.cell_id, rundir.get_items_digest(cell.items), 0)
+
+
+def _run_in_folder(task: Task, cfg: Any, plan: Plan, folder: RunFolder, previous: RunInfo | None,
+                   shard: dict[str, int] | None, progress: ProgressReporter, t_start: float) -> RunResult:
+    out = folder.path
+    mine = rundir.select_shard(plan.cells, cfg.shard)
+    expected = {c.cell_id: get_chunk_provenance(plan, c) for c in mine}
+    notes = folder.prepare_records(list(expected))
+    pending = [c for c in mine if not folder.check_chunk(expected[c.cell_id])]
+    for line in [*cfg.model_warnings, *plan.notes, *notes]:
         text = line.replace("[", r"\[")  # a note is text, not rich markup
         progress.log(f"[bold yellow]{text}[/]")
-    mine = rundir.select_shard(plan.cells, cfg.shard)
-    pending = [c for c in mine if not folder.has_chunk(c.cell_id)]
+    if previous is not None and len(pending) < len(mine):
+        progress.log(f"Resuming: {len(mine) - len(pending)} of {len(mine)} cells are committed in {out}")
     info = _start_info(task, cfg, plan, previous, [c.cell_id for c in mine], shard)
     info.chunks_total, info.chunks_done = len(mine), len(mine) - len(pending)
     folder.save_info(info)
@@ -85,18 +103,19 @@ def run_task(task: Task, cfg: Any, progress: ProgressReporter | None = None, ove
         progress.log(f"Shard {cfg.shard} holds no cell (the run has {len(plan.cells)}); it is finished with "
                      "nothing to evaluate and merges with the others.")
     t_eval = time.perf_counter()
-    stats = _evaluate(task, cfg, folder, info, pending, progress)
+    stats = _evaluate(task, cfg, folder, info, pending, expected, progress)
     t_eval = time.perf_counter() - t_eval
     info.models = _build_model_entries(cfg, plan, mine, previous, stats, folder)
-    records = folder.merge_chunks([c.cell_id for c in mine])
     skipped = {**plan.skipped, **folder.read_skipped([c.cell_id for c in mine])}
     folder.write_skipped(skipped)
-    summary = task.write_tables(records, out, info) if shard is None else pd.DataFrame()
+    with folder.open_records() as records:
+        summary = task.write_tables(records, out, info) if shard is None else pd.DataFrame()
+        n_records = records.count()
     encoded = sum(s["encoded"] for s in stats)  # images/s over the wall time of the cells, whatever ran them
-    finish_info(info, records, len(skipped), time.perf_counter() - t_start,
+    finish_info(info, n_records, len(skipped), time.perf_counter() - t_start,
                 round(encoded / t_eval, 1) if encoded and t_eval > 0 else None)
     folder.save_info(info)
-    return RunResult(out, records, summary, info)
+    return RunResult(out, n_records, summary, info)
 
 
 def _start_info(task: Task, cfg: RunSettings, plan: Plan, previous: RunInfo | None, mine: list[str],
@@ -112,7 +131,7 @@ def _start_info(task: Task, cfg: RunSettings, plan: Plan, previous: RunInfo | No
 
 
 def _evaluate(task: Task, cfg: RunSettings, folder: RunFolder, info: RunInfo, pending: list[Cell],
-              progress: ProgressReporter) -> list[dict[str, Any]]:
+              expected: dict[str, ChunkProvenance], progress: ProgressReporter) -> list[dict[str, Any]]:
     """Run the pending cells on the configured executor, committing each cell's chunk as it arrives.
 
     Returns:
@@ -121,7 +140,9 @@ def _evaluate(task: Task, cfg: RunSettings, folder: RunFolder, info: RunInfo, pe
     stats: list[dict[str, Any]] = [{"encoded": 0, "seconds": 0.0, "info": {}} for _ in cfg.models]
 
     def commit(result: CellResult) -> None:
-        folder.save_chunk(result.cell_id, result.records, result.skipped)
+        weights = {k: result.model_info[k] for k in ("weights_id",) if k in result.model_info}
+        folder.save_chunk(replace(expected[result.cell_id], skipped=dict(result.skipped), model=weights),
+                          result.records)
         model = stats[result.model_index]
         model["encoded"] += result.n_encoded
         model["seconds"] += result.seconds
@@ -162,11 +183,11 @@ def _build_model_entries(cfg: RunSettings, plan: Plan, mine: list[Cell], previou
     return entries
 
 
-def finish_info(info: RunInfo, records: pd.DataFrame, n_skipped: int, seconds: float,
+def finish_info(info: RunInfo, n_records: int, n_skipped: int, seconds: float,
                 images_per_second: float | None) -> None:
     """Mark run.json complete with the totals of the run."""
     info.complete = True
-    info.n_records = len(records)
+    info.n_records = n_records
     info.n_skipped = n_skipped
     info.finished = rundir.get_timestamp()
     info.seconds_total_this_session = round(seconds, 3)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from typoattack.analysis.query import RecordSet
 from typoattack.config.common import RunSettings
 from typoattack.engine.cells import Cell, CellResult
 from typoattack.progress import ProgressReporter
@@ -128,9 +129,11 @@ class Task(Protocol):
         """Evaluate one cell with a context made for its model (`advance` gets the jobs done)."""
         ...
 
-    def write_tables(self, records: pd.DataFrame, out: Path, info: RunInfo) -> pd.DataFrame:
-        """Write the task's tables (views of `records`) into `out`; return the summary table.
-        Also fills `info.extra` with totals the task keeps in run.json."""
+    def write_tables(self, records: RecordSet, out: Path, info: RunInfo) -> pd.DataFrame:
+        """Write the task's tables (queries over `records`, never the records loaded whole) into
+        `out`; return the summary table (small: one row per model and condition). Also fills
+        `info.extra` with totals the task keeps in run.json. Idempotent: a run killed while writing
+        them writes them again on rerun."""
         ...
 
     def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:

@@ -14,13 +14,16 @@ import pandas as pd
 from typoattack.analysis import plots
 from typoattack.analysis.labels import format_style, list_varying_styles
 from typoattack.analysis.metrics import (
-    MANY_WORDS, build_confusion_table, build_leaderboard, build_per_word_table, build_top_confusions, count_words,
-    rank_words, select_heatmap_words, with_defence,
+    CONFUSION_COLUMNS, HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, MANY_WORDS, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS,
+    build_class_gains, build_leaderboard, build_top_confusions, count_words, finish_per_word_table,
+    get_condition_keys, rank_words, with_defence,
 )
+from typoattack.analysis.query import RecordSet, quote_literal, quote_name
 from typoattack.analysis.report import (
-    PER_WORD_CSV, ReportBlock, add_optional_figure, format_leaderboard_markdown, has_several_defences,
-    list_confusion_blocks, write_report, write_tables,
+    CONFUSION_PARQUET, PER_WORD_CSV, EvalTables, ReportBlock, add_optional_figure, format_leaderboard_markdown,
+    has_several_defences, list_confusion_blocks, write_report, write_tables,
 )
+from typoattack.analysis.tables import iter_confusion_groups
 from typoattack.attack.render import apply_attack
 from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import DataSpec, ModelSpec, RenderStyle
@@ -28,12 +31,10 @@ from typoattack.constants import CLEAN_WORD
 from typoattack.data.classes import IMAGENET_CLASSNAMES
 from typoattack.data.sources import open_image_source
 from typoattack.errors import OutputError
-from typoattack.engine.rundir import RunInfo, load_records
+from typoattack.engine.rundir import RunInfo, open_run_records
 from typoattack.engine.task import ReportPart
 from typoattack.files import build_word_slugs, get_label_slug, write_csv, write_text_atomic
-from typoattack.records import (
-    CONDITION_COLUMNS, DEFENCE_COLUMN, IMAGE_COLUMNS, MODEL_COLUMNS, NO_DEFENCE, STYLE_COLUMNS, Condition,
-)
+from typoattack.records import CONDITION_COLUMNS, DEFENCE_COLUMN, NO_DEFENCE, STYLE_COLUMNS, Condition
 from typoattack.progress import NullProgress, ProgressReporter
 
 CONFUSION_MAX_WORDS = 12
@@ -95,21 +96,24 @@ def format_condition(row: Any, styles: Sequence[str] = ()) -> str:
     return text + (f" · {format_style(dict(row), styles)}" if styles else "")
 
 
-def collect_examples(records: pd.DataFrame, info: dict[str, Any], words: list[str] | None = None,
-                     images_per_word: int = 1, max_conditions: int = EXAMPLE_MAX_CONDITIONS) -> list[dict[str, Any]]:
+def collect_examples(records: RecordSet, info: dict[str, Any], per_word: pd.DataFrame, words: list[str] | None = None,
+                     images_per_word: int = 1, max_conditions: int = EXAMPLE_MAX_CONDITIONS,
+                     where: str = "true") -> list[dict[str, Any]]:
     """Re-render clean and attacked canvases of a few images per word from the records' conditions
-    and source images.
+    and source images, reading only the records of the shown words (filtered scans).
 
     Uses the run's first model. Per word: the conditions of `select_example_conditions`, and
     `images_per_word` images drawn by `select_example_images` among those with a clean record and
     one under each of those conditions (images shown for an earlier word are avoided).
 
     Args:
-        records: The run's records (one defence).
+        records: The run's records.
         info: Its run.json.
+        per_word: The run's per-word table (the conditions of each word).
         words: The words to show, in that order (None: every attacked word).
         images_per_word: Images (rows) per word.
         max_conditions: The most conditions (columns).
+        where: A SQL condition on the records shown (e.g. one defence).
 
     Returns:
         Dicts for `plots.plot_examples` (plots.EXAMPLE_KEYS), one per (word, image, condition).
@@ -129,23 +133,28 @@ def collect_examples(records: pd.DataFrame, info: dict[str, Any], words: list[st
     seed = int(config["seed"])
     styles = [RenderStyle(font=st["font"], fill=tuple(st["fill"]), outline=tuple(st["outline"]),
                           outline_width=st["outline_width"], opacity=st["opacity"]) for st in config["styles"]]
-    mine = records[(records["model"] == spec.name) & (records["pretrained"] == (spec.pretrained or ""))]
-    clean = mine[mine["word"] == CLEAN_WORD].set_index("image_id")["pred_index"]
-    attacked = mine[(mine["word"] != CLEAN_WORD) & mine["image_id"].isin(clean.index)]
-    varying = list_varying_styles(attacked)
-    present = list(dict.fromkeys(attacked["word"]))
+    mine = (f"{where} AND model = {quote_literal(spec.name)} AND pretrained = {quote_literal(spec.pretrained or '')}")
+    clean = records.frame(f"SELECT image_id, pred_index FROM records WHERE {mine} AND word = {quote_literal(CLEAN_WORD)}"
+                          ).set_index("image_id")["pred_index"]
+    style_columns = [c for c in STYLE_COLUMNS if c in per_word.columns]
+    model_rows = per_word[(per_word["model"] == spec.name) & (per_word["pretrained"] == (spec.pretrained or ""))]
+    varying = list_varying_styles(model_rows)
+    in_table = set(model_rows["word"])
+    vocab = [str(w["text"]) for w in info.get("vocab", {}).get("words", [])]  # the run's order of words
+    present = [w for w in dict.fromkeys([*vocab, *model_rows["word"]]) if w in in_table]
     examples: list[dict[str, Any]] = []
     used: set[str] = set()
     for word in (present if words is None else [w for w in words if w in present]):
-        rows = attacked[attacked["word"] == word]
-        shown = select_example_conditions(rows[CONDITION_COLUMNS].drop_duplicates(), max_conditions)
-        by_condition = [rows.merge(shown.iloc[[k]], on=CONDITION_COLUMNS).set_index("image_id")
+        conditions = model_rows.loc[model_rows["word"] == word, CONDITION_COLUMNS[:4] + style_columns].drop_duplicates()
+        shown = select_example_conditions(conditions, max_conditions)
+        by_condition = [_read_condition(records, mine, shown.iloc[k], style_columns).set_index("image_id")
                         for k in range(len(shown))]
-        candidates = set.intersection(*(set(b.index) for b in by_condition))
+        by_condition = [b[b.index.isin(clean.index)] for b in by_condition]
+        candidates = set.intersection(*(set(b.index) for b in by_condition)) if by_condition else set()
         chosen = select_example_images(sorted(candidates), word, seed, images_per_word, used)
         used.update(chosen)
         masks = [create_attack_mask(c.word, c.fraction, c.placement, c.style, size)
-                 for c in (Condition.from_row(shown.iloc[k], styles) for k in range(len(shown)))]
+                 for c in (Condition.from_row(_with_styles(shown.iloc[k]), styles) for k in range(len(shown)))]
         for image_id in chosen:
             canvas = np.asarray(transform(source.open_image(index[image_id])), dtype=np.uint8)
             for k, (mask, cells) in enumerate(zip(masks, by_condition)):
@@ -160,16 +169,65 @@ def collect_examples(records: pd.DataFrame, info: dict[str, Any], words: list[st
     return examples
 
 
-def _load_runs(dirs: list[Path], infos: list[RunInfo]) -> list[pd.DataFrame]:
-    """Each run's records (its tables rewritten from them)."""
-    all_records = []
+def _with_styles(row: pd.Series) -> dict[str, Any]:
+    """A condition row with every style column (those a run written before styles lacks: empty)."""
+    return {**{c: "" for c in STYLE_COLUMNS}, **dict(row)}
+
+
+def _read_condition(records: RecordSet, where: str, condition: pd.Series, style_columns: list[str]) -> pd.DataFrame:
+    """image_id, true_index, pred_index and target_index of the records of one condition."""
+    tests = [f"{quote_name(c)} = ?" for c in ["word", "target_index", "fraction", "placement", *style_columns]]
+    values = [condition[c].item() if hasattr(condition[c], "item") else condition[c]
+              for c in ["word", "target_index", "fraction", "placement", *style_columns]]
+    return records.frame(f"SELECT image_id, true_index, pred_index, target_index FROM records WHERE {where} AND "
+                         + " AND ".join(tests), values)
+
+
+def _write_run_tables(dirs: list[Path], infos: list[RunInfo]) -> list[EvalTables]:
+    """Rewrite each run's tables from its records (out of core); each run must have attacked records."""
+    tables = []
     for d, info in zip(dirs, infos):
-        records = load_records(d, info)
-        if records.empty or (records["word"] != CLEAN_WORD).sum() == 0:
-            raise OutputError(f"the run in {d} has no attacked records; nothing to report")
-        write_tables(records, d, IMAGENET_CLASSNAMES)
-        all_records.append(records)
-    return all_records
+        with open_run_records(d, info) as records:
+            if records.count(f"word <> {quote_literal(CLEAN_WORD)}") == 0:
+                raise OutputError(f"the run in {d} has no attacked records; nothing to report")
+            tables.append(write_tables(records, d, IMAGENET_CLASSNAMES))
+    return tables
+
+
+def _check_distinct_runs(dirs: list[Path], infos: list[RunInfo], tables: list[EvalTables]) -> None:
+    """Refuse runs that hold the same model, defence and condition for the same images: two runs of
+    one model may differ in their conditions or in their images, never both agree.
+
+    Raises:
+        OutputError: Two runs overlap.
+    """
+    keys = get_condition_keys(list(tables[0].counts.columns)) if tables else []
+    for i in range(len(tables)):
+        for j in range(i + 1, len(tables)):
+            a, b = tables[i].counts, tables[j].counts
+            shared = [k for k in keys if k in a.columns and k in b.columns]
+            common = a[shared].merge(b[shared], on=shared)
+            if common.empty:
+                continue
+            for model, pretrained, defence in common[MODEL_DEFENCE_KEYS].drop_duplicates().itertuples(index=False):
+                clean = (f"word = {quote_literal(CLEAN_WORD)} AND model = {quote_literal(model)} AND "
+                         f"pretrained = {quote_literal(pretrained)} AND defence = {quote_literal(defence)}")
+                with open_run_records([dirs[i], dirs[j]], [infos[i], infos[j]]) as both:
+                    n = both.scalar(f"SELECT count(*) FROM (SELECT image_id FROM records WHERE run = 0 AND {clean} "
+                                    f"INTERSECT SELECT image_id FROM records WHERE run = 1 AND {clean})")
+                if n:
+                    raise OutputError("two of the runs hold the same model and condition; report runs of different "
+                                      "models or settings")
+
+
+def _combine_per_word(tables: list[EvalTables]) -> pd.DataFrame:
+    """The per-word table over several runs: their outcome counts added per condition."""
+    if len(tables) == 1:
+        return tables[0].per_word
+    counts = pd.concat([with_defence(t.counts) for t in tables], ignore_index=True)
+    keys = get_condition_keys(list(counts.columns))
+    summed = counts.groupby(keys, sort=True, dropna=False)[OUTCOME_COUNT_COLUMNS].sum().reset_index()
+    return finish_per_word_table(summed, IMAGENET_CLASSNAMES)
 
 
 def select_figure_words(per_word: pd.DataFrame, limit: int) -> list[str] | None:
@@ -222,40 +280,79 @@ def _plot_figures(per_word: pd.DataFrame, out: Path) -> tuple[list[Path], list[s
     return figures, notes
 
 
-def write_confusions(records: pd.DataFrame, per_word: pd.DataFrame, out: Path) -> list[ReportBlock]:
+def _sum_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Confusion cells of several runs with equal keys added up (a no-op for one run's cells)."""
+    keys = [c for c in cells.columns if c != "count"]
+    out = cells.groupby(keys, sort=True, dropna=False)["count"].sum().reset_index()
+    out["count"] = out["count"].astype(np.int64)
+    return out[list(cells.columns)]
+
+
+def write_confusions(confusion_files: list[Path], per_word: pd.DataFrame, out: Path) -> list[ReportBlock]:
     """Write top_confusions.csv (every model, defence and word; class names beside the indices) and
-    the heatmaps of the words that
-    qualify (`metrics.select_heatmap_words`, at most CONFUSION_MAX_WORDS, of the shown defence);
-    return the report's "Top confusions" section.
+    the heatmaps of the words that qualify (`metrics.select_heatmap_words`, at most
+    CONFUSION_MAX_WORDS, of the shown defence); return the report's "Top confusions" section.
+
+    The runs' confusion.parquet files are read one (model, defence, word) at a time beside that
+    model's clean cells, so memory does not grow with the vocabulary or the images.
 
     The heatmap of a word is `confusion_<slug>.png`, with the slug of `files.build_word_slugs` over
     all the table's words (sorted), so a word's file name does not depend on which words qualify.
     """
-    confusion = build_confusion_table(records)
-    every = build_top_confusions(confusion)
+    defence = get_shown_defence(per_word)
+    group_keys = [*MODEL_DEFENCE_KEYS, "word"]
+    tops, shares = [], {}
+    clean_cells: dict[tuple[Any, ...], pd.DataFrame] = {}
+    with RecordSet(confusion_files, view="confusion", with_run=False) as table:
+        for key, clean in table.frame(f"SELECT * FROM confusion WHERE word = {quote_literal(CLEAN_WORD)}").groupby(
+                MODEL_DEFENCE_KEYS, sort=True, dropna=False):
+            clean_cells[tuple(key)] = _sum_cells(clean)
+    for cells in iter_confusion_groups(confusion_files, group_keys, f"word <> {quote_literal(CLEAN_WORD)}"):
+        key = tuple(cells.iloc[0][MODEL_DEFENCE_KEYS])
+        clean = clean_cells.get(key, cells.iloc[:0])
+        both = pd.concat([clean, _sum_cells(cells)], ignore_index=True)
+        tops.append(build_top_confusions(both))
+        share = _get_best_gain_share(both) if key[2] == defence else -np.inf
+        if share > -np.inf:  # the rule of `metrics.select_heatmap_words`, one word at a time
+            word = str(cells.iloc[0]["word"])
+            shares[word] = max(shares.get(word, -np.inf), share)
+    every = pd.concat([t for t in tops if not t.empty], ignore_index=True) if any(not t.empty for t in tops) \
+        else build_top_confusions(pd.DataFrame(columns=[*CONFUSION_COLUMNS]))
+    every = every.sort_values([*group_keys, "rank"], kind="stable").reset_index(drop=True)
+    shown_top = every[every[DEFENCE_COLUMN] == defence].reset_index(drop=True)
     names = {"true_name": every["true_index"], "pred_name": every["pred_index"]}
     for column, indices in names.items():
         every.insert(every.columns.get_loc(str(indices.name)) + 1, column,
                      [IMAGENET_CLASSNAMES[int(i)] for i in indices])
     write_csv(every, out / TOP_CONFUSIONS_CSV)
-    defence = get_shown_defence(per_word)
     notes = []
     if has_several_defences(per_word):
-        confusion = confusion[confusion[DEFENCE_COLUMN] == defence]
         per_word = per_word[per_word[DEFENCE_COLUMN] == defence]
         notes.append(f"Defence {defence} only.")
-    top = build_top_confusions(confusion)
+    top = shown_top
     chosen = select_figure_words(per_word, CONFUSION_MAX_WORDS)
     if chosen is not None:
         top = top[top["word"].isin(chosen)]
         notes.append(f"The {len(chosen)} words with the highest mean ASR only.")
     targets = {str(w): int(t) for w, t in zip(per_word["word"], per_word["target_index"])}
     slugs = build_word_slugs(sorted(set(map(str, per_word["word"]))))
+    ranked = sorted(shares.items(), key=lambda ws: (-ws[1], ws[0]))[:CONFUSION_MAX_WORDS]
     heatmaps: dict[str, Path] = {}
-    for word in sorted(select_heatmap_words(confusion, CONFUSION_MAX_WORDS)):
+    for word in sorted(w for w, _ in ranked):
         heatmaps[word] = out / f"confusion_{slugs[word]}.png"
-        plots.plot_confusion(confusion, word, IMAGENET_CLASSNAMES, heatmaps[word], target_index=targets.get(word))
+        where = (f"defence = {quote_literal(defence)} AND word IN ({quote_literal(CLEAN_WORD)}, "
+                 f"{quote_literal(word)})")
+        with RecordSet(confusion_files, view="confusion", with_run=False) as table:
+            cells = _sum_cells(table.frame(f"SELECT * FROM confusion WHERE {where}"))
+        plots.plot_confusion(cells, word, IMAGENET_CLASSNAMES, heatmaps[word], target_index=targets.get(word))
     return list_confusion_blocks(top, IMAGENET_CLASSNAMES, targets, heatmaps, notes)
+
+
+def _get_best_gain_share(confusion: pd.DataFrame) -> float:
+    """The largest gain share of a qualifying class in the cells (the rank of `select_heatmap_words`)."""
+    gains = build_class_gains(confusion)
+    hits = gains[(gains["gain"] >= HEATMAP_MIN_IMAGES) & (gains["gain_share"] >= HEATMAP_MIN_SHARE)]
+    return float(hits["gain_share"].max()) if not hits.empty else -np.inf
 
 
 def write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, stem: str, notes: list[str],
@@ -282,21 +379,23 @@ def write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, st
             and condition.
     """
     progress = progress or NullProgress()
-    all_records = _load_runs(dirs, infos)
-    records = with_defence(pd.concat(all_records, ignore_index=True))
-    if records.duplicated([*MODEL_COLUMNS, DEFENCE_COLUMN, IMAGE_COLUMNS[0], *CONDITION_COLUMNS]).any():
-        raise OutputError("two of the runs hold the same model and condition; report runs of different models or settings")
+    tables = _write_run_tables(dirs, infos)
+    _check_distinct_runs(dirs, infos, tables)
     out.mkdir(parents=True, exist_ok=True)
-    per_word = build_per_word_table(records, IMAGENET_CLASSNAMES)
+    per_word = _combine_per_word(tables)
     figures, figure_notes = _plot_figures(per_word, out)
     raw_infos = [i.to_dict() for i in infos]
-    shown = with_defence(all_records[0])
-    shown = shown[shown[DEFENCE_COLUMN] == get_shown_defence(shown)]
-    add_optional_figure(figures, out / "examples.png",
-                        lambda: collect_examples(shown, raw_infos[0], select_figure_words(per_word, EXAMPLE_MAX_WORDS),
-                                                 examples_per_word),
-                        plots.plot_examples, progress.log, "the source images")
-    confusions = write_confusions(records, per_word, out)
+    first = with_defence(tables[0].per_word)
+    shown = f"defence = {quote_literal(get_shown_defence(first))}"
+
+    def examples() -> list[dict[str, Any]]:
+        with open_run_records(dirs[0], infos[0]) as records:
+            return collect_examples(records, raw_infos[0], first[first[DEFENCE_COLUMN] == get_shown_defence(first)],
+                                    select_figure_words(per_word, EXAMPLE_MAX_WORDS), examples_per_word, where=shown)
+
+    add_optional_figure(figures, out / "examples.png", examples, plots.plot_examples, progress.log,
+                        "the source images")
+    confusions = write_confusions([d / CONFUSION_PARQUET for d in dirs], per_word, out)
     leaderboard = build_leaderboard(per_word)
     write_csv(leaderboard, out / "leaderboard.csv")
     write_text_atomic(out / "leaderboard.md", format_leaderboard_markdown(leaderboard))

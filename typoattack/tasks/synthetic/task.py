@@ -3,8 +3,9 @@ fractions, classified zero-shot over the 1000 ImageNet classes.
 
 Plan: validate cheaply (data source, vocabulary, templates, glyphs, device, weights), solve the
 text masks once (cached), decode the images once into the canvas cache of each model's input
-geometry (to know which decode), and cut each model's images into cells of `chunk_size`. A cell:
-every image of its chunk clean and under every condition, under every defence.
+geometry (to know which decode), and cut each model's images into cells of `chunk_size` images
+(unset: `resolve_chunk_size`, at most about 1 M records a cell). A cell: every image of its chunk
+clean and under every condition, under every defence.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from typoattack.analysis.query import RecordSet
 from typoattack.analysis.report import summarize_clean, write_tables
-from typoattack.attack.masks import MaskRequest, create_attack_masks
+from typoattack.attack.masks import MaskInfo
 from typoattack.attack.render import AttackMask, check_glyphs
 from typoattack.backends.base import ZeroShotModel
 from typoattack.backends.registry import get_backend
+from typoattack.config.common import resolve_chunk_size
 from typoattack.config.defences import PREFIX_BASELINE
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import list_class_names
@@ -38,40 +41,38 @@ from typoattack.progress import ProgressReporter
 from typoattack.records import Condition, list_conditions
 from typoattack.tasks.shared import (
     build_fingerprint, check_models, create_encoder, describe_run_device, get_backend_versions, get_templates,
-    load_model,
+    load_model, solve_condition_masks,
 )
 from typoattack.tasks.synthetic.config import SyntheticConfig, load_synthetic_config
 
-OUTPUT_FILES = ("per_word.csv", "per_word.md", "confusion.csv")
+OUTPUT_FILES = ("per_word.csv", "per_word.md", "confusion.csv", "confusion.parquet")
 
 
 def solve_masks(cfg: SyntheticConfig, conditions: Sequence[Condition], canvas_size: tuple[int, int],
                 progress: ProgressReporter | None = None) -> dict[Condition, AttackMask]:
-    """The text mask of every condition at one canvas size, from the mask cache or solved on
-    `cfg.workers` processes (and cached)."""
-    requests = [MaskRequest(c.word, c.fraction, c.placement, c.style, canvas_size) for c in conditions]
-    advance = progress.start(f"Text masks {canvas_size[0]}x{canvas_size[1]}", len(requests), "masks") if progress else None
-    masks = create_attack_masks(requests, cfg.cache_dir, workers=cfg.workers, advance=advance)
-    return dict(zip(conditions, masks))
+    """The text mask of every condition at one canvas size, unpacked (`solve_condition_masks`
+    keeps them packed)."""
+    return dict(zip(conditions, solve_condition_masks(cfg, conditions, canvas_size, progress)))
 
 
-def build_mask_info(conditions: Sequence[Condition], masks: dict[Condition, AttackMask]) -> list[dict[str, Any]]:
-    """The `masks` entry of a model in run.json: each condition with its solved font size, the
-    stamps' sub-pixel phases, the number of random stamps and the coverage."""
+def build_mask_info(conditions: Sequence[Condition], infos: Sequence[MaskInfo]) -> list[dict[str, Any]]:
+    """The `masks` entry of a model in run.json: each condition (with `infos[k]` its mask's) with
+    its solved font size, the stamps' sub-pixel phases, the number of random stamps and the coverage."""
     keys = ("word", "fraction", "placement", "font", "fill", "outline")
     return [{**{k: c.to_columns()[k] for k in keys},
-             "font_size": masks[c].font_size, "phases": list(masks[c].phases), "copies": masks[c].copies,
-             "mask_coverage": round(masks[c].coverage, 6)} for c in conditions]
+             "font_size": m.font_size, "phases": list(m.phases), "copies": m.copies,
+             "mask_coverage": round(m.coverage, 6)} for c, m in zip(conditions, infos, strict=True)]
 
 
 @dataclass
 class SyntheticContext:
-    """A loaded model with its canvases, masks on the device, classifier and batch encoder."""
+    """A loaded model with its canvases, masks bound to its device (`DeviceMasks`), classifier and
+    batch encoder."""
 
     model: ZeroShotModel
     canvases: CanvasSet
     conditions: list[Condition]
-    device_masks: list[Any]
+    device_masks: Sequence[Any]
     encoder: BatchEncoder
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -91,13 +92,16 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         conditions = list_conditions(cfg, vocab)
         sizes = [get_backend(spec.backend).get_input_size(spec) for spec in cfg.models]
         t0 = time.perf_counter()
-        masks = {size: solve_masks(cfg, conditions, size, progress) for size in dict.fromkeys(sizes) if size}
+        # Only the masks' infos stay: the pixels are in the cache, for the cells.
+        mask_infos = {size: solve_condition_masks(cfg, conditions, size, progress).infos
+                      for size in dict.fromkeys(sizes) if size}
         seconds_masks = time.perf_counter() - t0
         indices = select_subset(source.items, cfg.limit, cfg.seed)
         fingerprint = build_fingerprint(cfg, [(w.text, w.target_index) for w in vocab.words], templates,
                                         [source.items[i].image_id for i in indices])
         cells, models, skipped = [], [], {}
         n_jobs_per_image = 1 + len(conditions)
+        chunk_size = resolve_chunk_size(cfg.chunk_size, n_jobs_per_image * len(cfg.defences))
         for m_index, spec in enumerate(cfg.models):
             geometry = get_backend(spec.backend).get_geometry(spec)
             canvases = prepare_canvases(source, indices, geometry.transform, geometry.key, geometry.size,
@@ -110,18 +114,19 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
                 raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
                                 f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
             key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, rows.size, cfg.chunk_size)):
-                chunk = rows[start:start + cfg.chunk_size]
+            for s_index, start in enumerate(range(0, rows.size, chunk_size.items)):
+                chunk = rows[start:start + chunk_size.items]
                 cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk,
                                   int(chunk.size) * n_jobs_per_image, key, tuple(indices)))
             models.append({"input_size": list(geometry.size), "transform": geometry.key, "canvas_cache": canvases.path,
                            "n_skipped": len(canvases.skipped),
-                           **({"masks": build_mask_info(conditions, masks[geometry.size])}
-                              if geometry.size in masks else {})})
+                           **({"masks": build_mask_info(conditions, mask_infos[geometry.size])}
+                              if geometry.size in mask_infos else {})})
         info = {"vocab": {"name": vocab.name, "path": vocab.path,
                           "words": [{"text": w.text, "target_index": w.target_index,
                                      "target_name": list_class_names()[w.target_index]} for w in vocab.words]},
-                "templates": {"name": cfg.templates, "count": len(templates[0])}}
+                "templates": {"name": cfg.templates, "count": len(templates[0])},
+                "chunk_size": chunk_size.to_info("images")}
         notes = ([f"Prefix defences are compared with {PREFIX_BASELINE}, their own single prompt without the "
                   "learned token, which the run evaluates too."]
                  if PREFIX_BASELINE in cfg.defences and len(cfg.defences) > 1 else [])
@@ -129,20 +134,20 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
     def create_context(self, cell: Cell, progress: ProgressReporter) -> SyntheticContext:
-        """Load the cell's model, the masks of every condition on its device, its canvases (from
-        the node's canvas cache, decoded there on first use), and its zero-shot classifier with
-        the classifiers and head sets of the run's defences.
+        """Load the cell's model, the masks of every condition (packed, bound to its device as they
+        are drawn), its canvases (from the node's canvas cache, decoded there on first use), and its
+        zero-shot classifier with the classifiers and head sets of the run's defences.
 
         Raises:
             ConfigError: A defence does not fit the model (heads of a ResNet, a prefix of another width).
         """
-        from typoattack.attack.compose import upload_mask
+        from typoattack.attack.compose import DeviceMasks
 
         cfg: SyntheticConfig = cell.config
         model, load_seconds = load_model(cfg, cell.model_index, progress)
         conditions = list_conditions(cfg, load_vocab(cfg.vocab))
-        masks = solve_masks(cfg, conditions, model.canvas_size)  # cached by the plan: no second bar
-        device_masks = [upload_mask(masks[c], model.device) for c in conditions]
+        masks = solve_condition_masks(cfg, conditions, model.canvas_size)  # cached by the plan: no second bar
+        device_masks = DeviceMasks(masks, model.device)
         t0 = time.perf_counter()
         g = model.geometry
         canvases = prepare_canvases(open_image_source(cfg.data), list(cell.shared), g.transform, g.key, g.size,
@@ -150,7 +155,7 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         canvas_seconds = time.perf_counter() - t0
         encoder, info = create_encoder(model, cfg, list_class_names(), get_templates(cfg.templates, model.spec), progress,
                                        "classes")
-        info.update(masks=build_mask_info(conditions, masks),
+        info.update(masks=build_mask_info(conditions, masks.infos),
                     seconds={"load_model": round(load_seconds, 3), "canvases": round(canvas_seconds, 3),
                              **info["seconds"]})
         return SyntheticContext(model, canvases, conditions, device_masks, encoder, info)
@@ -170,10 +175,11 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         return CellResult(cell.cell_id, cell.model_index, frame, {}, model_info, time.perf_counter() - t0,
                           len(frame) // len(cfg.defences))
 
-    def write_tables(self, records: pd.DataFrame, out: Path, info: RunInfo) -> pd.DataFrame:
-        per_word = write_tables(records, out, list_class_names())
+    def write_tables(self, records: RecordSet, out: Path, info: RunInfo) -> pd.DataFrame:
+        tables = write_tables(records, out, list_class_names())
         info.extra["clean"] = summarize_clean(records)
-        return per_word
+        info.extra["confusion"] = tables.confusion
+        return tables.per_word
 
     def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:
         if full:

@@ -1,0 +1,181 @@
+"""The query layer: a run's records as a DuckDB view, so every table is an out-of-core query.
+
+A run's records are a Parquet dataset: `records.parquet` is a folder of chunk files (one per
+cell; see `typoattack.engine.rundir`), or a single file in runs written before typoattack 0.3.
+`open_records` puts one or several runs behind one view named `records` (with a `run` column: the
+position of the run in the list) and runs SQL over it with a memory limit, spilling to disk past
+it, so a table of 100 M records needs no more memory than one of 1 M. Every task states its tables
+as queries through `RecordSet`; none loads a whole run into pandas.
+
+The same SQL runs in a DuckDB shell over a run folder (README: "Querying records"):
+    SELECT word, avg((pred_index = target_index)::INT) FROM 'RUN/records.parquet/**/*.parquet' ...
+
+Nothing here imports model code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from typoattack.errors import OutputError
+from typoattack.files import get_temporary_path
+
+MEMORY_LIMIT_ENV = "TYPOATTACK_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "1GB"
+"""DuckDB's memory limit for table queries (past it, DuckDB spills to a temporary folder);
+TYPOATTACK_MEMORY_LIMIT overrides it (e.g. `4GB`)."""
+BATCH_ROWS = 1_000_000
+"""Rows per pandas batch when a query's result is streamed (`RecordSet.iter_batches`)."""
+
+
+def list_record_files(path: Path) -> list[Path]:
+    """The Parquet files of a run's records: `path` itself when it is a file, else every
+    `*.parquet` under the folder (hidden temporary files excluded), sorted by path, which is
+    the run's cell order.
+
+    Raises:
+        OutputError: `path` does not exist.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise OutputError(f"{path} does not exist; the run has no records")
+    return sorted(p for p in path.rglob("*.parquet")
+                  if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+
+
+def quote_literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def quote_name(name: str) -> str:
+    """A SQL identifier."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def get_memory_limit() -> str:
+    """The memory limit of table queries (TYPOATTACK_MEMORY_LIMIT, else DEFAULT_MEMORY_LIMIT)."""
+    return os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
+
+
+class RecordSet:
+    """One or several runs' records behind the DuckDB view `records`.
+
+    The view has the records' columns (the union over the runs' files, by name) and `run`
+    (int: the run's position in `sources`). Columns a run lacks are NULL; `defaults` fills
+    columns that no file has (e.g. `defence` of runs written before defences).
+
+    Attributes:
+        sources: The records of each run (a records.parquet file or folder).
+        columns: The view's columns, in order (`run` last).
+        n_files: Parquet files behind the view.
+    """
+
+    def __init__(self, sources: Sequence[Path], defaults: dict[str, Any] | None = None,
+                 memory_limit: str | None = None, view: str = "records", with_run: bool = True) -> None:
+        import duckdb
+
+        self.sources = [Path(s) for s in sources]
+        self.view = quote_name(view)
+        files = [list_record_files(s) for s in self.sources]
+        self.n_files = sum(len(f) for f in files)
+        self._tmp = Path(tempfile.mkdtemp(prefix="typoattack-duckdb-"))
+        self.con = duckdb.connect(config={"memory_limit": memory_limit or get_memory_limit(),
+                                          "temp_directory": str(self._tmp),
+                                          "preserve_insertion_order": True})
+        self.con.execute("SET enable_progress_bar = false")
+        parts = [f"SELECT *{f', {k} AS run' if with_run else ''} FROM read_parquet([{', '.join(quote_literal(str(p)) for p in fs)}], "
+                 "union_by_name = true)" for k, fs in enumerate(files) if fs]
+        name = quote_name(view)
+        if not parts:
+            self.columns: list[str] = []
+            self.con.execute(f"CREATE VIEW {name} AS SELECT NULL::INTEGER AS run WHERE false")
+            return
+        self.con.execute("CREATE VIEW raw_records AS " + " UNION ALL BY NAME ".join(parts))
+        present = [r[0] for r in self.con.execute("DESCRIBE raw_records").fetchall()]
+        extra = [f"{_sql_value(v)} AS {quote_name(k)}" for k, v in (defaults or {}).items() if k not in present]
+        self.con.execute(f"CREATE VIEW {name} AS SELECT " + ", ".join(["*", *extra]) + " FROM raw_records")
+        self.columns = [r[0] for r in self.con.execute(f"DESCRIBE {name}").fetchall()]
+        if "run" in self.columns:  # `run` last, after any default columns
+            self.columns = [c for c in self.columns if c != "run"] + ["run"]
+
+    @classmethod
+    def over_file(cls, path: Path, view: str) -> RecordSet:
+        """A table written by a query (e.g. confusion.parquet) behind the view `view`."""
+        return cls([Path(path)], view=view, with_run=False)
+
+    def __enter__(self) -> RecordSet:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection and remove its spill folder."""
+        try:
+            self.con.close()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def has(self, column: str) -> bool:
+        return column in self.columns
+
+    def frame(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        """The result of a query whose result is small (an aggregate, a filtered scan), as pandas."""
+        return self.con.execute(sql, params or []).df()
+
+    def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        """The first value of the first row of a query (None when it returns no row)."""
+        row = self.con.execute(sql, params or []).fetchone()
+        return None if row is None else row[0]
+
+    def iter_batches(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
+                     rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+        """A query's result as pandas frames of at most `rows` rows each, in the query's order."""
+        relation = self.con.sql(sql, params=params) if params else self.con.sql(sql)
+        reader = relation.to_arrow_reader(rows)
+        for batch in reader:
+            if batch.num_rows:
+                yield batch.to_pandas()
+
+    def copy_parquet(self, sql: str, path: Path, params: Sequence[Any] | dict[str, Any] | None = None) -> int:
+        """Write a query's result to a Parquet file atomically, without loading it; return its rows."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = get_temporary_path(path)
+        try:
+            self.con.execute(f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 1000000)",
+                             params or [])
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return int(self.con.execute(f"SELECT count(*) FROM read_parquet({quote_literal(str(path))})").fetchone()[0])
+
+    def count(self, where: str = "true") -> int:
+        """Records matching a SQL condition."""
+        return int(self.scalar(f"SELECT count(*) FROM {self.view} WHERE {where}"))
+
+
+def _sql_value(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return quote_literal(str(value))
+
+
+def open_records(sources: Path | Sequence[Path], defaults: dict[str, Any] | None = None,
+                 memory_limit: str | None = None) -> RecordSet:
+    """The records of one run (`RUN/records.parquet`, file or folder) or of several, as a `RecordSet`."""
+    return RecordSet([sources] if isinstance(sources, (str, Path)) else list(sources), defaults, memory_limit)
