@@ -165,7 +165,8 @@ def test_small_real_eval_then_report(sample_dir, cache_dir, tmp_path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "UNTRAINED MODEL" in result.output
-    for name in ("records.parquet", "per_word.csv", "per_word.md", "confusion.csv", "run.json", "skipped.csv"):
+    assert (out / "records.parquet").is_dir()
+    for name in ("per_word.csv", "per_word.md", "confusion.csv", "confusion.parquet", "run.json", "skipped.csv"):
         assert (out / name).is_file(), name
     records = pd.read_parquet(out / "records.parquet")
     assert len(records) == 20 * (1 + 2 * 2)

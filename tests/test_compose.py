@@ -96,3 +96,25 @@ def test_batches_hold_each_jobs_canvas(canvases, batch_size) -> None:
         assert np.array_equal(x.numpy(), clean[rows[job_pos[start:start + batch_size]]].astype(np.float32))
         seen += len(x)
     assert seen == len(job_pos)
+
+
+
+def test_device_masks_bind_on_demand_and_keep_a_few(canvases) -> None:
+    from typoattack.attack.compose import DeviceMasks
+    from typoattack.attack.masks import MaskRequest, create_attack_masks
+
+    ids, clean = canvases
+    cpu = torch.device("cpu")
+    requests = [MaskRequest(w, 0.05, p, RenderStyle(), (224, 224)) for w in ("pizza", "iPod") for p in Placement]
+    bound = DeviceMasks(create_attack_masks(requests), cpu, keep=2)
+    assert len(bound) == len(requests)
+    offsets = [get_offsets(dm.mask, ids, seed=4) for dm in bound]
+    assert not any("pixels" in vars(dm) for dm in bound._bound.values())  # reading masks uploads nothing
+    first = bound[0]
+    for k, request in enumerate(requests):
+        mask = create_attack_mask(request.word, request.fraction, request.placement, request.style, (224, 224))
+        x, y = torch.from_numpy(clean.copy()), torch.from_numpy(clean.copy())
+        changed = composite_batch(x, bound[k], offsets[k])
+        assert torch.equal(changed, composite_batch(y, upload_mask(mask, cpu), offsets[k])) and torch.equal(x, y)
+        assert bound[k] is bound[k] and list(bound._bound)[-1] == k and len(bound._bound) <= 2
+    assert bound[0] is not first  # dropped, then bound again

@@ -4,6 +4,7 @@ the ranking table of the report and the cap on per-word figures."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -168,12 +169,17 @@ def test_asr_vs_fraction_summarises_many_words(many, captured, tmp_path):
     plots.plot_asr_vs_fraction(many, path)
     fig = captured[0]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["mean over words", "median", "10–90th percentile of words"]
+    # The summary over words, then the words with the highest mean ASR, in rank order.
+    top = rank_words(many)[: plots.ASR_VS_FRACTION_TOP_WORDS]
+    target = dict(zip(many["word"], many["target_name"]))
+    assert labels == ["mean over words", "median", "10–90th percentile of words",
+                      *(f"“{w}” → {target[w]}" for w in top)]
     mean_line = fig.axes[0].get_lines()[0]
     want = 100 * many.groupby("fraction")["asr"].mean()
     np.testing.assert_allclose(mean_line.get_ydata(), want.to_numpy())
     width, height = _size(path)
-    assert height == round((plots.PANEL_H + plots.TITLE_H + plots.LEGEND_ROW_H) * plots.DPI)
+    legend_rows = -(-(3 + plots.ASR_VS_FRACTION_TOP_WORDS) // plots.LEGEND_MAX_COLS)
+    assert height == round((plots.PANEL_H + plots.TITLE_H + plots.LEGEND_ROW_H * legend_rows) * plots.DPI)
 
 
 def test_asr_by_word_switches_to_the_ranked_view(many, few, captured, tmp_path):
@@ -194,25 +200,26 @@ def test_small_vocabulary_keeps_one_line_per_word(few, captured, tmp_path):
 # --------------------------------------------------------------------------- report
 
 
-def test_report_ranking_table(many, tmp_path):
+def test_report_per_word_section_ranks_a_large_vocabulary(many, tmp_path):
     md_path, html_path = write_report(tmp_path, many, build_leaderboard(many), [], [], notes=["a note"])
     md, page = md_path.read_text(), html_path.read_text()
-    assert "## Words ranked by attack success rate" in md and "a note" in md
-    section = md.split("## Words ranked by attack success rate")[1].split("## Per-word results")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ViT-B-32")]
+    # No separate ranking section: the per-word section shows the ranking and links per_word.csv.
+    assert "## Words ranked" not in md and "a note" in md
+    section = md.split("## Per-word results")[1]
+    assert "### ViT-B-32/openai" in section and "[per_word.csv](per_word.csv)" in section
+    rows = [line for line in section.splitlines() if line.startswith("| 0.")]  # fraction first
     assert len(rows) == len(FRACTIONS) * 2 * RANKING_SIZE
-    first = [r for r in rows if "| 0.04 |" in r]
-    top = [r for r in first if "| top |" in r]
-    bottom = [r for r in first if "| bottom |" in r]
-    assert len(top) == RANKING_SIZE and len(bottom) == RANKING_SIZE
+    first = [r for r in rows if r.startswith("| 0.04 |")]
+    top, bottom = first[:RANKING_SIZE], first[RANKING_SIZE:]
+    assert len(bottom) == RANKING_SIZE
     asr = [float(re.search(r"\| (\d+\.\d)% \[", r).group(1)) for r in top]
     assert asr == sorted(asr, reverse=True)
     want = _expected_order(many[many["fraction"] == 0.04])
     assert asr == [round(100 * a, 1) for a in want["asr"].iloc[:RANKING_SIZE]]
-    assert top[0].split(" | ")[6] == f"`{want['word'].iloc[0]}`" and "| 1 / 1000 |" in top[0]
+    assert top[0].split(" | ")[3] == f"`{want['word'].iloc[0]}`" and "| 1 / 1000 |" in top[0]
     assert "| 1000 / 1000 |" in bottom[-1]
-    assert page.count('<table class="ranking">') == 1
-    table = page.split('<table class="ranking">')[1].split("</table>")[0]
+    assert page.count('<table class="per-word">') == 1 and '<a href="per_word.csv">per_word.csv</a>' in page
+    table = page.split('<table class="per-word">')[1].split("</table>")[0]
     assert table.count("<tr>") == 1 + len(rows)
 
 
@@ -230,6 +237,13 @@ def test_small_vocabulary_report_has_no_ranking(few, tmp_path):
 # --------------------------------------------------------------------------- report figures
 
 
+def _confusion_files(records: pd.DataFrame, folder: Path) -> list[Path]:
+    """confusion.parquet of the records, as a run writes it (the report reads it a word at a time)."""
+    path = folder / "confusion.parquet"
+    build_confusion_table(records).to_parquet(path, index=False)
+    return [path]
+
+
 def test_large_vocabulary_caps_per_word_figures(tmp_path):
     records = make_many_word_records(1000, n_images=20)
     per_word = build_per_word_table(records, CLASS_NAMES)
@@ -242,7 +256,7 @@ def test_large_vocabulary_caps_per_word_figures(tmp_path):
     assert len(notes) == 1 and "1000 words" in notes[0] and f"the {reporting.CONFUSION_MAX_WORDS} such words" in notes[0]
     assert reporting.select_figure_words(per_word, reporting.EXAMPLE_MAX_WORDS) == rank_words(per_word)[:8]
 
-    blocks = reporting.write_confusions(records, per_word, tmp_path)
+    blocks = reporting.write_confusions(_confusion_files(records, tmp_path), per_word, tmp_path)
     # Word i succeeds with probability ~i/1000: hundreds of words move >= 10 of 20 images to their
     # target; only CONFUSION_MAX_WORDS get a heatmap, those that moved the largest share.
     confusion = build_confusion_table(records)
@@ -272,7 +286,7 @@ def test_small_vocabulary_figures(tmp_path):
     assert notes == [] and reporting.select_figure_words(per_word, reporting.EXAMPLE_MAX_WORDS) is None
     assert not (tmp_path / "asr_ranked.png").exists()
     # 5 images per condition: no class can gain 10 images, so no heatmap; the table lists every word.
-    blocks = reporting.write_confusions(records, per_word, tmp_path)
+    blocks = reporting.write_confusions(_confusion_files(records, tmp_path), per_word, tmp_path)
     assert not list(tmp_path.glob("confusion_*.png")) and not [b for b in blocks if b.kind == "figure"]
     files = next(b for b in blocks if b.kind == "table" and b.text == "heatmaps")
     assert {row[1] for row in files.cells} == {"— (no class gained enough)"}

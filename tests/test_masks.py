@@ -97,3 +97,70 @@ def test_render_errors_pass_through(tmp_path) -> None:
     with pytest.raises(RenderError, match="largest reachable fraction"):
         create_attack_masks([MaskRequest("a very long attack word here", 0.9, Placement.RANDOM, STYLE, SIZE)], tmp_path)
     assert list((tmp_path / "masks").glob("*.npz")) == []
+
+
+# --------------------------------------------------------------------------- compact masks (issue 26)
+
+# A short word's mask file at 224 px holds a few KB (uint8 alpha cropped to the text, compressed);
+# float32 layers of the whole box were about 330 KB.
+MAX_FILE_BYTES = 40_000
+
+
+@pytest.fixture(scope="module")
+def canvas(sample_dir) -> np.ndarray:
+    """One sample image as a uint8 [224, 224, 3] canvas."""
+    from PIL import Image
+
+    with Image.open(next(sample_dir.glob("*.JPEG"))) as im:
+        return np.asarray(im.convert("RGB").resize(SIZE), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("placement", list(Placement))
+def test_mask_file_is_small_and_loads_back_drawing_the_same_pixels(tmp_path, monkeypatch, canvas, placement) -> None:
+    from typoattack.attack.render import apply_attack
+
+    request = MaskRequest("pizza", 0.1, placement, STYLE, SIZE)
+    solved = create_attack_mask(request.word, request.fraction, request.placement, request.style, SIZE)
+    create_attack_masks([request], tmp_path)
+    path = tmp_path / "masks" / f"{get_mask_key(request)}.npz"
+    assert path.stat().st_size < MAX_FILE_BYTES
+    with np.load(path) as data:
+        assert data["outline_alpha"].dtype == data["fill_alpha"].dtype == np.uint8
+        assert data["outline_alpha"].shape == solved.layers.shape  # cropped to the text's box
+    monkeypatch.setattr(masks_module, "_solve", lambda request: pytest.fail("solved again"))
+    cached, = create_attack_masks([request], tmp_path)
+    _same(cached, solved)
+    assert cached.layers.outline_alpha.dtype == np.float32
+    for image_id in ("a", "b"):
+        attacked, cover = apply_attack(canvas, cached, image_id, seed=1)
+        expected, expected_cover = apply_attack(canvas, solved, image_id, seed=1)
+        assert np.array_equal(attacked, expected) and cover == expected_cover
+
+
+def test_alpha_that_uint8_cannot_hold_is_stored_exactly(tmp_path) -> None:
+    from dataclasses import replace
+
+    from typoattack.attack.render import TextLayers
+
+    solved = create_attack_mask("pizza", 0.07, Placement.CENTER, STYLE, SIZE)
+    odd = solved.layers.outline_alpha * np.float32(0.999)  # not k / 255: uint8 would round it
+    layers = TextLayers(solved.layers.y0, solved.layers.x0, odd, np.minimum(solved.layers.fill_alpha, odd))
+    mask = replace(solved, layers=layers)
+    path = tmp_path / "odd.npz"
+    masks_module.save_mask(mask, path)
+    _same(load_mask(path, STYLE), mask)
+
+
+def test_mask_set_holds_infos_and_a_few_kb_per_mask(tmp_path) -> None:
+    requests = _requests()
+    masks = create_attack_masks(requests, tmp_path)
+    assert isinstance(masks, masks_module.MaskSet) and len(masks) == len(requests)
+    assert masks.nbytes < MAX_FILE_BYTES * len(requests)
+    for request, info, mask in zip(requests, masks.infos, masks):
+        assert info == masks_module.MaskInfo.of(mask)
+        assert (info.word, info.fraction, info.placement, info.canvas_size) == \
+               (request.word, request.fraction, request.placement, request.canvas_size)
+    _same(masks[-1], masks[len(masks) - 1])
+    assert [m.word for m in masks[1:3]] == [r.word for r in requests[1:3]]
+    with pytest.raises(IndexError):
+        masks[len(masks)]

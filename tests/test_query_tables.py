@@ -12,10 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from typoattack.analysis.metrics import build_clean_table, build_confusion_table, build_per_word_table
+from typoattack.analysis.metrics import (
+    build_clean_table, build_confusion_table, build_per_word_table, build_top_confusions, select_heatmap_words,
+)
 from typoattack.analysis.query import open_records
 from typoattack.analysis.tables import (
-    confusion_sql, query_clean_table, query_outcome_counts, query_per_word_table, write_confusion,
+    confusion_sql, query_clean_table, query_heatmap_words, query_outcome_counts, query_per_word_table,
+    query_top_confusions, write_confusion,
 )
 from typoattack.data.classes import IMAGENET_CLASSNAMES
 from typoattack.records import CLEAN_COLUMNS, RECORD_COLUMNS, STYLE_COLUMNS
@@ -143,3 +146,28 @@ def test_no_module_loads_a_whole_run() -> None:
                  if re.search(r"\b(pd|pandas)\.read_parquet\(|\bpq\.read_table\(|\bparquet\.read_table\(",
                               p.read_text())]
     assert offenders == []
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), n_images=st.integers(1, 40), n_models=st.integers(1, 2),
+       n_defences=st.integers(1, 2), n_words=st.integers(1, 4), n_classes=st.sampled_from([2, 5, 1000]),
+       styles=st.integers(1, 2), n_runs=st.integers(1, 2), top=st.integers(1, 4))
+def test_confusion_queries_equal_the_pandas_reference(tmp_path_factory, seed, n_images, n_models, n_defences,
+                                                      n_words, n_classes, styles, n_runs, top) -> None:
+    rng = np.random.default_rng(seed)
+    records = make_records(rng, n_images, [("ViT-B-32", "openai"), ("RN50", "")][:n_models],
+                           ["none", "templates:photo"][:n_defences], n_words, [0.04, 0.1], ["paper8"], n_classes,
+                           0.1, styles)
+    confusion = build_confusion_table(records)
+    folder = tmp_path_factory.mktemp("conf")
+    # Several runs: the cells split between files (the same cell may be in both, and is added up).
+    files = []
+    for k, part in enumerate(np.array_split(np.arange(len(records)), n_runs)):
+        path = folder / f"confusion{k}.parquet"
+        build_confusion_table(records.iloc[part]).to_parquet(path, index=False)
+        files.append(path)
+    pd.testing.assert_frame_equal(query_top_confusions(files, top), build_top_confusions(confusion, top),
+                                  check_dtype=False)
+    for defence in (None, "none"):
+        shown = confusion if defence is None else confusion[confusion["defence"] == defence]
+        assert query_heatmap_words(files, defence, None, 2, 0.05) == select_heatmap_words(shown, None, 2, 0.05)

@@ -190,28 +190,28 @@ def test_run_json_and_several_models(datasets_root, tmp_path, cache_dir) -> None
     assert info["task"] == "real" and info["complete"] and info["templates"]["first"] == "a photo of a {}."
     assert [m["pretrained"] for m in info["models"]] == ["seed:0", "seed:1"]
     assert all(m["n_images"] == 9 and m["input_size"] == [224, 224] for m in info["models"])
-    assert len(result.records) == 18 and len(result.summary) == 2
+    assert result.n_records == 18 and len(result.summary) == 2
     assert set(result.summary["pretrained"]) == {"seed:0", "seed:1"}
 
 
 def test_resume_recomputes_only_missing_chunks(datasets_root, tmp_path, cache_dir) -> None:
     settings = _settings(datasets_root["paint"], "paint", "binary", tmp_path / "o", cache_dir, chunk_size=4)
-    first = run_real(load_real_config(None, settings))
-    chunks = sorted((tmp_path / "o" / "chunks").rglob("*.parquet"))
+    run_real(load_real_config(None, settings))
+    chunks = sorted((tmp_path / "o" / "records.parquet").rglob("*.parquet"))
     assert len(chunks) == 3  # 10 images in chunks of 4
+    first = pd.read_parquet(tmp_path / "o" / "records.parquet")
     chunks[1].unlink()
-    (tmp_path / "o" / "records.parquet").unlink()
     again = run_real(load_real_config(None, settings))
     assert again.info.models[0]["images_encoded_this_session"] == 4
-    pd.testing.assert_frame_equal(first.records, again.records)
+    pd.testing.assert_frame_equal(first, pd.read_parquet(again.out_dir / "records.parquet"))
     assert (tmp_path / "o" / "summary.csv").is_file()
 
 
 def test_limit_takes_a_seeded_subset_of_photos(datasets_root, tmp_path, cache_dir) -> None:
     result = run_real(load_real_config(None, _settings(datasets_root["scam"], "scam", "union", tmp_path / "o",
                                                        cache_dir, limit=2, seed=5)))
-    assert result.records["photo_id"].nunique() == 2
-    assert len(result.records) == result.info.n_items
+    assert pd.read_parquet(result.out_dir / "records.parquet")["photo_id"].nunique() == 2
+    assert result.n_records == result.info.n_items
 
 
 def test_cli_runs_and_resumes_and_refuses_another_run(datasets_root, tmp_path, cache_dir) -> None:
@@ -331,7 +331,8 @@ def test_unreadable_image_is_skipped_and_listed(datasets_root, tmp_path, cache_d
     result = run_real(load_real_config(None, _settings(str(data), "rta100", "union", tmp_path / "o", cache_dir)))
     skipped = pd.read_csv(tmp_path / "o" / "skipped.csv")
     assert list(skipped["image_id"]) == ["label=dog_text=broken.png"]
-    assert len(result.records) == 9 and "label=dog_text=broken.png" not in set(result.records["image_id"])
+    records = pd.read_parquet(result.out_dir / "records.parquet")
+    assert result.n_records == 9 and "label=dog_text=broken.png" not in set(records["image_id"])
     assert result.info.n_skipped == 1 and result.info.models[0]["n_images"] == 9
     assert pd.read_csv(tmp_path / "o" / "summary.csv")["n_images"].tolist() == [9]
 

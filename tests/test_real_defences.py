@@ -173,7 +173,7 @@ def test_defence_that_does_not_fit_is_one_red_line(tmp_path, cache_dir) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "ModifiedResNet" in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "o2" / "records.parquet").exists()
+    assert not list((tmp_path / "o2" / "records.parquet").rglob("*.parquet"))  # no cell committed
 
 
 def test_records_without_a_defence_column_read_as_none(rta) -> None:

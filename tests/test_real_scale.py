@@ -68,7 +68,7 @@ def local_run(data, tmp_path_factory, cache_dir) -> Path:
     out = tmp_path_factory.mktemp("real-scale-runs") / "local"
     result = run_real(load_real_config(None, _settings(data, out, cache_dir)))
     assert result.info.executor == "local" and len(result.info.cells) == N_CELLS
-    assert len(result.records) == 2 * N_PHOTOS and result.info.n_skipped == 1
+    assert result.n_records == 2 * N_PHOTOS and result.info.n_skipped == 1
     return out
 
 
@@ -100,7 +100,6 @@ def test_ray_run_equals_local_run(ray_cluster, data, local_run, tmp_path, cache_
 def test_ray_run_resumes_from_chunks(ray_cluster, data, local_run, tmp_path, cache_dir) -> None:
     out = tmp_path / "ray"
     shutil.copytree(local_run, out)
-    (out / RECORDS_FILE).unlink()
     cells = json.loads((out / "run.json").read_text())["cells"]
     rundir.RunFolder(out).get_chunk_path(cells[5]).unlink()  # model 1's second cell
     result = run_real(load_real_config(None, _settings(data, out, cache_dir, executor="ray")))
@@ -148,10 +147,11 @@ def test_shards_merged_equal_local_run(data, local_run, tmp_path, cache_dir) -> 
 def test_shard_folder_resumes_and_refuses_another_shard(data, tmp_path, cache_dir) -> None:
     out = tmp_path / "s"
     first = run_real(load_real_config(None, _settings(data, out, cache_dir, shard="1/8")))
-    assert first.info.shard["cells"] == first.info.cells[:1] and len(first.records) == CHUNK
+    assert first.info.shard["cells"] == first.info.cells[:1] and first.n_records == CHUNK
+    records = pd.read_parquet(out / RECORDS_FILE)
     resumed = run_real(load_real_config(None, _settings(data, out, cache_dir, shard="1/8")))
     assert [m["images_encoded_this_session"] for m in resumed.info.models] == [0, 0]
-    pd.testing.assert_frame_equal(first.records, resumed.records)
+    pd.testing.assert_frame_equal(records, pd.read_parquet(out / RECORDS_FILE))
     r = CliRunner().invoke(app, _args(data, out, cache_dir, "--shard", "2/8"))
     assert r.exit_code == 1 and "holds shard 1/8 of this run, not shard 2/8" in r.output, r.output
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from typoattack.analysis import plots
 from typoattack.analysis.metrics import HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, TOP_CONFUSIONS_PER_WORD
 from typoattack.cli import app
-from typoattack.tasks.synthetic.report import format_condition, select_example_conditions, select_example_images
+from typoattack.analysis.examples import format_condition, select_example_conditions, select_example_images
 from typoattack.tasks.synthetic.config import load_synthetic_config
 from typoattack.errors import OutputError
 from runs import run_report
@@ -109,7 +109,8 @@ def test_report_draws_a_heatmap_where_the_attack_moved_images(two_runs, tmp_path
     # `$$$` at 0.1 / paper8 now sends every image to piggy bank (719): 12 images, 100% of the condition.
     hit = (records["word"] == "$$$") & (records["fraction"] == 0.1) & (records["placement"] == "paper8")
     records.loc[hit, "pred_index"] = 719
-    records.to_parquet(moved / "records.parquet")
+    shutil.rmtree(moved / "records.parquet")
+    records.to_parquet(moved / "records.parquet")  # one file, as typoattack before 0.3 wrote it
     assert _words_that_moved_images(records) >= {"$$$"}
     _, out = run_report([moved], tmp_path / "rep")
     assert (out / "confusion_dollar-dollar-dollar.png").is_file()

@@ -79,9 +79,11 @@ def test_report_html(report):
     assert "<code>&lt;b&gt;&amp;</code>" in page
     assert "Test <report>" not in page and "<title>Test &lt;report&gt;</title>" in page
     for m, p, *_ in MODELS:
-        assert f"<td>{m}</td><td>{p}</td>" in page
-    assert page.count('<table class="leaderboard">') == 1 and page.count('<table class="per-word">') == 1
-    assert page.count("<tr>") == 1 + len(board) + 1 + len(MODELS) * len(WORDS) * len(FRACTIONS) * len(PLACEMENTS)
+        assert f"<td>{m}</td><td>{p}</td>" in page  # the leaderboard
+        assert f"<h3>{m}/{p}</h3>" in page  # the per-word table of the model
+    # One per-word table per model (its header row, then one row per word and condition).
+    assert page.count('<table class="leaderboard">') == 1 and page.count('<table class="per-word">') == len(MODELS)
+    assert page.count("<tr>") == (1 + len(board) + len(MODELS) * (1 + len(WORDS) * len(FRACTIONS) * len(PLACEMENTS)))
     assert '<p class="warn"><strong>⚠ UNTRAINED MODEL' in page
     assert "&quot;vocab&quot;: &quot;goh2021&quot;" in page
     # Images decode back to the PNG files.
@@ -113,7 +115,7 @@ def test_report_pipe_in_word_keeps_table_shape(per_word, tmp_path):
     assert "<code>a|b</code>" in page
     body = page.split('<table class="per-word">')[1].split("</table>")[0]
     counts = {row.count("<td>") for row in body.split("<tr>")[2:]}
-    assert counts == {15}
+    assert counts == {13}  # the per-word columns less model and pretrained (the table's heading)
 
 
 def test_report_missing_figure(per_word, tmp_path):
@@ -135,7 +137,8 @@ def test_missing_pretrained_is_blank(per_word, tmp_path):
     plots.plot_accuracy(hub, tmp_path / "acc.png")
     md = write_report(tmp_path, hub, board, [tmp_path / "acc.png"], [])[0].read_text()
     assert "nan" not in md.lower() and "None" not in md
-    assert "| typoattack-tiny |  | `iPod` |" in md
+    # The model without weights is the heading of its per-word table.
+    assert "### typoattack-tiny\n" in md and "### ViT-B-32/openai\n" in md
 
 
 def test_report_opens_with_the_leaderboard_and_a_linked_contents_list(report):

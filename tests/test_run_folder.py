@@ -166,3 +166,50 @@ def test_merge_links_the_shards_chunks(tmp_path, sample_dir, cache_dir, referenc
     shutil.copyfile(_chunks(other)[0], _chunks(shards[1])[0])
     with pytest.raises(OutputError, match="belongs to another run or cell"):
         run_merge(shards, tmp_path / "merged2", get_tasks())
+
+
+def test_report_out_refuses_another_run(tmp_path, sample_dir, cache_dir, reference) -> None:
+    from runs import run_report
+
+    other = _run(tmp_path, sample_dir, cache_dir, "other", fractions=[0.1]).out_dir
+    before = {name: (other / name).read_bytes() for name in TABLES}
+    with pytest.raises(OutputError, match="holds another run"):
+        run_report([reference], other)
+    assert {name: (other / name).read_bytes() for name in TABLES} == before
+    # A run that another process is writing is not reported (its tables would be rewritten under it).
+    holder = RunFolder(other)
+    holder.lock()
+    try:
+        with pytest.raises(OutputError, match="in use by another typoattack process"):
+            run_report([other], tmp_path / "rep")
+    finally:
+        holder.unlock()
+    _, folder = run_report([other], tmp_path / "rep")
+    assert (folder / "report.html").is_file()
+
+
+def test_an_image_that_stops_decoding_is_skipped_in_its_own_cell(tmp_path, sample_dir, cache_dir) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = (sample_dir / "labels.csv").read_text().splitlines()
+    (data / "labels.csv").write_text("\n".join(rows[:13]) + "\n")
+    for row in rows[1:13]:
+        shutil.copyfile(sample_dir / row.split(",")[0], data / row.split(",")[0])
+    first = _run(tmp_path, data, cache_dir, "run", data=str(data), limit=None)
+    out = first.out_dir
+    ids = set(pd.read_parquet(out / "records.parquet")["image_id"])
+    assert len(ids) == 12 and first.info.n_skipped == 0
+    # Between two runs one image stops decoding; the cell that holds it is lost and evaluated again.
+    broken = sorted(data.glob("*.JPEG"))[5]
+    broken.write_bytes(broken.read_bytes()[:100])
+    cells = _chunks(out)
+    owner = next(p for p in cells if broken.stem.split("_")[0] in "".join(pd.read_parquet(p)["image_id"]))
+    owner.unlink()
+    resumed = _run(tmp_path, data, cache_dir, "run", data=str(data), limit=None)
+    records = pd.read_parquet(out / "records.parquet")
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str)
+    assert len(skipped) == 1 and resumed.info.n_skipped == 1
+    assert set(records["image_id"]) | set(skipped["image_id"]) == ids
+    assert not set(records["image_id"]) & set(skipped["image_id"])
+    assert resumed.info.models[0]["images_encoded_this_session"] == 3 * 3  # the other 3 images of its cell
+    assert [p.name for p in _chunks(out)] == [p.name for p in cells]

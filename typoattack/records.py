@@ -46,6 +46,13 @@ CLEAN_COLUMNS: dict[str, Any] = {
 }
 
 
+def get_record_dtypes() -> dict[str, Any]:
+    """RECORD_COLUMNS with the dtype each has in `build_records`' output (an empty chunk keeps them)."""
+    return {"image_id": object, "true_index": np.int64, "model": object, "pretrained": object,
+            DEFENCE_COLUMN: object, **CONDITION_DTYPES, "pixel_cover": np.float64, "pred_index": np.int64,
+            "pred_top5": object, "p_target": np.float32, "p_true": np.float32}
+
+
 @dataclass(frozen=True)
 class Condition:
     """One attack condition: a word aimed at a class, drawn at a pixel fraction with a placement

@@ -33,6 +33,17 @@ PANEL_H = 3.8
 LEGEND_ROW_H = 0.3
 LEGEND_MAX_COLS = 5
 TITLE_H = 0.6
+# plot_asr_vs_fraction with one line per word: the points of one fraction are spread sideways over
+# ASR_VS_FRACTION_SPREAD of the x axis (at most ASR_VS_FRACTION_SPREAD_OF_GAP of the smallest gap
+# between two fractions), so words with the same ASR stay side by side instead of on top of each other.
+ASR_VS_FRACTION_SPREAD = 0.15
+ASR_VS_FRACTION_SPREAD_OF_GAP = 0.4
+# plot_asr_vs_fraction with more than MANY_WORDS words: besides the summary over words, the
+# ASR_VS_FRACTION_TOP_WORDS words with the highest mean ASR are drawn as lines.
+ASR_VS_FRACTION_TOP_WORDS = 5
+# Markers and line styles that tell words apart besides their colour (marker i % 10, style i % 4).
+WORD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+WORD_LINESTYLES = ("-", "--", "-.", ":")
 
 # Layout of plot_asr_by_word: one row per (fraction, placement, style); two panels per row
 # (ASR, flip rate), each BAR_PANEL_BASE_W + n_words * max(BAR_W_PER_WORD_MIN, BAR_W_PER_BAR * n_models)

@@ -423,7 +423,23 @@ def build_top_confusions(confusion: pd.DataFrame, n: int = TOP_CONFUSIONS_PER_WO
     off["gain"] = off["into_count"] - off["into_clean"]
     off = off.sort_values(["count", "gain", "true_index", "pred_index"], ascending=[False, False, True, True],
                           kind="stable")
-    best = off.groupby(keys, sort=False, dropna=False).head(1)
+    return rank_top_confusions(off.groupby(keys, sort=False, dropna=False).head(1), keys, n)
+
+
+def rank_top_confusions(best: pd.DataFrame, keys: list[str], n: int = TOP_CONFUSIONS_PER_WORD) -> pd.DataFrame:
+    """The rows of `build_top_confusions` from the best cell of each condition: per (model,
+    pretrained, defence, word) the `n` with the most images (ties: larger gain, then fraction,
+    placement and style), numbered `rank`.
+
+    Args:
+        best: One row per condition (`keys`): true_index, pred_index, count, n_images, clean_count,
+            into_count, into_clean, gain.
+        keys: The condition keys (MODEL_DEFENCE_KEYS, word, fraction, placement, style columns).
+        n: Rows per word.
+    """
+    columns = TOP_CONFUSION_COLUMNS[:6] + keys[6:] + TOP_CONFUSION_COLUMNS[6:]
+    if best.empty:
+        return pd.DataFrame(columns=columns)
     word_keys = [*MODEL_DEFENCE_KEYS, "word"]
     best = best.sort_values([*word_keys, "count", "gain", *keys[4:]],
                             ascending=[True] * len(word_keys) + [False, False] + [True] * len(keys[4:]),
@@ -431,7 +447,7 @@ def build_top_confusions(confusion: pd.DataFrame, n: int = TOP_CONFUSIONS_PER_WO
     top = best.groupby(word_keys, sort=False, dropna=False).head(n).copy()
     top["rank"] = top.groupby(word_keys, sort=False, dropna=False).cumcount().astype(np.int64) + 1
     top["share"] = top["count"] / top["n_images"]
-    for c in ("count", "n_images", "into_count"):
+    for c in ("true_index", "pred_index", "count", "n_images", "clean_count", "into_count", "into_clean"):
         top[c] = top[c].astype(np.int64)
     return top[columns].reset_index(drop=True)
 

@@ -23,7 +23,8 @@ and the largest ASR shown, so a small ASR is never a flat line at the bottom of 
 
 Large vocabularies. With more than `MANY_WORDS` (word, target) pairs, per-word views switch to
 views whose size does not grow with the vocabulary: plot_asr_vs_fraction draws the mean, median
-and 10–90th percentile over words instead of one line per word, and plot_asr_by_word draws the
+and 10–90th percentile over words and the ASR_VS_FRACTION_TOP_WORDS words of highest mean ASR
+instead of one line per word, and plot_asr_by_word draws the
 ranked view of plot_asr_ranked. plot_asr_ranked, plot_asr_distribution and plot_asr_vs_word_length
 suit any vocabulary.
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -53,7 +55,9 @@ from typoattack.analysis.labels import (  # noqa: E402
 )
 # The layout constants are re-exported: figure sizes are documented in terms of plots.NAME.
 from typoattack.analysis.figure_style import (  # noqa: E402, F401
-    CONFUSION_REQUIRED, PER_WORD_REQUIRED, ACC_BASE_W, ACC_H, ACC_LEGEND_MAX_COLS, ACC_MIN_W, ACC_W_PER_BAR,
+    CONFUSION_REQUIRED, PER_WORD_REQUIRED, ACC_BASE_W, ASR_VS_FRACTION_SPREAD, ASR_VS_FRACTION_SPREAD_OF_GAP,
+    ASR_VS_FRACTION_TOP_WORDS,
+    WORD_LINESTYLES, WORD_MARKERS, ACC_H, ACC_LEGEND_MAX_COLS, ACC_MIN_W, ACC_W_PER_BAR,
     ASR_VS_FRACTION_MAX_COLS, BAR_LEGEND_MAX_COLS, BAR_PANEL_BASE_W, BAR_PANEL_H, BAR_PANEL_MIN_W, BAR_W_PER_BAR,
     BAR_W_PER_WORD_MIN, CLASS_NAME_MAX, CONF_BASE_H, CONF_BASE_W, CONF_CELL, CONF_ROW, DPI, EX_H, EX_TITLE_H, EX_W,
     LEGEND_MAX_COLS, LEGEND_ROW_H, PANEL_H, PANEL_W, RANK_BAR_H, RANK_BASE_H, RANK_LABEL_MAX, RANK_MAX_COLS,
@@ -63,7 +67,7 @@ from typoattack.analysis.vocab_plots import (  # noqa: E402
     plot_asr_distribution, plot_asr_ranked, plot_asr_vs_word_length,
 )
 from typoattack.analysis.metrics import (  # noqa: E402
-    MANY_WORDS, build_class_gains, count_words, with_defence,
+    MANY_WORDS, build_class_gains, count_words, rank_words, with_defence,
 )
 from typoattack.constants import CLEAN_WORD  # noqa: E402
 from typoattack.records import DEFENCE_COLUMN, MODEL_COLUMNS  # noqa: E402
@@ -86,24 +90,32 @@ __all__ = [
 
 
 def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
-    """Plot attack success rate against the measured pixel cover, one line per word.
+    """Plot attack success rate against the measured pixel cover: one line per word, or with many
+    words a summary over words and the few words that succeed most.
 
     One panel per (model, pretrained, placement) and, when style columns vary, per style (named in
-    the panel title). In each panel every word is a line with a marker at each fraction: x is the
-    measured `pixel_cover_mean` (%), y the ASR (%), with a shaded 95% Wilson band
-    (asr_ci_low..asr_ci_high); a word measured at one fraction only gets an error bar instead of a
-    band. Words keep their colour across panels; the legend is shared below the panels. The y axis
-    is the same on every panel: 0–100%, or zoomed to the data when the highest upper 95% bound is
-    small (`figure_style.get_asr_axis`; the axis label and the title then say where it ends and the
+    the panel title); x is the measured `pixel_cover_mean` (%), y the ASR (%). The y axis is the
+    same on every panel: 0–100%, or zoomed to the data when the highest upper 95% bound is small
+    (`figure_style.get_asr_axis`; the axis label and the title then say where it ends and the
     largest ASR shown).
 
-    With more than MANY_WORDS (word, target) pairs, each panel instead shows, per fraction, the
-    mean ASR over words (line), the median (dashed) and the 10–90th percentile of words (shaded),
-    at the mean measured cover; the legend then has those three entries.
+    Up to MANY_WORDS (word, target) pairs: every word is a line with a marker at each fraction and
+    a whisker of its 95% Wilson interval (asr_ci_low..asr_ci_high). A word keeps its colour, marker
+    (`WORD_MARKERS`) and line style (`WORD_LINESTYLES`) across panels, and its points sit at a
+    fixed sideways offset from the measured cover (the offsets spread over ASR_VS_FRACTION_SPREAD
+    of the x axis, at most ASR_VS_FRACTION_SPREAD_OF_GAP of the smallest gap between two fractions;
+    the title says by how much), so
+    words with the same ASR (often all at 0) are side by side instead of hiding each other. The
+    legend is shared below the panels.
+
+    With more than MANY_WORDS pairs, each panel instead shows, per fraction, the mean ASR over
+    words (line), the median (dashed) and the 10–90th percentile of words (shaded), at the mean
+    measured cover, and the ASR_VS_FRACTION_TOP_WORDS words with the highest mean ASR over the
+    whole table (`metrics.rank_words`) as thin lines without intervals: at most
+    2 + ASR_VS_FRACTION_TOP_WORDS lines per panel, whatever the vocabulary.
 
     Layout: min(n_panels, ASR_VS_FRACTION_MAX_COLS) columns of PANEL_W x PANEL_H inches, plus
-    TITLE_H and LEGEND_ROW_H per legend row (LEGEND_MAX_COLS words per row; one row with more than
-    MANY_WORDS words), at DPI.
+    TITLE_H and LEGEND_ROW_H per legend row (LEGEND_MAX_COLS entries per row), at DPI.
 
     Args:
         per_word: The per-word table (PER_WORD_COLUMNS, optionally STYLE_COLUMNS).
@@ -116,24 +128,38 @@ def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
     styles = list_varying_styles(per_word)
     panel_keys = ["model", "pretrained", "placement", *styles]
     panels = list(iter_groups(per_word, panel_keys))
-    words = list(iter_groups(per_word, ["word", "target_name"]))
-    color = {(k["word"], k["target_name"]): c for (k, _), c in zip(words, get_colors(len(words)))}
-
+    words = [(k["word"], k["target_name"]) for k, _ in iter_groups(per_word, ["word", "target_name"])]
     many = len(words) > MANY_WORDS
+    x_max = 100 * float(per_word["pixel_cover_mean"].max())
+    x_limit = max(x_max * 1.08, 1.0)
+    if many:
+        order = {w: i for i, w in enumerate(rank_words(per_word)[:ASR_VS_FRACTION_TOP_WORDS])}
+        shown = sorted((w for w in words if w[0] in order), key=lambda w: (order[w[0]], str(w[1])))
+        looks = {w: _WordLook(c, WORD_MARKERS[i % len(WORD_MARKERS)], "-", 0.0)
+                 for i, (w, c) in enumerate(zip(shown, _TOP_WORD_COLORS * len(shown)))}
+        n_entries = 3 + len(looks)
+    else:
+        spread = _get_spread(per_word, x_limit)
+        x_limit = max(x_limit, x_max + 0.5 * spread + 0.02 * x_limit)
+        looks = {w: _WordLook(c, WORD_MARKERS[i % len(WORD_MARKERS)], WORD_LINESTYLES[i % len(WORD_LINESTYLES)],
+                              0.0 if len(words) == 1 else spread * (i / (len(words) - 1) - 0.5))
+                 for i, (w, c) in enumerate(zip(words, get_colors(len(words))))}
+        n_entries = len(words)
     ncols = min(len(panels), ASR_VS_FRACTION_MAX_COLS)
     nrows = math.ceil(len(panels) / ncols)
-    legend_rows = 1 if many else math.ceil(len(words) / LEGEND_MAX_COLS)
+    legend_rows = math.ceil(n_entries / LEGEND_MAX_COLS)
     size = (PANEL_W * ncols, PANEL_H * nrows + TITLE_H + LEGEND_ROW_H * legend_rows)
     asr_axis = get_asr_axis(per_word)
     with plain_text():
         fig, axes = plt.subplots(nrows, ncols, figsize=size, sharey=True, squeeze=False, layout="constrained")
         handles: dict[str, Any] = {}
-        x_max = 100 * float(per_word["pixel_cover_mean"].max())
         for ax, (keys, rows) in zip(axes.flat, panels):
             if many:
                 _draw_word_summary(ax, rows, handles)
+                _draw_word_lines(ax, rows[[(w, t) in looks for w, t in zip(rows["word"], rows["target_name"])]],
+                                 looks, handles, intervals=False)
             else:
-                _draw_word_lines(ax, rows, color, handles)
+                _draw_word_lines(ax, rows, looks, handles, intervals=True)
             title = f"{get_model_label(keys['model'], keys['pretrained'])} — {keys['placement']}"
             if styles:
                 title += f"\n{format_style(keys, styles)}"
@@ -142,7 +168,7 @@ def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
             ax.set_ylabel(asr_axis.get_label())
             # A little room below 0, so a line of ASR 0 is not hidden by the axis.
             ax.set_ylim(-ASR_BOTTOM_MARGIN * asr_axis.limit, asr_axis.limit)
-            ax.set_xlim(0, max(x_max * 1.08, 1.0))
+            ax.set_xlim(0, x_limit)
             ax.grid(True, alpha=0.3)
             ax.tick_params(labelleft=True)
         for ax in list(axes.flat)[len(panels):]:
@@ -150,39 +176,70 @@ def plot_asr_vs_fraction(per_word: pd.DataFrame, path: Path) -> None:
         note = f"\n{asr_axis.get_note(wrap=ncols == 1)}" if asr_axis.zoomed else ""
         if many:
             fig.suptitle(f"Typographic attack success vs measured pixel cover, {len(words)} words\n"
-                         f"line: mean; dashed: median; shaded: 10–90th percentile of words{note}", fontsize=10)
+                         f"thick line: mean; dashed: median; shaded: 10–90th percentile of words; "
+                         f"thin lines: the {len(looks)} words with the highest mean ASR{note}", fontsize=10)
+            legend_title = f"summary over {len(words)} words, and the top {len(looks)} words (word → target class)"
         else:
-            fig.suptitle(f"Typographic attack success vs measured pixel cover (shaded: 95% Wilson interval){note}",
-                         fontsize=12 if not note else 11)
+            offset = max(abs(look.offset) for look in looks.values())
+            dodge = ((";\n" if ncols == 1 else "; ")
+                     + f"each word's points shifted by up to ±{offset:.2g} cover points so equal values stay visible"
+                     ) if offset else ""
+            fig.suptitle("Typographic attack success vs measured pixel cover\n"
+                         f"(whiskers: 95% Wilson interval{dodge}){note}", fontsize=11)
+            legend_title = "word → target class"
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
-                   ncols=min(len(handles), LEGEND_MAX_COLS),
-                   title=f"{len(words)} words" if many else "word → target class", frameon=False)
+                   ncols=min(len(handles), LEGEND_MAX_COLS), title=legend_title, frameon=False)
         save_figure(fig, path)
 
 
-def _draw_word_lines(ax: Any, rows: pd.DataFrame, color: dict[tuple[Any, Any], Any], handles: dict[str, Any]) -> None:
-    """One line per word of a panel: ASR (%) against measured cover (%), with its 95% band (or
-    error bar at a single fraction); adds each word's line to `handles` for the shared legend.
+_TOP_WORD_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22"]
+"""Colours of the top words over the summary of plot_asr_vs_fraction (no red: the summary's)."""
 
-    The bands are fainter the more words share the panel (alpha 0.15 up to 3 words, 0.45 / n
-    beyond), so overlapping bands stay see-through."""
-    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
-    groups = list(iter_groups(rows, ["word", "target_name"]))
-    alpha = 0.15 if len(groups) <= 3 else 0.45 / len(groups)
-    for wkeys, wrows in groups:
+
+@dataclass(frozen=True)
+class _WordLook:
+    """How one word is drawn in plot_asr_vs_fraction: colour, marker, line style and the sideways
+    offset of its points (in points of cover)."""
+
+    color: Any
+    marker: str
+    linestyle: str
+    offset: float
+
+
+def _get_spread(per_word: pd.DataFrame, x_limit: float) -> float:
+    """The width (in points of cover) over which the words' points of one fraction are spread:
+    ASR_VS_FRACTION_SPREAD of the x axis, at most ASR_VS_FRACTION_SPREAD_OF_GAP of the smallest gap
+    between the mean covers of two fractions."""
+    covers = np.sort(100 * per_word.groupby("fraction")["pixel_cover_mean"].mean().to_numpy(dtype=float))
+    spread = ASR_VS_FRACTION_SPREAD * x_limit
+    gaps = np.diff(covers)
+    gaps = gaps[gaps > 0]
+    return float(min(spread, ASR_VS_FRACTION_SPREAD_OF_GAP * gaps.min())) if gaps.size else spread
+
+
+def _draw_word_lines(ax: Any, rows: pd.DataFrame, looks: dict[tuple[Any, Any], _WordLook], handles: dict[str, Any],
+                     intervals: bool) -> None:
+    """One line per word of a panel: ASR (%) against measured cover (%) shifted by the word's
+    offset, with a whisker of its 95% interval at each point when `intervals`; adds each word's line
+    to `handles` for the shared legend, in the order of `looks`."""
+    groups = {(k["word"], k["target_name"]): (k, r) for k, r in iter_groups(rows, ["word", "target_name"])}
+    for key, look in looks.items():
+        if key not in groups:
+            continue
+        wkeys, wrows = groups[key]
         wrows = wrows.sort_values(["fraction", "pixel_cover_mean"])
-        x = 100 * wrows["pixel_cover_mean"].to_numpy(dtype=float)
+        x = 100 * wrows["pixel_cover_mean"].to_numpy(dtype=float) + look.offset
         y = 100 * wrows["asr"].to_numpy(dtype=float)
-        lo = 100 * wrows["asr_ci_low"].to_numpy(dtype=float)
-        hi = 100 * wrows["asr_ci_high"].to_numpy(dtype=float)
-        c = color[(wkeys["word"], wkeys["target_name"])]
         label = format_word_label(wkeys["word"], wkeys["target_name"])
-        marker = markers[list(color).index((wkeys["word"], wkeys["target_name"])) // 10 % len(markers)]
-        (line,) = ax.plot(x, y, marker=marker, color=c, lw=1.6, ms=5, label=label)
-        if len(x) > 1:
-            ax.fill_between(x, lo, hi, color=c, alpha=alpha, lw=0)
-        else:
-            ax.errorbar(x, y, yerr=np.clip([y - lo, hi - y], 0, None), color=c, capsize=3, lw=1, fmt="none")
+        if intervals:
+            lo = 100 * wrows["asr_ci_low"].to_numpy(dtype=float)
+            hi = 100 * wrows["asr_ci_high"].to_numpy(dtype=float)
+            ax.errorbar(x, y, yerr=np.clip([y - lo, hi - y], 0, None), color=look.color, capsize=2, lw=0.8,
+                        alpha=0.7, fmt="none", zorder=2)
+        (line,) = ax.plot(x, y, marker=look.marker, color=look.color, ls=look.linestyle,
+                          lw=1.4 if intervals else 1.0, ms=5 if intervals else 3.5, mec="white", mew=0.5,
+                          label=label, zorder=3 if intervals else 2)
         handles.setdefault(label, line)
 
 
@@ -197,13 +254,13 @@ def _draw_word_summary(ax: Any, rows: pd.DataFrame, handles: dict[str, Any]) -> 
     lo = 100 * asr.quantile(0.1).to_numpy(dtype=float)
     hi = 100 * asr.quantile(0.9).to_numpy(dtype=float)
     color = "#d62728"
-    (line,) = ax.plot(x, mean, marker="o", color=color, lw=1.8, ms=5)
-    (med,) = ax.plot(x, median, marker="s", color="#7f0000", ls="--", lw=1.2, ms=4)
+    (line,) = ax.plot(x, mean, marker="o", color=color, lw=2.2, ms=5, zorder=4)
+    (med,) = ax.plot(x, median, marker="s", color="#7f0000", ls="--", lw=1.4, ms=4, zorder=4)
     if len(x) > 1:
-        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0, zorder=1)
     else:
         ax.errorbar(x, median, yerr=np.clip([median - lo, hi - median], 0, None), color=color, capsize=4, lw=1.2,
-                    fmt="none")
+                    fmt="none", zorder=1)
     handles.setdefault("mean over words", line)
     handles.setdefault("median", med)
     handles.setdefault("10–90th percentile of words", Patch(color=color, alpha=0.18))

@@ -28,7 +28,7 @@ from typoattack.errors import OutputError
 from typoattack.files import get_temporary_path
 
 MEMORY_LIMIT_ENV = "TYPOATTACK_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_MEMORY_LIMIT = "512MB"
 """DuckDB's memory limit for table queries (past it, DuckDB spills to a temporary folder);
 TYPOATTACK_MEMORY_LIMIT overrides it (e.g. `4GB`)."""
 BATCH_ROWS = 1_000_000

@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,11 @@ from typoattack.analysis.labels import (
 )
 from typoattack.analysis.metrics import (
     HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, LEADERBOARD_RULE, MANY_WORDS, PER_WORD_COLUMNS, RANKING_SIZE,
-    TOP_CONFUSIONS_PER_WORD, build_asr_ranking, build_clean_table, build_confusion_table, build_defence_table,
-    build_per_word_table, count_words,
+    TOP_CONFUSIONS_PER_WORD, build_asr_ranking, build_defence_table, count_words, finish_per_word_table,
+    with_defence,
 )
+from typoattack.analysis.query import RecordSet
+from typoattack.analysis.tables import query_clean_table, query_outcome_counts, write_confusion
 from typoattack.config.types import get_model_warnings
 from typoattack.errors import TypoAttackError
 from typoattack.files import write_csv, write_text_atomic
@@ -36,6 +39,7 @@ from typoattack.records import NO_DEFENCE
 PER_WORD_CSV = "per_word.csv"
 PER_WORD_MD = "per_word.md"
 CONFUSION_CSV = "confusion.csv"
+CONFUSION_PARQUET = "confusion.parquet"
 
 
 PER_WORD_HEADER = ["model", "pretrained", "word", "target", "fraction", "placement", "n", "pixel cover",
@@ -103,23 +107,37 @@ def build_rich_tables(per_word: pd.DataFrame) -> list[Table]:
     return tables
 
 
-def write_tables(records: pd.DataFrame, out_dir: str | Path, class_names: Sequence[str]) -> pd.DataFrame:
-    """Compute per_word.csv/.md and confusion.csv from the records and write them.
+@dataclass
+class EvalTables:
+    """What `write_tables` wrote of one run.
 
-    Returns:
-        The per-word table.
+    Attributes:
+        per_word: The per-word table.
+        counts: The outcome counts it was finished from (`metrics.OUTCOME_COUNT_COLUMNS` per
+            condition: sums, so the counts of several runs add up).
+        confusion: What run.json says of confusion.parquet and confusion.csv.
     """
+
+    per_word: pd.DataFrame
+    counts: pd.DataFrame
+    confusion: dict[str, Any]
+
+
+def write_tables(records: RecordSet, out_dir: str | Path, class_names: Sequence[str]) -> EvalTables:
+    """Compute per_word.csv/.md, confusion.parquet and confusion.csv from the records (out-of-core
+    queries, `typoattack.analysis.tables`) and write them."""
     out_dir = Path(out_dir)
-    per_word = build_per_word_table(records, class_names)
+    counts = query_outcome_counts(records)
+    per_word = finish_per_word_table(counts, class_names)
     write_csv(per_word, out_dir / PER_WORD_CSV)
     write_text_atomic(out_dir / PER_WORD_MD, format_per_word_markdown(per_word))
-    write_csv(build_confusion_table(records), out_dir / CONFUSION_CSV)
-    return per_word
+    confusion = write_confusion(records, out_dir / CONFUSION_PARQUET, out_dir / CONFUSION_CSV)
+    return EvalTables(per_word, counts, confusion)
 
 
-def summarize_clean(records: pd.DataFrame) -> list[dict[str, Any]]:
+def summarize_clean(records: RecordSet) -> list[dict[str, Any]]:
     """Clean accuracy per model as plain dicts (for run.json)."""
-    return build_clean_table(records).to_dict("records")
+    return query_clean_table(records).to_dict("records")
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,6 +240,88 @@ def _per_word_display(per_word: pd.DataFrame) -> pd.DataFrame:
     return shown[PER_WORD_COLUMNS]
 
 
+PER_WORD_GROUP_KEYS = ["model", "pretrained", "defence"]
+"""The per-word section of the report has one table per value of these columns."""
+
+
+def list_per_word_blocks(per_word: pd.DataFrame) -> list[ReportBlock]:
+    """The report's "Per-word results" section: a note, then per (model, pretrained, defence) an h3
+    heading (`model/pretrained`, with ` — defence X` when the table holds several defences) and its
+    table, without the model, pretrained and defence columns.
+
+    Up to MANY_WORDS (word, target) pairs the tables hold every row (`build_per_word_group_cells`);
+    above, per model, defence and condition only the RANKING_SIZE highest and lowest words by ASR
+    (`build_per_word_ranking_cells`), so the page does not grow with the vocabulary; the note links
+    per_word.csv for the rest.
+    """
+    blocks = [ReportBlock("h2", "Per-word results")]
+    if per_word.empty:
+        return blocks + [ReportBlock("p", _NO_CONDITIONS)]
+    shown = _per_word_display(with_defence(per_word))
+    several = has_several_defences(shown)
+    defence = " and defence" if several else ""
+    n_words = count_words(per_word)
+    ranked = n_words > MANY_WORDS
+    note = (_PER_WORD_RANKED_NOTE.format(n_words=n_words, many=MANY_WORDS, size=RANKING_SIZE, defence=defence)
+            if ranked else _PER_WORD_NOTE.format(defence=defence))
+    blocks.append(ReportBlock("p", note))
+    for (model, pretrained, defence_name), rows in shown.groupby(PER_WORD_GROUP_KEYS, sort=False):
+        title = get_model_label(model, pretrained) + (f" — defence {defence_name}" if several else "")
+        cells = build_per_word_ranking_cells(rows) if ranked else build_per_word_group_cells(rows)
+        blocks += [ReportBlock("h3", title), build_table_block(*cells, "per-word")]
+    return blocks
+
+
+def build_per_word_group_cells(rows: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the per-word rows of one model and defence: the cells of
+    `build_per_word_cells` without the model, pretrained and defence columns."""
+    header, cells = build_per_word_cells(rows.drop(columns="defence", errors="ignore"))
+    return header[2:], [row[2:] for row in cells]
+
+
+def build_per_word_ranking_cells(rows: pd.DataFrame, n: int = RANKING_SIZE) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the `n` highest and `n` lowest words by ASR in each condition of
+    the per-word rows of one model and defence (`metrics.build_asr_ranking`), in rank order: fraction,
+    placement, rank (`r / n_words`), then the columns of `build_per_word_group_cells`."""
+    keys = ["model", "pretrained", "placement", "fraction"]
+    ranking = build_asr_ranking(rows[PER_WORD_COLUMNS].drop(columns="defence"), n)
+    chosen = ranking[[*keys, "word", "target_index", "rank", "n_words"]].merge(
+        rows, on=[*keys, "word", "target_index"], how="left", validate="one_to_one")
+    header, cells = build_per_word_group_cells(chosen)
+    first = [header.index("fraction"), header.index("placement")]
+    rest = [i for i in range(len(header)) if i not in first]
+    ranks = [f"{r} / {k}" for r, k in zip(chosen["rank"], chosen["n_words"])]
+    header = [header[first[0]], header[first[1]], "rank"] + [header[i] for i in rest]
+    cells = [[row[first[0]], row[first[1]], rank] + [row[i] for i in rest] for row, rank in zip(cells, ranks)]
+    return header, cells
+
+
+_LINK = re.compile(r"\[([^\]`]+)\]\(([^()\s`]+)\)")
+
+
+def _html_inline(text: str) -> str:
+    """HTML of a paragraph: escaped text with `code` spans and Markdown links `[text](href)`
+    (relative or http(s) targets only; others stay text)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # unbalanced backticks: no code spans
+        parts = [text]
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(f"<code>{html.escape(part)}</code>")
+            continue
+        pos = 0
+        for m in _LINK.finditer(part):
+            href = m.group(2)
+            if ":" in href.split("/")[0] and not href.startswith(("http://", "https://")):
+                continue
+            out.append(html.escape(part[pos:m.start()]))
+            out.append(f'<a href="{html.escape(href)}">{html.escape(m.group(1))}</a>')
+            pos = m.end()
+        out.append(html.escape(part[pos:]))
+    return "".join(out)
+
+
 def _html_cell(text: str) -> str:
     """HTML of one table cell: escaped text with `code` spans."""
     parts = text.split("`")
@@ -317,9 +417,13 @@ _LEADERBOARD_NOTE = (f"{LEADERBOARD_RULE} ASR: attack success rate (clean predic
                      "With defences, Δ clean vs none is the change of clean top-1 from the same model without a "
                      "defence: a negative value is what the defence costs on clean images.")
 _NO_CONDITIONS = "No attacked conditions."
-_RANKING_NOTE = (f"The vocabulary has more than {MANY_WORDS} words: per condition, the {RANKING_SIZE} words with the "
-                 f"highest and the {RANKING_SIZE} with the lowest attack success rate (rank 1: highest; ties by "
-                 "word), with the 95% Wilson interval. Every word is in the per-word table and per_word.csv.")
+_PER_WORD_NOTE = ("One table per model{defence}, one row per word and condition (fraction, placement). The same rows, "
+                  "with model and weights on each, are in [per_word.csv](per_word.csv) beside this page.")
+_PER_WORD_RANKED_NOTE = (
+    "The vocabulary has {n_words} words (more than {many}): per model{defence} and condition (fraction, placement), "
+    "the {size} words with the highest and the {size} with the lowest attack success rate (rank 1: highest; ties "
+    "by word, then target class), with the 95% Wilson interval. Every word's rows are in "
+    "[per_word.csv](per_word.csv) beside this page.")
 
 
 @dataclass(frozen=True)
@@ -368,8 +472,11 @@ _HEATMAP_NOTE = (
     "A heatmap (where the attack sent the images: the clean images and each condition against the classes that "
     "gained the most) is drawn for a word only when, in one of its conditions, one class gained at least "
     "{images} images and {share:.0%} of the condition's images over the clean images; otherwise it would show single "
-    "images scattered over classes. Files are named by a readable slug of the word (typoattack.files.get_word_slug: "
-    "`$$$` → dollar-dollar-dollar).")
+    "images scattered over classes. The heatmap of a word is the file `confusion_<word>.png` beside this page, the word "
+    "spelled with lower-case letters, digits and hyphens only: accents are dropped (`café` → cafe), symbols are "
+    "named (`$$$` → confusion_dollar-dollar-dollar.png, `<b>&` → confusion_lt-b-gt-and.png), any other character "
+    "is written as u and its code point (`中` → u4e2d), and a word whose name is taken by another (`a b` and `A-B`) "
+    "gets -2, -3, …. The table below lists each word beside its file.")
 
 
 def format_class_name(index: Any, class_names: Sequence[str]) -> str:
@@ -461,12 +568,7 @@ def _list_report_blocks(per_word: pd.DataFrame, leaderboard: pd.DataFrame, figur
         blocks.append(ReportBlock("h2", "Figures"))
         blocks += [ReportBlock("p", n) for n in notes] + [ReportBlock("figure", path=f) for f in figures]
     blocks += list(sections)
-    if count_words(per_word) > MANY_WORDS:
-        blocks += [ReportBlock("h2", "Words ranked by attack success rate"), ReportBlock("p", _RANKING_NOTE),
-                   build_table_block(*build_ranking_cells(build_asr_ranking(per_word)), "ranking")]
-    blocks.append(ReportBlock("h2", "Per-word results"))
-    blocks.append(ReportBlock("p", _NO_CONDITIONS) if per_word.empty
-                  else build_table_block(*build_per_word_cells(_per_word_display(per_word)), "per-word"))
+    blocks += list_per_word_blocks(per_word)
     if run_infos:
         blocks.append(ReportBlock("h2", "Runs"))
     for index, info in enumerate(run_infos, start=1):
@@ -533,7 +635,7 @@ def format_html_block(block: ReportBlock, contents: Sequence[str] = ()) -> str:
         return "<ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in block.cells) + "</ul>"
     if block.kind == "config":
         return f"<p>Config:</p><pre><code>{text}</code></pre>"
-    return f"<p>{text}</p>"
+    return f"<p>{_html_inline(block.text)}</p>"
 
 
 def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFrame, figures: list[Path],
@@ -545,12 +647,14 @@ def write_report(out_dir: Path, per_word: pd.DataFrame, leaderboard: pd.DataFram
     Both hold the same content: a warning when a model is untrained (pretrained `seed:N`), the
     leaderboard (the key numbers, with its ranking rule), a linked list of the sections below, the
     defences table when there are several, the notes and every figure, the `sections` (e.g. the
-    top confusions), with more than MANY_WORDS (word, target) pairs the top
-    and bottom RANKING_SIZE words by ASR per condition (`build_ranking_cells`), the per-word table
-    (varying style columns are appended to the placement), and one section per run with its device, image counts, versions, a bold
-    untrained-model warning where it applies, and its config as a JSON block. report.md links the
-    figures by their path relative to `out_dir`; report.html embeds them as base64 PNG data URIs,
-    renders tables as HTML tables and escapes every string.
+    top confusions), the per-word results (`list_per_word_blocks`: one table per model and
+    defence, without those columns; every row up to MANY_WORDS (word, target) pairs, else the top
+    and bottom RANKING_SIZE words by ASR per condition; a link to per_word.csv, which the caller
+    writes beside the page; varying style columns are appended to the placement), and one section
+    per run with its device, image counts, versions, a bold untrained-model warning where it
+    applies, and its config as a JSON block. report.md links the figures by their path relative to
+    `out_dir`; report.html embeds them as base64 PNG data URIs, renders tables as HTML tables,
+    renders the `code` spans and `[text](file)` links of paragraphs, and escapes every string.
 
     Args:
         out_dir: The folder to write into (created if missing).

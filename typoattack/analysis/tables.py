@@ -13,14 +13,15 @@ Nothing here imports model code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from typoattack.analysis.metrics import (
-    CONFUSION_COLUMNS, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS, finish_per_word_table, get_condition_keys,
+    CONFUSION_COLUMNS, HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS,
+    TOP_CONFUSIONS_PER_WORD, finish_per_word_table, get_condition_keys, rank_top_confusions,
 )
 from typoattack.analysis.query import RecordSet, quote_literal, quote_name
 from typoattack.constants import CLEAN_WORD
@@ -62,13 +63,15 @@ def check_clean_rows(records: RecordSet, where: str = "true") -> None:
         raise ValueError("records hold two clean rows for the same model, defence and image")
 
 
-def _with_clean_sql(where: str = "true") -> str:
-    """The attacked records (of those matching `where`) with `clean_pred`, the prediction on the
-    same image without the attack (NULL when the image has no clean record)."""
+def _with_clean_sql(where: str = "true", columns: Sequence[str] | None = None) -> str:
+    """The attacked records (of those matching `where`; only `columns` of them, default all) with
+    `clean_pred`, the prediction on the same image without the attack (NULL when the image has no
+    clean record). The records are scanned twice rather than through a CTE, which DuckDB may
+    materialise: a scan streams, a materialised CTE holds every record."""
     on = _join_on("r", "c", _IMAGE_KEYS)
-    return (f"WITH f AS (SELECT * FROM records WHERE {where}) "
-            f"SELECT r.*, c.pred_index AS clean_pred FROM f r LEFT JOIN "
-            f"(SELECT {_names(_IMAGE_KEYS)}, pred_index FROM f WHERE word = {_CLEAN}) c ON {on} "
+    picked = "r.*" if columns is None else ", ".join(f"r.{quote_name(c)}" for c in columns)
+    return (f"SELECT {picked}, c.pred_index AS clean_pred FROM (SELECT * FROM records WHERE {where}) r LEFT JOIN "
+            f"(SELECT {_names(_IMAGE_KEYS)}, pred_index FROM records WHERE word = {_CLEAN} AND {where}) c ON {on} "
             f"WHERE r.word <> {_CLEAN}")
 
 
@@ -96,7 +99,8 @@ def query_outcome_counts(records: RecordSet, where: str = "true") -> pd.DataFram
            f"count(*) FILTER (WHERE {c} <> {t} AND {a} <> {t}) AS n_neither, "
            f"count(*) FILTER (WHERE {c} = {y} AND {a} <> {y}) AS n_flipped, "
            f"count(*) FILTER (WHERE {c} IS NULL) AS n_no_clean "
-           f"FROM ({_with_clean_sql(where)}) GROUP BY {_names(keys)}")
+           f"FROM ({_with_clean_sql(where, [*keys, 'pixel_cover', 'true_index', 'pred_index', 'image_id'])}) "
+           f"GROUP BY {_names(keys)}")
     counts = records.frame(sql)
     if counts["n_no_clean"].sum() > 0:
         image = records.scalar(f"SELECT image_id FROM ({_with_clean_sql(where)}) WHERE clean_pred IS NULL LIMIT 1")
@@ -155,28 +159,6 @@ def write_confusion(records: RecordSet, parquet_path: Path, csv_path: Path,
     return {"cells": n_cells, "csv_cells": len(frame), "csv_rule": rule}
 
 
-def iter_confusion_groups(confusion_files: Sequence[Path], keys: Sequence[str],
-                          where: str = "true") -> Iterator[pd.DataFrame]:
-    """The cells of confusion.parquet files (of one run or several), one frame per distinct value
-    of `keys` (e.g. one word of one model), in key order: bounded memory over tables of any size."""
-    with RecordSet(list(confusion_files), view="confusion", with_run=False) as table:
-        pending: list[pd.DataFrame] = []
-        last: tuple | None = None
-        order = _names([*keys, *(c for c in table.columns if c not in keys)])
-        for batch in table.iter_batches(f"SELECT * FROM confusion WHERE {where} ORDER BY {order}"):
-            ids = list(zip(*(batch[k] for k in keys)))
-            starts = [0] + [i for i in range(1, len(ids)) if ids[i] != ids[i - 1]] + [len(ids)]
-            for lo, hi in zip(starts[:-1], starts[1:]):
-                part = batch.iloc[lo:hi]
-                if last is not None and ids[lo] != last:
-                    yield pd.concat(pending, ignore_index=True)
-                    pending = []
-                pending.append(part)
-                last = ids[lo]
-        if pending:
-            yield pd.concat(pending, ignore_index=True)
-
-
 def query_clean_table(records: RecordSet) -> pd.DataFrame:
     """Clean top-1 and top-5 accuracy per (model, pretrained, defence) (`metrics.build_clean_table`)."""
     frame = records.frame(
@@ -188,3 +170,107 @@ def query_clean_table(records: RecordSet) -> pd.DataFrame:
     return pd.DataFrame({**{k: frame[k] for k in MODEL_DEFENCE_KEYS}, "n_images": n,
                          "clean_top1": frame["n_top1"].to_numpy(dtype=np.float64) / n,
                          "clean_top5": frame["n_top5"].to_numpy(dtype=np.float64) / n})
+
+
+def _match(left: str, right: str, columns: Sequence[str]) -> str:
+    """Join condition on equal columns, NULL matching NULL (a run without style columns)."""
+    return " AND ".join(f"{left}.{quote_name(c)} IS NOT DISTINCT FROM {right}.{quote_name(c)}" for c in columns)
+
+
+class ConfusionTables:
+    """Queries over the confusion.parquet files of one or several runs (their cells added up): the
+    top confusions, the heatmap words and the cells of one word, sharing one connection. The per
+    condition counts they need (`n`: images; `gains`: per predicted class, the images of other
+    classes predicted as it, on the attacked and on the clean images) are computed once, as
+    temporary tables of one row per (condition, predicted class)."""
+
+    def __init__(self, confusion_files: Sequence[Path]) -> None:
+        self.files = list(confusion_files)
+        self.table = RecordSet(self.files, view="confusion", with_run=False)
+        self.keys = [*MODEL_DEFENCE_KEYS, "word", "fraction", "placement",
+                     *(c for c in STYLE_COLUMNS if self.table.has(c))]
+        self._ready = False
+
+    def __enter__(self) -> ConfusionTables:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.table.close()
+
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        k, m, con = _names(self.keys), _names(MODEL_DEFENCE_KEYS), self.table.con
+        # One run's file holds each cell once; several runs' may hold one cell twice: add them up.
+        cells = ("SELECT * FROM confusion" if len(self.files) == 1 else
+                 f"SELECT {k}, true_index, pred_index, sum(count) AS count FROM confusion "
+                 f"GROUP BY {k}, true_index, pred_index")
+        con.execute(f"CREATE TEMP VIEW cells AS {cells}")
+        con.execute(f"CREATE TEMP TABLE n AS SELECT {k}, sum(count) AS n_images FROM cells WHERE word <> {_CLEAN} "
+                    f"GROUP BY {k}")
+        con.execute(f"CREATE TEMP TABLE into_clean AS SELECT {m}, pred_index, sum(count) AS into_clean FROM cells "
+                    f"WHERE word = {_CLEAN} AND true_index <> pred_index GROUP BY {m}, pred_index")
+        con.execute(f"CREATE TEMP TABLE gains AS SELECT i.*, coalesce(c.into_clean, 0) AS into_clean, "
+                    f"i.into_count - coalesce(c.into_clean, 0) AS gain FROM (SELECT {k}, pred_index, "
+                    f"sum(count) AS into_count FROM cells WHERE word <> {_CLEAN} AND true_index <> pred_index "
+                    f"GROUP BY {k}, pred_index) i LEFT JOIN into_clean c ON "
+                    f"{_match('i', 'c', [*MODEL_DEFENCE_KEYS, 'pred_index'])}")
+        self._ready = True
+
+    def top_confusions(self, n: int = TOP_CONFUSIONS_PER_WORD) -> pd.DataFrame:
+        """`metrics.build_top_confusions`: the best cell of each condition is found by one aggregate
+        (`arg_max` over (count, gain, -true, -pred)); only those rows (one per condition) reach
+        pandas, which ranks them per word as the reference does."""
+        self._prepare()
+        qualified = ", ".join(f"a.{quote_name(c)}" for c in self.keys)
+        best = self.table.frame(
+            f"WITH best AS (SELECT {qualified}, "
+            f"arg_max(struct_pack(true_index := a.true_index, pred_index := a.pred_index, count := a.count, "
+            f"into_count := g.into_count, into_clean := g.into_clean, gain := g.gain), "
+            f"struct_pack(c := a.count, g := g.gain, t := -a.true_index, p := -a.pred_index)) AS b "
+            f"FROM cells a JOIN gains g ON {_match('a', 'g', [*self.keys, 'pred_index'])} "
+            f"WHERE a.word <> {_CLEAN} AND a.true_index <> a.pred_index GROUP BY ALL), "
+            f"clean_cells AS (SELECT {_names(MODEL_DEFENCE_KEYS)}, true_index, pred_index, count AS clean_count "
+            f"FROM cells WHERE word = {_CLEAN}) "
+            f"SELECT best.* EXCLUDE (b), b.true_index, b.pred_index, b.count, n.n_images, "
+            f"coalesce(cc.clean_count, 0) AS clean_count, b.into_count, b.into_clean, b.gain "
+            f"FROM best JOIN n ON {_match('best', 'n', self.keys)} LEFT JOIN clean_cells cc ON "
+            f"{_match('best', 'cc', MODEL_DEFENCE_KEYS)} AND cc.true_index = b.true_index "
+            f"AND cc.pred_index = b.pred_index")
+        return rank_top_confusions(best, self.keys, n)
+
+    def heatmap_words(self, defence: str | None = None, limit: int | None = None,
+                      min_images: int = HEATMAP_MIN_IMAGES, min_share: float = HEATMAP_MIN_SHARE) -> list[str]:
+        """`metrics.select_heatmap_words` (of one defence, or all)."""
+        self._prepare()
+        where = "true" if defence is None else f"g.defence = {quote_literal(defence)}"
+        best = self.table.frame(
+            f"SELECT g.word, max(g.gain / n.n_images) AS share FROM gains g JOIN n ON {_match('g', 'n', self.keys)} "
+            f"WHERE {where} AND g.gain >= {int(min_images)} AND g.gain / n.n_images >= {float(min_share)!r} "
+            f"GROUP BY g.word")
+        best = best.sort_values(["share", "word"], ascending=[False, True], kind="stable")
+        words = [str(w) for w in best["word"]]
+        return words if limit is None else words[:limit]
+
+    def cells(self, where: str) -> pd.DataFrame:
+        """The cells matching a SQL condition (e.g. one word and the clean images of one defence)."""
+        columns = list(self.table.columns)
+        frame = self.table.frame(f"SELECT * FROM confusion WHERE {where}")
+        if len(self.files) > 1:
+            keys = [c for c in columns if c != "count"]
+            frame = frame.groupby(keys, sort=True, dropna=False)["count"].sum().reset_index()[columns]
+        frame["count"] = frame["count"].astype(np.int64)
+        return frame
+
+
+def query_top_confusions(confusion_files: Sequence[Path], n: int = TOP_CONFUSIONS_PER_WORD) -> pd.DataFrame:
+    """`metrics.build_top_confusions` over confusion.parquet files, out of core."""
+    with ConfusionTables(confusion_files) as tables:
+        return tables.top_confusions(n)
+
+
+def query_heatmap_words(confusion_files: Sequence[Path], defence: str | None = None, limit: int | None = None,
+                        min_images: int = HEATMAP_MIN_IMAGES, min_share: float = HEATMAP_MIN_SHARE) -> list[str]:
+    """`metrics.select_heatmap_words` over confusion.parquet files (of one defence, or all), out of core."""
+    with ConfusionTables(confusion_files) as tables:
+        return tables.heatmap_words(defence, limit, min_images, min_share)

@@ -158,7 +158,10 @@ def _phase_offset(phase: int, s: int) -> tuple[int, int]:
     return phase % s, (phase // s) % s
 
 
-@lru_cache(maxsize=8192)
+# The solver draws a word at a few dozen (size, phase) pairs and comes back to them while it solves
+# that one mask: a few hundred entries give every hit a larger cache gives, and a batch of
+# thousands of masks keeps tens of MB of stamps in memory, not half a GB.
+@lru_cache(maxsize=512)
 def _draw_stamp(word: str, font_path: str, size: float, outline_width: int, phase: int,
                 fill_only: bool) -> tuple[np.ndarray, tuple[slice, slice]]:
     """Draw one stamp's outline layer (text plus stroke) or its fill layer at 1x.

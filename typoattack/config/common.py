@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from typoattack.cluster import DEFAULT_RAY_TIMEOUT
 from typoattack.config.defences import get_fingerprint_text, parse_defences
@@ -34,6 +34,10 @@ from typoattack.files import expand_path
 C = TypeVar("C", bound="RunSettings")
 _SPEED = {"fingerprint": False}
 """Field metadata of settings that change how fast a run goes, never its records."""
+DEFAULT_CHUNK_SIZE = 1000
+"""Items per cell when `chunk_size` is not set (fewer where a cell would hold too many records)."""
+MAX_CELL_RECORDS = 1_000_000
+"""Records a cell holds at most when `chunk_size` is not set (a cell's records are built in memory)."""
 
 RUN_KEYS = ("models", "model", "pretrained", "backend", "seed", "batch_size", "device", "precision", "out",
             "cache_dir", "workers", "chunk_size", "compile", "executor", "ray_address", "ray_timeout", "shard")
@@ -55,7 +59,8 @@ class RunSettings:
         out: The run folder.
         cache_dir: Cache of canvases, masks and classifiers.
         workers: Decoding processes (or threads).
-        chunk_size: Items per cell (one model x one chunk), the unit of commit, resume and sharding.
+        chunk_size: Items per cell (one model x one chunk), the unit of commit, resume and sharding;
+            None: chosen per run by `resolve_chunk_size`.
         compile: torch.compile the image encoder.
         executor: Where the cells run.
         ray_address: Ray cluster address (None: RAY_ADDRESS, else a local cluster).
@@ -71,7 +76,7 @@ class RunSettings:
     out: str | None = field(default=None, metadata=_SPEED)
     cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata=_SPEED)
     workers: int = field(default=2, metadata=_SPEED)
-    chunk_size: int = 1000
+    chunk_size: int | None = None
     compile: bool = field(default=False, metadata=_SPEED)
     executor: Executor = field(default=Executor.LOCAL, metadata=_SPEED)
     ray_address: str | None = field(default=None, metadata=_SPEED)
@@ -90,7 +95,7 @@ class RunSettings:
             raise ConfigError(f"batch_size must be a positive integer or auto, got {self.batch_size}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
         if not self.ray_timeout > 0:
             raise ConfigError(f"ray_timeout must be a number of seconds > 0, got {self.ray_timeout}")
@@ -106,9 +111,51 @@ class RunSettings:
         return _to_plain(dataclasses.asdict(self))
 
     def fingerprint(self) -> str:
-        """JSON of the settings that determine the records (every field not marked as a speed setting)."""
+        """JSON of the settings that determine the records (every field not marked as a speed setting).
+
+        An unset `chunk_size` reads as DEFAULT_CHUNK_SIZE, the value it stood for before cells were
+        sized by their records, so those runs keep their fingerprint (and resume). Where the rule
+        makes cells smaller (many conditions), the run shares the fingerprint of `chunk_size: 1000`;
+        resuming one from the other's folder matches chunks by their items and recomputes the others.
+        """
         speed = {f.name for f in dataclasses.fields(self) if f.metadata.get("fingerprint") is False}
-        return json.dumps({k: v for k, v in self.to_dict().items() if k not in speed}, sort_keys=True)
+        doc = {k: v for k, v in self.to_dict().items() if k not in speed}
+        if doc["chunk_size"] is None:
+            doc["chunk_size"] = DEFAULT_CHUNK_SIZE
+        return json.dumps(doc, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ChunkSize:
+    """How many items each cell of a run holds, and why (run.json `chunk_size`).
+
+    Attributes:
+        items: Items (images, photos, stimuli) per cell, >= 1; the last cell may hold fewer.
+        source: "config" (`chunk_size` or --chunk-size set it) or "auto" (`resolve_chunk_size`).
+    """
+
+    items: int
+    source: Literal["config", "auto"]
+
+    def to_info(self, unit: str) -> dict[str, Any]:
+        """The run.json entry, e.g. {"images": 250, "source": "auto"}; `unit` names the items."""
+        return {unit: self.items, "source": self.source}
+
+
+def resolve_chunk_size(chunk_size: int | None, records_per_item: int) -> ChunkSize:
+    """Items per cell: `chunk_size` when set; else DEFAULT_CHUNK_SIZE, or fewer so that a cell holds
+    at most MAX_CELL_RECORDS records (at least one item).
+
+    Args:
+        chunk_size: The config's `chunk_size` (None: not set).
+        records_per_item: Records one item yields in a cell (>= 1): for `eval`, (1 + conditions) x defences.
+
+    Examples:
+        998 words x 2 fractions x 2 placements, one defence: 3,993 records per image, 250 images per cell.
+    """
+    if chunk_size is not None:
+        return ChunkSize(chunk_size, "config")
+    return ChunkSize(min(DEFAULT_CHUNK_SIZE, max(1, MAX_CELL_RECORDS // max(records_per_item, 1))), "auto")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,7 +239,7 @@ def parse_run_settings(raw: Mapping[str, Any], demo_by_default: bool = False) ->
         "out": None if out is None else str(expand_path(as_str("out", out))),
         "cache_dir": str(expand_path(as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR))))),
         "workers": as_int("workers", raw.get("workers", 2)),
-        "chunk_size": as_int("chunk_size", raw.get("chunk_size", 1000)),
+        "chunk_size": as_int("chunk_size", raw.get("chunk_size"), allow_none=True),
         "compile": as_bool("compile", raw.get("compile", False)),
         "executor": as_enum("executor", Executor, raw.get("executor", "local")),
         "ray_address": None if raw.get("ray_address") is None else as_str("ray_address", raw["ray_address"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from typoattack.constants import LEMMAS_FILE, NUM_CLASSES, SYNSETS_FILE
@@ -15,11 +16,30 @@ __all__ = ["IMAGENET_CLASSNAMES", "get_class_name", "list_class_names", "list_le
 
 @lru_cache(maxsize=1)
 def list_class_names() -> Sequence[str]:
-    """open_clip's 1000 zero-shot ImageNet class names, indexed by class (imported on first use, so
-    reading the synset list does not load torch)."""
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+    """open_clip's 1000 zero-shot ImageNet class names, indexed by class.
 
-    return IMAGENET_CLASSNAMES
+    Read from open_clip's own `zero_shot_metadata` module (a module of plain lists). When open_clip
+    is not imported yet, that one file is loaded by itself: importing the `open_clip` package loads
+    torch (about 0.5 GB), which writing tables, merging and reporting do not need."""
+    import importlib.util
+    import sys
+
+    if "open_clip" in sys.modules:
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+        return IMAGENET_CLASSNAMES
+    spec = importlib.util.find_spec("open_clip")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = next((Path(d) / "zero_shot_metadata.py" for d in locations
+                 if (Path(d) / "zero_shot_metadata.py").is_file()), None)
+    if path is None:  # an unusual install: import the package
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+        return IMAGENET_CLASSNAMES
+    module_spec = importlib.util.spec_from_file_location("_typoattack_open_clip_zero_shot_metadata", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.IMAGENET_CLASSNAMES
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from typoattack.progress import NullProgress, ProgressReporter
-from typoattack.engine.rundir import read_run_info
+from typoattack.engine.rundir import RUN_FILE, RunFolder, RunInfo, read_run_info
 from typoattack.engine.task import ReportPart, Task
 from typoattack.errors import OutputError
 
@@ -52,6 +52,32 @@ def run_report(run_dirs: list[Path], out: Path | None, tasks: Mapping[str, Task]
             raise OutputError(f"{d} holds a run this typoattack does not know (task {info.task!r}, not one of "
                               f"{', '.join(tasks)}; a run written before typoattack 0.2 must be run again)")
     folder = get_report_dir(dirs, out)
+    check_report_dir(folder, dirs)
+    locks = [RunFolder(d) for d in dict.fromkeys(d.resolve() for d in dirs)]
+    try:
+        for lock in locks:  # the report rewrites each run's tables: no run may be writing them
+            lock.lock()
+        return folder, _write_parts(dirs, infos, folder, tasks, progress)
+    finally:
+        for lock in locks:
+            lock.unlock()
+
+
+def check_report_dir(folder: Path, run_dirs: list[Path]) -> None:
+    """Refuse a report folder that holds a run other than the reported ones (its tables would be
+    overwritten by the report's).
+
+    Raises:
+        OutputError: `folder` holds run.json and is not one of `run_dirs`.
+    """
+    if (folder / RUN_FILE).is_file() and folder.resolve() not in {d.resolve() for d in run_dirs}:
+        raise OutputError(f"--out {folder} holds another run ({RUN_FILE}); write the report into a new folder or "
+                          "that run's report/ folder")
+
+
+def _write_parts(dirs: list[Path], infos: list[RunInfo], folder: Path, tasks: Mapping[str, Task],
+                 progress: ProgressReporter) -> list[tuple[Task, ReportPart]]:
+    """Each task's part of the report, the main page's first."""
     groups = [name for name in tasks if any(i.task == name for i in infos)]
     parts: dict[str, ReportPart] = {}
     for name in groups[1:]:
@@ -64,4 +90,4 @@ def run_report(run_dirs: list[Path], out: Path | None, tasks: Mapping[str, Task]
     chosen = [(d, i) for d, i in zip(dirs, infos) if i.task == main]
     parts[main] = tasks[main].write_report([d for d, _ in chosen], [i for _, i in chosen], folder, REPORT_STEM,
                                            notes, progress)
-    return folder, [(tasks[name], parts[name]) for name in groups]
+    return [(tasks[name], parts[name]) for name in groups]

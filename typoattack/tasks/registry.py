@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Iterator, Mapping
 
 from typoattack.engine.task import Task
 
@@ -34,6 +35,20 @@ def get_task(name: str) -> Task:
     return importlib.import_module(_TASKS[name]).TASK
 
 
-def get_tasks() -> dict[str, Task]:
-    """Every task by name, in report order."""
-    return {name: get_task(name) for name in _TASKS}
+class _Tasks(Mapping[str, Task]):
+    """The tasks by name, in report order, each module imported when its task is first looked up:
+    `merge` of an eval run imports no other task (nor what only their models need)."""
+
+    def __getitem__(self, name: str) -> Task:
+        return get_task(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_TASKS)
+
+    def __len__(self) -> int:
+        return len(_TASKS)
+
+
+def get_tasks() -> Mapping[str, Task]:
+    """Every task by name, in report order (imported on first lookup)."""
+    return _Tasks()

@@ -1,5 +1,6 @@
 """What the zero-shot tasks share beneath the engine: checking models before a run, loading one in a
-cell's context, building its classifier with the run's defences, and the run fingerprint."""
+cell's context, building its classifier with the run's defences, the run fingerprint, and the text
+masks of a sweep's conditions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 
+from typoattack.attack.masks import MaskRequest, MaskSet, create_attack_masks
 from typoattack.backends.base import ZeroShotModel, check_precision, describe_device, get_classifier, resolve_device
 from typoattack.backends.registry import get_backend
 from typoattack.config.common import ImageSetSettings, RunSettings
@@ -19,6 +21,7 @@ from typoattack.config.types import FAMILY_TEMPLATES, ModelSpec
 from typoattack.defences.apply import BatchEncoder, build_defence_set, check_defences, resolve_batch_size
 from typoattack.defences.prefix import PREFIX_PROMPT
 from typoattack.progress import ProgressReporter
+from typoattack.records import Condition
 
 
 def check_models(cfg: RunSettings) -> torch.device:
@@ -56,6 +59,20 @@ def build_fingerprint(cfg: RunSettings, *parts: Any) -> str:
     for part in parts:
         h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def solve_condition_masks(cfg: RunSettings, conditions: Sequence[Condition], canvas_size: tuple[int, int],
+                          progress: ProgressReporter | None = None) -> MaskSet:
+    """The text mask of every condition at one canvas size, in order: from the mask cache under
+    `cfg.cache_dir`, or solved on `cfg.workers` processes and cached. Packed (a few KB a mask), so
+    a vocabulary of any size fits; a bar on `progress` when given.
+
+    Raises:
+        RenderError: A condition's mask cannot be drawn.
+    """
+    requests = [MaskRequest(c.word, c.fraction, c.placement, c.style, canvas_size) for c in conditions]
+    advance = progress.start(f"Text masks {canvas_size[0]}x{canvas_size[1]}", len(requests), "masks") if progress else None
+    return create_attack_masks(requests, cfg.cache_dir, workers=cfg.workers, advance=advance)
 
 
 def get_templates(name: str, spec: ModelSpec) -> tuple[str, ...]:

@@ -13,12 +13,15 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from typoattack.engine.rundir import RunInfo, load_records
+from typoattack.analysis.query import RecordSet, quote_name
+from typoattack.engine.rundir import RunInfo, open_run_records
 from typoattack.engine.task import ReportPart
 from typoattack.errors import OutputError
 from typoattack.files import write_csv, write_text_atomic
 from typoattack.progress import NullProgress, ProgressReporter
-from typoattack.tasks.real.tables import build_real_leaderboard, build_summary, with_defence_column, write_real_tables
+from typoattack.tasks.real.tables import (
+    build_real_leaderboard, check_unique_photos, query_summary, real_records_sql, write_real_tables,
+)
 from typoattack.analysis.figure_style import get_colors, plain_text, save_figure, truncate_label, plt
 from typoattack.analysis.report import (
     ReportBlock, add_optional_figure, build_table_block, format_markdown_table, list_run_blocks, write_report_pages,
@@ -188,9 +191,62 @@ EXAMPLES = 8
 """Photos shown in real_examples.png."""
 
 
-def collect_real_examples(records: pd.DataFrame, info: dict[str, Any], n: int = EXAMPLES) -> list[dict[str, Any]]:
+def select_real_example_rows(records: pd.DataFrame, model: str, pretrained: str, n: int = EXAMPLES) -> pd.DataFrame:
+    """The rows `collect_real_examples` shows, from in-memory records (the pandas reference of
+    `query_real_example_rows`): the first `n // variants` records (at least one) of each variant of
+    `model` under the defence of its first record, variants in the order they first appear, at most
+    `n` in all."""
+    mine = records[(records["model"] == model) & (records["pretrained"] == pretrained)]
+    if "defence" in mine.columns and not mine.empty:
+        mine = mine[mine["defence"] == mine["defence"].iloc[0]]
+    variants = list(dict.fromkeys(mine["variant"]))
+    per_variant = max(1, n // len(variants))
+    rows = pd.concat([mine[mine["variant"] == v].head(per_variant) for v in variants])
+    return rows.head(n)
+
+
+EXAMPLE_COLUMNS = ["image_id", "object_label", "attack_word", "pred_label", "variant"]
+
+
+def query_real_example_rows(records: RecordSet, model: str, pretrained: str, n: int = EXAMPLES,
+                            where: str = "true") -> pd.DataFrame:
+    """`select_real_example_rows` of the records matching `where`, by filtered queries: the first
+    record's defence and the variants in order of first appearance (one small aggregate), then
+    each variant's first records (`WHERE ... LIMIT`, which stops reading once it has them).
+
+    Returns:
+        EXAMPLE_COLUMNS of at most `n` records.
+
+    Raises:
+        ZeroDivisionError: No record of `model` (as the reference).
+    """
+    base = real_records_sql(records, where)
+    mine = "model = $model AND pretrained = $pretrained"
+    params: dict[str, object] = {"model": model, "pretrained": pretrained}
+    first = records.frame(f"SELECT defence FROM ({base}) WHERE {mine} LIMIT 1", params)
+    if not first.empty:  # `=` as pandas' ==: a missing value matches nothing
+        mine += " AND defence = $defence"
+        params["defence"] = _plain(first["defence"].iloc[0])
+    variants = records.frame(f"SELECT variant, min(_ord) AS _first FROM (SELECT variant, row_number() OVER () AS _ord "
+                             f"FROM ({base}) WHERE {mine}) GROUP BY variant ORDER BY _first", params)
+    variants = variants["variant"].tolist()
+    per_variant = max(1, n // len(variants))
+    columns = ", ".join(quote_name(c) for c in EXAMPLE_COLUMNS)
+    parts = [records.frame(f"SELECT {columns} FROM ({base}) WHERE {mine} AND variant = $variant "
+                           f"LIMIT {int(per_variant)}", {**params, "variant": _plain(v)}) for v in variants]
+    return pd.concat(parts, ignore_index=True).head(n)
+
+
+def _plain(value: Any) -> Any:
+    """A query parameter: None for a missing value."""
+    return None if pd.isna(value) else value
+
+
+def collect_real_examples(records: RecordSet, info: dict[str, Any], n: int = EXAMPLES,
+                          where: str = "true") -> list[dict[str, Any]]:
     """Up to `n` photos of the run's first model under its first defence (spread over the variants)
-    with their predictions, decoded with that model's preprocessing.
+    with their predictions, decoded with that model's preprocessing. The rows are found by a
+    filtered query over the records matching `where` (`query_real_example_rows`).
 
     Raises:
         TypoAttackError: The photos or the model's preprocessing cannot be read here.
@@ -205,14 +261,9 @@ def collect_real_examples(records: pd.DataFrame, info: dict[str, Any], n: int = 
     transform = get_backend(spec.backend).get_geometry(spec).transform
     source = open_real_dataset(RealDataset(config["dataset"]), config["data"]["source"], config["data"]["hf_split"])
     index = {item.image_id: i for i, item in enumerate(source.items)}
-    mine = records[(records["model"] == spec.name) & (records["pretrained"] == (spec.pretrained or ""))]
-    if "defence" in mine.columns and not mine.empty:
-        mine = mine[mine["defence"] == mine["defence"].iloc[0]]
-    variants = list(dict.fromkeys(mine["variant"]))
-    per_variant = max(1, n // len(variants))
-    rows = pd.concat([mine[mine["variant"] == v].head(per_variant) for v in variants])
+    rows = query_real_example_rows(records, spec.name, spec.pretrained or "", n, where)
     examples = []
-    for r in rows.head(n).itertuples():
+    for r in rows.itertuples():
         if r.image_id not in index:
             raise OutputError(f"photo {r.image_id!r} of the run is no longer in {config['data']['source']}")
         image = np.asarray(transform(source.open_image(index[r.image_id])), dtype=np.uint8)
@@ -226,29 +277,29 @@ def write_real_report_page(run_dirs: Sequence[Path], infos: Sequence[RunInfo], o
     """Rewrite the tables of real runs from their records and write `<stem>.md` / `<stem>.html`,
     real_summary.csv, real_leaderboard.csv/.md, real_accuracy.png and real_examples.png into `out`.
 
+    The runs' records are queried where they lie (`open_run_records`), never loaded whole.
+
     Raises:
         OutputError: A run is incomplete, or two runs hold the same model, dataset, protocol and photos.
     """
     progress = progress or NullProgress()
-    all_records = []
-    for d, info in zip(run_dirs, infos):
-        records = with_defence_column(load_records(d, info))
-        write_real_tables(records, Path(d))
-        all_records.append(records)
-    records = pd.concat(all_records, ignore_index=True)
-    if records.duplicated(["model", "pretrained", "defence", "dataset", "protocol", "image_id"]).any():
-        raise OutputError("two of the runs hold the same model, dataset and protocol; report runs of different "
-                          "models, datasets or protocols")
-    out.mkdir(parents=True, exist_ok=True)
-    summary = build_summary(records)
-    leaderboard = build_real_leaderboard(summary)
-    write_csv(summary, out / "real_summary.csv")
-    write_csv(leaderboard, out / "real_leaderboard.csv")
-    figures = [out / "real_accuracy.png"]
-    plot_real_accuracy(summary, figures[0])
     raw_infos = [i.to_dict() for i in infos]
-    add_optional_figure(figures, out / "real_examples.png", lambda: collect_real_examples(all_records[0], raw_infos[0]),
-                        plot_real_examples, progress.log, "the photos")
+    figures = [out / "real_accuracy.png"]
+    with open_run_records(run_dirs, infos) as records:
+        for k, d in enumerate(run_dirs):
+            write_real_tables(records, Path(d), where=f"run = {k}")
+        if not check_unique_photos(records):
+            raise OutputError("two of the runs hold the same model, dataset and protocol; report runs of different "
+                              "models, datasets or protocols")
+        out.mkdir(parents=True, exist_ok=True)
+        summary = query_summary(records)
+        leaderboard = build_real_leaderboard(summary)
+        write_csv(summary, out / "real_summary.csv")
+        write_csv(leaderboard, out / "real_leaderboard.csv")
+        plot_real_accuracy(summary, figures[0])
+        add_optional_figure(figures, out / "real_examples.png",
+                            lambda: collect_real_examples(records, raw_infos[0], where="run = 0"),
+                            plot_real_examples, progress.log, "the photos")
     _, html_path = write_real_report(out, summary, leaderboard, figures, raw_infos, name=stem, notes=notes)
     write_text_atomic(out / "real_leaderboard.md", format_markdown_table(*build_real_leaderboard_cells(leaderboard)))
     return ReportPart(html_path, summary)

@@ -18,7 +18,9 @@ from typing import Any
 
 import pandas as pd
 
+from typoattack.analysis.query import RecordSet
 from typoattack.backends.base import ZeroShotModel
+from typoattack.config.common import resolve_chunk_size
 from typoattack.config.parsing import load_templates
 from typoattack.data.real_datasets import RealSource, open_real_dataset, select_photos
 from typoattack.defences.apply import BatchEncoder
@@ -97,11 +99,11 @@ class RealTask(TaskBase, name="real", title="real typographic-attack photos", re
         fingerprint = build_fingerprint(cfg, [templates, vocabulary], [
             [it.image_id, it.object_label, it.attack_word, it.variant, it.photo_id]
             for it in (source.items[i] for i in indices)])
-        cells = []
+        cells, chunk_size = [], resolve_chunk_size(cfg.chunk_size, len(cfg.defences)).items
         for m_index, spec in enumerate(cfg.models):
             key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, len(indices), cfg.chunk_size)):
-                chunk = tuple(indices[start:start + cfg.chunk_size])
+            for s_index, start in enumerate(range(0, len(indices), chunk_size)):
+                chunk = tuple(indices[start:start + chunk_size])
                 cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk, len(chunk), key))
         info = {"dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
                             "vocabulary_size": len(vocabulary), "label_set": cfg.label_set.value,
@@ -144,8 +146,8 @@ class RealTask(TaskBase, name="real", title="real typographic-attack photos", re
         return CellResult(cell.cell_id, cell.model_index, frame, skipped, model_info, time.perf_counter() - t0,
                           len(frame) // len(cfg.defences))
 
-    def write_tables(self, records: pd.DataFrame, out: Path, info: RunInfo) -> pd.DataFrame:
-        if records.empty:
+    def write_tables(self, records: RecordSet, out: Path, info: RunInfo) -> pd.DataFrame:
+        if records.count() == 0:
             raise DataError(f"none of the {info.n_items} photos could be decoded (see skipped.csv)")
         return write_real_tables(records, out)
 

@@ -1,7 +1,15 @@
-"""The Stroop test's tables, figures and report, as pure functions of stroop.csv (no model code).
+"""The Stroop test's tables, figures and report, as functions of stroop.csv's rows (no model code).
 
-stroop.csv has one row per (model, stimulus); `build_stroop_summary` and `build_stroop_matrix`
-are views of it, so `typoattack report` recomputes them from the rows alone.
+stroop.csv has one row per (model, stimulus): the run's records. `build_stroop_summary` and
+`build_stroop_matrix` are views of them, so `typoattack report` recomputes them from the rows alone.
+Each has two forms with the same result: a pure pandas function of in-memory rows (the reference,
+and what tests call on small frames) and an out-of-core query over a run's records
+(`query_stroop_summary`, `query_stroop_matrices`: SQL aggregates over the view `records` of
+`typoattack.analysis.query.RecordSet`). Runs and reports use the query form; stroop.csv itself is
+streamed from the records in batches (`write_stroop_csv`).
+
+Orders of first appearance (models, inks, words) come from the records' stored order, numbered
+with `row_number() OVER ()`, which DuckDB keeps in insertion order.
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ import pandas as pd
 from typoattack.analysis.figure_style import plain_text, save_figure, truncate_label, plt
 from typoattack.analysis.labels import format_percent, format_value, get_model_label, is_missing
 from typoattack.analysis.metrics import wilson_interval
+from typoattack.analysis.query import RecordSet, quote_literal, quote_name
 from typoattack.analysis.report import (
     ReportBlock, build_table_block, list_run_blocks, write_report_pages,
 )
 from typoattack.attack.stroop import IMAGE_BACKGROUND_PREFIX
 from typoattack.config.types import get_model_warnings
 from typoattack.errors import OutputError
-from typoattack.files import write_csv
+from typoattack.files import write_atomic, write_csv
 
 STROOP_CSV = "stroop.csv"
 STROOP_SUMMARY_CSV = "stroop_summary.csv"
@@ -82,21 +91,27 @@ def build_stroop_summary(rows: pd.DataFrame) -> pd.DataFrame:
     frame = rows.assign(_ink=rows["pred"] == rows["ink"], _word=rows["pred"] == rows["word"],
                         _order=rows["condition"].map(CONDITIONS.index),
                         background=[get_background_group(b) for b in rows["background"]])
-    out = []
-    for keys, g in frame.groupby([*SUMMARY_KEYS[:-1], "_order", "condition"], sort=True, dropna=False):
-        n = len(g)
-        k_ink = int(g["_ink"].sum())
-        lo, hi = wilson_interval(k_ink, n)
-        row: dict[str, Any] = dict(zip(SUMMARY_KEYS[:-1], keys[:-2]))
-        row.update(condition=keys[-1], n=n, ink_acc=k_ink / n, ink_acc_ci_low=float(lo), ink_acc_ci_high=float(hi))
-        if keys[-1] == "neutral":
-            row.update(word_rate=np.nan, word_rate_ci_low=np.nan, word_rate_ci_high=np.nan)
-        else:
-            k_word = int(g["_word"].sum())
-            lo, hi = wilson_interval(k_word, n)
-            row.update(word_rate=k_word / n, word_rate_ci_low=float(lo), word_rate_ci_high=float(hi))
-        out.append(row)
-    order = {m: i for i, m in enumerate(dict.fromkeys(zip(rows["model"], rows["pretrained"])))}
+    out = [_build_summary_row(keys[:-2], keys[-1], len(g), int(g["_ink"].sum()), int(g["_word"].sum()))
+           for keys, g in frame.groupby([*SUMMARY_KEYS[:-1], "_order", "condition"], sort=True, dropna=False)]
+    return _finish_summary(out, list(zip(rows["model"], rows["pretrained"])))
+
+
+def _build_summary_row(keys: Sequence[Any], condition: str, n: int, k_ink: int, k_word: int) -> dict[str, Any]:
+    """One row of the summary from the counts of its stimuli (`keys`: SUMMARY_KEYS but the condition)."""
+    lo, hi = wilson_interval(k_ink, n)
+    row: dict[str, Any] = dict(zip(SUMMARY_KEYS[:-1], keys))
+    row.update(condition=condition, n=n, ink_acc=k_ink / n, ink_acc_ci_low=float(lo), ink_acc_ci_high=float(hi))
+    if condition == "neutral":
+        row.update(word_rate=np.nan, word_rate_ci_low=np.nan, word_rate_ci_high=np.nan)
+    else:
+        lo, hi = wilson_interval(k_word, n)
+        row.update(word_rate=k_word / n, word_rate_ci_low=float(lo), word_rate_ci_high=float(hi))
+    return row
+
+
+def _finish_summary(out: list[dict[str, Any]], models: Sequence[tuple[Any, Any]]) -> pd.DataFrame:
+    """The summary of rows `out` (in key order), models in the order of `models` (first appearance)."""
+    order = {m: i for i, m in enumerate(dict.fromkeys(models))}
     summary = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
     summary["_m"] = [order[(m, p)] for m, p in zip(summary["model"], summary["pretrained"])]
     return summary.sort_values("_m", kind="stable").drop(columns="_m").reset_index(drop=True)
@@ -148,13 +163,21 @@ def plot_stroop_matrix(rows: pd.DataFrame, path: Path) -> None:
         raise ValueError("plot_stroop_matrix: no Stroop rows; there is nothing to plot")
     inks, words = list_inks_and_words(rows)
     models = list(dict.fromkeys(zip(rows["model"], rows["pretrained"])))
+    matrices = [build_stroop_matrix(rows[(rows["model"] == m) & (rows["pretrained"] == p)], inks, words)
+                for m, p in models]
+    draw_stroop_matrix(models, inks, words, matrices, path)
+
+
+def draw_stroop_matrix(models: Sequence[tuple[Any, Any]], inks: Sequence[str], words: Sequence[str],
+                       matrices: Sequence[tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """Draw the heatmaps of `plot_stroop_matrix`: per model (model, pretrained) its (as_ink,
+    as_word) matrices over `inks` x `words` (`build_stroop_matrix`)."""
     w, h = MATRIX_BASE + MATRIX_CELL * len(words), MATRIX_BASE + MATRIX_CELL * len(inks)
     with plain_text():
         fig, axes = plt.subplots(len(models), 2, figsize=(2 * w, h * len(models) + 0.5), squeeze=False,
                                  layout="constrained")
-        for r, (model, pretrained) in enumerate(models):
-            mine = rows[(rows["model"] == model) & (rows["pretrained"] == pretrained)]
-            for c, (values, what) in enumerate(zip(build_stroop_matrix(mine, inks, words), ("ink", "word"))):
+        for r, ((model, pretrained), matrix) in enumerate(zip(models, matrices)):
+            for c, (values, what) in enumerate(zip(matrix, ("ink", "word"))):
                 ax = axes[r, c]
                 cmap = plt.get_cmap("Greens" if c == 0 else "Reds").with_extremes(bad="#e5e5e5")
                 ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=1, cmap=cmap)
@@ -256,9 +279,10 @@ STROOP_NOTE = ("Each stimulus is one word drawn in one ink colour and classified
                "independent, so they are optimistic when --variants > 1).")
 
 
-def write_stroop_tables(rows: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
-    """Write stroop.csv's summary, stroop_summary.csv, into `out_dir`; return it."""
-    summary = build_stroop_summary(rows)
+def write_stroop_tables(rows: RecordSet | pd.DataFrame, out_dir: Path, where: str = "true") -> pd.DataFrame:
+    """Write stroop.csv's summary, stroop_summary.csv, into `out_dir` (a query over a RecordSet's
+    records matching `where`, or the pandas reference over in-memory rows); return it."""
+    summary = build_stroop_summary(rows) if isinstance(rows, pd.DataFrame) else query_stroop_summary(rows, where)
     write_csv(summary, Path(out_dir) / STROOP_SUMMARY_CSV)
     return summary
 
@@ -297,3 +321,168 @@ def read_stroop_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values={"p_ink": [""], "p_word": [""]},
                        dtype={"model": str, "pretrained": str, "ink": str, "word": str, "condition": str,
                               "font": str, "background": str, "pred": str})
+
+
+# --------------------------------------------------------------------------------------------
+# The same tables as out-of-core queries over a RecordSet (a run's records, or several runs').
+
+
+def _names(columns: Sequence[str]) -> str:
+    return ", ".join(quote_name(c) for c in columns)
+
+
+def _numbered_sql(columns: Sequence[str], where: str) -> str:
+    """`columns` of the records matching `where` with `_ord`, their position in the stored order
+    (an empty OVER () numbers rows in insertion order)."""
+    return f"SELECT {_names(columns)}, row_number() OVER () AS _ord FROM records WHERE {where}"
+
+
+def _param(value: Any) -> Any:
+    """A query parameter: None for a missing value (which `=` then matches nowhere, as pandas' ==)."""
+    return None if is_missing(value) else value
+
+
+def check_stroop_records(records: RecordSet, where: str = "true") -> None:
+    """`check_stroop_rows` of the records matching `where`.
+
+    Raises:
+        ValueError: A column is missing or a condition is unknown.
+    """
+    missing = [c for c in STROOP_COLUMNS if not records.has(c)]
+    if missing:
+        raise ValueError(f"the Stroop rows lack the column(s) {', '.join(missing)}")
+    known = ", ".join(quote_literal(c) for c in CONDITIONS)
+    unknown = records.frame(f"SELECT DISTINCT condition FROM records WHERE ({where}) AND (condition IS NULL OR "
+                            f"condition NOT IN ({known}))")["condition"]
+    if len(unknown):
+        raise ValueError(f"unknown Stroop condition(s) {sorted(unknown, key=str)}; expected {', '.join(CONDITIONS)}")
+
+
+def query_stroop_summary(records: RecordSet, where: str = "true") -> pd.DataFrame:
+    """`build_stroop_summary` of the records matching `where`: one SQL aggregate per (model,
+    pretrained, font, background group, condition), finished in pandas."""
+    check_stroop_records(records, where)
+    background = (f"CASE WHEN starts_with(background, {quote_literal(IMAGE_BACKGROUND_PREFIX)}) "
+                  f"THEN {quote_literal(IMAGES_GROUP)} ELSE background END")
+    source = _numbered_sql(["model", "pretrained", "font", "background", "condition", "pred", "ink", "word"], where)
+    counts = records.frame(
+        f"SELECT model, pretrained, font, {background} AS background, condition, count(*) AS n, "
+        "count(*) FILTER (WHERE pred = ink) AS k_ink, count(*) FILTER (WHERE pred = word) AS k_word, "
+        f"min(_ord) AS _first FROM ({source}) GROUP BY ALL")
+    counts["_order"] = counts["condition"].map(CONDITIONS.index)
+    keys = [*SUMMARY_KEYS[:-1], "_order", "condition"]
+    counts = counts.sort_values(keys, kind="stable", na_position="last")
+    out = [_build_summary_row([r[k] for k in SUMMARY_KEYS[:-1]], r["condition"], int(r["n"]), int(r["k_ink"]),
+                              int(r["k_word"])) for r in counts.to_dict("records")]
+    first = counts.sort_values("_first", kind="stable")
+    return _finish_summary(out, list(zip(first["model"], first["pretrained"])))
+
+
+def query_stroop_cells(records: RecordSet, where: str = "true") -> pd.DataFrame:
+    """Per (model, pretrained, ink, word, neutral or not) of the records matching `where`: the
+    stimuli `n`, those read as the ink `k_ink` and as the word `k_word`, and `_first`, the position
+    of the first record. What the matrix figure is drawn from (`query_stroop_matrices`)."""
+    source = _numbered_sql(["model", "pretrained", "ink", "word", "condition", "pred"], where)
+    counts = records.frame(
+        "SELECT model, pretrained, ink, word, condition = 'neutral' AS neutral, count(*) AS n, "
+        "count(*) FILTER (WHERE pred = ink) AS k_ink, count(*) FILTER (WHERE pred = word) AS k_word, "
+        f"min(_ord) AS _first FROM ({source}) GROUP BY ALL ORDER BY _first")
+    for col in ("n", "k_ink", "k_word", "_first"):
+        counts[col] = counts[col].to_numpy(dtype=np.int64)
+    return counts
+
+
+def list_cell_inks_and_words(cells: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """`list_inks_and_words` from `query_stroop_cells` (rows in order of first appearance)."""
+    inks = list(dict.fromkeys(cells["ink"]))
+    neutral = list(dict.fromkeys(cells.loc[cells["neutral"].fillna(False).astype(bool), "word"]))
+    words = neutral + [w for w in dict.fromkeys(cells["word"]) if w not in neutral]
+    return inks, words
+
+
+def query_stroop_matrices(records: RecordSet, where: str = "true", cells: pd.DataFrame | None = None
+                          ) -> tuple[list[tuple[Any, Any]], list[str], list[str], list[tuple[np.ndarray, np.ndarray]]]:
+    """The matrix figure's data over the records matching `where` by one SQL aggregate: the models
+    (model, pretrained) and the inks and words in order of first appearance (`list_inks_and_words`),
+    and per model `build_stroop_matrix` of its records.
+
+    Args:
+        records: The records.
+        where: A SQL condition on their columns.
+        cells: `query_stroop_cells(records, where)` when already computed.
+    """
+    cells = query_stroop_cells(records, where) if cells is None else cells
+    inks, words = list_cell_inks_and_words(cells)
+    models = list(dict.fromkeys(zip(cells["model"], cells["pretrained"])))
+    known = cells[cells["ink"].notna() & cells["word"].notna()]
+    totals = known.groupby(["model", "pretrained", "ink", "word"], sort=False)[["n", "k_ink", "k_word"]].sum()
+    classes, row_of, column_of = set(inks), {v: i for i, v in enumerate(inks)}, {v: j for j, v in enumerate(words)}
+    matrices = {m: (np.full((len(inks), len(words)), np.nan), np.full((len(inks), len(words)), np.nan)) for m in models}
+    for (model, pretrained, ink, word), (n, k_ink, k_word) in zip(totals.index, totals.to_numpy()):
+        if ink in row_of and word in column_of and (model, pretrained) in matrices:
+            as_ink, as_word = matrices[model, pretrained]
+            i, j = row_of[ink], column_of[word]
+            as_ink[i, j] = int(k_ink) / int(n)
+            if word in classes:
+                as_word[i, j] = int(k_word) / int(n)
+    return models, inks, words, [matrices[m] for m in models]
+
+
+def plot_stroop_matrix_records(records: RecordSet, path: Path, where: str = "true") -> None:
+    """`plot_stroop_matrix` of the records matching `where`, drawn from SQL aggregates.
+
+    Raises:
+        ValueError: No record matches, or a column is missing.
+    """
+    check_stroop_records(records, where)
+    if records.count(where) == 0:
+        raise ValueError("plot_stroop_matrix: no Stroop rows; there is nothing to plot")
+    draw_stroop_matrix(*query_stroop_matrices(records, where), path)
+
+
+def query_stroop_example_rows(records: RecordSet, where: str = "true") -> pd.DataFrame:
+    """The rows `collect_stroop_examples` draws, by filtered queries instead of all rows: the first
+    record matching `where`, then the variant-0 records of its model, font and background (each
+    query stops or filters at the scan). `collect_stroop_examples` gives the same examples from
+    them as from all the rows.
+
+    Returns:
+        STROOP_COLUMNS rows in the records' order (the first record alone when no other matches;
+        empty when none does).
+    """
+    columns = _names(STROOP_COLUMNS)
+    first = records.frame(f"SELECT {columns} FROM records WHERE {where} LIMIT 1")
+    if first.empty:
+        return first
+    keys = ["model", "pretrained", "font", "background"]
+    params = {k: _param(first[k].iloc[0]) for k in keys}
+    same = " AND ".join(f"{quote_name(k)} = ${k}" for k in keys)
+    mine = records.frame(f"SELECT {columns} FROM records WHERE ({where}) AND {same} AND variant = 0", params)
+    return mine if not mine.empty else first
+
+
+def write_stroop_csv(records: RecordSet, path: Path, where: str = "true", decimals: int = 6,
+                     batch_rows: int | None = None) -> int:
+    """Write the records matching `where` as stroop.csv, streamed: batches of rows in the records'
+    stored order appended to one file, written atomically. The bytes equal `files.write_csv` of
+    the rows loaded whole (floats rounded to `decimals` places, "\n" line ends, one header).
+
+    Returns:
+        The rows written.
+    """
+    sql = f"SELECT {_names(STROOP_COLUMNS)} FROM records WHERE {where}"
+    written = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal written
+        with open(tmp, "w", encoding="utf-8") as f:
+            header = True
+            batches = records.iter_batches(sql) if batch_rows is None else records.iter_batches(sql, rows=batch_rows)
+            for batch in batches:
+                f.write(batch.round(decimals).to_csv(index=False, header=header, lineterminator="\n"))
+                header, written = False, written + len(batch)
+            if header:
+                f.write(pd.DataFrame(columns=STROOP_COLUMNS).to_csv(index=False, lineterminator="\n"))
+
+    write_atomic(Path(path), write)
+    return written

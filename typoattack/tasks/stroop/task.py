@@ -8,6 +8,7 @@ the colour classifier (the prompts averaged; cached on disk). Its records are st
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,17 +18,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from typoattack.analysis.query import RecordSet, open_records, quote_name
 from typoattack.analysis.report import add_optional_figure
 from typoattack.attack.stroop import (
     IMAGE_BACKGROUND_PREFIX, ColourSet, StroopStimulus, check_stimulus_glyphs, get_base_size, get_font_label,
     get_layout, list_stimuli, render_stimulus, resolve_font_label,
 )
 from typoattack.backends.base import ZeroShotModel, get_classifier
+from typoattack.config.common import resolve_chunk_size
 from typoattack.config.types import DataSpec, ModelSpec, format_color
 from typoattack.data.sources import ImageSource, open_image_source, select_subset
 from typoattack.defences.apply import BatchEncoder, resolve_batch_size
 from typoattack.engine.cells import Cell, CellResult
-from typoattack.engine.rundir import RunInfo, get_cell_id, load_records
+from typoattack.engine.rundir import (
+    RECORD_DEFAULTS, RECORDS_FILE, RunInfo, check_whole_run, get_cell_id, open_run_records,
+)
 from typoattack.engine.run import get_context_key
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import DataError, OutputError
@@ -36,8 +41,9 @@ from typoattack.progress import NullProgress, ProgressReporter
 from typoattack.tasks.shared import build_fingerprint, check_models, describe_run_device, get_backend_versions, load_model
 from typoattack.tasks.stroop.config import StroopConfig, load_colours, load_stroop_config
 from typoattack.tasks.stroop.tables import (
-    STROOP_COLUMNS, STROOP_CSV, STROOP_EXAMPLES_PNG, STROOP_MATRIX_PNG, STROOP_SUMMARY_CSV, build_stroop_summary,
-    plot_stroop_examples, plot_stroop_matrix, read_stroop_csv, write_stroop_report,
+    STROOP_COLUMNS, STROOP_CSV, STROOP_EXAMPLES_PNG, STROOP_MATRIX_PNG, STROOP_SUMMARY_CSV, plot_stroop_examples,
+    plot_stroop_matrix_records, query_stroop_example_rows, query_stroop_summary, read_stroop_csv, write_stroop_csv,
+    write_stroop_report,
 )
 
 STROOP_FILES = (STROOP_CSV, STROOP_SUMMARY_CSV, STROOP_MATRIX_PNG, STROOP_EXAMPLES_PNG)
@@ -129,11 +135,11 @@ class StroopTask(TaskBase, name="stroop", title="the Stroop test", report_stem="
         check_models(cfg)
         fingerprint = build_fingerprint(cfg, [(c.name, c.rgb, c.as_word) for c in colours.colours])
         inputs = StroopInputs(colours, tuple(stimuli), tuple(indices))
-        cells = []
+        cells, chunk_size = [], resolve_chunk_size(cfg.chunk_size, 1).items
         for m_index, spec in enumerate(cfg.models):
             key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, len(stimuli), cfg.chunk_size)):
-                chunk = tuple(range(start, min(start + cfg.chunk_size, len(stimuli))))
+            for s_index, start in enumerate(range(0, len(stimuli), chunk_size)):
+                chunk = tuple(range(start, min(start + chunk_size, len(stimuli))))
                 cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk, len(chunk),
                                   key, inputs))
         backgrounds = cfg.background_colours + [IMAGE_BACKGROUND_PREFIX + source.items[i].image_id
@@ -207,13 +213,13 @@ class StroopTask(TaskBase, name="stroop", title="the Stroop test", report_stem="
         context.info = {k: v for k, v in context.info.items() if k != "seconds"}  # loading is counted once
         return CellResult(cell.cell_id, cell.model_index, frame, {}, model_info, time.perf_counter() - t0, len(frame))
 
-    def write_tables(self, records: pd.DataFrame, out: Path, info: RunInfo) -> pd.DataFrame:
-        write_csv(records, out / STROOP_CSV)
-        rows = read_stroop_csv(out / STROOP_CSV)
-        summary = build_stroop_summary(rows)
+    def write_tables(self, records: RecordSet, out: Path, info: RunInfo) -> pd.DataFrame:
+        write_stroop_csv(records, out / STROOP_CSV)  # the records themselves, streamed in their order
+        summary = query_stroop_summary(records)
         write_csv(summary, out / STROOP_SUMMARY_CSV)
-        plot_stroop_matrix(rows, out / STROOP_MATRIX_PNG)
-        plot_stroop_examples(collect_stroop_examples(rows, info.to_dict()), out / STROOP_EXAMPLES_PNG)
+        plot_stroop_matrix_records(records, out / STROOP_MATRIX_PNG)
+        plot_stroop_examples(collect_stroop_examples(query_stroop_example_rows(records), info.to_dict()),
+                             out / STROOP_EXAMPLES_PNG)
         return summary
 
     def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:
@@ -283,45 +289,66 @@ def _parse_hex(text: str) -> tuple[int, int, int]:
     return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
 
 
-def load_stroop_rows(run_dir: Path, info: RunInfo) -> pd.DataFrame:
-    """The rows of a complete Stroop run (records.parquet; stroop.csv for runs written before it).
+def get_stroop_records_path(run_dir: Path, info: RunInfo, scratch: Path) -> Path:
+    """Where the rows of a complete Stroop run lie as Parquet: its records.parquet, or for a run
+    written before records.parquet (stroop.csv alone, a small legacy run) its stroop.csv copied to
+    the Parquet file `scratch`.
 
     Raises:
         OutputError: The run is incomplete, or has no rows.
     """
-    if (Path(run_dir) / "records.parquet").is_file() or not (Path(run_dir) / STROOP_CSV).is_file():
-        return load_records(run_dir, info)[STROOP_COLUMNS]
+    run_dir = Path(run_dir)
+    if (run_dir / RECORDS_FILE).exists() or not (run_dir / STROOP_CSV).is_file():
+        check_whole_run(run_dir, info)
+        return run_dir / RECORDS_FILE
     if not info.complete:
         raise OutputError(f"the Stroop run in {run_dir} is incomplete; rerun the same `typoattack stroop` command")
-    return read_stroop_csv(Path(run_dir) / STROOP_CSV)
+    read_stroop_csv(run_dir / STROOP_CSV).to_parquet(scratch, index=False)
+    return scratch
+
+
+def open_stroop_records(run_dirs: Sequence[Path], infos: Sequence[RunInfo], scratch: Path) -> RecordSet:
+    """The rows of complete Stroop runs behind one query view (its `run` column: the position in
+    `run_dirs`), never loaded whole: `open_run_records` when every run has records.parquet, else
+    the runs' Parquet records beside legacy runs' stroop.csv converted into the folder `scratch`.
+
+    Raises:
+        OutputError: A run is incomplete, or has no rows.
+    """
+    dirs = [Path(d) for d in run_dirs]
+    if all((d / RECORDS_FILE).exists() or not (d / STROOP_CSV).is_file() for d in dirs):
+        return open_run_records(dirs, infos)
+    return open_records([get_stroop_records_path(d, info, Path(scratch) / f"{k:05d}.parquet")
+                         for k, (d, info) in enumerate(zip(dirs, infos))], defaults=RECORD_DEFAULTS)
 
 
 def write_stroop_report_page(run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str = "report",
                              notes: Sequence[str] = (), progress: ProgressReporter | None = None) -> ReportPart:
     """Rewrite each Stroop run's summary from its rows, then write the summary over all runs, the
-    figures and `{stem}.md` / `{stem}.html` into `out`.
+    figures and `{stem}.md` / `{stem}.html` into `out`. Every table and figure is a query over the
+    runs' records (`open_stroop_records`).
 
     Raises:
         OutputError: A run is incomplete, or two runs hold the same model and stimuli.
     """
     progress = progress or NullProgress()
-    frames = []
-    for d, info in zip(run_dirs, infos):
-        rows = load_stroop_rows(Path(d), info)
-        write_csv(build_stroop_summary(rows), Path(d) / STROOP_SUMMARY_CSV)
-        frames.append(rows)
-    rows = pd.concat(frames, ignore_index=True)
-    key = ["model", "pretrained", "ink", "word", "variant", "font", "background"]
-    if rows.duplicated(key).any():
-        raise OutputError("two of the Stroop runs hold the same model and stimuli; report runs of different models "
-                          "or settings")
-    out.mkdir(parents=True, exist_ok=True)
-    summary = build_stroop_summary(rows)
-    write_csv(summary, out / STROOP_SUMMARY_CSV)
-    figures = [out / STROOP_MATRIX_PNG]
-    plot_stroop_matrix(rows, figures[0])
     raw_infos = [i.to_dict() for i in infos]
-    add_optional_figure(figures, out / STROOP_EXAMPLES_PNG, lambda: collect_stroop_examples(frames[0], raw_infos[0]),
-                        plot_stroop_examples, progress.log, "the background images")
+    figures = [out / STROOP_MATRIX_PNG]
+    key = ", ".join(quote_name(k) for k in ["model", "pretrained", "ink", "word", "variant", "font", "background"])
+    with tempfile.TemporaryDirectory(prefix="typoattack-stroop-") as scratch, \
+            open_stroop_records(run_dirs, infos, Path(scratch)) as records:
+        for k, d in enumerate(run_dirs):
+            write_csv(query_stroop_summary(records, f"run = {k}"), Path(d) / STROOP_SUMMARY_CSV)
+        if records.scalar(f"SELECT count(*) FROM (SELECT {key} FROM records GROUP BY ALL HAVING count(*) > 1)"):
+            raise OutputError("two of the Stroop runs hold the same model and stimuli; report runs of different "
+                              "models or settings")
+        out.mkdir(parents=True, exist_ok=True)
+        summary = query_stroop_summary(records)
+        write_csv(summary, out / STROOP_SUMMARY_CSV)
+        plot_stroop_matrix_records(records, figures[0])
+        add_optional_figure(figures, out / STROOP_EXAMPLES_PNG,
+                            lambda: collect_stroop_examples(query_stroop_example_rows(records, "run = 0"),
+                                                            raw_infos[0]),
+                            plot_stroop_examples, progress.log, "the background images")
     _, html_path = write_stroop_report(out, summary, figures, raw_infos, stem=stem, notes=notes)
     return ReportPart(html_path, summary)

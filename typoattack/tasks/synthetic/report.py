@@ -3,8 +3,7 @@ leaderboard, top confusions, re-rendered examples and the report page over all t
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,12 @@ import numpy as np
 import pandas as pd
 
 from typoattack.analysis import plots
-from typoattack.analysis.labels import format_style, list_varying_styles
+from typoattack.analysis.examples import (
+    EXAMPLE_MAX_CONDITIONS, format_condition, select_example_conditions, select_example_images,
+)
+from typoattack.analysis.labels import list_varying_styles
 from typoattack.analysis.metrics import (
-    CONFUSION_COLUMNS, HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, MANY_WORDS, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS,
-    build_class_gains, build_leaderboard, build_top_confusions, count_words, finish_per_word_table,
+    MANY_WORDS, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS, build_leaderboard, count_words, finish_per_word_table,
     get_condition_keys, rank_words, with_defence,
 )
 from typoattack.analysis.query import RecordSet, quote_literal, quote_name
@@ -23,7 +24,7 @@ from typoattack.analysis.report import (
     CONFUSION_PARQUET, PER_WORD_CSV, EvalTables, ReportBlock, add_optional_figure, format_leaderboard_markdown,
     has_several_defences, list_confusion_blocks, write_report, write_tables,
 )
-from typoattack.analysis.tables import iter_confusion_groups
+from typoattack.analysis.tables import ConfusionTables
 from typoattack.attack.render import apply_attack
 from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import DataSpec, ModelSpec, RenderStyle
@@ -42,58 +43,7 @@ CONFUSION_MAX_WORDS = 12
 confusions table in the report shows this many words (highest mean ASR; the CSV has them all)."""
 EXAMPLE_MAX_WORDS = 8
 """With more than MANY_WORDS words, examples.png shows this many words (highest mean ASR)."""
-EXAMPLE_MAX_CONDITIONS = 4
-"""examples.png shows at most this many conditions (columns) beside the clean image."""
 TOP_CONFUSIONS_CSV = "top_confusions.csv"
-
-
-def select_example_conditions(conditions: pd.DataFrame, limit: int = EXAMPLE_MAX_CONDITIONS) -> pd.DataFrame:
-    """The conditions examples.png shows: all when there are at most `limit`, else `limit` evenly
-    spaced ones (first and last included) in the order placement, fraction, style.
-
-    Args:
-        conditions: Distinct condition rows (CONDITION_COLUMNS).
-        limit: The most conditions returned.
-
-    Returns:
-        The chosen rows in that order.
-    """
-    order = conditions.sort_values(["placement", "fraction", *STYLE_COLUMNS], kind="stable", na_position="last")
-    if len(order) <= limit:
-        return order.reset_index(drop=True)
-    picks = np.unique(np.round(np.linspace(0, len(order) - 1, limit)).astype(int))
-    return order.iloc[picks].reset_index(drop=True)
-
-
-def select_example_images(candidates: Sequence[str], word: str, seed: int, n: int,
-                          used: set[str] | frozenset[str] = frozenset()) -> list[str]:
-    """The images examples.png shows for `word`: `n` drawn without replacement by a generator keyed
-    on (seed, word), so each word gets its own images and a rerun the same ones.
-
-    Images in `used` (shown for earlier words) are left out while at least `n` others remain.
-
-    Args:
-        candidates: Image ids that have a clean record and one under every shown condition.
-        word: The attack word (keys the draw).
-        seed: The run's seed.
-        n: Images wanted.
-        used: Image ids already shown.
-
-    Returns:
-        Up to `n` image ids, in draw order.
-    """
-    pool = sorted(set(candidates))
-    fresh = [c for c in pool if c not in used]
-    pool = fresh if len(fresh) >= n else pool
-    rng = np.random.default_rng([seed, zlib.crc32(word.encode("utf-8"))])
-    picks = rng.choice(len(pool), size=min(n, len(pool)), replace=False) if pool else []
-    return [pool[int(i)] for i in picks]
-
-
-def format_condition(row: Any, styles: Sequence[str] = ()) -> str:
-    """`fraction 0.04 · paper8` (and the varying styles) for a condition row or dict."""
-    text = f"fraction {float(row['fraction']):g} · {row['placement']}"
-    return text + (f" · {format_style(dict(row), styles)}" if styles else "")
 
 
 def collect_examples(records: RecordSet, info: dict[str, Any], per_word: pd.DataFrame, words: list[str] | None = None,
@@ -149,7 +99,8 @@ def collect_examples(records: RecordSet, info: dict[str, Any], per_word: pd.Data
         shown = select_example_conditions(conditions, max_conditions)
         by_condition = [_read_condition(records, mine, shown.iloc[k], style_columns).set_index("image_id")
                         for k in range(len(shown))]
-        by_condition = [b[b.index.isin(clean.index)] for b in by_condition]
+        # Only images with a clean record that the source still holds can be drawn.
+        by_condition = [b[b.index.isin(clean.index) & b.index.isin(index.keys())] for b in by_condition]
         candidates = set.intersection(*(set(b.index) for b in by_condition)) if by_condition else set()
         chosen = select_example_images(sorted(candidates), word, seed, images_per_word, used)
         used.update(chosen)
@@ -280,46 +231,25 @@ def _plot_figures(per_word: pd.DataFrame, out: Path) -> tuple[list[Path], list[s
     return figures, notes
 
 
-def _sum_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """Confusion cells of several runs with equal keys added up (a no-op for one run's cells)."""
-    keys = [c for c in cells.columns if c != "count"]
-    out = cells.groupby(keys, sort=True, dropna=False)["count"].sum().reset_index()
-    out["count"] = out["count"].astype(np.int64)
-    return out[list(cells.columns)]
-
-
 def write_confusions(confusion_files: list[Path], per_word: pd.DataFrame, out: Path) -> list[ReportBlock]:
     """Write top_confusions.csv (every model, defence and word; class names beside the indices) and
     the heatmaps of the words that qualify (`metrics.select_heatmap_words`, at most
     CONFUSION_MAX_WORDS, of the shown defence); return the report's "Top confusions" section.
 
-    The runs' confusion.parquet files are read one (model, defence, word) at a time beside that
-    model's clean cells, so memory does not grow with the vocabulary or the images.
+    Both come from aggregate queries over the runs' confusion.parquet files
+    (`tables.query_top_confusions`, `tables.query_heatmap_words`); a heatmap reads the cells of its
+    word only. Memory does not grow with the vocabulary or the images.
 
     The heatmap of a word is `confusion_<slug>.png`, with the slug of `files.build_word_slugs` over
     all the table's words (sorted), so a word's file name does not depend on which words qualify.
     """
     defence = get_shown_defence(per_word)
-    group_keys = [*MODEL_DEFENCE_KEYS, "word"]
-    tops, shares = [], {}
-    clean_cells: dict[tuple[Any, ...], pd.DataFrame] = {}
-    with RecordSet(confusion_files, view="confusion", with_run=False) as table:
-        for key, clean in table.frame(f"SELECT * FROM confusion WHERE word = {quote_literal(CLEAN_WORD)}").groupby(
-                MODEL_DEFENCE_KEYS, sort=True, dropna=False):
-            clean_cells[tuple(key)] = _sum_cells(clean)
-    for cells in iter_confusion_groups(confusion_files, group_keys, f"word <> {quote_literal(CLEAN_WORD)}"):
-        key = tuple(cells.iloc[0][MODEL_DEFENCE_KEYS])
-        clean = clean_cells.get(key, cells.iloc[:0])
-        both = pd.concat([clean, _sum_cells(cells)], ignore_index=True)
-        tops.append(build_top_confusions(both))
-        share = _get_best_gain_share(both) if key[2] == defence else -np.inf
-        if share > -np.inf:  # the rule of `metrics.select_heatmap_words`, one word at a time
-            word = str(cells.iloc[0]["word"])
-            shares[word] = max(shares.get(word, -np.inf), share)
-    every = pd.concat([t for t in tops if not t.empty], ignore_index=True) if any(not t.empty for t in tops) \
-        else build_top_confusions(pd.DataFrame(columns=[*CONFUSION_COLUMNS]))
-    every = every.sort_values([*group_keys, "rank"], kind="stable").reset_index(drop=True)
-    shown_top = every[every[DEFENCE_COLUMN] == defence].reset_index(drop=True)
+    with ConfusionTables(confusion_files) as tables:
+        every = tables.top_confusions()
+        heatmap_words = tables.heatmap_words(defence, CONFUSION_MAX_WORDS)
+        word_cells = {w: tables.cells(f"defence = {quote_literal(defence)} AND word IN "
+                                      f"({quote_literal(CLEAN_WORD)}, {quote_literal(w)})") for w in heatmap_words}
+    top = every[every[DEFENCE_COLUMN] == defence].reset_index(drop=True)
     names = {"true_name": every["true_index"], "pred_name": every["pred_index"]}
     for column, indices in names.items():
         every.insert(every.columns.get_loc(str(indices.name)) + 1, column,
@@ -329,30 +259,18 @@ def write_confusions(confusion_files: list[Path], per_word: pd.DataFrame, out: P
     if has_several_defences(per_word):
         per_word = per_word[per_word[DEFENCE_COLUMN] == defence]
         notes.append(f"Defence {defence} only.")
-    top = shown_top
     chosen = select_figure_words(per_word, CONFUSION_MAX_WORDS)
     if chosen is not None:
         top = top[top["word"].isin(chosen)]
         notes.append(f"The {len(chosen)} words with the highest mean ASR only.")
     targets = {str(w): int(t) for w, t in zip(per_word["word"], per_word["target_index"])}
     slugs = build_word_slugs(sorted(set(map(str, per_word["word"]))))
-    ranked = sorted(shares.items(), key=lambda ws: (-ws[1], ws[0]))[:CONFUSION_MAX_WORDS]
     heatmaps: dict[str, Path] = {}
-    for word in sorted(w for w, _ in ranked):
+    for word in sorted(heatmap_words):
         heatmaps[word] = out / f"confusion_{slugs[word]}.png"
-        where = (f"defence = {quote_literal(defence)} AND word IN ({quote_literal(CLEAN_WORD)}, "
-                 f"{quote_literal(word)})")
-        with RecordSet(confusion_files, view="confusion", with_run=False) as table:
-            cells = _sum_cells(table.frame(f"SELECT * FROM confusion WHERE {where}"))
-        plots.plot_confusion(cells, word, IMAGENET_CLASSNAMES, heatmaps[word], target_index=targets.get(word))
+        plots.plot_confusion(word_cells[word], word, IMAGENET_CLASSNAMES, heatmaps[word],
+                             target_index=targets.get(word))
     return list_confusion_blocks(top, IMAGENET_CLASSNAMES, targets, heatmaps, notes)
-
-
-def _get_best_gain_share(confusion: pd.DataFrame) -> float:
-    """The largest gain share of a qualifying class in the cells (the rank of `select_heatmap_words`)."""
-    gains = build_class_gains(confusion)
-    hits = gains[(gains["gain"] >= HEATMAP_MIN_IMAGES) & (gains["gain_share"] >= HEATMAP_MIN_SHARE)]
-    return float(hits["gain_share"].max()) if not hits.empty else -np.inf
 
 
 def write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, stem: str, notes: list[str],
@@ -393,9 +311,9 @@ def write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, st
             return collect_examples(records, raw_infos[0], first[first[DEFENCE_COLUMN] == get_shown_defence(first)],
                                     select_figure_words(per_word, EXAMPLE_MAX_WORDS), examples_per_word, where=shown)
 
+    confusions = write_confusions([d / CONFUSION_PARQUET for d in dirs], per_word, out)
     add_optional_figure(figures, out / "examples.png", examples, plots.plot_examples, progress.log,
                         "the source images")
-    confusions = write_confusions([d / CONFUSION_PARQUET for d in dirs], per_word, out)
     leaderboard = build_leaderboard(per_word)
     write_csv(leaderboard, out / "leaderboard.csv")
     write_text_atomic(out / "leaderboard.md", format_leaderboard_markdown(leaderboard))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,27 +23,27 @@ from typoattack.analysis.query import RecordSet
 from typoattack.analysis.report import summarize_clean, write_tables
 from typoattack.attack.masks import MaskInfo
 from typoattack.attack.render import AttackMask, check_glyphs
-from typoattack.backends.base import ZeroShotModel
-from typoattack.backends.registry import get_backend
 from typoattack.config.common import resolve_chunk_size
 from typoattack.config.defences import PREFIX_BASELINE
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import list_class_names
 from typoattack.data.sources import open_image_source, select_subset
 from typoattack.data.vocab import load_vocab
-from typoattack.defences.apply import BatchEncoder
 from typoattack.engine.cells import Cell, CellResult
 from typoattack.engine.rundir import SKIPPED_CSV, RunInfo, get_cell_id
 from typoattack.engine.run import get_context_key
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
-from typoattack.records import Condition, list_conditions
-from typoattack.tasks.shared import (
-    build_fingerprint, check_models, create_encoder, describe_run_device, get_backend_versions, get_templates,
-    load_model, solve_condition_masks,
-)
+from typoattack.records import Condition, get_record_dtypes, list_conditions
 from typoattack.tasks.synthetic.config import SyntheticConfig, load_synthetic_config
+
+if TYPE_CHECKING:
+    from typoattack.backends.base import ZeroShotModel
+    from typoattack.defences.apply import BatchEncoder
+
+# The model side (torch, the backends, tasks.shared) is imported where a run plans or evaluates, so
+# that writing tables (`merge`) or a report of eval runs loads no model library.
 
 OUTPUT_FILES = ("per_word.csv", "per_word.md", "confusion.csv", "confusion.parquet")
 
@@ -52,6 +52,8 @@ def solve_masks(cfg: SyntheticConfig, conditions: Sequence[Condition], canvas_si
                 progress: ProgressReporter | None = None) -> dict[Condition, AttackMask]:
     """The text mask of every condition at one canvas size, unpacked (`solve_condition_masks`
     keeps them packed)."""
+    from typoattack.tasks.shared import solve_condition_masks
+
     return dict(zip(conditions, solve_condition_masks(cfg, conditions, canvas_size, progress)))
 
 
@@ -82,6 +84,12 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
     """Synthetic attacks on labelled images (`typoattack eval`)."""
 
     def plan(self, cfg: SyntheticConfig, progress: ProgressReporter) -> Plan:
+        from typoattack.backends.registry import get_backend
+        from typoattack.tasks.shared import (
+            build_fingerprint, check_models, describe_run_device, get_backend_versions, get_templates,
+            solve_condition_masks,
+        )
+
         source = open_image_source(cfg.data)
         vocab = load_vocab(cfg.vocab)
         templates = [get_templates(cfg.templates, spec) for spec in cfg.models]
@@ -99,7 +107,7 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         indices = select_subset(source.items, cfg.limit, cfg.seed)
         fingerprint = build_fingerprint(cfg, [(w.text, w.target_index) for w in vocab.words], templates,
                                         [source.items[i].image_id for i in indices])
-        cells, models, skipped = [], [], {}
+        cells, models = [], []
         n_jobs_per_image = 1 + len(conditions)
         chunk_size = resolve_chunk_size(cfg.chunk_size, n_jobs_per_image * len(cfg.defences))
         for m_index, spec in enumerate(cfg.models):
@@ -108,18 +116,19 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
                                         cfg.cache_dir, workers=cfg.workers,
                                         progress=progress.start(f"Canvases {geometry.size[0]}x{geometry.size[1]}",
                                                                 len(indices), "images"))
-            skipped.update(dict(canvases.skipped))
-            rows = np.flatnonzero(canvases.valid)
-            if rows.size == 0:
+            if not canvases.valid.any():
                 raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
                                 f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
+            # Cells are cut over every selected image, fixed by the fingerprint's image list: an image
+            # that does not decode is skipped in its own cell (and listed in its chunk), so no other
+            # image moves to another cell when one stops decoding between two runs.
+            rows = np.arange(len(indices))
             key = get_context_key(self.name, cfg, m_index)
             for s_index, start in enumerate(range(0, rows.size, chunk_size.items)):
                 chunk = rows[start:start + chunk_size.items]
                 cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk,
                                   int(chunk.size) * n_jobs_per_image, key, tuple(indices)))
             models.append({"input_size": list(geometry.size), "transform": geometry.key, "canvas_cache": canvases.path,
-                           "n_skipped": len(canvases.skipped),
                            **({"masks": build_mask_info(conditions, mask_infos[geometry.size])}
                               if geometry.size in mask_infos else {})})
         info = {"vocab": {"name": vocab.name, "path": vocab.path,
@@ -130,7 +139,7 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         notes = ([f"Prefix defences are compared with {PREFIX_BASELINE}, their own single prompt without the "
                   "learned token, which the run evaluates too."]
                  if PREFIX_BASELINE in cfg.defences and len(cfg.defences) > 1 else [])
-        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, skipped, notes,
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, {}, notes,
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
     def create_context(self, cell: Cell, progress: ProgressReporter) -> SyntheticContext:
@@ -142,6 +151,7 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
             ConfigError: A defence does not fit the model (heads of a ResNet, a prefix of another width).
         """
         from typoattack.attack.compose import DeviceMasks
+        from typoattack.tasks.shared import create_encoder, get_templates, load_model, solve_condition_masks
 
         cfg: SyntheticConfig = cell.config
         model, load_seconds = load_model(cfg, cell.model_index, progress)
@@ -167,12 +177,23 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
 
         cfg: SyntheticConfig = cell.config
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            frame = evaluate_shard(context.model, context.encoder, context.canvases, cell.items, context.conditions,
-                                   context.device_masks, cfg.seed, context.info["batch_size"], advance)
+        canvases = context.canvases
+        items = np.asarray(cell.items, dtype=np.int64)
+        valid = canvases.valid[items]
+        reasons = dict(canvases.skipped)
+        skipped = {canvases.items[r].image_id: reasons.get(canvases.items[r].image_id, "could not be decoded")
+                   for r in items[~valid]}
+        if skipped:
+            advance(len(skipped) * (1 + len(context.conditions)))
+        if not valid.any():
+            frame = pd.DataFrame({c: pd.Series(dtype=t) for c, t in get_record_dtypes().items()})
+        else:
+            with torch.inference_mode():
+                frame = evaluate_shard(context.model, context.encoder, canvases, items[valid], context.conditions,
+                                       context.device_masks, cfg.seed, context.info["batch_size"], advance)
         model_info = {**context.info, "encoder_batch_size_final": context.encoder.max_batch}
         context.info = {k: v for k, v in context.info.items() if k != "seconds"}  # loading is counted once
-        return CellResult(cell.cell_id, cell.model_index, frame, {}, model_info, time.perf_counter() - t0,
+        return CellResult(cell.cell_id, cell.model_index, frame, skipped, model_info, time.perf_counter() - t0,
                           len(frame) // len(cfg.defences))
 
     def write_tables(self, records: RecordSet, out: Path, info: RunInfo) -> pd.DataFrame:

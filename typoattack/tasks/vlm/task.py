@@ -4,8 +4,9 @@ dataset, in both option orders, every prompt, scored by option likelihood or gre
 
 Plan: validate cheaply (prompts, data, vocabulary, glyphs, device, each model's files and input size without
 its weights), solve the text masks at each canvas size (cached), decode the images once into the canvas cache
-(synthetic input), and cut each model's images into cells of `chunk_size`. A cell: every image of its chunk
-(clean and under every condition, or the photos) under every prompt and order.
+(synthetic input), and cut each model's images into cells of `chunk_size` (unset: `resolve_chunk_size`, at most
+about 1 M records a cell). A cell: every image of its chunk (clean and under every condition, or the photos) under
+every prompt and order.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from typoattack.attack.masks import MaskRequest, create_attack_masks
-from typoattack.attack.render import AttackMask, check_glyphs
+from typoattack.analysis.query import RecordSet
+from typoattack.attack.render import check_glyphs
 from typoattack.backends.base import InputGeometry, check_precision, resolve_device
 from typoattack.backends.registry import get_backend
+from typoattack.config.common import resolve_chunk_size
 from typoattack.config.types import Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import list_class_names
@@ -37,7 +39,7 @@ from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import ConfigError, DataError
 from typoattack.progress import ProgressReporter
 from typoattack.records import Condition, list_conditions
-from typoattack.tasks.shared import build_fingerprint, describe_run_device, get_backend_versions
+from typoattack.tasks.shared import build_fingerprint, describe_run_device, get_backend_versions, solve_condition_masks
 from typoattack.tasks.vlm.config import VlmConfig, load_vlm_config
 from typoattack.tasks.vlm.prompts import (
     AnswerStyle, OptionOrder, PromptTemplate, build_answer_texts, list_orders, resolve_prompts,
@@ -139,13 +141,6 @@ def check_vlm_models(cfg: VlmConfig) -> list[dict[str, Any]]:
     return entries
 
 
-def solve_condition_masks(cfg: VlmConfig, conditions: Sequence[Condition], size: tuple[int, int],
-                          advance: Callable[[int], None] | None = None) -> list[AttackMask]:
-    """The mask of every condition at one canvas size (from the mask cache, or solved and cached)."""
-    return create_attack_masks([MaskRequest(c.word, c.fraction, c.placement, c.style, size) for c in conditions],
-                               cfg.cache_dir, workers=cfg.workers, advance=advance)
-
-
 def check_answer_labels(answer: AnswerStyle, pairs: Sequence[tuple[str, str]]) -> None:
     """Raise ConfigError when an answer style cannot tell a pair of option labels apart (`label` answers
     whose one label is a prefix of the other), before any model loads."""
@@ -181,8 +176,9 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
                                          for c in conditions if c.target_index != t])
         sizes = [tuple(m["canvas_size"]) for m in models]
         t0 = time.perf_counter()
-        masks = {size: solve_condition_masks(cfg, conditions, size, progress.start(
-            f"Text masks {size[0]}x{size[1]}", len(conditions), "masks")) for size in dict.fromkeys(sizes)}
+        # Only the masks' infos stay: the pixels are in the cache, for the cells.
+        mask_infos = {size: solve_condition_masks(cfg, conditions, size, progress).infos
+                      for size in dict.fromkeys(sizes)}
         seconds_masks = time.perf_counter() - t0
         canvas_sets = {}
         for size in dict.fromkeys(sizes):
@@ -191,6 +187,7 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
                                                  workers=cfg.workers, progress=progress.start(
                                                      f"Canvases {size[0]}x{size[1]}", len(indices), "images"))
         per_image = _count_questions(trues, conditions) * len(prompts) * len(list_orders(cfg.order))
+        chunk_size = resolve_chunk_size(cfg.chunk_size, int(per_image.max(initial=1)))
         cells, skipped = [], {}
         for m_index, (spec, size) in enumerate(zip(cfg.models, sizes)):
             canvases = canvas_sets[size]
@@ -201,19 +198,19 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
                                 f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
             inputs = VlmInputs(prompts, size, tuple(indices))
             key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, rows.size, cfg.chunk_size)):
-                chunk = rows[start:start + cfg.chunk_size]
+            for s_index, start in enumerate(range(0, rows.size, chunk_size.items)):
+                chunk = rows[start:start + chunk_size.items]
                 cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, tuple(map(int, chunk)),
                                   int(per_image[chunk].sum()), key, inputs))
             models[m_index].update(canvas_cache=canvases.path, n_skipped=len(canvases.skipped),
                                    masks=[{"word": c.word, "fraction": c.fraction, "placement": c.placement.value,
                                            "font_size": mask.font_size, "mask_coverage": round(mask.coverage, 6)}
-                                          for c, mask in zip(conditions, masks[size])])
+                                          for c, mask in zip(conditions, mask_infos[size])])
         fingerprint = build_fingerprint(cfg, _describe_models(models), _describe_prompts(prompts),
                                         [(w.text, w.target_index) for w in vocab.words],
                                         [source.items[i].image_id for i in indices])
         info = {"vocab": _describe_vocab(vocab, names), "prompts": _describe_prompts(prompts),
-                "orders": [o.value for o in list_orders(cfg.order)]}
+                "orders": [o.value for o in list_orders(cfg.order)], "chunk_size": chunk_size.to_info("images")}
         return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, skipped,
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
@@ -223,12 +220,13 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         check_answer_labels(cfg.answer, [(source.items[i].object_label, source.items[i].attack_word) for i in indices])
         models = check_vlm_models(cfg)
         per_photo = len(prompts) * len(list_orders(cfg.order))
+        chunk_size = resolve_chunk_size(cfg.chunk_size, per_photo)
         cells = []
         for m_index, (spec, model) in enumerate(zip(cfg.models, models)):
             inputs = VlmInputs(prompts, tuple(model["canvas_size"]))
             key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, len(indices), cfg.chunk_size)):
-                chunk = tuple(indices[start:start + cfg.chunk_size])
+            for s_index, start in enumerate(range(0, len(indices), chunk_size.items)):
+                chunk = tuple(indices[start:start + chunk_size.items])
                 cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk,
                                   len(chunk) * per_photo, key, inputs))
         items = [[it.image_id, it.object_label, it.attack_word, it.variant, it.photo_id]
@@ -236,7 +234,8 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         fingerprint = build_fingerprint(cfg, _describe_models(models), _describe_prompts(prompts), items)
         info = {"dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
                             "notes": source.notes},
-                "prompts": _describe_prompts(prompts), "orders": [o.value for o in list_orders(cfg.order)]}
+                "prompts": _describe_prompts(prompts), "orders": [o.value for o in list_orders(cfg.order)],
+                "chunk_size": chunk_size.to_info("photos")}
         return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, notes=list(source.notes),
                     versions=get_backend_versions(cfg))
 
@@ -295,8 +294,8 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         return CellResult(cell.cell_id, cell.model_index, frame, skipped, model_info, time.perf_counter() - t0,
                           len(frame))
 
-    def write_tables(self, records: pd.DataFrame, out: Path, info: RunInfo) -> pd.DataFrame:
-        if records.empty:
+    def write_tables(self, records: RecordSet, out: Path, info: RunInfo) -> pd.DataFrame:
+        if records.count() == 0:
             raise DataError(f"none of the {info.n_items} images could be read (see {SKIPPED_CSV})")
         return write_vlm_tables(records, out)
 
