@@ -111,7 +111,6 @@ def test_killed_worker_is_retried(ray_cluster, fault_marker, local_run, tmp_path
 def test_ray_run_resumes_from_chunks(ray_cluster, local_run, tmp_path, cache_dir) -> None:
     out = tmp_path / "ray"
     shutil.copytree(local_run, out)
-    (out / RECORDS_FILE).unlink()
     cells = json.loads((out / "run.json").read_text())["cells"]
     rundir.RunFolder(out).get_chunk_path(cells[1]).unlink()  # as if the driver had been killed before committing it
     result = run_eval(_config(out, cache_dir, executor="ray"))

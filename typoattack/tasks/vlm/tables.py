@@ -107,6 +107,7 @@ def finish_per_word(counts: pd.DataFrame) -> pd.DataFrame:
         extra["clean_attack_rate"] = extra["n_clean_attack"] / extra["n_pairs"].replace(0, np.nan)
         extra["asr"] = extra["n_hit"] / extra["n_pairs"].replace(0, np.nan)
     extra["asr_ci_low"], extra["asr_ci_high"] = wilson_interval(extra["n_hit"].to_numpy(), n)
+    extra["target_name"] = extra["target_name"].astype(object)  # str from a query, object from pandas
     for column in WORD_EXTRA_COLUMNS:
         table[column] = extra[column]
     return table[[*keys, *WORD_EXTRA_COLUMNS, *RATE_COLUMNS]]
