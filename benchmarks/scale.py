@@ -26,9 +26,9 @@ Then it times, one at a time, as child processes, `typoattack report RUN` and (w
 
 (peak RSS: the command's `ru_maxrss`, read by a small wrapper process that starts it, so the
 benchmark's own memory is not counted), after a `fabricate` line with the fabrication time and the
-size of records.parquet on disk. Importing typoattack's CLI (torch) alone takes about 0.7 GiB of
-the peak. The folders are deleted at the end unless `--keep`; `--out` defaults to a new temporary
-folder (never inside the repository).
+size of records.parquet on disk. Writing tables and merging import no model library (torch alone
+is about 0.5 GiB); the report loads one to draw its example images. The folders are deleted at
+the end unless `--keep`; `--out` defaults to a new temporary folder (never inside the repository).
 
 Targets (2-core development machine, default TYPOATTACK_MEMORY_LIMIT):
 - 100 M records: `report` peak RSS <= 2 GiB and <= 10 min;

@@ -213,3 +213,64 @@ def test_an_image_that_stops_decoding_is_skipped_in_its_own_cell(tmp_path, sampl
     assert not set(records["image_id"]) & set(skipped["image_id"])
     assert resumed.info.models[0]["images_encoded_this_session"] == 3 * 3  # the other 3 images of its cell
     assert [p.name for p in _chunks(out)] == [p.name for p in cells]
+
+
+def test_a_checkpoint_replaced_at_the_same_path_is_another_run(tmp_path, sample_dir, cache_dir, tiny_model,
+                                                                 tiny_checkpoint) -> None:
+    import torch
+
+    weights = tmp_path / "model.pt"
+    shutil.copyfile(tiny_checkpoint, weights)
+    first = _run(tmp_path, sample_dir, cache_dir, "run", pretrained=str(weights), limit=4)
+    assert first.info.complete
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in tiny_model.model.state_dict().items()}
+    torch.save(state, weights)  # new weights, same path
+    with pytest.raises(OutputError, match="holds a different run"):
+        _run(tmp_path, sample_dir, cache_dir, "run", pretrained=str(weights), limit=4)
+    # Shards made before and after the swap are shards of different runs: merge refuses them.
+    from typoattack.engine.merge import run_merge
+    from typoattack.tasks.registry import get_tasks
+
+    shard2 = _run(tmp_path, sample_dir, cache_dir, "s2", pretrained=str(weights), limit=8, shard="2/2").out_dir
+    shutil.copyfile(tiny_checkpoint, weights)
+    shard1 = _run(tmp_path, sample_dir, cache_dir, "s1", pretrained=str(weights), limit=8, shard="1/2").out_dir
+    with pytest.raises(OutputError, match="shards of different runs"):
+        run_merge([shard1, shard2], tmp_path / "merged", get_tasks())
+
+
+def test_report_on_unreadable_records_is_one_line(tmp_path, reference) -> None:
+    from typer.testing import CliRunner
+
+    from typoattack.cli import app
+
+    runner = CliRunner()
+    broken = tmp_path / "broken"
+    shutil.copytree(reference, broken)
+    chunk = _chunks(broken)[1]
+    chunk.write_bytes(chunk.read_bytes()[:300])
+    result = runner.invoke(app, ["report", str(broken)])
+    assert result.exit_code == 1 and "cannot read the records" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    lacking = tmp_path / "lacking"
+    shutil.copytree(reference, lacking)
+    for path in _chunks(lacking):
+        pd.read_parquet(path).drop(columns=["pred_index"]).to_parquet(path, index=False)
+    result = runner.invoke(app, ["report", str(lacking)])
+    assert result.exit_code == 1 and "lack a column" in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.parametrize("key, value", [("cells", 5), ("complete", "yes"), ("n_items", True), ("shard", [1, 2]),
+                                        ("files", "per_word.csv")])
+def test_run_json_of_the_wrong_types_is_one_line(tmp_path, reference, key, value) -> None:
+    from typer.testing import CliRunner
+
+    from typoattack.cli import app
+
+    edited = tmp_path / "edited"
+    shutil.copytree(reference, edited)
+    info = json.loads((edited / "run.json").read_text())
+    info[key] = value
+    (edited / "run.json").write_text(json.dumps(info))
+    result = CliRunner().invoke(app, ["report", str(edited)])
+    assert result.exit_code == 1 and f"`{key}` should be" in result.output, result.output
+    assert "Traceback" not in result.output

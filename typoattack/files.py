@@ -143,3 +143,62 @@ def build_word_slugs(words: Sequence[str]) -> dict[str, str]:
         taken.add(slug)
         slugs[word] = slug
     return slugs
+
+
+def describe_write_error(error: OSError, folder: Path, what: str, needed: int | None = None) -> str:
+    """One line for a failed write: what, where, why (a full disk says how much is free and needed)."""
+    import errno
+    import shutil
+
+    reason = error.strerror or str(error)
+    fix = "pass --cache-dir with a folder you can write"
+    if error.errno == errno.ENOSPC:
+        fix = "free space there or pass --cache-dir with a folder on another disk"
+        try:
+            free = shutil.disk_usage(folder).free
+            reason = f"the disk is full ({free / 2**30:.2f} GiB free" + (
+                f", {needed / 2**30:.2f} GiB needed)" if needed else ")")
+        except OSError:
+            reason = "the disk is full"
+    elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        reason = "the folder is read-only" if error.errno == errno.EROFS else "permission denied"
+    elif error.errno in (errno.ENOTDIR, errno.EEXIST):
+        reason = "a file stands where a folder is needed"
+    return f"cannot write {what} in {folder}: {reason}; {fix}"
+
+
+def get_content_digest(path: Path, cache_dir: str | Path | None = None) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in name order).
+
+    Hashing a multi-GB checkpoint takes seconds, so the digest is kept in `cache_dir/digests/`
+    under the path's (resolved name, size, mtime) and read back while those stay the same; a file
+    replaced at the same path has another size or mtime and is hashed again.
+
+    Raises:
+        OSError: The path cannot be read.
+    """
+    import hashlib
+    import json
+
+    path = Path(path).resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stamp = [(str(p.relative_to(path)) if p != path else "", p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = hashlib.sha256(json.dumps([str(path), stamp]).encode()).hexdigest()[:32]
+    cached = Path(cache_dir).expanduser() / "digests" / f"{key}.txt" if cache_dir else None
+    if cached is not None and cached.is_file():
+        text = cached.read_text().strip()
+        if len(text) == 64:
+            return text
+    h = hashlib.sha256()
+    for p, (name, _, _) in zip(files, stamp):
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    digest = h.hexdigest()
+    if cached is not None:
+        try:
+            write_text_atomic(cached, digest + "\n")
+        except OSError:  # a read-only cache: hash again next time
+            pass
+    return digest

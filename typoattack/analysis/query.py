@@ -93,9 +93,19 @@ class RecordSet:
                                           "temp_directory": str(self._tmp),
                                           "preserve_insertion_order": True})
         self.con.execute("SET enable_progress_bar = false")
+        try:
+            self._create_view(files, defaults, view, with_run)
+        except Exception as e:
+            self.close()
+            if type(e).__module__.startswith(("duckdb", "_duckdb")):
+                raise OutputError(describe_query_error(e, self.sources)) from None
+            raise
+
+    def _create_view(self, files: list[list[Path]], defaults: dict[str, Any] | None, view: str,
+                     with_run: bool) -> None:
+        name = quote_name(view)
         parts = [f"SELECT *{f', {k} AS run' if with_run else ''} FROM read_parquet([{', '.join(quote_literal(str(p)) for p in fs)}], "
                  "union_by_name = true)" for k, fs in enumerate(files) if fs]
-        name = quote_name(view)
         if not parts:
             self.columns: list[str] = []
             self.con.execute(f"CREATE VIEW {name} AS SELECT NULL::INTEGER AS run WHERE false")
@@ -129,20 +139,45 @@ class RecordSet:
     def has(self, column: str) -> bool:
         return column in self.columns
 
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        """Run a query; a file that cannot be read as records (truncated, not Parquet, a column
+        missing) is one OutputError naming the records, not a DuckDB traceback."""
+        import duckdb
+
+        try:
+            return self.con.execute(sql, params or [])
+        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.BinderException,
+                duckdb.ConversionException) as e:
+            raise OutputError(describe_query_error(e, self.sources)) from None
+
     def frame(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         """The result of a query whose result is small (an aggregate, a filtered scan), as pandas."""
-        return self.con.execute(sql, params or []).df()
+        return self.execute(sql, params).df()
 
     def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """The first value of the first row of a query (None when it returns no row)."""
-        row = self.con.execute(sql, params or []).fetchone()
+        row = self.execute(sql, params).fetchone()
         return None if row is None else row[0]
+
+    def iter_arrow(self, sql: str, rows: int = BATCH_ROWS) -> Iterator[Any]:
+        """A query's result as pyarrow record batches of at most `rows` rows, in the query's order."""
+        import duckdb
+
+        try:
+            yield from self.con.sql(sql).to_arrow_reader(rows)
+        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.BinderException) as e:
+            raise OutputError(describe_query_error(e, self.sources)) from None
 
     def iter_batches(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
                      rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
         """A query's result as pandas frames of at most `rows` rows each, in the query's order."""
-        relation = self.con.sql(sql, params=params) if params else self.con.sql(sql)
-        reader = relation.to_arrow_reader(rows)
+        import duckdb
+
+        try:
+            relation = self.con.sql(sql, params=params) if params else self.con.sql(sql)
+            reader = relation.to_arrow_reader(rows)
+        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.BinderException) as e:
+            raise OutputError(describe_query_error(e, self.sources)) from None
         for batch in reader:
             if batch.num_rows:
                 yield batch.to_pandas()
@@ -153,8 +188,7 @@ class RecordSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = get_temporary_path(path)
         try:
-            self.con.execute(f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 1000000)",
-                             params or [])
+            self.execute(f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 1000000)", params)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -163,6 +197,15 @@ class RecordSet:
     def count(self, where: str = "true") -> int:
         """Records matching a SQL condition."""
         return int(self.scalar(f"SELECT count(*) FROM {self.view} WHERE {where}"))
+
+
+def describe_query_error(error: Exception, sources: Sequence[Path]) -> str:
+    """One line for records DuckDB could not read: which records, and DuckDB's first line."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    where = ", ".join(str(s) for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
+    if "Referenced column" in first or "not found in FROM clause" in first:
+        return f"the records in {where} lack a column the tables need ({first}); were they written by typoattack?"
+    return f"cannot read the records in {where}: {first}"
 
 
 def _sql_value(value: Any) -> str:

@@ -132,31 +132,87 @@ def confusion_sql(records: RecordSet) -> str:
             f"GROUP BY {_names(keys)}) ORDER BY {_names(keys)}")
 
 
+CONFUSION_PART_ROWS = 500_000
+"""confusion.parquet is written in parts of about this many cells, each sorted on its own: the
+whole table is never sorted (nor held) at once."""
+
+
 def write_confusion(records: RecordSet, parquet_path: Path, csv_path: Path,
                     max_csv_rows: int = CONFUSION_CSV_MAX_ROWS, top: int = CONFUSION_CSV_TOP) -> dict[str, object]:
-    """Write confusion.parquet (every non-zero cell) and confusion.csv (all of them up to
-    `max_csv_rows`, else the `top` cells with the most images of each condition).
+    """Write confusion.parquet (every non-zero cell, in key order: `confusion_sql`'s table) and
+    confusion.csv (all of them up to `max_csv_rows`, else the `top` cells with the most images of
+    each condition, ties by true then predicted class).
+
+    Out of core at any size: the conditions get integer ids in key order (a table of a few
+    thousand rows), the records are counted per (condition id, true, predicted class) into a
+    temporary table of integers (DuckDB spills it), and the file is written in ranges of condition
+    ids, each range joined back to its conditions and sorted alone.
 
     Returns:
         What run.json says of them: cells in all, cells in the CSV, the CSV's rule.
     """
-    from typoattack.files import write_csv
+    import pyarrow.parquet as pq
 
-    n_cells = records.copy_parquet(confusion_sql(records), parquet_path)
-    with RecordSet.over_file(parquet_path, "confusion") as table:
-        if n_cells <= max_csv_rows:
-            frame, rule = table.frame("SELECT * FROM confusion"), "every cell"
-        else:
-            keys = [c for c in get_confusion_keys(records) if c not in ("true_index", "pred_index")]
-            frame = table.frame(
-                f"SELECT * EXCLUDE (k) FROM (SELECT *, row_number() OVER (PARTITION BY {_names(keys)} ORDER BY count "
-                f"DESC, true_index, pred_index) AS k FROM confusion) WHERE k <= {int(top)} "
-                f"ORDER BY {_names(keys)}, count DESC, true_index, pred_index")
-            rule = f"the {top} cells with the most images per condition"
+    from typoattack.files import write_atomic, write_csv
+
+    keys = [c for c in get_confusion_keys(records) if c not in ("true_index", "pred_index")]
+    columns = ", ".join(f"c.{quote_name(c)}" for c in keys)
+    records.execute(f"CREATE OR REPLACE TEMP TABLE _conditions AS SELECT {_names(keys)}, "
+                    f"row_number() OVER (ORDER BY {_names(keys)}) AS cid FROM (SELECT DISTINCT {_names(keys)} "
+                    f"FROM records)")
+    records.execute(f"CREATE OR REPLACE TEMP TABLE _cells AS SELECT c.cid, r.true_index, r.pred_index, "
+                    f"count(*) AS count FROM records r JOIN _conditions c ON {_match('r', 'c', keys)} GROUP BY ALL")
+    sizes = records.frame("SELECT cid, count(*) AS n FROM _cells GROUP BY cid ORDER BY cid")
+    select = (f"SELECT {columns}, g.true_index, g.pred_index, g.count FROM _cells g JOIN _conditions c USING (cid)")
+    ordered = [*CONFUSION_COLUMNS, *(c for c in keys if c not in CONFUSION_COLUMNS)]
+    order = ", ".join(quote_name(c) for c in ordered)
+
+    def write(tmp: Path) -> None:
+        writer = None
+        try:
+            for lo, hi in _split_ranges(sizes["cid"].to_numpy(), sizes["n"].to_numpy(), CONFUSION_PART_ROWS):
+                for batch in records.iter_arrow(f"SELECT {order} FROM ({select} WHERE g.cid BETWEEN {lo} AND {hi} "
+                                                "ORDER BY g.cid, g.true_index, g.pred_index)"):
+                    writer = writer or pq.ParquetWriter(tmp, batch.schema)
+                    writer.write_batch(batch)
+            if writer is None:  # no record: an empty table with the columns
+                empty = records.execute(f"SELECT {order} FROM ({select}) LIMIT 0").to_arrow_table()
+                pq.write_table(empty, tmp)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    write_atomic(Path(parquet_path), write)
+    n_cells = int(sizes["n"].sum())
+    if n_cells <= max_csv_rows:
+        frame, rule = records.frame(f"SELECT {order} FROM ({select}) ORDER BY {order}"), "every cell"
+    else:
+        frame = records.frame(
+            f"WITH best AS (SELECT cid, unnest(arg_max(struct_pack(true_index := true_index, pred_index := pred_index, "
+            f"count := count), struct_pack(c := count, t := -true_index, p := -pred_index), {int(top)})) AS b "
+            f"FROM _cells GROUP BY cid) "
+            f"SELECT {order} FROM (SELECT {columns}, b.true_index, b.pred_index, b.count "
+            f"FROM best JOIN _conditions c USING (cid)) ORDER BY {_names(keys)}, count DESC, true_index, pred_index")
+        rule = f"the {top} cells with the most images per condition"
+    records.execute("DROP TABLE _cells; DROP TABLE _conditions")
     for col in ("true_index", "pred_index", "count"):
         frame[col] = frame[col].astype(np.int64)
     write_csv(frame, csv_path)
     return {"cells": n_cells, "csv_cells": len(frame), "csv_rule": rule}
+
+
+def _split_ranges(ids: np.ndarray, sizes: np.ndarray, rows: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of `ids` (sorted) whose sizes add up to about `rows` (a larger id alone)."""
+    ranges: list[tuple[int, int]] = []
+    total = 0
+    for i, n in zip(ids.tolist(), sizes.tolist()):
+        if ranges and total + n <= rows:
+            ranges[-1] = (ranges[-1][0], i)
+            total += n
+        else:
+            ranges.append((i, i))
+            total = n
+    return ranges
 
 
 def query_clean_table(records: RecordSet) -> pd.DataFrame:
@@ -198,23 +254,24 @@ class ConfusionTables:
         self.table.close()
 
     def _prepare(self) -> None:
+        """Integer ids for the conditions (`cid`, in key order) and the model-defence pairs (`mid`),
+        then the cells and the per-condition counts as tables of integers: every aggregate below
+        groups integers, which DuckDB spills, never the wide string keys."""
         if self._ready:
             return
-        k, m, con = _names(self.keys), _names(MODEL_DEFENCE_KEYS), self.table.con
-        # One run's file holds each cell once; several runs' may hold one cell twice: add them up.
-        cells = ("SELECT * FROM confusion" if len(self.files) == 1 else
-                 f"SELECT {k}, true_index, pred_index, sum(count) AS count FROM confusion "
-                 f"GROUP BY {k}, true_index, pred_index")
-        con.execute(f"CREATE TEMP VIEW cells AS {cells}")
-        con.execute(f"CREATE TEMP TABLE n AS SELECT {k}, sum(count) AS n_images FROM cells WHERE word <> {_CLEAN} "
-                    f"GROUP BY {k}")
-        con.execute(f"CREATE TEMP TABLE into_clean AS SELECT {m}, pred_index, sum(count) AS into_clean FROM cells "
-                    f"WHERE word = {_CLEAN} AND true_index <> pred_index GROUP BY {m}, pred_index")
-        con.execute(f"CREATE TEMP TABLE gains AS SELECT i.*, coalesce(c.into_clean, 0) AS into_clean, "
-                    f"i.into_count - coalesce(c.into_clean, 0) AS gain FROM (SELECT {k}, pred_index, "
-                    f"sum(count) AS into_count FROM cells WHERE word <> {_CLEAN} AND true_index <> pred_index "
-                    f"GROUP BY {k}, pred_index) i LEFT JOIN into_clean c ON "
-                    f"{_match('i', 'c', [*MODEL_DEFENCE_KEYS, 'pred_index'])}")
+        k, m = _names(self.keys), _names(MODEL_DEFENCE_KEYS)
+        run = self.table.execute
+        run(f"CREATE TEMP TABLE conds AS SELECT *, row_number() OVER (ORDER BY {k}) AS cid, "
+            f"dense_rank() OVER (ORDER BY {m}) AS mid, word = {_CLEAN} AS clean FROM (SELECT DISTINCT {k} FROM confusion)")
+        run(f"CREATE TEMP TABLE cells AS SELECT c.cid, c.mid, c.clean, x.true_index, x.pred_index, "
+            f"sum(x.count) AS count FROM confusion x JOIN conds c ON {_match('x', 'c', self.keys)} GROUP BY ALL")
+        run("CREATE TEMP TABLE n AS SELECT cid, sum(count) AS n_images FROM cells WHERE NOT clean GROUP BY cid")
+        run("CREATE TEMP TABLE into_clean AS SELECT mid, pred_index, sum(count) AS into_clean FROM cells "
+            "WHERE clean AND true_index <> pred_index GROUP BY ALL")
+        run("CREATE TEMP TABLE gains AS SELECT i.*, coalesce(c.into_clean, 0) AS into_clean, "
+            "i.into_count - coalesce(c.into_clean, 0) AS gain FROM (SELECT cid, mid, pred_index, "
+            "sum(count) AS into_count FROM cells WHERE NOT clean AND true_index <> pred_index GROUP BY ALL) i "
+            "LEFT JOIN into_clean c USING (mid, pred_index)")
         self._ready = True
 
     def top_confusions(self, n: int = TOP_CONFUSIONS_PER_WORD) -> pd.DataFrame:
@@ -222,32 +279,29 @@ class ConfusionTables:
         (`arg_max` over (count, gain, -true, -pred)); only those rows (one per condition) reach
         pandas, which ranks them per word as the reference does."""
         self._prepare()
-        qualified = ", ".join(f"a.{quote_name(c)}" for c in self.keys)
+        columns = ", ".join(f"c.{quote_name(col)}" for col in self.keys)
         best = self.table.frame(
-            f"WITH best AS (SELECT {qualified}, "
-            f"arg_max(struct_pack(true_index := a.true_index, pred_index := a.pred_index, count := a.count, "
-            f"into_count := g.into_count, into_clean := g.into_clean, gain := g.gain), "
-            f"struct_pack(c := a.count, g := g.gain, t := -a.true_index, p := -a.pred_index)) AS b "
-            f"FROM cells a JOIN gains g ON {_match('a', 'g', [*self.keys, 'pred_index'])} "
-            f"WHERE a.word <> {_CLEAN} AND a.true_index <> a.pred_index GROUP BY ALL), "
-            f"clean_cells AS (SELECT {_names(MODEL_DEFENCE_KEYS)}, true_index, pred_index, count AS clean_count "
-            f"FROM cells WHERE word = {_CLEAN}) "
-            f"SELECT best.* EXCLUDE (b), b.true_index, b.pred_index, b.count, n.n_images, "
-            f"coalesce(cc.clean_count, 0) AS clean_count, b.into_count, b.into_clean, b.gain "
-            f"FROM best JOIN n ON {_match('best', 'n', self.keys)} LEFT JOIN clean_cells cc ON "
-            f"{_match('best', 'cc', MODEL_DEFENCE_KEYS)} AND cc.true_index = b.true_index "
-            f"AND cc.pred_index = b.pred_index")
+            "WITH best AS (SELECT a.cid, a.mid, arg_max(struct_pack(true_index := a.true_index, "
+            "pred_index := a.pred_index, count := a.count, into_count := g.into_count, into_clean := g.into_clean, "
+            "gain := g.gain), struct_pack(c := a.count, g := g.gain, t := -a.true_index, p := -a.pred_index)) AS b "
+            "FROM cells a JOIN gains g USING (cid, pred_index) WHERE NOT a.clean AND a.true_index <> a.pred_index "
+            "GROUP BY a.cid, a.mid) "
+            f"SELECT {columns}, b.b.true_index, b.b.pred_index, b.b.count, n.n_images, "
+            "coalesce(cc.count, 0) AS clean_count, b.b.into_count, b.b.into_clean, b.b.gain "
+            "FROM best b JOIN conds c USING (cid) JOIN n USING (cid) LEFT JOIN (SELECT mid, true_index, pred_index, "
+            "count FROM cells WHERE clean) cc ON cc.mid = b.mid AND cc.true_index = b.b.true_index "
+            "AND cc.pred_index = b.b.pred_index")
         return rank_top_confusions(best, self.keys, n)
 
     def heatmap_words(self, defence: str | None = None, limit: int | None = None,
                       min_images: int = HEATMAP_MIN_IMAGES, min_share: float = HEATMAP_MIN_SHARE) -> list[str]:
         """`metrics.select_heatmap_words` (of one defence, or all)."""
         self._prepare()
-        where = "true" if defence is None else f"g.defence = {quote_literal(defence)}"
+        where = "true" if defence is None else f"c.defence = {quote_literal(defence)}"
         best = self.table.frame(
-            f"SELECT g.word, max(g.gain / n.n_images) AS share FROM gains g JOIN n ON {_match('g', 'n', self.keys)} "
-            f"WHERE {where} AND g.gain >= {int(min_images)} AND g.gain / n.n_images >= {float(min_share)!r} "
-            f"GROUP BY g.word")
+            "SELECT c.word, max(g.gain / n.n_images) AS share FROM gains g JOIN n USING (cid) JOIN conds c "
+            f"USING (cid) WHERE {where} AND g.gain >= {int(min_images)} AND g.gain / n.n_images >= "
+            f"{float(min_share)!r} GROUP BY c.word")
         best = best.sort_values(["share", "word"], ascending=[False, True], kind="stable")
         words = [str(w) for w in best["word"]]
         return words if limit is None else words[:limit]

@@ -30,6 +30,9 @@ import numpy as np
 from typoattack.config.types import Placement, RenderStyle
 from typoattack.attack.render import AttackMask, TextLayers
 from typoattack.attack.solver import create_attack_mask
+from typoattack.errors import OutputError
+from typoattack.files import describe_write_error
+from typoattack.workers import die_with_parent
 
 # Bump when the solver or the drawing changes what a mask holds for the same inputs, or the file layout.
 # 2: alpha stored as uint8 in a compressed .npz (1: float32, uncompressed).
@@ -174,8 +177,11 @@ def _write_file(data: bytes, path: Path) -> None:
     """Write `data` to `path` atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:  # a full disk leaves no temporary behind
+        tmp.unlink(missing_ok=True)
 
 
 def save_mask(mask: AttackMask, path: Path) -> None:
@@ -241,7 +247,8 @@ def _solve_all(requests: Sequence[MaskRequest], workers: int) -> Iterator[tuple[
     # caller's thread pools that fork does not copy are never used there.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=min(workers, len(requests)), mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(requests)), mp_context=context,
+                             initializer=die_with_parent) as pool:
         yield from pool.map(_solve, requests, chunksize=8)
 
 
@@ -273,7 +280,10 @@ def create_attack_masks(requests: Sequence[MaskRequest], cache_dir: str | Path |
     for i, solved in zip(missing, _solve_all([requests[i] for i in missing], workers), strict=True):
         path = paths[i]
         if path is not None:
-            _write_file(solved[0], path)
+            try:
+                _write_file(solved[0], path)
+            except OSError as e:
+                raise OutputError(describe_write_error(e, path.parent, "the mask cache")) from None
         found[i] = solved
         advance(1)
     entries = [entry for entry in found if entry is not None]

@@ -288,16 +288,49 @@ def parse_data(raw: Mapping[str, Any], default_split: str = "validation") -> Dat
     )
 
 
+MAX_YAML_VALUES = 1_000_000
+"""A YAML document may hold this many values once its aliases (`*name`) are expanded: far above any
+config, far below a "billion laughs" document whose few aliases expand to gigabytes when the value
+is read, printed or hashed."""
+
+
+def count_expanded_values(doc: Any, limit: int = MAX_YAML_VALUES) -> int:
+    """The number of values `doc` holds with shared (aliased) lists and mappings counted each time
+    they appear; counting stops past `limit`. Linear in the distinct objects (memoised by id)."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any) -> int:
+        if not isinstance(value, (list, dict)):
+            return 1
+        if id(value) in sizes:
+            return sizes[id(value)]
+        sizes[id(value)] = limit + 1  # a cycle counts as too large
+        items = list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+        total = 1
+        for item in items:
+            total += size(item)
+            if total > limit:
+                break
+        sizes[id(value)] = min(total, limit + 1)
+        return sizes[id(value)]
+
+    return size(doc)
+
+
 def read_yaml(path: Path, what: str) -> Any:
     """The document of an existing YAML file; errors name the file, the line and the problem."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{what} file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{what} file {path} is not UTF-8 text") from None
+    if count_expanded_values(doc) > MAX_YAML_VALUES:
+        raise ConfigError(f"{what} file {path} expands to more than {MAX_YAML_VALUES:,} values through its aliases "
+                          "(`*name`); refused (a YAML alias bomb?)")
+    return doc
 
 
 def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:

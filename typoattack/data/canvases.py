@@ -15,7 +15,9 @@ import numpy as np
 from PIL import Image
 
 from typoattack.data.sources import ImageItem, ImageSource
-from typoattack.files import expand_path, write_atomic, write_text_atomic
+from typoattack.errors import OutputError
+from typoattack.files import describe_write_error, expand_path, write_atomic, write_text_atomic
+from typoattack.workers import die_with_parent
 
 CanvasTransform = Callable[[Image.Image], Image.Image]
 ProgressFn = Callable[[int], None]
@@ -64,12 +66,13 @@ def get_canvas_cache_key(source: ImageSource, indices: Sequence[int], transform_
                          canvas_size: tuple[int, int] = (0, 0)) -> str:
     """Hash of (data source, image list, canvas transform) that names a canvas cache file."""
     h = hashlib.sha256()
-    h.update(source.description.encode())
+    # surrogateescape: a file name that is not UTF-8 (read from disk as surrogates) hashes too.
+    h.update(source.description.encode("utf-8", "surrogateescape"))
     h.update(transform_key.encode())
     h.update(repr(canvas_size).encode())
     for i in indices:
         item = source.items[i]
-        h.update(f"{item.image_id}\t{item.true_index}\t{source.stamp(i)}\n".encode())
+        h.update(f"{item.image_id}\t{item.true_index}\t{source.stamp(i)}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:20]
 
 
@@ -102,17 +105,23 @@ def prepare_canvases(source: ImageSource, indices: Sequence[int], transform: Can
             progress(len(indices))
         return _load_canvas_cache(npy, meta_path, items)
 
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_orphaned_temporaries(folder, key)
-    valid = np.ones(len(items), bool)
-    skipped: list[tuple[str, str]] = []
-    dataset = _DecodeDataset(source, indices, transform)
-    # An interrupted fill leaves no multi-GB file behind (write_atomic removes the temporary).
-    write_atomic(npy, lambda tmp: _fill_canvases(tmp, dataset, items, canvas_size, workers, valid, skipped, progress))
-    meta = {"source": source.description, "transform": transform_key, "n": len(items),
-            "image_ids": [it.image_id for it in items], "labels": [it.true_index for it in items],
-            "skipped": skipped, "skipped_rows": [int(k) for k in np.flatnonzero(~valid)]}
-    write_text_atomic(meta_path, json.dumps(meta))
+    needed = len(items) * canvas_size[0] * canvas_size[1] * 3
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_orphaned_temporaries(folder, key)
+        valid = np.ones(len(items), bool)
+        skipped: list[tuple[str, str]] = []
+        dataset = _DecodeDataset(source, indices, transform)
+        # An interrupted fill leaves no multi-GB file behind (write_atomic removes the temporary).
+        write_atomic(npy, lambda tmp: _fill_canvases(tmp, dataset, items, canvas_size, workers, valid, skipped,
+                                                     progress))
+        meta = {"source": source.description, "transform": transform_key, "n": len(items),
+                "image_ids": [it.image_id for it in items], "labels": [it.true_index for it in items],
+                "skipped": skipped, "skipped_rows": [int(k) for k in np.flatnonzero(~valid)]}
+        write_text_atomic(meta_path, json.dumps(meta))
+    except OSError as e:
+        raise OutputError(describe_write_error(e, folder, f"the canvas cache ({needed / 2**30:.2f} GiB)", needed)
+                          ) from None
     return CanvasSet(np.load(npy, mmap_mode="r"), items, valid, skipped, str(npy))
 
 
@@ -131,13 +140,38 @@ def _fill_canvases(path: Path, dataset: _DecodeDataset, items: list[ImageItem], 
     """Decode every image into a new uint8 [N, H, W, 3] .npy file at `path`; mark failures in
     `valid` (set False) and `skipped` (appended (image_id, reason))."""
     H, W = canvas_size
+    # The file is held locked while it fills (another run's cleanup sees a live writer, whatever
+    # its PID namespace) and its blocks are reserved first: a full disk is an error here, not a
+    # SIGBUS when a page of the memory map is first written.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _lock(fd, blocking=True)
+    try:
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(items), H, W, 3))
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        _fill_rows(arr, dataset, items, (H, W), workers, valid, skipped, progress)
+        arr.flush()
+    finally:
+        del arr
+        os.close(fd)
+
+
+def _fill_rows(arr: np.ndarray, dataset: _DecodeDataset, items: list[ImageItem], canvas_size: tuple[int, int],
+               workers: int, valid: np.ndarray, skipped: list[tuple[str, str]], progress: ProgressFn | None) -> None:
+    """Decode every image into its row of `arr` (uint8 [N, H, W, 3]), on `workers` processes that
+    die with this one."""
+    H, W = canvas_size
     if workers > 0:
         import torch.utils.data
 
-        loader: Any = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_collate)
+        loader: Any = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_collate,
+                                                  worker_init_fn=die_with_parent)
     else:
         loader = ([dataset[k] for k in range(s, min(s + 16, len(dataset)))] for s in range(0, len(dataset), 16))
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(items), H, W, 3))
     for batch in loader:
         for k, canvas, error in batch:
             if canvas is not None and canvas.shape != (H, W, 3):
@@ -149,19 +183,34 @@ def _fill_canvases(path: Path, dataset: _DecodeDataset, items: list[ImageItem], 
                 arr[k] = canvas
         if progress:
             progress(len(batch))
-    arr.flush()
-    del arr
+
+
+def _lock(fd: int, blocking: bool) -> bool:
+    """flock the file; False when another process holds it (non-blocking). True where flock is missing."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _remove_orphaned_temporaries(folder: Path, key: str) -> None:
-    """Delete half-written cache files of processes that no longer run (e.g. after kill -9)."""
+    """Delete half-written cache files whose writer no longer runs (e.g. after kill -9).
+
+    A writer holds its temporary file locked (`flock`) until it renames it; the lock dies with the
+    process, so a file that can be locked here is an orphan. This holds across containers and
+    nodes sharing a cache folder, where a writer's PID means nothing."""
     for path in folder.glob(f".{key}.*.tmp"):  # named by typoattack.files.get_temporary_path
-        pid = path.name.split(".")[-2]
-        if not pid.isdigit():
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
             continue
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-        except PermissionError:
-            pass
+            if _lock(fd, blocking=False):
+                path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,7 +154,9 @@ def _open_labels_csv(root: Path, labels_path: Path) -> FileSource:
     if table.empty:
         raise DataError(f"labels CSV {labels_path} has no rows")
     files = table["file"].astype(str).tolist()
-    dup = table["file"][table["file"].duplicated()].astype(str).tolist()
+    # `./a.jpg` and `a.jpg` (or `x/../a.jpg`) are one file: compare the normalised paths.
+    normal = pd.Series([os.path.normpath(f) for f in files])
+    dup = [files[k] for k in np.flatnonzero(normal.duplicated().to_numpy())]
     if dup:
         raise DataError(f"labels CSV {labels_path} lists {len(dup)} file(s) twice, e.g. {dup[0]!r}")
     labels = pd.to_numeric(table["class_index"], errors="coerce")

@@ -169,7 +169,24 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
         raise OutputError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise OutputError(f"{path} does not hold a run description")
+    for key, types in _RUN_FIELD_TYPES.items():
+        if key in doc and not isinstance(doc[key], types) or isinstance(doc.get(key), bool) and bool not in types:
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise OutputError(f"{path}: `{key}` should be {wanted}, not {type(doc[key]).__name__}; the file was "
+                              "edited or damaged: rerun the command that wrote it (with --overwrite)")
     return RunInfo.from_dict(doc)
+
+
+_NUMBER = (int, float)
+_RUN_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "task": (str,), "fingerprint": (str,), "config": (dict,), "versions": (dict,), "device": (str,),
+    "started": (str,), "executor": (str,), "cells": (list,), "shard": (dict, type(None)), "files": (list,),
+    "n_items": (int,), "chunks_total": (int,), "chunks_done": (int,), "complete": (bool,), "models": (list,),
+    "n_records": (int, type(None)), "n_skipped": (int, type(None)), "finished": (str, type(None)),
+    "seconds_total_this_session": (*_NUMBER, type(None)), "images_per_second": (*_NUMBER, type(None)),
+    "merged_from": (list, type(None)),
+}
+"""The JSON type of each run.json field `RunInfo` reads (checked before a run is trusted)."""
 
 
 def check_whole_run(run_dir: Path, info: RunInfo) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from typoattack.config.parsing import load_templates
 from typoattack.config.types import FAMILY_TEMPLATES, ModelSpec
 from typoattack.defences.apply import BatchEncoder, build_defence_set, check_defences, resolve_batch_size
 from typoattack.defences.prefix import PREFIX_PROMPT
+from typoattack.files import expand_path, get_content_digest
 from typoattack.progress import ProgressReporter
 from typoattack.records import Condition
 
@@ -51,11 +53,24 @@ def get_backend_versions(cfg: RunSettings) -> dict[str, str]:
     return {spec.backend: get_backend(spec.backend).get_version() for spec in cfg.models}
 
 
+def get_local_weights(spec: ModelSpec) -> Path | None:
+    """The checkpoint file or model folder on this machine that holds `spec`'s weights (a
+    `pretrained` path, a `local-dir:` or `save_pretrained` folder), None for tags, Hub ids and seeds."""
+    for value in (spec.pretrained, spec.name.removeprefix("local-dir:")):
+        if value and not str(value).startswith("seed:") and expand_path(value).exists():
+            return expand_path(value)
+    return None
+
+
 def build_fingerprint(cfg: RunSettings, *parts: Any) -> str:
     """Hash of everything that determines a run's records: the config's settings (defence files by
-    their contents) and `parts` (JSON-serialisable: the contents behind the config's other files,
-    the selected items)."""
+    their contents), the contents of local checkpoint files and model folders (a checkpoint replaced
+    at the same path is another run), and `parts` (JSON-serialisable: the contents behind the
+    config's other files, the selected items)."""
     h = hashlib.sha256(cfg.fingerprint().encode())
+    weights = [get_local_weights(spec) for spec in cfg.models]
+    if any(w is not None for w in weights):
+        h.update(json.dumps([None if w is None else get_content_digest(w, cfg.cache_dir) for w in weights]).encode())
     for part in parts:
         h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()

@@ -12,7 +12,7 @@ from typoattack.attack.render import AttackMask, apply_attack
 from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import Placement, RenderStyle, check_fraction
 from typoattack.data.sources import load_rgb, resolve_image_path
-from typoattack.errors import ConfigError, DataError
+from typoattack.errors import ConfigError, DataError, OutputError
 
 
 def run_render(word: str, image: str, fraction: float, placement: Placement, style: RenderStyle, size: int,
@@ -32,6 +32,7 @@ def run_render(word: str, image: str, fraction: float, placement: Placement, sty
     from typoattack.backends.registry import DEFAULT_BACKEND, get_backend
 
     check_fraction(fraction)
+    check_output_image(output)
     if size < 16:
         raise ConfigError(f"--size {size} is too small; use the model's input size, e.g. 224")
     path = resolve_image_path(image)
@@ -43,6 +44,25 @@ def run_render(word: str, image: str, fraction: float, placement: Placement, sty
     canvas = np.asarray(geometry.transform(img), dtype=np.uint8)
     mask = create_attack_mask(word, fraction, placement, style, geometry.size)
     attacked, cover = apply_attack(canvas, mask, path.name, seed)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(attacked).save(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(attacked).save(output)
+    except OSError as e:
+        raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
     return cover, mask
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def check_output_image(output: Path) -> None:
+    """Refuse an output that is a folder or names no image format, before any work.
+
+    Raises:
+        ConfigError: `output` is a folder or its suffix is not an image format PIL writes.
+    """
+    if output.is_dir():
+        raise ConfigError(f"-o {output} is a folder; give the image file to write, e.g. {output / 'attack.png'}")
+    if output.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(f"-o {output}: unknown image format {output.suffix or '(no suffix)'!r}; use one of "
+                          f"{', '.join(IMAGE_SUFFIXES)}")
