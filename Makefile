@@ -50,6 +50,11 @@ bench-masks: $(STAMP) ## Time the text-mask solver over the 1000 ImageNet class 
 bench-executors: $(STAMP) ## Wall time of the CI config locally, on a local Ray cluster and as 2 shards + merge
 	$(BIN)/python benchmarks/executors.py
 
+.PHONY: bench-scale
+bench-scale: $(STAMP) ## report and merge on fabricated runs of 1 M and 10 M records (100 M: see benchmarks/README.md)
+	$(BIN)/python benchmarks/scale.py --records 1000000 --shards 8
+	$(BIN)/python benchmarks/scale.py --records 10000000 --shards 8
+
 .PHONY: bench-vlm
 bench-vlm: $(STAMP) ## Likelihood scoring vs a SCAM-style generate loop on a tiny LLaVA (CPU): speed-up and agreement
 	$(BIN)/python benchmarks/vlm.py

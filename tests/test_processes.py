@@ -126,19 +126,25 @@ def test_a_read_only_cache_is_one_line(sample_dir, tmp_path) -> None:
 
 
 def test_odd_file_names_and_spellings(sample_dir, tmp_path) -> None:
-    """A file name that is not UTF-8 is evaluated; `./a.jpg` beside `a.jpg` is one file listed twice."""
+    """A file name that is not UTF-8 is evaluated (its id spells the odd bytes); `./a.jpg` beside
+    `a.jpg` is one file listed twice."""
+    import pandas as pd
+
     data = tmp_path / "data"
-    data.mkdir()
+    (data / "n01440764").mkdir(parents=True)
     source = sample_dir / "n01440764_tench.JPEG"
-    odd = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: not UTF-8
-    (data / odd).write_bytes(source.read_bytes())
-    (data / "b.jpg").write_bytes(source.read_bytes())
-    (data / "labels.csv").write_bytes(b"file,class_index\ncaf\xe9.jpg,0\nb.jpg,0\n")
+    (data / "n01440764" / os.fsdecode(b"caf\xe9.JPEG")).write_bytes(source.read_bytes())  # Latin-1: not UTF-8
+    (data / "n01440764" / "b.JPEG").write_bytes(source.read_bytes())
     result = subprocess.run(_cli(*_eval_args(data, tmp_path / "out", tmp_path / "cache", "--workers", "0")),
                             capture_output=True, text=True, timeout=600)
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    (data / "labels.csv").write_text("file,class_index\nb.jpg,0\n./b.jpg,0\n")
-    result = subprocess.run(_cli(*_eval_args(data, tmp_path / "out2", tmp_path / "cache", "--workers", "0")),
+    assert result.returncode == 0, result.stderr[-3000:]
+    ids = set(pd.read_parquet(tmp_path / "out" / "records.parquet")["image_id"])
+    assert ids == {"n01440764/b.JPEG", "n01440764/caf\\xe9.JPEG"}
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "b.jpg").write_bytes(source.read_bytes())
+    (flat / "labels.csv").write_text("file,class_index\nb.jpg,0\n./b.jpg,0\n")
+    result = subprocess.run(_cli(*_eval_args(flat, tmp_path / "out2", tmp_path / "cache", "--workers", "0")),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 1 and "lists 1 file(s) twice" in " ".join(result.stderr.split())
 

@@ -76,13 +76,25 @@ class ImageSource:
         return ""
 
 
+def get_text_id(name: str) -> str:
+    """A file name as text for records and tables: itself when it is valid UTF-8; else its bytes
+    that are not UTF-8 spelled as `\\xNN` (a name read from disk in another encoding, kept by
+    Python as surrogates, which no Parquet or CSV file can hold). The file is still opened by its
+    real name."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 class FileSource(ImageSource):
     """Images stored as files under a root folder."""
 
     def __init__(self, root: Path, files: Sequence[str], labels: Sequence[int], description: str) -> None:
         self.root = root
         self.files = list(files)
-        self.items = [ImageItem(f, int(y)) for f, y in zip(self.files, labels)]
+        self.items = [ImageItem(get_text_id(f), int(y)) for f, y in zip(self.files, labels)]
         self.description = description
 
     def open_image(self, index: int) -> Image.Image:
