@@ -340,7 +340,10 @@ class RunFolder:
         return previous
 
     def __del__(self) -> None:
-        self.unlock()
+        try:
+            self.unlock()
+        except Exception:  # noqa: BLE001 - at interpreter exit the OS releases the lock anyway
+            pass
 
     def lock(self) -> None:
         """Become the folder's one writer: an advisory lock (`flock`) on its lock file, held until
