@@ -306,3 +306,22 @@ def test_terminal_summary_fits_80_columns(synthetic) -> None:
     assert "unclear" in text and "-with-a-long-folder-name: generate scoring" in text
     assert "tiny-llava: likelihood scoring" in text
     assert "5 safe" in text and "0.1 random" in text and "clean" in text
+
+
+def test_an_undecodable_image_is_skipped_in_its_own_cell(llava, vocab, cache_dir, tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = (SAMPLE_DIR / "labels.csv").read_text().splitlines()
+    (data / "labels.csv").write_text("\n".join(rows[:6]) + "\n")
+    names = [row.split(",")[0] for row in rows[1:6]]
+    for name in names:
+        (data / name).write_bytes((SAMPLE_DIR / name).read_bytes())
+    (data / names[1]).write_bytes(b"not an image")
+    out = tmp_path / "run"
+    records = _run(["--data", str(data), "--model", str(llava), "--vocab", str(vocab), "--fraction", "0.1",
+                    "--placement", "center", "--prompt", "1", "--batch-size", "5", "--chunk-size", "2"], out, cache_dir)
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str)
+    assert list(skipped["image_id"]) == [names[1]]
+    assert set(records["image_id"]) == set(names) - {names[1]}
+    info = json.loads((out / "run.json").read_text())
+    assert info["n_skipped"] == 1 and len(info["cells"]) == 3  # 5 images in cells of 2, the broken one included

@@ -188,21 +188,22 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
                                                      f"Canvases {size[0]}x{size[1]}", len(indices), "images"))
         per_image = _count_questions(trues, conditions) * len(prompts) * len(list_orders(cfg.order))
         chunk_size = resolve_chunk_size(cfg.chunk_size, int(per_image.max(initial=1)))
-        cells, skipped = [], {}
+        cells = []
         for m_index, (spec, size) in enumerate(zip(cfg.models, sizes)):
             canvases = canvas_sets[size]
-            skipped.update(dict(canvases.skipped))
-            rows = np.flatnonzero(canvases.valid)
-            if rows.size == 0:
+            if not canvases.valid.any():
                 raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
                                 f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
+            # Cells are cut over every selected image (as eval's): an image that does not decode is
+            # skipped in its own cell, and no other image changes cell when one stops decoding.
+            rows = np.arange(len(indices))
             inputs = VlmInputs(prompts, size, tuple(indices))
             key = get_context_key(self.name, cfg, m_index)
             for s_index, start in enumerate(range(0, rows.size, chunk_size.items)):
                 chunk = rows[start:start + chunk_size.items]
                 cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, tuple(map(int, chunk)),
                                   int(per_image[chunk].sum()), key, inputs))
-            models[m_index].update(canvas_cache=canvases.path, n_skipped=len(canvases.skipped),
+            models[m_index].update(canvas_cache=canvases.path,
                                    masks=[{"word": c.word, "fraction": c.fraction, "placement": c.placement.value,
                                            "font_size": mask.font_size, "mask_coverage": round(mask.coverage, 6)}
                                           for c, mask in zip(conditions, mask_infos[size])])
@@ -211,7 +212,7 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
                                         [source.items[i].image_id for i in indices])
         info = {"vocab": _describe_vocab(vocab, names), "prompts": _describe_prompts(prompts),
                 "orders": [o.value for o in list_orders(cfg.order)], "chunk_size": chunk_size.to_info("images")}
-        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, skipped,
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, {},
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
     def _plan_real(self, cfg: VlmConfig, prompts: tuple[PromptTemplate, ...]) -> Plan:
@@ -276,8 +277,14 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
 
         cfg: VlmConfig = cell.config
         inputs: VlmInputs = cell.shared
+        undecoded: dict[str, str] = {}
         if context.canvases is not None:
-            jobs = list_synthetic_jobs(context.canvases, cell.items, context.conditions, list_class_names())
+            canvases = context.canvases
+            rows = [r for r in cell.items if canvases.valid[r]]
+            reasons = dict(canvases.skipped)
+            undecoded = {canvases.items[r].image_id: reasons.get(canvases.items[r].image_id, "could not be decoded")
+                         for r in cell.items if not canvases.valid[r]}
+            jobs = list_synthetic_jobs(canvases, tuple(rows), context.conditions, list_class_names())
             columns = SYNTHETIC_COLUMNS
         else:
             jobs = list_photo_jobs(context.source, cell.items, cfg.dataset.value)
@@ -291,8 +298,8 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
                                       advance)
         model_info = {**context.info, "batch_size_final": context.batch.size}
         context.info = {k: v for k, v in context.info.items() if k != "seconds"}  # loading is counted once
-        return CellResult(cell.cell_id, cell.model_index, frame, skipped, model_info, time.perf_counter() - t0,
-                          len(frame))
+        return CellResult(cell.cell_id, cell.model_index, frame, {**undecoded, **skipped}, model_info,
+                          time.perf_counter() - t0, len(frame))
 
     def write_tables(self, records: RecordSet, out: Path, info: RunInfo) -> pd.DataFrame:
         if records.count() == 0:
