@@ -31,6 +31,10 @@ MEMORY_LIMIT_ENV = "TYPOATTACK_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "512MB"
 """DuckDB's memory limit for table queries (past it, DuckDB spills to a temporary folder);
 TYPOATTACK_MEMORY_LIMIT overrides it (e.g. `4GB`)."""
+MAX_THREADS = 4
+"""Threads of a table query, at most: DuckDB splits its memory limit between its threads, so on a
+machine with many cores the default limit would leave each too little to spill well. Tables are not
+where a run spends its time."""
 BATCH_ROWS = 1_000_000
 """Rows per pandas batch when a query's result is streamed (`RecordSet.iter_batches`)."""
 
@@ -91,6 +95,7 @@ class RecordSet:
         self._tmp = Path(tempfile.mkdtemp(prefix="typoattack-duckdb-"))
         self.con = duckdb.connect(config={"memory_limit": memory_limit or get_memory_limit(),
                                           "temp_directory": str(self._tmp),
+                                          "threads": max(1, min(MAX_THREADS, os.cpu_count() or 1)),
                                           "preserve_insertion_order": True})
         self.con.execute("SET enable_progress_bar = false")
         try:
