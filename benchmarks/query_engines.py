@@ -3,8 +3,8 @@ timed on the same run folder with each engine, each in a child process (peak RSS
 
 The queries: the per-word outcome counts (attacked records joined with their image's clean
 prediction, then counted per condition: `typoattack.analysis.tables.query_outcome_counts`) and the
-confusion counts (records grouped by condition, true and predicted class, written to Parquet:
-`tables.confusion_sql`). DuckDB runs typoattack's own SQL under its default memory limit; polars
+confusion counts (records grouped by condition, true and predicted class, written to Parquet in key
+order: `tables.write_confusion`). DuckDB runs typoattack's own SQL under its default memory limit; polars
 runs the same computation as a lazy query on its streaming engine (`collect(engine="streaming")`,
 `sink_parquet`). Both results are checked equal before the figures are printed.
 
@@ -32,14 +32,14 @@ out = Path(sys.argv[4])
 t0 = time.perf_counter()
 if engine == "duckdb":
     from typoattack.engine.rundir import RunFolder
-    from typoattack.analysis.tables import confusion_sql, query_outcome_counts
+    from typoattack.analysis.tables import query_outcome_counts, write_confusion
     with RunFolder(run).open_records() as records:
         if query == "outcomes":
             result = query_outcome_counts(records)
             rows = len(result)
             result.to_parquet(out, index=False)
         else:
-            rows = records.copy_parquet(confusion_sql(records), out)
+            rows = write_confusion(records, out, out.with_suffix(".csv"))["cells"]
 else:
     import polars as pl
     r = pl.scan_parquet(str(run / "records.parquet" / "**" / "*.parquet"))

@@ -453,7 +453,7 @@ def link_whole_run(layout: Layout, run_dir: Path, owners: dict[int, Path], stats
     """The whole run's folder from its shards: their chunk files hard-linked (checked by provenance)."""
     folder = open_folder(run_dir, layout, None)
     for cell in sorted(owners):
-        folder.link_chunk_from(RunFolder(owners[cell]), get_provenance(layout, cell))
+        folder.link_chunk_from(RunFolder(owners[cell]), layout.fingerprint, layout.cell_ids[cell])
     finish_folder(folder, layout, sorted(owners), stats, None)
 
 

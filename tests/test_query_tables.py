@@ -17,7 +17,7 @@ from typoattack.analysis.metrics import (
 )
 from typoattack.analysis.query import open_records
 from typoattack.analysis.tables import (
-    confusion_sql, query_clean_table, query_heatmap_words, query_outcome_counts, query_per_word_table,
+    query_clean_table, query_heatmap_words, query_outcome_counts, query_per_word_table,
     query_top_confusions, write_confusion,
 )
 from typoattack.data.classes import IMAGENET_CLASSNAMES
@@ -94,7 +94,9 @@ def test_queries_equal_the_pandas_reference(tmp_path_factory, seed, n_images, n_
         ref = build_per_word_table(records, IMAGENET_CLASSNAMES)
         pd.testing.assert_frame_equal(ours, ref, check_exact=False, rtol=1e-9, check_dtype=False)
         assert list(ours.columns) == list(ref.columns)
-        confusion = view.frame(confusion_sql(view))
+        folder = root.parent
+        write_confusion(view, folder / "confusion.parquet", folder / "confusion.csv")
+        confusion = pd.read_parquet(folder / "confusion.parquet")
         pd.testing.assert_frame_equal(confusion, build_confusion_table(records), check_dtype=False)
         pd.testing.assert_frame_equal(query_clean_table(view), build_clean_table(records), check_exact=False,
                                       rtol=1e-12, check_dtype=False)

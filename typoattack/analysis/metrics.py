@@ -293,13 +293,19 @@ HEATMAP_MIN_SHARE = 0.05
 _CONFUSION_REQUIRED = ["model", "pretrained", "word", "fraction", "placement", "true_index", "pred_index", "count"]
 
 
+def get_confusion_condition_keys(columns: Sequence[str]) -> list[str]:
+    """The columns that name a condition of the confusion table (clean as word ""): model,
+    pretrained, defence, word, fraction, placement, then the style columns present."""
+    return [*MODEL_DEFENCE_KEYS, "word", "fraction", "placement", *(c for c in STYLE_COLUMNS if c in columns)]
+
+
 def _split_confusion(confusion: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(clean cells, attacked cells with `n_images` of their condition, the condition keys)."""
     missing = [c for c in _CONFUSION_REQUIRED if c not in confusion.columns]
     if missing:
         raise ValueError(f"the confusion table lacks the column(s) {', '.join(missing)}")
     confusion = with_defence(confusion)
-    keys = [*MODEL_DEFENCE_KEYS, "word", "fraction", "placement", *(c for c in STYLE_COLUMNS if c in confusion.columns)]
+    keys = get_confusion_condition_keys(list(confusion.columns))
     is_clean = confusion["word"] == CLEAN_WORD
     clean = confusion[is_clean]
     attacked = confusion[~is_clean].copy()

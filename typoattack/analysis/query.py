@@ -15,6 +15,7 @@ Nothing here imports model code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -25,7 +26,6 @@ from typing import Any
 import pandas as pd
 
 from typoattack.errors import OutputError
-from typoattack.files import get_temporary_path
 
 MEMORY_LIMIT_ENV = "TYPOATTACK_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "512MB"
@@ -81,7 +81,6 @@ class RecordSet:
     Attributes:
         sources: The records of each run (a records.parquet file or folder).
         columns: The view's columns, in order (`run` last).
-        n_files: Parquet files behind the view.
     """
 
     def __init__(self, sources: Sequence[Path], defaults: dict[str, Any] | None = None,
@@ -91,7 +90,6 @@ class RecordSet:
         self.sources = [Path(s) for s in sources]
         self.view = quote_name(view)
         files = [list_record_files(s) for s in self.sources]
-        self.n_files = sum(len(f) for f in files)
         self._tmp = Path(tempfile.mkdtemp(prefix="typoattack-duckdb-"))
         self.con = duckdb.connect(config={"memory_limit": memory_limit or get_memory_limit(),
                                           "temp_directory": str(self._tmp),
@@ -123,11 +121,6 @@ class RecordSet:
         if "run" in self.columns:  # `run` last, after any default columns
             self.columns = [c for c in self.columns if c != "run"] + ["run"]
 
-    @classmethod
-    def over_file(cls, path: Path, view: str) -> RecordSet:
-        """A table written by a query (e.g. confusion.parquet) behind the view `view`."""
-        return cls([Path(path)], view=view, with_run=False)
-
     def __enter__(self) -> RecordSet:
         return self
 
@@ -147,10 +140,16 @@ class RecordSet:
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """Run a query; a file that cannot be read as records (truncated, not Parquet, a column
         missing) is one OutputError naming the records, not a DuckDB traceback."""
+        with self._readable():
+            return self.con.execute(sql, params or [])
+
+    @contextlib.contextmanager
+    def _readable(self) -> Iterator[None]:
+        """DuckDB's errors about the records' files as one OutputError line."""
         import duckdb
 
         try:
-            return self.con.execute(sql, params or [])
+            yield
         except (duckdb.IOException, duckdb.InvalidInputException, duckdb.BinderException,
                 duckdb.ConversionException) as e:
             raise OutputError(describe_query_error(e, self.sources)) from None
@@ -164,40 +163,18 @@ class RecordSet:
         row = self.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
-    def iter_arrow(self, sql: str, rows: int = BATCH_ROWS) -> Iterator[Any]:
+    def iter_arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
+                   rows: int = BATCH_ROWS) -> Iterator[Any]:
         """A query's result as pyarrow record batches of at most `rows` rows, in the query's order."""
-        import duckdb
-
-        try:
-            yield from self.con.sql(sql).to_arrow_reader(rows)
-        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.BinderException) as e:
-            raise OutputError(describe_query_error(e, self.sources)) from None
+        with self._readable():
+            yield from (self.con.sql(sql, params=params) if params else self.con.sql(sql)).to_arrow_reader(rows)
 
     def iter_batches(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
                      rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
         """A query's result as pandas frames of at most `rows` rows each, in the query's order."""
-        import duckdb
-
-        try:
-            relation = self.con.sql(sql, params=params) if params else self.con.sql(sql)
-            reader = relation.to_arrow_reader(rows)
-        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.BinderException) as e:
-            raise OutputError(describe_query_error(e, self.sources)) from None
-        for batch in reader:
+        for batch in self.iter_arrow(sql, params, rows):
             if batch.num_rows:
                 yield batch.to_pandas()
-
-    def copy_parquet(self, sql: str, path: Path, params: Sequence[Any] | dict[str, Any] | None = None) -> int:
-        """Write a query's result to a Parquet file atomically, without loading it; return its rows."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = get_temporary_path(path)
-        try:
-            self.execute(f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT parquet, ROW_GROUP_SIZE 1000000)", params)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return int(self.con.execute(f"SELECT count(*) FROM read_parquet({quote_literal(str(path))})").fetchone()[0])
 
     def count(self, where: str = "true") -> int:
         """Records matching a SQL condition."""

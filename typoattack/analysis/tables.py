@@ -21,11 +21,11 @@ import pandas as pd
 
 from typoattack.analysis.metrics import (
     CONFUSION_COLUMNS, HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS,
-    TOP_CONFUSIONS_PER_WORD, finish_per_word_table, get_condition_keys, rank_top_confusions,
+    TOP_CONFUSIONS_PER_WORD, finish_per_word_table, get_condition_keys, get_confusion_condition_keys,
+    rank_top_confusions,
 )
 from typoattack.analysis.query import RecordSet, quote_literal, quote_name
 from typoattack.constants import CLEAN_WORD
-from typoattack.records import STYLE_COLUMNS
 
 PIXEL_COVER_SCALE = 10**12
 """pixel_cover is summed in fixed point (units of 1e-12), so the sum does not depend on the order
@@ -42,13 +42,11 @@ def _names(columns: Sequence[str]) -> str:
     return ", ".join(quote_name(c) for c in columns)
 
 
-def _join_on(left: str, right: str, columns: Sequence[str]) -> str:
-    return " AND ".join(f"{left}.{quote_name(c)} = {right}.{quote_name(c)}" for c in columns)
-
-
-def get_style_keys(records: RecordSet) -> list[str]:
-    """The style columns the records carry (they join the condition keys)."""
-    return [c for c in STYLE_COLUMNS if records.has(c)]
+def _match(left: str, right: str, columns: Sequence[str], null_equal: bool = True) -> str:
+    """Join condition on equal columns; with `null_equal`, NULL matches NULL (a run without style
+    columns), else a NULL matches nothing (SQL's `=`)."""
+    op = "IS NOT DISTINCT FROM" if null_equal else "="
+    return " AND ".join(f"{left}.{quote_name(c)} {op} {right}.{quote_name(c)}" for c in columns)
 
 
 def check_clean_rows(records: RecordSet, where: str = "true") -> None:
@@ -68,7 +66,7 @@ def _with_clean_sql(where: str = "true", columns: Sequence[str] | None = None) -
     `clean_pred`, the prediction on the same image without the attack (NULL when the image has no
     clean record). The records are scanned twice rather than through a CTE, which DuckDB may
     materialise: a scan streams, a materialised CTE holds every record."""
-    on = _join_on("r", "c", _IMAGE_KEYS)
+    on = _match("r", "c", _IMAGE_KEYS, null_equal=False)
     picked = "r.*" if columns is None else ", ".join(f"r.{quote_name(c)}" for c in columns)
     return (f"SELECT {picked}, c.pred_index AS clean_pred FROM (SELECT * FROM records WHERE {where}) r LEFT JOIN "
             f"(SELECT {_names(_IMAGE_KEYS)}, pred_index FROM records WHERE word = {_CLEAN} AND {where}) c ON {on} "
@@ -117,21 +115,6 @@ def query_per_word_table(records: RecordSet, class_names: Sequence[str], where: 
     return finish_per_word_table(query_outcome_counts(records, where), class_names)
 
 
-def get_confusion_keys(records: RecordSet) -> list[str]:
-    """The columns of a confusion cell: the condition (clean as word ""), the true and predicted class."""
-    return [*MODEL_DEFENCE_KEYS, "word", "fraction", "placement", *get_style_keys(records), "true_index",
-            "pred_index"]
-
-
-def confusion_sql(records: RecordSet) -> str:
-    """The query of the confusion counts: non-zero (true class x predicted class) cells of every
-    condition, clean included, in key order (CONFUSION_COLUMNS, then the style columns)."""
-    keys = get_confusion_keys(records)
-    columns = CONFUSION_COLUMNS + get_style_keys(records)
-    return (f"SELECT {_names(columns)} FROM (SELECT {_names(keys)}, count(*) AS count FROM records "
-            f"GROUP BY {_names(keys)}) ORDER BY {_names(keys)}")
-
-
 CONFUSION_PART_ROWS = 500_000
 """confusion.parquet is written in parts of about this many cells, each sorted on its own: the
 whole table is never sorted (nor held) at once."""
@@ -139,7 +122,8 @@ whole table is never sorted (nor held) at once."""
 
 def write_confusion(records: RecordSet, parquet_path: Path, csv_path: Path,
                     max_csv_rows: int = CONFUSION_CSV_MAX_ROWS, top: int = CONFUSION_CSV_TOP) -> dict[str, object]:
-    """Write confusion.parquet (every non-zero cell, in key order: `confusion_sql`'s table) and
+    """Write confusion.parquet (every non-zero (true class x predicted class) cell of every
+    condition, clean included: CONFUSION_COLUMNS then the style columns, in key order) and
     confusion.csv (all of them up to `max_csv_rows`, else the `top` cells with the most images of
     each condition, ties by true then predicted class).
 
@@ -155,7 +139,7 @@ def write_confusion(records: RecordSet, parquet_path: Path, csv_path: Path,
 
     from typoattack.files import write_atomic, write_csv
 
-    keys = [c for c in get_confusion_keys(records) if c not in ("true_index", "pred_index")]
+    keys = get_confusion_condition_keys(records.columns)
     columns = ", ".join(f"c.{quote_name(c)}" for c in keys)
     records.execute(f"CREATE OR REPLACE TEMP TABLE _conditions AS SELECT {_names(keys)}, "
                     f"row_number() OVER (ORDER BY {_names(keys)}) AS cid FROM (SELECT DISTINCT {_names(keys)} "
@@ -228,11 +212,6 @@ def query_clean_table(records: RecordSet) -> pd.DataFrame:
                          "clean_top5": frame["n_top5"].to_numpy(dtype=np.float64) / n})
 
 
-def _match(left: str, right: str, columns: Sequence[str]) -> str:
-    """Join condition on equal columns, NULL matching NULL (a run without style columns)."""
-    return " AND ".join(f"{left}.{quote_name(c)} IS NOT DISTINCT FROM {right}.{quote_name(c)}" for c in columns)
-
-
 class ConfusionTables:
     """Queries over the confusion.parquet files of one or several runs (their cells added up): the
     top confusions, the heatmap words and the cells of one word, sharing one connection. The per
@@ -243,8 +222,7 @@ class ConfusionTables:
     def __init__(self, confusion_files: Sequence[Path]) -> None:
         self.files = list(confusion_files)
         self.table = RecordSet(self.files, view="confusion", with_run=False)
-        self.keys = [*MODEL_DEFENCE_KEYS, "word", "fraction", "placement",
-                     *(c for c in STYLE_COLUMNS if self.table.has(c))]
+        self.keys = get_confusion_condition_keys(self.table.columns)
         self._ready = False
 
     def __enter__(self) -> ConfusionTables:

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from typoattack.engine.rundir import (
-    SKIPPED_CSV, ChunkProvenance, RunFolder, RunInfo, describe_shard, read_chunk_provenance, read_run_info,
-)
+from typoattack.engine.rundir import SKIPPED_CSV, RunFolder, RunInfo, describe_shard, read_run_info
 from typoattack.engine.run import finish_info
 from typoattack.engine.task import Task
 from typoattack.errors import OutputError
@@ -108,7 +106,7 @@ def run_merge(run_dirs: list[Path], out: Path, tasks: Mapping[str, Task], overwr
     try:
         folder.prepare_records(list(owners))
         for cell, run_dir in owners.items():
-            folder.link_chunk_from(RunFolder(run_dir), _get_expected(infos[0], run_dir, cell))
+            folder.link_chunk_from(RunFolder(run_dir), infos[0].fingerprint, cell)
         info = _build_merged_info(run_dirs, infos)
         skipped = pd.concat([_read_skipped_csv(d) for d in run_dirs],
                             ignore_index=True).drop_duplicates().sort_values(["image_id", "reason"])
@@ -121,14 +119,6 @@ def run_merge(run_dirs: list[Path], out: Path, tasks: Mapping[str, Task], overwr
     finally:
         folder.unlock()
     return MergeResult(out, n_records, summary, info)
-
-
-def _get_expected(first: RunInfo, run_dir: Path, cell_id: str) -> ChunkProvenance:
-    """The provenance a shard's chunk must carry: the run's fingerprint and the cell (its items as
-    the shard's own chunk states them, checked against the run by the fingerprint)."""
-    found = read_chunk_provenance(RunFolder(run_dir).get_chunk_path(cell_id))
-    items = found.items if found is not None else ""
-    return ChunkProvenance(first.fingerprint, cell_id, items, 0)
 
 
 def _read_skipped_csv(run_dir: Path) -> pd.DataFrame:

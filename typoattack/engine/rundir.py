@@ -465,21 +465,22 @@ class RunFolder:
                 skipped.update(prov.skipped)
         return skipped
 
-    def link_chunk_from(self, other: RunFolder, expected: ChunkProvenance) -> None:
+    def link_chunk_from(self, other: RunFolder, fingerprint: str, cell_id: str) -> None:
         """Take a committed cell from another folder (a shard): hard-linked where the file system
-        allows, else copied; its provenance is checked first.
+        allows, else copied; its provenance must name this run's fingerprint and the cell (its
+        items are the shard's own, fixed by the fingerprint).
 
         Raises:
             OutputError: The other folder lacks the chunk, or its chunk is not of this run and cell.
         """
-        source = other.get_chunk_path(expected.cell_id)
+        source = other.get_chunk_path(cell_id)
         if not source.is_file():
-            raise OutputError(f"{other.path} lists cell {expected.cell_id} but its chunk {source} is missing")
+            raise OutputError(f"{other.path} lists cell {cell_id} but its chunk {source} is missing")
         found = read_chunk_provenance(source)
-        if found is None or not found.matches(expected):
+        if found is None or (found.fingerprint, found.cell_id) != (fingerprint, cell_id):
             what = "cannot be read" if found is None else "belongs to another run or cell"
             raise OutputError(f"chunk {source} {what}; rerun that shard's command to recompute it")
-        target = self.get_chunk_path(expected.cell_id)
+        target = self.get_chunk_path(cell_id)
 
         def place(tmp: Path) -> None:
             try:

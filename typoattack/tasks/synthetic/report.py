@@ -17,7 +17,7 @@ from typoattack.analysis.examples import (
 from typoattack.analysis.labels import list_varying_styles
 from typoattack.analysis.metrics import (
     MANY_WORDS, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS, build_leaderboard, count_words, finish_per_word_table,
-    get_condition_keys, rank_words, with_defence,
+    get_condition_keys, rank_words,
 )
 from typoattack.analysis.query import RecordSet, quote_literal, quote_name
 from typoattack.analysis.report import (
@@ -105,7 +105,7 @@ def collect_examples(records: RecordSet, info: dict[str, Any], per_word: pd.Data
         chosen = select_example_images(sorted(candidates), word, seed, images_per_word, used)
         used.update(chosen)
         masks = [create_attack_mask(c.word, c.fraction, c.placement, c.style, size)
-                 for c in (Condition.from_row(_with_styles(shown.iloc[k]), styles) for k in range(len(shown)))]
+                 for c in (Condition.from_row(shown.iloc[k], styles) for k in range(len(shown)))]
         for image_id in chosen:
             canvas = np.asarray(transform(source.open_image(index[image_id])), dtype=np.uint8)
             for k, (mask, cells) in enumerate(zip(masks, by_condition)):
@@ -118,11 +118,6 @@ def collect_examples(records: RecordSet, info: dict[str, Any], per_word: pd.Data
                                  "attacked_pred": IMAGENET_CLASSNAMES[int(r["pred_index"])],
                                  "target_name": IMAGENET_CLASSNAMES[int(r["target_index"])]})
     return examples
-
-
-def _with_styles(row: pd.Series) -> dict[str, Any]:
-    """A condition row with every style column (those a run written before styles lacks: empty)."""
-    return {**{c: "" for c in STYLE_COLUMNS}, **dict(row)}
 
 
 def _read_condition(records: RecordSet, where: str, condition: pd.Series, style_columns: list[str]) -> pd.DataFrame:
@@ -175,7 +170,7 @@ def _combine_per_word(tables: list[EvalTables]) -> pd.DataFrame:
     """The per-word table over several runs: their outcome counts added per condition."""
     if len(tables) == 1:
         return tables[0].per_word
-    counts = pd.concat([with_defence(t.counts) for t in tables], ignore_index=True)
+    counts = pd.concat([t.counts for t in tables], ignore_index=True)  # small: one row per condition
     keys = get_condition_keys(list(counts.columns))
     summed = counts.groupby(keys, sort=True, dropna=False)[OUTCOME_COUNT_COLUMNS].sum().reset_index()
     return finish_per_word_table(summed, IMAGENET_CLASSNAMES)
@@ -303,7 +298,7 @@ def write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, st
     per_word = _combine_per_word(tables)
     figures, figure_notes = _plot_figures(per_word, out)
     raw_infos = [i.to_dict() for i in infos]
-    first = with_defence(tables[0].per_word)
+    first = tables[0].per_word
     shown = f"defence = {quote_literal(get_shown_defence(first))}"
 
     def examples() -> list[dict[str, Any]]:
