@@ -98,7 +98,7 @@ def query_outcome_counts(records: RecordSet, where: str = "true") -> pd.DataFram
            f"count(*) FILTER (WHERE {c} = {y} AND {a} <> {y}) AS n_flipped, "
            f"count(*) FILTER (WHERE {c} IS NULL) AS n_no_clean "
            f"FROM ({_with_clean_sql(where, [*keys, 'pixel_cover', 'true_index', 'pred_index', 'image_id'])}) "
-           f"GROUP BY {_names(keys)}")
+           f"GROUP BY {_names(keys)} ORDER BY {_names(keys)}")  # in key order, as `metrics.count_outcomes`
     counts = records.frame(sql)
     if counts["n_no_clean"].sum() > 0:
         image = records.scalar(f"SELECT image_id FROM ({_with_clean_sql(where)}) WHERE clean_pred IS NULL LIMIT 1")
