@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from typoattack.backends.transformers_vlm import create_vision_language_model  # noqa: E402
+from typoattack.backends.transformers.chat import create_vision_language_model  # noqa: E402
 from typoattack.config.types import Precision  # noqa: E402
 from typoattack.constants import SAMPLE_DIR  # noqa: E402
 from typoattack.tasks.vlm.answers import Choice, choose_options, parse_answer, reduce_forms  # noqa: E402

@@ -19,7 +19,7 @@ from typoattack.constants import VOCAB_DIR
 from typoattack.engine.task import Plan
 from typoattack.progress import NullProgress
 from typoattack.tasks.registry import get_task
-from typoattack.tasks.synthetic.config import build_synthetic_config, load_synthetic_config
+from typoattack.tasks.synthetic.config import SyntheticConfig, load_synthetic_config
 
 N_WORDS = 40
 # The undefended model and every non-empty set of the tiny ViT's 2 x 2 heads: 16 defences, so that 40 words
@@ -45,7 +45,7 @@ def many_conditions(sample_dir, tmp_path_factory) -> dict[str, Any]:
 
 def _plan(settings: dict[str, Any], path: Path | None = None) -> Plan:
     """The `eval` plan of a YAML file (`path`) with `settings` as the CLI flags over it, as the CLI makes it."""
-    cfg = load_config(path, settings, build_synthetic_config) if path else load_synthetic_config(None, settings)
+    cfg = load_config(path, settings, SyntheticConfig) if path else load_synthetic_config(None, settings)
     return get_task("eval").plan(cfg, NullProgress())
 
 

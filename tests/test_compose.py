@@ -84,7 +84,7 @@ def test_random_placement_with_several_stamps_matches_reference(canvases) -> Non
 def test_batches_hold_each_jobs_canvas(canvases, batch_size) -> None:
     """The evaluation loop's batches are the canvases of their jobs, in job order, whatever the
     batch size and however the rows of a shard are spread over the cache (skipped images)."""
-    from typoattack.tasks.synthetic.evaluate import _iter_batches
+    from typoattack.tasks.sweep import _iter_batches
 
     _, clean = canvases
     cache = SimpleNamespace(canvases=clean)

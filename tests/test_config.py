@@ -801,3 +801,15 @@ def test_pretrained_checkpoint_relative_to_the_config(tmp_path, data_dir) -> Non
     assert load_synthetic_config(path).models[0].pretrained == str(tmp_path / "w.pt")
     path = write_yaml(tmp_path / "d.yaml", {"data": str(data_dir), "model": "ViT-B-32", "pretrained": "openai"})
     assert load_synthetic_config(path).models[0].pretrained == "openai"
+
+
+def test_open_clip_and_transformers_models_mix_on_the_command_line(tmp_path) -> None:
+    """`--pretrained -` is "none": one --pretrained per --model mixes an open_clip tag and a local folder."""
+    folder = tmp_path / "hf-clip"
+    folder.mkdir()
+    cfg = load_synthetic_config(None, {"data": "sample", "model": ["RN50", str(folder)], "pretrained": ["openai", "-"],
+                                       "backend": ["open_clip", "transformers"]})
+    assert [(m.name, m.pretrained, m.backend) for m in cfg.models] == [
+        ("RN50", "openai", "open_clip"), (str(folder), None, "transformers")]
+    with pytest.raises(ConfigError, match="or - for a model that takes none"):
+        load_synthetic_config(None, {"data": "sample", "model": ["RN50"], "pretrained": [""]})

@@ -13,7 +13,7 @@ from typoattack.analysis.metrics import (
     HEATMAP_MIN_IMAGES, TOP_CONFUSIONS_PER_WORD, build_class_gains, build_confusion_table, build_top_confusions,
     select_heatmap_words,
 )
-from typoattack.analysis.report import build_top_confusion_cells, format_class_name
+from typoattack.analysis.report_sections import build_top_confusion_cells, format_class_name
 
 # (word, fraction, placement) -> cells (true, pred, count); the clean condition is ("", 0.0, "").
 CELLS = {

@@ -32,7 +32,7 @@ def captured(monkeypatch):
     def fake_run_task(task, cfg, progress=None, overwrite=False):
         calls.append((task.name, cfg))
         empty = pd.DataFrame()
-        return typoattack.engine.run.RunResult(Path(cfg.out), empty, empty, RunInfo(task.name, "", {}, n_skipped=0))
+        return typoattack.engine.run.RunResult(Path(cfg.out), 0, empty, RunInfo(task.name, "", {}, n_skipped=0))
 
     monkeypatch.setattr(typoattack.engine.run, "run_task", fake_run_task)
     return calls

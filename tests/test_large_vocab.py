@@ -21,7 +21,8 @@ from typoattack.analysis.metrics import (
     build_top_confusions, count_words, is_large_vocabulary, rank_words, select_heatmap_words,
 )
 from typoattack.files import build_word_slugs
-from typoattack.analysis.report import build_ranking_cells, write_report
+from typoattack.analysis.report import write_report
+from typoattack.analysis.table_cells import build_ranking_cells
 from typoattack.tasks.synthetic import report as reporting
 
 MAX_HEIGHT_PX = 4000

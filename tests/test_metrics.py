@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import synthetic_tables
-from typoattack.analysis.report import format_leaderboard_markdown
+from typoattack.analysis.table_cells import format_leaderboard_markdown
 from typoattack.records import RECORD_COLUMNS, STYLE_COLUMNS
 from typoattack.analysis.metrics import (
     CONFUSION_COLUMNS,

@@ -17,7 +17,7 @@ from PIL import Image
 from typoattack.data.classes import IMAGENET_CLASSNAMES
 from runs import encode_canvases
 from typoattack.backends.base import get_classifier, get_classifier_cache_path
-from typoattack.tasks.synthetic.evaluate import summarize_logits
+from typoattack.tasks.sweep import summarize_logits
 from typoattack.config.parsing import load_templates
 from typoattack.config.types import DataSpec, ModelSpec, Precision
 from typoattack.constants import MODEL_CONFIGS_DIR

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from typoattack.analysis import plots, vocab_plots
+from typoattack.analysis import confusion_plots, example_plots, plots, vocab_plots
 from synthetic_tables import CLASS_NAMES, FRACTIONS, MODELS, PLACEMENTS, WORDS, make_records, with_fills
 from typoattack.analysis.figure_style import ASR_BOTTOM_MARGIN, get_asr_axis
 from typoattack.analysis.metrics import PER_WORD_COLUMNS, build_class_gains, build_confusion_table, build_per_word_table
@@ -77,6 +77,8 @@ def captured(monkeypatch) -> list:
 
     monkeypatch.setattr(plots, "save_figure", save)
     monkeypatch.setattr(vocab_plots, "save_figure", save)
+    monkeypatch.setattr(confusion_plots, "save_figure", save)
+    monkeypatch.setattr(example_plots, "save_figure", save)
     yield figures
     for fig in figures:
         plt.close(fig)
@@ -165,12 +167,12 @@ def test_examples_one_row_per_image_and_a_column_per_condition(examples, capture
 
 def test_example_caption_marks_success():
     base = {"word": "iPod", "true_name": "tench", "target_name": "iPod"}
-    caption, ok = plots._example_caption({**base, "clean_pred": "tench", "attacked_pred": "iPod"})
+    caption, ok = example_plots._example_caption({**base, "clean_pred": "tench", "attacked_pred": "iPod"})
     assert ok and "✓" in caption and "attacked: iPod" in caption
     # Already the target before the attack: not a success.
-    caption, ok = plots._example_caption({**base, "clean_pred": "iPod", "attacked_pred": "iPod"})
+    caption, ok = example_plots._example_caption({**base, "clean_pred": "iPod", "attacked_pred": "iPod"})
     assert not ok and "✗" in caption
-    _, ok = plots._example_caption({**base, "clean_pred": "tench", "attacked_pred": "goldfish"})
+    _, ok = example_plots._example_caption({**base, "clean_pred": "tench", "attacked_pred": "goldfish"})
     assert not ok
 
 

@@ -352,7 +352,8 @@ def test_report_has_the_per_word_section_and_the_examples(tmp_path) -> None:
 
 
 def test_examples_are_the_canvases_the_run_drew(tmp_path) -> None:
-    from typoattack.tasks.vlm.report import rank_attack_words, render_examples, select_example_questions
+    from typoattack.tasks.vlm.attack_words import rank_attack_words
+    from typoattack.tasks.vlm.examples import render_examples, select_example_questions
 
     run = make_vlm_run(tmp_path / "run")
     info = read_run_info(run)
@@ -393,7 +394,7 @@ def test_report_without_the_source_images_skips_the_examples_with_a_note(tmp_pat
 
 
 def test_many_words_show_the_highest_and_lowest_under_one_heading_per_model() -> None:
-    from typoattack.tasks.vlm.report import build_word_blocks
+    from typoattack.tasks.vlm.attack_words import build_word_blocks
 
     rng = np.random.default_rng(0)
     rows = []

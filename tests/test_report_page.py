@@ -18,9 +18,9 @@ from typoattack.analysis.metrics import (
     MANY_WORDS, PER_WORD_COLUMNS, RANKING_SIZE, build_confusion_table, build_leaderboard, build_per_word_table,
     build_top_confusions, rank_words, wilson_interval,
 )
-from typoattack.analysis.report import (
-    PER_WORD_HEADER, build_per_word_cells, format_per_word_markdown, list_confusion_blocks, write_report,
-)
+from typoattack.analysis.report import write_report
+from typoattack.analysis.report_sections import list_confusion_blocks
+from typoattack.analysis.table_cells import PER_WORD_HEADER, build_per_word_cells, format_per_word_markdown
 from typoattack.files import get_word_slug
 
 MODELS = [("ViT-B-32", "openai"), ("ViT-L-14", "laion2b_s32b_b82k")]
@@ -233,7 +233,7 @@ def test_page_names_no_module_and_explains_heatmap_files(small, records, tmp_pat
 
 
 def test_paragraph_links_and_code_in_html(tmp_path):
-    from typoattack.analysis.report import ReportBlock, write_report_pages
+    from typoattack.analysis.report_page import ReportBlock, write_report_pages
 
     blocks = [ReportBlock("h1", "t"), ReportBlock("p", "See [per_word.csv](per_word.csv) and `<x>` here."),
               ReportBlock("p", "Not a link: [x](javascript:alert(1)) and [a](b c)."),

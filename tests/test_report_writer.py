@@ -13,7 +13,10 @@ from typoattack.analysis.metrics import (
     LEADERBOARD_RULE, PER_WORD_COLUMNS, build_confusion_table, build_leaderboard, build_per_word_table,
     build_top_confusions,
 )
-from typoattack.analysis.report import format_leaderboard_markdown, get_anchor, list_confusion_blocks, write_report
+from typoattack.analysis.report import write_report
+from typoattack.analysis.report_page import get_anchor
+from typoattack.analysis.report_sections import list_confusion_blocks
+from typoattack.analysis.table_cells import format_leaderboard_markdown
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from real_datasets_builders import make_named_folder
@@ -30,8 +32,8 @@ runner = CliRunner()
 FLOAT_TOLERANCE = 1e-6
 """Largest difference allowed between float values of two runs of the same config (see the module docstring)."""
 CSV_STEP = 1e-6
-"""CSV tables print floats rounded to 6 decimals (files.write_csv), so two values within FLOAT_TOLERANCE
-can print up to one such step further apart."""
+"""CSV tables (and find-heads' YAML) print floats rounded to 6 decimals (files.write_csv), so two values
+within FLOAT_TOLERANCE can print up to one such step further apart."""
 
 
 VARIANTS = [*list_task_names(), "eval+transformers"]
@@ -59,6 +61,10 @@ def _args(task: str, data: dict[str, Path], cache_dir: Path) -> list[str]:
     if task == "vlm":
         return ["vlm", "--data", "sample", "--model", str(data["tiny-llava"]), "--limit", "8", "--chunk-size", "2",
                 "--vocab", str(data["two-words"]), "--fraction", "0.1", "--placement", "center", *common]
+    if task == "find-heads":  # a cell per model: three tiny ViTs
+        models = [a for seed in ("seed:0", "seed:1", "seed:2") for a in ("--model", TINY_MODEL, "--pretrained", seed)]
+        return ["find-heads", "--data", "sample", *models, "--limit", "16", "--seed", "1", "--vocab",
+                str(data["two-words"]), "--fraction", "0.1", "--templates", "photo", *common]
     raise AssertionError(f"the task contract has no small run for task {task!r}; add one to _args")
 
 
@@ -74,25 +80,56 @@ def data(tmp_path_factory) -> dict[str, Path]:
             "tiny-llava": save_tiny_llava(root / "tiny-llava"), "two-words": vocab}
 
 
+class _Runs(dict):
+    """Run folders by variant, each made when a test first asks for it (`-k VARIANT` makes only its own)."""
+
+    def __init__(self, make: Callable[[str], Path]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, variant: str) -> Path:
+        self[variant] = self.make(variant)
+        return self[variant]
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data, cache_dir) -> dict[str, Path]:
     """Each task's uninterrupted local run."""
-    folders = {}
-    for variant in VARIANTS:
+
+    def run(variant: str) -> Path:
         out = tmp_path_factory.mktemp(f"contract-{variant}") / "local"
         result = runner.invoke(app, [*_args(variant, data, cache_dir), "--out", str(out)])
         assert result.exit_code == 0, result.output
         assert len(read_run_info(out).cells) >= 3
-        folders[variant] = out
-    return folders
+        return out
+
+    return _Runs(run)
 
 
 def _count_cells(run: Path) -> int:
     return len(read_run_info(run).cells)
 
 
-def _tables(task: str) -> list[str]:
-    return [RECORDS_FILE, SKIPPED_CSV, *(f for f in get_task(task).output_files if not f.endswith(".png"))]
+def _tables(task: str, run: Path) -> list[str]:
+    """The tables of a run folder: the records, skipped.csv and the task's files that the run holds (a
+    task may write some only for some runs, e.g. find-heads' heads.yaml for one model); a folder of
+    tables without a suffix (find-heads' heads/) stands for the files in it."""
+    names = [RECORDS_FILE, SKIPPED_CSV]
+    for name in get_task(task).output_files:
+        path = run / name
+        if path.is_dir() and not path.suffix:
+            names += sorted(str(p.relative_to(run)) for p in path.rglob("*") if p.is_file() and p.suffix != ".png")
+        elif path.exists() and not name.endswith(".png"):
+            names.append(name)
+    return names
+
+
+def _flatten(value: object, key: str = "") -> list[tuple[str, object]]:
+    if isinstance(value, dict):
+        return [kv for k, v in value.items() for kv in _flatten(v, f"{key}/{k}")]
+    if isinstance(value, list):
+        return [kv for i, v in enumerate(value) for kv in _flatten(v, f"{key}/{i}")]
+    return [(key, value)]
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -100,18 +137,25 @@ def _read(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     if path.suffix == ".md":
         return pd.DataFrame({"line": path.read_text().splitlines()})
+    if path.suffix == ".yaml":  # every leaf by its path; numbers apart, compared as floats
+        leaves = _flatten(yaml.safe_load(path.read_text()))
+        return pd.DataFrame({"key": [k for k, _ in leaves],
+                             "text": ["" if isinstance(v, float) else str(v) for _, v in leaves],
+                             "number": [v if isinstance(v, float) else np.nan for _, v in leaves]})
     return pd.read_csv(path, keep_default_na=False)
 
 
 def assert_same_tables(task: str, a: Path, b: Path) -> None:
     """Every table of the two run folders equal (floats within FLOAT_TOLERANCE)."""
-    for name in _tables(task):
+    names = _tables(task, a)
+    assert _tables(task, b) == names and len(names) > 2, names  # the task wrote tables, the same in both
+    for name in names:
         left, right = _read(a / name), _read(b / name)
         assert list(left.columns) == list(right.columns) and len(left) == len(right), name
         for column in left.columns:
             x, y = left[column].to_numpy(), right[column].to_numpy()
             if x.dtype.kind == "f":
-                atol = FLOAT_TOLERANCE + (CSV_STEP * (1 + 1e-9) if name.endswith(".csv") else 0)
+                atol = FLOAT_TOLERANCE + (CSV_STEP * (1 + 1e-9) if name.endswith((".csv", ".yaml")) else 0)
                 assert np.allclose(x, y, rtol=0, atol=atol, equal_nan=True), (name, column, np.abs(x - y).max())
             elif name.endswith(".md"):
                 # Markdown shows rounded percentages: equal, or the run's floats straddle a rounding edge.

@@ -13,9 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from typoattack.backends.transformers_vlm import (
-    create_vision_language_model, get_native_image_size, hash_folder,
-)
+from typoattack.backends.transformers.chat import create_vision_language_model
+from typoattack.backends.transformers.chat_files import get_native_image_size, hash_folder
 from typoattack.config.types import Precision
 from typoattack.errors import ConfigError, WeightsError
 from typoattack.tasks.vlm.answers import parse_letter

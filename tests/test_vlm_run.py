@@ -19,7 +19,8 @@ from real_datasets_builders import make_named_folder
 from typoattack.attack.solver import create_attack_mask
 from typoattack.attack.render import apply_attack
 from typoattack.backends.open_clip.model import create_geometry
-from typoattack.backends.transformers_vlm import create_vision_language_model, get_default_canvas_size
+from typoattack.backends.transformers.chat import create_vision_language_model
+from typoattack.backends.transformers.chat_files import get_default_canvas_size
 from typoattack.cli import app
 from typoattack.config.types import Placement, Precision, RenderStyle
 from typoattack.constants import SAMPLE_DIR

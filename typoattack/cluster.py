@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from typoattack.errors import ConfigError
+from typoattack.errors import ConfigError, MissingExtraError, missing_extra
 
-RAY_INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'typoattack[ray]'"
-RAY_CLIENT_HINT = "a ray:// address needs the Ray Client, which is not installed: pip install 'typoattack[ray]'"
+RAY_EXTRA = "ray"
+"""typoattack's extra that installs Ray and its client (pyproject `optional-dependencies`)."""
+RAY_INSTALL_HINT = str(missing_extra("--executor ray", RAY_EXTRA))
+RAY_CLIENT_HINT = str(missing_extra("a ray:// address (the Ray Client, grpcio)", RAY_EXTRA))
 RAY_CLIENT_PORT = 10001
 DEFAULT_RAY_TIMEOUT = 30.0
 """Seconds `--executor ray` waits for the Ray cluster before giving up."""
@@ -29,13 +31,13 @@ def import_ray() -> Any:
     """The ray module, with usage statistics off (RAY_USAGE_STATS_ENABLED=0 unless set).
 
     Raises:
-        ConfigError: Ray is not installed (the message says how to install it).
+        MissingExtraError: Ray is not installed (the message names the extra that installs it).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:
-        raise ConfigError(RAY_INSTALL_HINT) from None
+        raise MissingExtraError(RAY_INSTALL_HINT) from None
     return ray
 
 
@@ -95,7 +97,7 @@ def connect_ray(address: str | None, timeout: float = DEFAULT_RAY_TIMEOUT) -> An
     start = time.monotonic()
     if address:
         if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
-            raise ConfigError(f"{RAY_CLIENT_HINT} (for --ray-address {address})")
+            raise MissingExtraError(f"{RAY_CLIENT_HINT} (for --ray-address {address})")
         _check_reachable(address, timeout)
     outcome: dict[str, BaseException] = {}
 
@@ -125,7 +127,7 @@ def connect_ray(address: str | None, timeout: float = DEFAULT_RAY_TIMEOUT) -> An
         return ray
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     if "ray[client]" in message:
-        raise ConfigError(f"{RAY_CLIENT_HINT} (for --ray-address {address})") from None
+        raise MissingExtraError(f"{RAY_CLIENT_HINT} (for --ray-address {address})") from None
     if isinstance(error, (ConnectionError, ValueError, RuntimeError)):
         raise ConfigError(f"cannot connect to {where}: {message}") from None
     raise error

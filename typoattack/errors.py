@@ -30,6 +30,22 @@ class OutputError(TypoAttackError):
     """An output directory cannot be used (holds another run, incomplete run, missing files)."""
 
 
+class MissingExtraError(ConfigError):
+    """An optional dependency is not installed; the message names the extra that installs it
+    (`missing_extra`)."""
+
+
+def missing_extra(what: str, extra: str) -> MissingExtraError:
+    """The one-line error of a feature whose optional dependencies are not installed, e.g.
+    "the transformers backend needs the `transformers` extra: pip install 'typoattack[transformers]'".
+
+    Args:
+        what: The feature, as the subject of "needs" (`--executor ray`, `the transformers backend`).
+        extra: The name of typoattack's extra (pyproject `optional-dependencies`).
+    """
+    return MissingExtraError(f"{what} needs the `{extra}` extra: pip install 'typoattack[{extra}]'")
+
+
 def suggest(value: str, choices: Iterable[str], n: int = 3) -> str:
     """Return a ' Did you mean ...?' hint listing the closest choices, or '' when none is close.
 

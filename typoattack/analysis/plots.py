@@ -4,7 +4,9 @@ is in `typoattack.analysis.metrics`, the report in `typoattack.analysis.report`.
 Every function here is a pure function of DataFrames (the per-word table of
 `typoattack.analysis.metrics.build_per_word_table` and, for the confusion heatmap, the confusion
 table of `build_confusion_table`) plus the path it writes to; examples.png takes images the caller
-re-rendered. Nothing here imports torch, open_clip or Typer.
+re-rendered. Nothing here imports torch, open_clip or Typer. This module draws the per-word figures
+(ASR vs fraction, ASR by word, accuracy); the confusion heatmap is in `confusion_plots`, examples.png
+in `example_plots` and the large-vocabulary views in `vocab_plots`, and `plots` re-exports them all.
 
 Conditions. A row of the per-word table is one condition: (model, pretrained, word, fraction,
 placement). The table MAY also carry the style columns `font, fill, outline, outline_width,
@@ -63,14 +65,13 @@ from typoattack.analysis.figure_style import (  # noqa: E402, F401
     LEGEND_MAX_COLS, LEGEND_ROW_H, PANEL_H, PANEL_W, RANK_BAR_H, RANK_BASE_H, RANK_LABEL_MAX, RANK_MAX_COLS,
     RANK_PANEL_W, TITLE_H, ASR_BOTTOM_MARGIN, check_table, get_asr_axis, get_colors, plain_text, select_equal, save_figure, truncate_label, format_word_label,
 )
+# The figures of the other modules are re-exported: `plots` names every figure (`__all__`).
 from typoattack.analysis.vocab_plots import (  # noqa: E402
     plot_asr_distribution, plot_asr_ranked, plot_asr_vs_word_length,
 )
-from typoattack.analysis.metrics import (  # noqa: E402
-    MANY_WORDS, build_class_gains, count_words, rank_words, with_defence,
-)
-from typoattack.constants import CLEAN_WORD  # noqa: E402
-from typoattack.records import DEFENCE_COLUMN, MODEL_COLUMNS  # noqa: E402
+from typoattack.analysis.confusion_plots import plot_confusion  # noqa: E402
+from typoattack.analysis.example_plots import plot_examples  # noqa: E402
+from typoattack.analysis.metrics import MANY_WORDS, count_words, rank_words  # noqa: E402
 
 __all__ = [
     "DPI",
@@ -409,212 +410,3 @@ def plot_accuracy(per_word: pd.DataFrame, path: Path) -> None:
                      "(attacked: mean over words and placements, all fractions or one)")
         fig.legend(loc="outside lower center", ncols=min(n_s, ACC_LEGEND_MAX_COLS), title="images", frameon=False)
         save_figure(fig, path)
-
-
-def plot_confusion(confusion: pd.DataFrame, word: str, class_names: Sequence[str], path: Path,
-                   target_index: int | None = None, top_n: int = 10) -> None:
-    """Plot where the attack with `word` sent images: a heatmap of condition x predicted class.
-
-    Rows: per model (and defence, when the table holds several) the clean images, then each
-    attacked condition of `word` (fraction, placement and the varying styles). Columns: the `top_n`
-    predicted classes that gained the most images in some condition over the clean images
-    (`metrics.build_class_gains`; ties: class index), then the target class when it is not among
-    them (its label in bold red). A cell is the number of images of other true classes predicted as
-    that class, annotated (0 left blank): the clean row shows the model's own pull towards a class,
-    the rows below what the text added.
-
-    Layout: (CONF_BASE_W + CONF_CELL * n_cols) x (CONF_BASE_H + CONF_ROW * n_rows) inches at DPI.
-
-    Args:
-        confusion: The confusion table (`metrics.build_confusion_table`, the clean condition as word "").
-        word: The attack word.
-        class_names: Class names indexed by class index.
-        path: The PNG file to write.
-        target_index: The word's target class (marked; added as a column when not among the top).
-        top_n: The most predicted classes shown besides the target.
-
-    Raises:
-        ValueError: `top_n` < 1, `confusion` lacks a needed column, or holds no attacked cell of `word`.
-    """
-    if top_n < 1:
-        raise ValueError(f"plot_confusion: top_n must be at least 1, got {top_n}")
-    check_table(confusion, "plot_confusion", CONFUSION_REQUIRED, "confusion table")
-    confusion = with_defence(confusion)
-    attacked = confusion[(confusion["word"] == word) & (confusion["word"] != CLEAN_WORD)]
-    if attacked.empty:
-        present = sorted(set(confusion["word"]) - {CLEAN_WORD})
-        shown = ", ".join(repr(w) for w in present[:12]) + (" …" if len(present) > 12 else "")
-        raise ValueError(f"plot_confusion: the confusion table holds no attacked cell of the word {word!r}"
-                         f" (words present: {shown or 'none'})")
-    clean = confusion[confusion["word"] == CLEAN_WORD]
-    gains = build_class_gains(pd.concat([clean, attacked], ignore_index=True))
-    matrix, row_labels = _build_destination_matrix(clean, attacked, gains, top_n, target_index)
-    data = matrix.to_numpy(dtype=float)
-    n_r, n_c = data.shape
-    size = (CONF_BASE_W + CONF_CELL * n_c, CONF_BASE_H + CONF_ROW * n_r)
-    target_name = class_names[target_index] if target_index is not None else "?"
-    best = gains.loc[gains["gain"].idxmax()] if not gains.empty else None
-    with plain_text():
-        fig, ax = plt.subplots(figsize=size, layout="constrained")
-        vmax = max(float(np.nanmax(data)) if data.size else 0.0, 1.0)
-        im = ax.imshow(np.where(data > 0, data, np.nan), cmap="Blues", vmin=0, vmax=vmax, aspect="auto")
-        ax.set_facecolor("#f7f7f7")
-        for i in range(n_r):
-            for j in range(n_c):
-                if data[i, j] > 0:
-                    ax.text(j, i, f"{int(data[i, j])}", ha="center", va="center", fontsize=7,
-                            color="white" if data[i, j] > 0.6 * vmax else "black")
-        ax.set_xticks(np.arange(n_c), [truncate_label(str(class_names[int(c)])) for c in matrix.columns],
-                      rotation=45, ha="right", rotation_mode="anchor")
-        ax.set_yticks(np.arange(n_r), row_labels)
-        for tick, c in zip(ax.get_xticklabels(), matrix.columns):
-            if target_index is not None and int(c) == int(target_index):
-                tick.set_color("#c0392b")
-                tick.set_fontweight("bold")
-        for i, label in enumerate(row_labels):
-            if label.endswith("clean images") and i:
-                ax.axhline(i - 0.5, color="0.4", lw=0.8)
-        ax.set_xlabel("predicted class (red: the target class)")
-        ax.set_ylabel("condition (fraction · placement)")
-        summary = "" if best is None else (
-            f"\nlargest gain: +{int(best['gain'])} images ({100 * float(best['gain_share']):.1f}% of the condition) "
-            f"to {truncate_label(str(class_names[int(best['pred_index'])]), 30)} at fraction {float(best['fraction']):g} · "
-            f"{best['placement']}")
-        ax.set_title(f"Where “{word}” → {target_name} sent the images{summary}\n"
-                     "cell: images of other true classes predicted as the class (blank: none; clean row: without text)",
-                     fontsize=9)
-        cbar = fig.colorbar(im, ax=ax, shrink=0.8)
-        cbar.set_label("images")
-        save_figure(fig, path)
-
-
-def _build_destination_matrix(clean: pd.DataFrame, attacked: pd.DataFrame, gains: pd.DataFrame, top_n: int,
-                              target_index: int | None) -> tuple[pd.DataFrame, list[str]]:
-    """Rows (clean, then each condition, per model and defence) x the chosen predicted classes: the
-    images of other true classes predicted as each class; and the row labels."""
-    best = gains.groupby("pred_index", sort=False)["gain"].max().reset_index()
-    best = best.sort_values(["gain", "pred_index"], ascending=[False, True], kind="stable")
-    columns = [int(c) for c in best["pred_index"].iloc[:top_n]]
-    if target_index is not None and int(target_index) not in columns:
-        columns.append(int(target_index))
-    styles = list_varying_styles(attacked)
-    groups = list(iter_groups(attacked, [*MODEL_COLUMNS, DEFENCE_COLUMN]))
-    several_models = len({(k["model"], str(k["pretrained"])) for k, _ in groups}) > 1
-    several_defences = len({k[DEFENCE_COLUMN] for k, _ in groups}) > 1
-    values, labels = [], []
-    for keys, rows in groups:
-        prefix = ""
-        if several_models:
-            prefix += get_model_label(keys["model"], keys["pretrained"]) + " · "
-        if several_defences:
-            prefix += f"{keys[DEFENCE_COLUMN]} · "
-        mine = clean[(clean["model"] == keys["model"]) & select_equal(clean["pretrained"], keys["pretrained"])
-                     & (clean[DEFENCE_COLUMN] == keys[DEFENCE_COLUMN])]
-        parts = [("clean images", mine)]
-        for ckeys, crows in iter_groups(rows, ["fraction", "placement", *styles]):
-            label = f"{ckeys['fraction']:g} · {ckeys['placement']}"
-            if styles:
-                label += f" · {format_style(ckeys, styles)}"
-            parts.append((label, crows))
-        for label, cells in parts:
-            off = cells[cells["true_index"] != cells["pred_index"]]
-            into = off.groupby("pred_index")["count"].sum()
-            values.append([int(into.get(c, 0)) for c in columns])
-            labels.append(truncate_label(prefix + label, 48))
-    return pd.DataFrame(values, columns=columns), labels
-
-
-def _example_caption(example: dict[str, Any]) -> tuple[str, bool]:
-    """Caption of one attacked example and whether the attack succeeded.
-
-    Success means the attacked prediction is the target and the clean prediction was not (the
-    `changed_to` outcome of typoattack.analysis.metrics).
-    """
-    success = example["attacked_pred"] == example["target_name"] and example["clean_pred"] != example["target_name"]
-    mark = "✓ attack succeeded" if success else "✗ not the target"
-    return f"attacked: {truncate_label(str(example['attacked_pred']), 24)}\n{mark}", success
-
-
-EXAMPLE_KEYS = ["word", "image_id", "condition", "image", "clean_image", "true_name", "clean_pred", "attacked_pred",
-                "target_name"]
-
-
-def plot_examples(examples: list[dict], path: Path) -> None:
-    """Plot attacked images beside their clean image: one row per (word, image), one column per condition.
-
-    Rows keep the order of their first example; the first column is the clean image (captioned with
-    its true class and the clean prediction), then one column per condition in the order the
-    conditions first appear, titled with the condition (`fraction 0.04 · paper8`). Each attacked
-    image is captioned with its prediction and a ✓ (green frame) / ✗ (red frame) mark: success
-    means the attacked prediction is the target and the clean prediction was not. The row's word
-    and target are the y label of its clean image. A row without an example of a condition leaves
-    that cell empty.
-
-    Layout: EX_W x EX_H inches per grid cell plus EX_TITLE_H, at DPI.
-
-    Args:
-        examples: Dicts with EXAMPLE_KEYS: `word`, `image_id`, `condition` (the column title),
-            `image` and `clean_image` (uint8 HxWx3 arrays: the attacked and the clean canvas),
-            `true_name`, `clean_pred`, `attacked_pred`, `target_name` (class names).
-        path: The PNG file to write.
-
-    Raises:
-        ValueError: `examples` is empty, an example lacks a key, or an image is not uint8 HxWx3.
-    """
-    _check_examples(examples)
-    rows: dict[tuple[str, str], dict[str, dict]] = {}
-    conditions: dict[str, None] = {}
-    for ex in examples:
-        rows.setdefault((str(ex["word"]), str(ex["image_id"])), {})[str(ex["condition"])] = ex
-        conditions.setdefault(str(ex["condition"]), None)
-    columns = list(conditions)
-    nrows, ncols = len(rows), 1 + len(columns)
-    size = (EX_W * ncols, EX_H * nrows + EX_TITLE_H)
-    with plain_text():
-        fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
-        for r, ((word, _), by_condition) in enumerate(rows.items()):
-            first = next(iter(by_condition.values()))
-            _draw_example(axes[r, 0], first["clean_image"], "clean image",
-                          f"true: {truncate_label(str(first['true_name']), 24)}\n"
-                          f"clean: {truncate_label(str(first['clean_pred']), 24)}", "0.6")
-            axes[r, 0].set_ylabel(f"“{truncate_label(word, 20)}”\n→ {truncate_label(str(first['target_name']), 20)}",
-                                  fontsize=10, fontweight="bold")
-            for c, condition in enumerate(columns, start=1):
-                ex = by_condition.get(condition)
-                if ex is None:
-                    axes[r, c].set_visible(False)
-                    continue
-                caption, success = _example_caption(ex)
-                _draw_example(axes[r, c], ex["image"], condition, caption, "#1e8449" if success else "#c0392b")
-        fig.suptitle("Clean and attacked images (rows: word → target class, one image each; columns: "
-                     "fraction · placement)\ngreen frame ✓: attacked prediction is the target and the clean one "
-                     "was not; red frame ✗: otherwise", fontsize=10)
-        save_figure(fig, path, palette=True)
-
-
-def _draw_example(ax: Any, image: np.ndarray, title: str, caption: str, frame: str) -> None:
-    """One image of the examples grid, with a title, a caption below and a coloured frame."""
-    ax.imshow(np.asarray(image), interpolation="lanczos")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_edgecolor(frame)
-        spine.set_linewidth(2.5)
-    ax.set_title(truncate_label(title, 34), fontsize=8)
-    ax.set_xlabel(caption, fontsize=8, color="black", loc="left", linespacing=1.3)
-    ax.xaxis.label.set_horizontalalignment("left")
-
-
-def _check_examples(examples: list[dict]) -> None:
-    """Raise ValueError when there is no example, one lacks a key, or an image is not uint8 HxWx3."""
-    if not examples:
-        raise ValueError("plot_examples: no examples given; there is nothing to plot")
-    for i, ex in enumerate(examples):
-        missing = [k for k in EXAMPLE_KEYS if k not in ex]
-        if missing:
-            raise ValueError(f"plot_examples: example {i} lacks the key(s) {', '.join(missing)}")
-        for key in ("image", "clean_image"):
-            img = np.asarray(ex[key])
-            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(f"plot_examples: example {i} {key} must be a uint8 HxWx3 array, "
-                                 f"got dtype {img.dtype} and shape {img.shape}")

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from typoattack.analysis.labels import format_percent, format_style, get_model_label, list_varying_styles
 from typoattack.analysis.metrics import rank_words
-from typoattack.analysis.report import has_several_defences
+from typoattack.analysis.table_cells import has_several_defences
 
 TOP_WORDS = 3
 """Words named with the highest (and the lowest) mean ASR."""

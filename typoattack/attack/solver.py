@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,42 @@ _SOLVE_RTOL = 0.04
 _MAX_RANDOM_COPIES = 8
 
 
+class UnreachableFractionError(RenderError):
+    """A fraction no font size reaches for a word on a canvas (a `RenderError`).
+
+    Attributes:
+        fraction: The requested fraction.
+        bound: "smallest" (the smallest font already covers more: the canvas is too small), "largest"
+            (the largest covers less) or "nearest" (coverage jumps over the fraction).
+        limit: The reachable fraction the message names (the smallest, the largest or the nearest).
+    """
+
+    def __init__(self, message: str, fraction: float, bound: str, limit: float) -> None:
+        super().__init__(message)
+        self.fraction, self.bound, self.limit = fraction, bound, limit
+
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in a mask worker process, read in the parent
+        return type(self), (str(self), self.fraction, self.bound, self.limit)
+
+    def suggest_fix(self, larger_canvas: str) -> str:
+        """What to pass instead, e.g. "pass --fraction 0.0124 or more, or {larger_canvas}".
+
+        Args:
+            larger_canvas: How the user gets a larger canvas in the command at hand, e.g.
+                "a model with a larger input" or "a larger --image-size".
+        """
+        if self.bound == "smallest":
+            return f"pass --fraction {math.ceil(self.limit * 1e4) / 1e4:.4f} or more, or {larger_canvas}"
+        if self.bound == "largest":
+            return f"pass --fraction {math.floor(self.limit * 1e4) / 1e4:.4f} or less"
+        return f"pass a --fraction near {self.limit:.4f}"
+
+    def with_fix(self, larger_canvas: str) -> UnreachableFractionError:
+        """The same error with `suggest_fix` appended to its message."""
+        return UnreachableFractionError(f"{self}; {self.suggest_fix(larger_canvas)}", self.fraction, self.bound,
+                                        self.limit)
+
+
 @lru_cache(maxsize=1024)
 def create_attack_mask(word: str, fraction: float, placement: Placement, style: RenderStyle,
                        canvas_size: tuple[int, int]) -> AttackMask:
@@ -54,8 +91,9 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
         The mask; its `coverage` is within 4% (relative) of `fraction`, usually within 1%.
 
     Raises:
-        RenderError: The font lacks a glyph, or the fraction cannot be reached (the message
-            names the largest or smallest reachable fraction).
+        RenderError: The font lacks a glyph. UnreachableFractionError (a RenderError): The
+            fraction cannot be reached (the message names the largest or smallest reachable
+            fraction; `with_fix` adds what to pass instead).
     """
     if not 0 < fraction < 1:
         raise RenderError(f"fraction {fraction} must be in (0, 1)")
@@ -72,12 +110,12 @@ def create_attack_mask(word: str, fraction: float, placement: Placement, style: 
         except _Unreachable as e:
             largest = max(largest, e.largest)
             if e.smallest is not None:
-                raise RenderError(
-                    f"fraction {fraction:g} cannot be reached for {where}: the smallest reachable fraction is {e.smallest:.4f}"
-                ) from None
-    raise RenderError(
-        f"fraction {fraction:g} cannot be reached for {where}: the largest reachable fraction is {largest:.4f}"
-    )
+                raise UnreachableFractionError(
+                    f"fraction {fraction:g} cannot be reached for {where}: the smallest reachable fraction is {e.smallest:.4f}",
+                    fraction, "smallest", e.smallest) from None
+    raise UnreachableFractionError(
+        f"fraction {fraction:g} cannot be reached for {where}: the largest reachable fraction is {largest:.4f}",
+        fraction, "largest", largest)
 
 
 class _Unreachable(Exception):
@@ -291,7 +329,7 @@ def _solve_grid(word: str, fraction: float, placement: Placement, style: RenderS
             if c >= 0 and abs(c - fraction) < abs(best_cov - fraction):
                 best_size, best_cov = float(size), c
     if abs(best_cov - fraction) > _SOLVE_RTOL * fraction:
-        raise RenderError(
-            f"fraction {fraction:g} cannot be matched for {where}: the nearest reachable is {best_cov:.4f}"
-        )
+        raise UnreachableFractionError(
+            f"fraction {fraction:g} cannot be matched for {where}: the nearest reachable is {best_cov:.4f}",
+            fraction, "nearest", best_cov)
     return best_size, _default_phases(placement), best_cov

@@ -4,8 +4,13 @@ A backend (open_clip, transformers, ...) turns a `ModelSpec` into a `ZeroShotMod
 with the geometry of its input (the canvas the attack is drawn on and the normalisation after it),
 an image encoder over canvases, a text encoder, and the hooks defences need (attention heads, a
 learned prompt token). Device, precision and the on-disk classifier cache are resolved here, once,
-for every backend. Tasks import this module and `typoattack.backends.registry`, never a family's
-module.
+for every backend.
+
+A chat backend (`ChatBackend`) does the same for vision-language chat models (the `vlm` task): it
+checks a model's files without its weights (`ChatModelFacts`), loads it as a `ChatModel` (option
+log-likelihoods, greedy answers), and gives the canvas geometry the task draws its images with.
+
+Tasks import this module and `typoattack.backends.registry`, never a family's module.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -264,6 +270,94 @@ class Backend(ABC):
         it recommends none."""
         return ()
 
+
+
+@dataclass(frozen=True)
+class ChatModelFacts:
+    """What a vision-language chat model's files say before its weights load (`ChatBackend.check_model`).
+
+    Attributes:
+        weights_id: Changes whenever the weights, config or processor change (as `ChatModel.weights_id`).
+        family: The architecture (e.g. transformers' config model_type: `llava`, `qwen2_vl`).
+        native_image_size: (height, width) of the model's own fixed input, or None when its processor keeps
+            the aspect ratio (tiles, dynamic resolution).
+        canvas_size: (height, width) of the default canvas the task draws for the model, or None when the
+            processor gives no size to go by (the user must choose one).
+    """
+
+    weights_id: str
+    family: str
+    native_image_size: tuple[int, int] | None
+    canvas_size: tuple[int, int] | None
+
+
+class ChatModel(Protocol):
+    """A loaded vision-language chat model, as the vlm task asks it questions.
+
+    Attributes:
+        name: What the user asked for (folder path or Hub id).
+        family: The architecture (`ChatModelFacts.family`).
+        weights_id: As `ChatModelFacts.weights_id`.
+    """
+
+    name: str
+    family: str
+    weights_id: str
+
+    def score_options(self, images: Sequence[np.ndarray], questions: Sequence[str],
+                      options: Sequence[Sequence[str]], batch_size: int = 8) -> np.ndarray:
+        """float64 [N, K]: log p(option's answer text | the item's prompt) of each item's K options (<= 0).
+
+        Args:
+            images: N uint8 canvases [H, W, 3] (RGB).
+            questions: N user messages.
+            options: N sequences of K answer texts.
+            batch_size: Items per forward pass.
+        """
+        ...
+
+    def generate_answers(self, images: Sequence[np.ndarray], questions: Sequence[str], max_new_tokens: int = 16,
+                         batch_size: int = 8) -> list[str]:
+        """Greedy answers of at most `max_new_tokens` tokens (whitespace stripped), one per item."""
+        ...
+
+
+class ChatBackend(ABC):
+    """A family of vision-language chat models: checks without weights, loading, and the canvas geometry.
+
+    Attributes:
+        name: The backend's name (the `backend` of the vlm task's model specs).
+    """
+
+    name: str
+
+    @abstractmethod
+    def check_model(self, name: str, trust_remote_code: bool = False) -> ChatModelFacts:
+        """Check that a model can be loaded and read its input sizes, without loading its weights.
+
+        Raises:
+            WeightsError: The model's files are missing or unreadable (the message says how to supply them).
+            ConfigError: The model is not one this backend runs, needs `--trust-remote-code`, or the backend's
+                library is not installed.
+        """
+
+    @abstractmethod
+    def load(self, name: str, device: torch.device, precision: Precision,
+             trust_remote_code: bool = False) -> ChatModel:
+        """Load the model on `device` in `precision` (eval mode).
+
+        Raises:
+            WeightsError, ConfigError: As `check_model`; also fp16 on a CPU.
+        """
+
+    @abstractmethod
+    def get_canvas_geometry(self, size: int) -> InputGeometry:
+        """How an image becomes the square canvas of `size` pixels handed to the family's models (their
+        processor does the rest); its `key` keys the canvas cache."""
+
+    def get_version(self) -> str:
+        """The version of the backend's library (run.json)."""
+        return ""
 
 def resolve_device(name: str) -> torch.device:
     """Turn 'auto', 'cpu', 'cuda' or 'cuda:N' into a device that exists.

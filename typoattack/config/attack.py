@@ -4,22 +4,37 @@ text styles), declared once for every task that draws them (`eval`, `vlm`), with
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from typoattack.config.common import RunSettings
+from typoattack.config.options import Option, Panel, list_keys, option, options
 from typoattack.config.parsing import (
-    as_enum, as_float, as_int, as_list, as_str, check_distinct, parse_colors, resolve_font_path, resolve_vocab_path,
+    as_float, as_int, as_list, as_str, check_distinct, parse_colors, resolve_font_path, resolve_vocab_path,
 )
 from typoattack.config.types import Placement, RenderStyle, check_fraction
 from typoattack.constants import DEFAULT_FONT
-from typoattack.errors import ConfigError
 
-ATTACK_KEYS = ("vocab", "fractions", "fraction", "placement", "placements", "font", "fill", "outline",
-               "outline_width", "opacity")
-ATTACK_ALIASES = {"fractions": "fraction", "placement": "placements"}
-"""Flag key -> the other spelling of the same YAML key (for `load_config`)."""
+ATTACK = Panel.ATTACK
+
+
+def _build_styles(raw: Mapping[str, Any], cls: type) -> tuple[RenderStyle, ...]:
+    return build_styles(raw)
+
+
+STYLE_OPTIONS = (
+    Option("font", panel=ATTACK, metavar="PATH", repeat=True, default=DEFAULT_FONT.name,
+           help="Font file (.ttf/.otf) or a file name in fonts/; repeat for several."),
+    Option("fill", panel=ATTACK, metavar="COLOUR", repeat=True, default="white",
+           help="Text colour: name or #rrggbb; repeat for several."),
+    Option("outline", panel=ATTACK, metavar="COLOUR", repeat=True, default="black",
+           help="Outline colour: name or #rrggbb; repeat for several."),
+    Option("outline_width", panel=ATTACK, metavar="INT", type=int, default="1",
+           help="Outline width in canvas pixels (0 = none)."),
+    Option("opacity", panel=ATTACK, metavar="FLOAT", type=float, default="1", help="Text opacity in (0, 1]."),
+)
+"""The options of `AttackSettings.styles` (their product: fonts x fills x outlines)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,10 +48,17 @@ class AttackSettings(RunSettings):
         styles: Text styles (font, fill, outline, width, opacity).
     """
 
-    vocab: str = "goh2021"
-    fractions: tuple[float, ...] = (0.07,)
-    placements: tuple[Placement, ...] = (Placement.PAPER8,)
-    styles: tuple[RenderStyle, ...] = (RenderStyle(),)
+    vocab: str = field(default="goh2021", metadata=option(
+        panel=ATTACK, metavar="PATH|NAME", parse=lambda v: resolve_vocab_path(as_str("vocab", v)),
+        help="Vocabulary YAML, or a built-in name (goh2021, imagenet-classes)."))
+    fractions: tuple[float, ...] = field(default=(0.07,), metadata=option(
+        "fraction", aliases=("fractions",), panel=ATTACK, metavar="FLOAT",
+        help="Pixel fraction in (0, 1); repeat for several."))
+    placements: tuple[Placement, ...] = field(default=(Placement.PAPER8,), metadata=option(
+        "placement", aliases=("placements",), panel=ATTACK, metavar="paper8|center|random",
+        help="Placement; repeat for several."))
+    styles: tuple[RenderStyle, ...] = field(default=(RenderStyle(),), metadata=options(
+        *STYLE_OPTIONS, build=_build_styles))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -50,6 +72,16 @@ class AttackSettings(RunSettings):
     def style(self) -> RenderStyle:
         """The first (often the only) text style of the sweep."""
         return self.styles[0]
+
+    @classmethod
+    def resolve_paths(cls, raw: dict[str, Any], base: Path) -> None:
+        """The shared paths, then the vocabulary and font paths (built-in names stay as written)."""
+        super().resolve_paths(raw, base)
+        resolve_attack_paths(raw, base)
+
+
+ATTACK_KEYS = tuple(k for k in list_keys(AttackSettings) if k not in list_keys(RunSettings))
+"""The YAML keys of a synthetic attack (every spelling)."""
 
 
 def build_styles(raw: Mapping[str, Any], base: Path | None = None) -> tuple[RenderStyle, ...]:
@@ -73,31 +105,6 @@ def build_styles(raw: Mapping[str, Any], base: Path | None = None) -> tuple[Rend
         for fill in parse_colors("fill", raw.get("fill", "white"))
         for outline in parse_colors("outline", raw.get("outline", "black"))
     )
-
-
-def check_attack_spellings(raw: Mapping[str, Any]) -> None:
-    """Raise ConfigError when a key is given in both its spellings (`fraction` and `fractions`)."""
-    for a, b in (("fraction", "fractions"), ("placement", "placements")):
-        if a in raw and b in raw:
-            raise ConfigError(f"give `{a}` or `{b}`, not both")
-
-
-def parse_attack_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The `AttackSettings` fields of a config mapping (YAML keys; `fraction` and `placement` may be
-    spelled `fractions` and `placements`).
-
-    Raises:
-        ConfigError: Both spellings of a key are given, or a value has the wrong type.
-    """
-    check_attack_spellings(raw)
-    fractions_raw = raw.get("fractions", raw.get("fraction", [0.07]))
-    placements_raw = raw.get("placements", raw.get("placement", ["paper8"]))
-    return {
-        "vocab": resolve_vocab_path(as_str("vocab", raw.get("vocab", "goh2021"))),
-        "fractions": tuple(as_float("fractions", f) for f in as_list(fractions_raw)),
-        "placements": tuple(as_enum("placement", Placement, p) for p in as_list(placements_raw)),
-        "styles": build_styles(raw),
-    }
 
 
 def resolve_attack_paths(raw: dict[str, Any], base: Path) -> None:

@@ -3,9 +3,10 @@
 A task's config is a frozen dataclass that extends `RunSettings` (models, seed, device, precision,
 batching, output, executor, shards) and the mixins of what it reads and how it scores: `DataSettings`
 (data, limit), `ZeroShotSettings` (templates, defences), both together `ImageSetSettings`, and those of
-`config.attack` and `config.datasets`. Every field is declared in exactly one class. `load_config`
-reads a YAML file (paths relative to it), applies the CLI flags over it (YAML < flags) and hands the
-mapping to the task's builder.
+`config.attack` and `config.datasets`. Every field is declared in exactly one class (a task redeclares a
+shared field only to give it its own default or help), with its options (`config.options`): its YAML
+key, CLI flag, help and parser. `load_config` reads a YAML file (paths relative to it), applies the
+CLI flags over it (YAML < flags) and builds the config with `RunSettings.from_mapping`.
 """
 
 from __future__ import annotations
@@ -16,39 +17,62 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from typoattack.cluster import DEFAULT_RAY_TIMEOUT
 from typoattack.config.defences import get_fingerprint_text, parse_defences
+from typoattack.config.options import Option, Panel, list_keys, list_options, option, options, parse_fields
 from typoattack.config.parsing import (
-    SAMPLE_DATA, as_batch_size, as_bool, as_enum, as_float, as_int, as_list, as_str, load_yaml_mapping, parse_models, parse_shard,
-    resolve_config_path, resolve_path, resolve_pretrained,
+    DEFAULT_BACKEND, SAMPLE_DATA, as_batch_size, as_list, as_str, load_yaml_mapping, parse_data, parse_models,
+    parse_shard, resolve_config_path, resolve_path, resolve_pretrained,
 )
 from typoattack.config.types import (
     BUILTIN_TEMPLATES, FAMILY_TEMPLATES, DataSpec, Executor, ModelSpec, Precision, ShardSpec, get_model_warnings,
 )
-from typoattack.constants import CONFIGS_DIR, DEFAULT_CACHE_DIR, DEMO_MODEL, DEMO_PRETRAINED
+from typoattack.constants import DEFAULT_CACHE_DIR, DEMO_MODEL, DEMO_PRETRAINED
 from typoattack.errors import ConfigError, suggest
 from typoattack.files import expand_path
 
 C = TypeVar("C", bound="RunSettings")
-_SPEED = {"fingerprint": False}
-"""Field metadata of settings that change how fast a run goes, never its records."""
 DEFAULT_CHUNK_SIZE = 1000
 """Items per cell when `chunk_size` is not set (fewer where a cell would hold too many records)."""
 MAX_CELL_RECORDS = 1_000_000
 """Records a cell holds at most when `chunk_size` is not set (a cell's records are built in memory)."""
+DEFAULT_SPLIT = "validation"
+"""The split of a Hugging Face dataset when `hf_split` is not given (a task may have its own)."""
+_SPEED = {"fingerprint": False}
+"""Field metadata of settings that change how fast a run goes, never its records."""
+MODEL, DATA, EXECUTION, RUN = Panel.MODEL, Panel.DATA, Panel.EXECUTION, Panel.RUN
 
-RUN_KEYS = ("models", "model", "pretrained", "backend", "seed", "batch_size", "device", "precision", "out",
-            "cache_dir", "workers", "chunk_size", "compile", "executor", "ray_address", "ray_timeout", "shard")
-DATA_KEYS = ("data", "labels", "hf_split", "hf_image_column", "hf_label_column", "limit")
-ZERO_SHOT_KEYS = ("templates", "defences", "defence")
-IMAGE_SET_KEYS = (*DATA_KEYS, *ZERO_SHOT_KEYS)
+
+def _expanded(key: str) -> Callable[[Any], str]:
+    return lambda value: str(expand_path(as_str(key, value)))
+
+
+def _build_models(raw: Mapping[str, Any], cls: type) -> tuple[ModelSpec, ...]:
+    return parse_models(raw)
+
+
+MODEL_OPTIONS = (
+    Option("model", aliases=("models",), panel=MODEL, metavar="NAME", repeat=True,
+           help="Model: an open_clip name, hf-hub:ORG/REPO or local-dir:PATH (open_clip), or a Hub id or "
+                "save_pretrained folder (transformers); repeat for several."),
+    Option("pretrained", panel=MODEL, metavar="TAG|PATH", repeat=True,
+           help="Pretrained tag (e.g. openai), checkpoint file, seed:N, or - for none (a transformers model); "
+                "one for all models or one per --model."),
+    Option("backend", panel=MODEL, metavar="NAME", repeat=True, default=DEFAULT_BACKEND,
+           help="Model family: open_clip or transformers; one for all models or one per --model."),
+)
+"""The options of `RunSettings.models` (a task with other models declares its own)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """What every run has: the models, the seed, and how (not what) to compute.
+
+    The class variables describe the task's command: `COMMAND` (its name, in messages), `SUMMARY`
+    (its help line), `BUILTIN_DIR` (where its built-in configs are), `TABLE_HELP` (the help of its
+    `--table` option; None: it has none).
 
     Attributes:
         models: The models to evaluate, in turn.
@@ -68,20 +92,44 @@ class RunSettings:
         shard: Evaluate only this shard of the cells (`typoattack merge` combines the shards).
     """
 
-    models: tuple[ModelSpec, ...]
-    seed: int = 0
-    batch_size: int | None = field(default=None, metadata=_SPEED)
-    device: str = field(default="auto", metadata=_SPEED)
-    precision: Precision = Precision.FP32
-    out: str | None = field(default=None, metadata=_SPEED)
-    cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata=_SPEED)
-    workers: int = field(default=2, metadata=_SPEED)
-    chunk_size: int | None = None
-    compile: bool = field(default=False, metadata=_SPEED)
-    executor: Executor = field(default=Executor.LOCAL, metadata=_SPEED)
-    ray_address: str | None = field(default=None, metadata=_SPEED)
-    ray_timeout: float = field(default=DEFAULT_RAY_TIMEOUT, metadata=_SPEED)
-    shard: ShardSpec | None = field(default=None, metadata=_SPEED)
+    COMMAND: ClassVar[str] = ""
+    SUMMARY: ClassVar[str] = ""
+    BUILTIN_DIR: ClassVar[Path | None] = None
+    TABLE_HELP: ClassVar[str | None] = None
+
+    models: tuple[ModelSpec, ...] = field(metadata=options(*MODEL_OPTIONS, build=_build_models))
+    seed: int = field(default=0, metadata=option(
+        panel=DATA, metavar="INT", help="Seed of the subset and the random placement."))
+    batch_size: int | None = field(default=None, metadata=option(
+        panel=EXECUTION, metavar="INT|auto", type=str, default="auto", parse=as_batch_size, metadata=_SPEED,
+        help="Images per encoder batch (auto: 1024 on CUDA, halved on out-of-memory; 256 on CPU)."))
+    device: str = field(default="auto", metadata=option(
+        panel=EXECUTION, metavar="auto|cpu|cuda[:N]", help="Where the models run.", metadata=_SPEED))
+    precision: Precision = field(default=Precision.FP32, metadata=option(
+        panel=EXECUTION, metavar="fp32|bf16|fp16", help="Encoder precision (autocast on CUDA)."))
+    out: str | None = field(default=None, metadata=option(
+        panel=RUN, metavar="PATH", short="-o", help="Output folder.", parse=_expanded("out"), metadata=_SPEED))
+    cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata=option(
+        panel=EXECUTION, metavar="PATH", help="Cache of canvases, masks and classifiers.", parse=_expanded("cache_dir"),
+        metadata=_SPEED))
+    workers: int = field(default=2, metadata=option(
+        panel=EXECUTION, metavar="INT", help="Image decoding processes.", metadata=_SPEED))
+    chunk_size: int | None = field(default=None, metadata=option(
+        panel=EXECUTION, metavar="INT", default=f"{DEFAULT_CHUNK_SIZE}, fewer past 1 M records",
+        help="Items per cell: the unit of commit, resume and sharding (run.json `chunk_size`)."))
+    compile: bool = field(default=False, metadata=option(
+        panel=EXECUTION, metavar=" ", help="torch.compile the image encoder.", metadata=_SPEED))
+    executor: Executor = field(default=Executor.LOCAL, metadata=option(
+        panel=EXECUTION, metavar="local|ray", metadata=_SPEED,
+        help="Where the cells (model x chunk of items) run: this process, or tasks on a Ray cluster."))
+    ray_address: str | None = field(default=None, metadata=option(
+        panel=EXECUTION, metavar="ADDRESS", default="RAY_ADDRESS, else a local cluster", help="Ray cluster address.",
+        metadata=_SPEED))
+    ray_timeout: float = field(default=DEFAULT_RAY_TIMEOUT, metadata=option(
+        panel=EXECUTION, metavar="SECONDS", help="How long to wait for the Ray cluster.", metadata=_SPEED))
+    shard: ShardSpec | None = field(default=None, metadata=option(
+        panel=EXECUTION, metavar="K/N", type=str, parse=parse_shard, metadata=_SPEED,
+        help="Evaluate only shard K of N of the cells (e.g. 2/8); combine the folders with `typoattack merge`."))
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -99,6 +147,36 @@ class RunSettings:
             raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
         if not self.ray_timeout > 0:
             raise ConfigError(f"ray_timeout must be a number of seconds > 0, got {self.ray_timeout}")
+
+    @classmethod
+    def from_mapping(cls: type[C], raw: Mapping[str, Any]) -> C:
+        """Validate a mapping of settings (YAML keys; paths absolute or relative to the working
+        directory) and build the config.
+
+        Raises:
+            ConfigError: A key is unknown, a value has the wrong type or is out of range.
+        """
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"a run config must be a mapping of keys to values, got {type(raw).__name__}")
+        check_keys(raw, list_keys(cls), cls.COMMAND)
+        return cls(**cls.parse_mapping(raw))
+
+    @classmethod
+    def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The field values of a mapping whose keys are known (`config.options.parse_fields`); a task
+        overrides it for what one field's value says about another's."""
+        return parse_fields(cls, raw)
+
+    @classmethod
+    def resolve_paths(cls, raw: dict[str, Any], base: Path) -> None:
+        """Make the paths of a YAML mapping absolute, relative to its folder `base` (the shared keys:
+        `resolve_common_paths`; a task adds its own)."""
+        resolve_common_paths(raw, base)
+
+    @classmethod
+    def get_default_split(cls, raw: Mapping[str, Any]) -> str:
+        """The Hugging Face split when `hf_split` is not given."""
+        return DEFAULT_SPLIT
 
     @property
     def model_warnings(self) -> list[str]:
@@ -158,6 +236,26 @@ def resolve_chunk_size(chunk_size: int | None, records_per_item: int) -> ChunkSi
     return ChunkSize(min(DEFAULT_CHUNK_SIZE, max(1, MAX_CELL_RECORDS // max(records_per_item, 1))), "auto")
 
 
+def build_data_field(raw: Mapping[str, Any], cls: type[RunSettings]) -> DataSpec:
+    """`DataSettings.data` from the keys of `DATA_OPTIONS` (`config.parsing.parse_data`), with the
+    class's default split."""
+    return parse_data(raw, cls.get_default_split(raw))
+
+
+DATA_OPTIONS = (
+    Option("data", panel=DATA, metavar="PATH|hf:NAME",
+           help="ImageNet-val folder, image folder with labels.csv, hf:NAME, or sample (the 500 images the "
+                "package ships)."),
+    Option("labels", panel=DATA, metavar="PATH", default="DATA/labels.csv", help="Labels CSV (file, class_index)."),
+    Option("hf_split", panel=DATA, metavar="NAME", default=DEFAULT_SPLIT, help="Split of a Hugging Face dataset."),
+    Option("hf_image_column", panel=DATA, metavar="NAME", default="image",
+           help="Image column of a Hugging Face dataset."),
+    Option("hf_label_column", panel=DATA, metavar="NAME", default="label",
+           help="Label column of a Hugging Face dataset."),
+)
+"""The options of `DataSettings.data`."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataSettings(RunSettings):
     """What the tasks over a set of images add: the images and a subset of them.
@@ -167,13 +265,18 @@ class DataSettings(RunSettings):
         limit: Evaluate a fixed, seeded subset of this many images (None: all).
     """
 
-    data: DataSpec
-    limit: int | None = None
+    data: DataSpec = field(metadata=options(*DATA_OPTIONS, build=build_data_field))
+    limit: int | None = field(default=None, metadata=option(
+        panel=DATA, metavar="N", default="all", help="Use a fixed, seeded, class-balanced subset of N images."))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be a positive number of images, got {self.limit}")
+
+
+def _build_defences(raw: Mapping[str, Any], cls: type) -> tuple[str, ...]:
+    return tuple(s.text for s in parse_defences(raw.get("defences", raw.get("defence", ["none"])), None))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,8 +288,14 @@ class ZeroShotSettings(RunSettings):
         defences: Canonical defence texts (`typoattack.config.defences`); `none` is the undefended model.
     """
 
-    templates: str = "openai"
-    defences: tuple[str, ...] = ("none",)
+    templates: str = field(default="openai", metadata=option(
+        panel=Panel.MODEL, metavar="NAME|PATH",
+        help="Zero-shot templates: openai (80), simple (7), photo (1), family (each model family's own), "
+             "or a YAML file of templates."))
+    defences: tuple[str, ...] = field(default=("none",), metadata=options(
+        Option("defence", aliases=("defences",), panel=Panel.DEFENCES, metavar="DEFENCE", repeat=True, default="none",
+               help="none, heads:L.H,L.H, heads:@FILE, prefix:PATH or templates:NAME|FILE; repeat for several."),
+        build=_build_defences))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -213,85 +322,6 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}
     return value
-
-
-def parse_run_settings(raw: Mapping[str, Any], demo_by_default: bool = False) -> dict[str, Any]:
-    """The `RunSettings` fields of a config mapping (YAML keys), validated.
-
-    Args:
-        raw: The mapping.
-        demo_by_default: Run the demo model (`DEMO_MODEL`/`DEMO_PRETRAINED`, a toy that shows the
-            pipeline) when no model is given; otherwise no model is an error.
-
-    Raises:
-        ConfigError: A value has the wrong type.
-    """
-    out = raw.get("out")
-    models = parse_models(raw)
-    if not models and demo_by_default:
-        models = (ModelSpec(DEMO_MODEL, DEMO_PRETRAINED),)
-    return {
-        "models": models,
-        "seed": as_int("seed", raw.get("seed", 0)),
-        "batch_size": as_batch_size(raw.get("batch_size", "auto")),
-        "device": as_str("device", raw.get("device", "auto")),
-        "precision": as_enum("precision", Precision, raw.get("precision", "fp32")),
-        "out": None if out is None else str(expand_path(as_str("out", out))),
-        "cache_dir": str(expand_path(as_str("cache_dir", raw.get("cache_dir", str(DEFAULT_CACHE_DIR))))),
-        "workers": as_int("workers", raw.get("workers", 2)),
-        "chunk_size": as_int("chunk_size", raw.get("chunk_size"), allow_none=True),
-        "compile": as_bool("compile", raw.get("compile", False)),
-        "executor": as_enum("executor", Executor, raw.get("executor", "local")),
-        "ray_address": None if raw.get("ray_address") is None else as_str("ray_address", raw["ray_address"]),
-        "ray_timeout": as_float("ray_timeout", raw.get("ray_timeout", DEFAULT_RAY_TIMEOUT)),
-        "shard": parse_shard(raw.get("shard")),
-    }
-
-
-def parse_data_settings(raw: Mapping[str, Any], default_split: str) -> dict[str, Any]:
-    """The `DataSettings` fields of a config mapping (relative paths already made absolute).
-
-    Args:
-        raw: The mapping.
-        default_split: The Hugging Face split when `hf_split` is not given.
-
-    Raises:
-        ConfigError: `data` is missing, or a value has the wrong type.
-    """
-    from typoattack.config.parsing import parse_data
-
-    return {"data": parse_data(raw, default_split), "limit": as_int("limit", raw.get("limit"), allow_none=True)}
-
-
-def parse_zero_shot(raw: Mapping[str, Any], default_templates: str) -> dict[str, Any]:
-    """The `ZeroShotSettings` fields of a config mapping.
-
-    Args:
-        raw: The mapping (relative paths already made absolute).
-        default_templates: The templates when `templates` is not given.
-
-    Raises:
-        ConfigError: A value has the wrong type, a defence is malformed, or both `defences` and `defence` are given.
-    """
-    if "defences" in raw and "defence" in raw:
-        raise ConfigError("give `defences` or `defence`, not both")
-    return {
-        "templates": as_str("templates", raw.get("templates", default_templates)),
-        "defences": tuple(s.text for s in parse_defences(raw.get("defences", raw.get("defence", ["none"])), None)),
-    }
-
-
-def parse_image_set(raw: Mapping[str, Any], default_split: str, default_templates: str) -> dict[str, Any]:
-    """The `ImageSetSettings` fields beyond `RunSettings` of a config mapping (`parse_data_settings`
-    and `parse_zero_shot`).
-
-    Raises:
-        ConfigError: A value has the wrong type, a defence is malformed, or both `defences` and `defence` are given.
-    """
-    if "defences" in raw and "defence" in raw:
-        raise ConfigError("give `defences` or `defence`, not both")
-    data = parse_data_settings(raw, default_split)
-    return {**data, **parse_zero_shot(raw, default_templates)}
 
 
 def check_keys(raw: Mapping[str, Any], keys: tuple[str, ...], command: str) -> None:
@@ -325,22 +355,14 @@ def resolve_common_paths(raw: dict[str, Any], base: Path) -> None:
         raw["defences"] = [s.text for s in parse_defences(raw.pop("defences", raw.pop("defence", None)), base)]
 
 
-def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None,
-                build: Callable[[Mapping[str, Any]], C], *, builtin_dir: Path = CONFIGS_DIR,
-                resolve_paths: Callable[[dict[str, Any], Path], None] | None = None,
-                aliases: Mapping[str, str] | None = None) -> C:
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None, cls: type[C]) -> C:
     """Read a config YAML, apply the flags over it (YAML < flags) and build the task's config.
 
     Args:
-        path: A YAML file, the name of a built-in config in `builtin_dir`, or None for flags alone.
+        path: A YAML file, the name of a built-in config in `cls.BUILTIN_DIR`, or None for flags alone.
         overrides: Settings keyed as in the YAML file; None values are ignored. Relative paths in
             overrides are relative to the working directory.
-        build: The task's builder: a validated config from a mapping of YAML keys.
-        builtin_dir: Where the task's built-in configs are.
-        resolve_paths: Makes the task's own path keys absolute (relative to the YAML's folder), after
-            `resolve_common_paths`.
-        aliases: Flag key -> the other spelling of the same YAML key (`fractions` -> `fraction`),
-            dropped from the YAML mapping when the flag is given.
+        cls: The task's config class (its options say which keys it reads).
 
     Raises:
         ConfigError: An unreadable file, an unknown key, a bad value, or `--pretrained` alone
@@ -348,15 +370,10 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None,
     """
     raw: dict[str, Any] = {}
     if path is not None:
-        file = resolve_config_path(path, builtin_dir)
+        file = resolve_config_path(path, cls.BUILTIN_DIR)
         raw = load_yaml_mapping(file, "run config")
-        resolve_common_paths(raw, file.parent)
-        if resolve_paths is not None:
-            resolve_paths(raw, file.parent)
+        cls.resolve_paths(raw, file.parent)
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    for key, alias in {"defences": "defence", **(aliases or {})}.items():
-        if key in flags:
-            raw.pop(alias, None)
     if "models" in raw and any(k in flags for k in ("model", "pretrained", "backend")):
         if "model" not in flags:
             entries = as_list(raw["models"])
@@ -369,8 +386,14 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None,
                     if key in entry and key not in flags:
                         raw[key] = entry[key]
         raw.pop("models")
+    # A flag replaces its key in every YAML spelling (--fraction replaces `fractions:`).
+    for opt in list_options(cls):
+        if any(k in flags for k in opt.keys):
+            for k in opt.keys:
+                if k not in flags:
+                    raw.pop(k, None)
     raw.update(flags)
-    return build(raw)
+    return cls.from_mapping(raw)
 
 
 def check_templates(templates: str, extra_names: tuple[str, ...] = ()) -> None:

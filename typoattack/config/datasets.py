@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from typoattack.config.common import DataSettings
+from typoattack.config.options import Panel, option
 from typoattack.config.parsing import as_enum
 from typoattack.config.types import RealDataset
 from typoattack.errors import ConfigError
 
-DATASET_KEYS = ("dataset",)
 DATASET_FLAG = "--dataset scam|rta100|paint|disentangle|folder"
 REAL_DEFAULT_SPLIT = "train"
 """The split of a Hugging Face real dataset when `hf_split` is not given (SCAM has only `train`)."""
@@ -27,7 +27,8 @@ class RealDatasetSettings(DataSettings):
             ImageNet-style images instead (`vlm` without `--dataset`).
     """
 
-    dataset: RealDataset | None = None
+    dataset: RealDataset | None = field(default=None, metadata=option(
+        panel=Panel.DATA, metavar="FORMAT", help="Dataset format: scam, rta100, paint, disentangle or folder."))
 
     def __post_init__(self) -> None:
         super().__post_init__()

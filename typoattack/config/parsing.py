@@ -22,6 +22,8 @@ SAMPLE_DATA = "sample"
 """The data name of the 500 ImageNet images the package ships (`--data sample`)."""
 DEFAULT_BACKEND = "open_clip"
 """The backend of a model whose config names none."""
+NO_PRETRAINED = "-"
+"""The `pretrained` value of a model that takes none (a transformers model beside open_clip ones)."""
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -142,9 +144,9 @@ def is_name(value: str) -> bool:
     return "/" not in value and "\\" not in value and not value.endswith((".yaml", ".yml"))
 
 
-def list_builtin_configs(folder: Path = CONFIGS_DIR) -> list[str]:
-    """Names of the run configs shipped in the package in `folder` (`--config NAME`)."""
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+def list_builtin_configs(folder: Path | None = CONFIGS_DIR) -> list[str]:
+    """Names of the run configs shipped in the package in `folder` (`--config NAME`; None: none)."""
+    return [] if folder is None else sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 def list_builtin_vocabularies() -> list[str]:
@@ -152,7 +154,7 @@ def list_builtin_vocabularies() -> list[str]:
     return sorted(p.stem for p in VOCAB_DIR.glob("*.yaml"))
 
 
-def resolve_config_path(value: str | Path, folder: Path = CONFIGS_DIR) -> Path:
+def resolve_config_path(value: str | Path, folder: Path | None = CONFIGS_DIR) -> Path:
     """A run config given as a YAML path or as the name of a built-in one in `folder`.
 
     Raises:
@@ -162,7 +164,7 @@ def resolve_config_path(value: str | Path, folder: Path = CONFIGS_DIR) -> Path:
     path = expand_path(text)
     if path.is_file():
         return path.resolve()
-    if is_name(text) and (folder / f"{text}.yaml").is_file():
+    if is_name(text) and folder is not None and (folder / f"{text}.yaml").is_file():
         return folder / f"{text}.yaml"
     names = list_builtin_configs(folder)
     known = f"a built-in config ({', '.join(names)})" if names else "a built-in config (this command has none)"
@@ -248,7 +250,11 @@ def parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
     names = [as_str("model", m) for m in as_list(raw["model"])]
 
     def per_model(key: str, default: Any) -> list[Any]:
-        values = [None if v is None else as_str(key, v) for v in as_list(raw.get(key, default))]
+        given = as_list(raw.get(key, default))
+        if key == "pretrained" and any(isinstance(v, str) and not v.strip() for v in given):
+            raise ConfigError(f"`pretrained` is empty; give a tag, a checkpoint file, seed:N, or {NO_PRETRAINED} for a "
+                              "model that takes none (a transformers model)")
+        values = [None if v is None else as_str(key, v) for v in given]
         if len(values) == 1:
             values = values * len(names)
         if len(values) != len(names):
@@ -256,7 +262,9 @@ def parse_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
                               "or one per --model")
         return values
 
-    pretrained, backends = per_model("pretrained", None), per_model("backend", DEFAULT_BACKEND)
+    # `-` is "no pretrained tag" (a transformers model), so one --pretrained per --model can mix families.
+    pretrained = [None if p == NO_PRETRAINED else p for p in per_model("pretrained", None)]
+    backends = per_model("backend", DEFAULT_BACKEND)
     return tuple(ModelSpec(n, p, b or DEFAULT_BACKEND) for n, p, b in zip(names, pretrained, backends))
 
 

@@ -84,6 +84,12 @@ def split_images(rows: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(rows[perm[:half]]), np.sort(rows[perm[half:]])
 
 
+def rank_heads(scores: np.ndarray) -> list[Head]:
+    """Every head of a float [layers, heads] score grid in the order the search tries them: highest
+    score first, ties by (layer, head)."""
+    return sorted(((int(l), int(h)) for l, h in np.ndindex(*scores.shape)), key=lambda lh: (-scores[lh], lh))
+
+
 def search_heads(scores: np.ndarray, evaluate: Callable[[str, Sequence[Head]], Accuracy],
                  progress_log: Callable[[str], None] = lambda _: None) -> HeadSearch:
     """The greedy search of the module docstring, given head scores and an accuracy function.
@@ -96,7 +102,7 @@ def search_heads(scores: np.ndarray, evaluate: Callable[[str, Sequence[Head]], A
     Returns:
         The search, with held-out accuracy only for the baseline and the kept steps.
     """
-    order = sorted(((int(l), int(h)) for l, h in np.ndindex(*scores.shape)), key=lambda lh: (-scores[lh], lh))
+    order = rank_heads(scores)
     base_sel, base_held = evaluate("selection", []), evaluate("heldout", [])
     search = HeadSearch([], scores, (base_sel, base_held))
     best, rejected = base_sel.attacked_top1, 0

@@ -1,5 +1,5 @@
-"""Cells: the unit of work that executors run and the run folder commits, and the one per-process
-cache of the model context a task builds for them.
+"""Cells: the unit of work that executors run and the run folder commits, how a task's plan cuts a
+run into them (`cut_cells`), and the one per-process cache of the model context a task builds for them.
 
 A cell is one model x one chunk of items with a stable id; a task evaluates it from the cell's
 picklable inputs alone, so it runs the same in this process or in a Ray worker. A process keeps
@@ -8,15 +8,17 @@ the context (model, classifier, data) of the last cell's model for the next cell
 
 from __future__ import annotations
 
+import hashlib
+import json
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 
-from typoattack.progress import NullProgress
-
-if TYPE_CHECKING:
-    from typoattack.engine.task import Task
+from typoattack.engine.rundir import get_cell_id
+from typoattack.progress import NullProgress, ProgressReporter
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,62 @@ class CellResult:
     n_encoded: int = 0
 
 
+def get_context_key(task_name: str, cfg: Any, model_index: int) -> str:
+    """The key of the model context a cell needs: equal for the cells of one model of one run
+    (speed settings included: a worker never reuses a model loaded for another device or precision)."""
+    doc = json.dumps([task_name, cfg.to_dict(), model_index], sort_keys=True, default=str)
+    return hashlib.sha256(doc.encode()).hexdigest()[:24]
+
+
+def cut_cells(task_name: str, cfg: Any, items: Sequence[Any], chunk_size: int, *,
+              jobs_per_item: int | Sequence[int] = 1, shared: Callable[[int], Any] | None = None) -> list[Cell]:
+    """The cells of a run: each model of `cfg.models` x each `chunk_size` consecutive items, in run
+    order (model after model, each model's chunks in item order), with their stable ids
+    (`rundir.get_cell_id`) and the model's context key.
+
+    Args:
+        task_name: The task's name.
+        cfg: The run's config (its `models`, and `to_dict` for the context key).
+        items: What every model evaluates, in run order; a cell's items are a slice of it, of its type
+            (a tuple's are tuples, an array's arrays).
+        chunk_size: Items per cell (the last cell of a model may hold fewer).
+        jobs_per_item: Progress units of one item (`Cell.n_jobs`): one number for every item, or one
+            per item, aligned with `items`.
+        shared: Model index -> what every cell of that model needs (`Cell.shared`), called once per
+            model; None: nothing.
+    """
+    cells = []
+    for m_index, spec in enumerate(cfg.models):
+        key = get_context_key(task_name, cfg, m_index)
+        inputs = shared(m_index) if shared is not None else None
+        for s_index, start in enumerate(range(0, len(items), chunk_size)):
+            chunk = items[start:start + chunk_size]
+            if isinstance(jobs_per_item, numbers.Integral):
+                n_jobs = len(chunk) * int(jobs_per_item)
+            else:
+                n_jobs = int(sum(jobs_per_item[start:start + chunk_size]))
+            cells.append(Cell(get_cell_id(m_index, spec, s_index), task_name, cfg, m_index, chunk, n_jobs, key, inputs))
+    return cells
+
+
+class CellEvaluator(Protocol):
+    """What `run_cell` needs of a task (every `engine.task.Task` has it)."""
+
+    def create_context(self, cell: Cell, progress: ProgressReporter) -> Any:
+        """Load what the cells of `cell`'s model need, in this process."""
+        ...
+
+    def evaluate_cell(self, context: Any, cell: Cell, advance: Callable[[int], None]) -> CellResult:
+        """Evaluate one cell with a context made for its model."""
+        ...
+
+
 _CONTEXT: dict[str, Any] = {}
 """The model context of this process by `Cell.context_key` (at most one: a process that moves on to
 another model frees the previous one)."""
 
 
-def run_cell(task: Task, cell: Cell) -> CellResult:
+def run_cell(task: CellEvaluator, cell: Cell) -> CellResult:
     """Evaluate one cell in this process, building its model context here unless the last cell's
     was the same (the body of a Ray task)."""
     if cell.context_key not in _CONTEXT:

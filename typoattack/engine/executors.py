@@ -9,6 +9,8 @@ the driver (`on_result`), which commits it as the same chunk files, whichever co
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,7 +51,7 @@ class LocalExecutor:
                 context = None  # frees the previous model before loading the next
                 context, key = task.create_context(cell, progress), cell.context_key
             if advance is None:  # after the first model's classifier, so a cold build shows its own bar
-                advance = progress.start(f"Evaluating {len(cells)} cells", sum(c.n_jobs for c in cells),
+                advance = progress.start(f"Evaluating {count_cells(len(cells))}", sum(c.n_jobs for c in cells),
                                          task.job_unit)
             on_result(task.evaluate_cell(context, cell, advance))
 
@@ -75,12 +77,12 @@ class RayExecutor:
 
     def run(self, task: Task, cells: Sequence[Cell], on_result: Callable[[CellResult], None],
             progress: ProgressReporter) -> None:
-        ray = connect_ray(self.address, self.timeout)
+        ray = _connect_keeping_sigterm(self.address, self.timeout)
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
         remote = ray.remote(_run_cell_task).options(num_cpus=1, num_gpus=1 if has_gpus else 0,
                                                     max_retries=MAX_RETRIES)
-        progress.log(f"Ray: {len(cells)} cells on {_describe_cluster(ray)}")
-        advance = progress.start(f"{len(cells)} cells on Ray", sum(c.n_jobs for c in cells), task.job_unit)
+        progress.log(f"Ray: {count_cells(len(cells))} on {_describe_cluster(ray)}")
+        advance = progress.start(f"{count_cells(len(cells))} on Ray", sum(c.n_jobs for c in cells), task.job_unit)
         pending = {remote.remote(task, cell): cell for cell in cells}
         try:
             while pending:
@@ -92,6 +94,23 @@ class RayExecutor:
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
+
+
+def count_cells(n: int) -> str:
+    """'1 cell', '8 cells'."""
+    return f"{n} cell" if n == 1 else f"{n} cells"
+
+
+def _connect_keeping_sigterm(address: str | None, timeout: float) -> Any:
+    """`connect_ray`, keeping the SIGTERM handler this process had set (`run.interrupt_on_sigterm`):
+    `ray.init` replaces it with one that exits at once, which would end a run without saying that
+    it resumes. The default handling (none set) is left to Ray."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    ray = connect_ray(address, timeout)
+    if callable(before) and signal.getsignal(signal.SIGTERM) is not before:
+        signal.signal(signal.SIGTERM, before)
+    return ray
 
 
 def _get_result(ray: Any, ref: Any) -> Any:

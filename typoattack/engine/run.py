@@ -3,9 +3,12 @@ shard at a time, then has the task write its tables from the records."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,13 +41,6 @@ class RunResult:
     info: RunInfo
 
 
-def get_context_key(task_name: str, cfg: RunSettings, model_index: int) -> str:
-    """The key of the model context a cell needs: equal for the cells of one model of one run
-    (speed settings included: a worker never reuses a model loaded for another device or precision)."""
-    doc = json.dumps([task_name, cfg.to_dict(), model_index], sort_keys=True, default=str)
-    return hashlib.sha256(doc.encode()).hexdigest()[:24]
-
-
 def get_shard_info(cfg: RunSettings) -> dict[str, int] | None:
     """The `shard` entry of run.json without its cell list (None for a whole run)."""
     return None if cfg.shard is None else {"index": cfg.shard.index, "count": cfg.shard.count}
@@ -65,18 +61,52 @@ def run_task(task: Task, cfg: Any, progress: ProgressReporter | None = None, ove
 
     Raises:
         TypoAttackError: A user-fixable problem (config, data, weights, font, output folder).
+        KeyboardInterrupt: Ctrl-C, or SIGTERM while the run lasts (run from the main thread): the
+            committed chunks stay, and rerunning the same config resumes.
     """
     progress = progress or NullProgress()
     out = rundir.get_out_dir(cfg.out)
     t_start = time.perf_counter()
     check_executor(cfg.executor)
-    plan = task.plan(cfg, progress)
-    shard = get_shard_info(cfg)
-    folder, previous = RunFolder.open(out, plan.fingerprint, overwrite, shard, tuple(task.output_files))
+    with interrupt_on_sigterm():
+        plan = task.plan(cfg, progress)
+        shard = get_shard_info(cfg)
+        folder, previous = RunFolder.open(out, plan.fingerprint, overwrite, shard, tuple(task.output_files))
+        try:
+            return _run_in_folder(task, cfg, plan, folder, previous, shard, progress, t_start)
+        finally:
+            folder.unlock()
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """While the block runs, SIGTERM stops it as Ctrl-C does (KeyboardInterrupt: the driver's
+    `finally` blocks run, committed chunks stay, the CLI says how to resume) instead of ending the
+    process at once.
+
+    Only in the main thread (where Python runs signal handlers; a run in another thread leaves the
+    process's handling alone). The earlier handler comes back after the block, unless something
+    replaced this one meanwhile. A process forked during the block (a decoding or mask worker)
+    inherits the handler: there SIGTERM still ends the process, as without it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if os.getpid() != pid:  # a forked worker: die of the signal, as without this handler
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return _run_in_folder(task, cfg, plan, folder, previous, shard, progress, t_start)
+        yield
     finally:
-        folder.unlock()
+        if signal.getsignal(signal.SIGTERM) is interrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def get_chunk_provenance(plan: Plan, cell: Cell) -> ChunkProvenance:
@@ -91,31 +121,43 @@ def _run_in_folder(task: Task, cfg: Any, plan: Plan, folder: RunFolder, previous
     expected = {c.cell_id: get_chunk_provenance(plan, c) for c in mine}
     notes = folder.prepare_records(list(expected))
     pending = [c for c in mine if not folder.check_chunk(expected[c.cell_id])]
-    for line in [*cfg.model_warnings, *plan.notes, *notes]:
+    # The models' warnings (untrained, demo) are the caller's to show, beside the numbers (the CLI
+    # prints them after the summary): shown here too, they appeared twice.
+    for line in [*plan.notes, *notes]:
         text = line.replace("[", r"\[")  # a note is text, not rich markup
         progress.log(f"[bold yellow]{text}[/]")
-    if previous is not None and len(pending) < len(mine):
-        progress.log(f"Resuming: {len(mine) - len(pending)} of {len(mine)} cells are committed in {out}")
+    if previous is not None and mine:
+        progress.log(describe_resume(out, len(mine) - len(pending), len(mine)).replace("[", r"\["))
     info = _start_info(task, cfg, plan, previous, [c.cell_id for c in mine], shard)
     info.chunks_total, info.chunks_done = len(mine), len(mine) - len(pending)
     folder.save_info(info)
     if shard is not None and not mine:
         progress.log(f"Shard {cfg.shard} holds no cell (the run has {len(plan.cells)}); it is finished with "
                      "nothing to evaluate and merges with the others.")
-    t_eval = time.perf_counter()
     stats = _evaluate(task, cfg, folder, info, pending, expected, progress)
-    t_eval = time.perf_counter() - t_eval
     info.models = _build_model_entries(cfg, plan, mine, previous, stats, folder)
     skipped = {**plan.skipped, **folder.read_skipped([c.cell_id for c in mine])}
     folder.write_skipped(skipped)
     with folder.open_records() as records:
         summary = task.write_tables(records, out, info) if shard is None else pd.DataFrame()
         n_records = records.count()
-    encoded = sum(s["encoded"] for s in stats)  # images/s over the wall time of the cells, whatever ran them
+    # images/s while evaluating: the images encoded over the seconds the cells took (`CellResult.seconds`),
+    # without loading the models and building their classifiers (`seconds_setup_this_session`).
+    encoded, evaluating = sum(s["encoded"] for s in stats), sum(s["seconds"] for s in stats)
     finish_info(info, n_records, len(skipped), time.perf_counter() - t_start,
-                round(encoded / t_eval, 1) if encoded and t_eval > 0 else None)
+                round(encoded / evaluating, 1) if encoded and evaluating > 0 else None,
+                seconds_evaluating=evaluating if pending else None,
+                seconds_setup=sum(s["setup"] for s in stats) if pending else None)
     folder.save_info(info)
     return RunResult(out, n_records, summary, info)
+
+
+def describe_resume(out: Path, done: int, total: int) -> str:
+    """The line that says a rerun takes up an earlier session's run in `out` (`done` of its `total`
+    cells committed)."""
+    if done == total:
+        return f"Resuming {out}: every cell ({total}) already done; writing the tables"
+    return f"Resuming {out}: {done} of {total} cell{'' if total == 1 else 's'} already done"
 
 
 def _start_info(task: Task, cfg: RunSettings, plan: Plan, previous: RunInfo | None, mine: list[str],
@@ -135,9 +177,11 @@ def _evaluate(task: Task, cfg: RunSettings, folder: RunFolder, info: RunInfo, pe
     """Run the pending cells on the configured executor, committing each cell's chunk as it arrives.
 
     Returns:
-        Per model: images encoded, seconds evaluating, and the model info its cells reported.
+        Per model: images encoded, seconds evaluating (the cells' `seconds`), seconds of setup (the
+        `seconds` its cells' model info reported: loading, canvases, classifier; summed over the
+        processes that loaded it) and the model info its cells reported.
     """
-    stats: list[dict[str, Any]] = [{"encoded": 0, "seconds": 0.0, "info": {}} for _ in cfg.models]
+    stats: list[dict[str, Any]] = [{"encoded": 0, "seconds": 0.0, "setup": 0.0, "info": {}} for _ in cfg.models]
 
     def commit(result: CellResult) -> None:
         weights = {k: result.model_info[k] for k in ("weights_id",) if k in result.model_info}
@@ -146,6 +190,7 @@ def _evaluate(task: Task, cfg: RunSettings, folder: RunFolder, info: RunInfo, pe
         model = stats[result.model_index]
         model["encoded"] += result.n_encoded
         model["seconds"] += result.seconds
+        model["setup"] += sum(v for v in result.model_info.get("seconds", {}).values() if isinstance(v, (int, float)))
         seconds = {**model["info"].get("seconds", {}), **result.model_info.get("seconds", {})}
         model["info"] = {**model["info"], **result.model_info, "seconds": seconds}
         info.chunks_done += 1
@@ -183,12 +228,26 @@ def _build_model_entries(cfg: RunSettings, plan: Plan, mine: list[Cell], previou
     return entries
 
 
-def finish_info(info: RunInfo, n_records: int, n_skipped: int, seconds: float,
-                images_per_second: float | None) -> None:
-    """Mark run.json complete with the totals of the run."""
+def finish_info(info: RunInfo, n_records: int, n_skipped: int, seconds: float, images_per_second: float | None,
+                *, seconds_evaluating: float | None = None, seconds_setup: float | None = None) -> None:
+    """Mark run.json complete with the totals of the run.
+
+    Args:
+        info: run.json.
+        n_records: The folder's records.
+        n_skipped: Items that could not be evaluated.
+        seconds: Wall time of this session (planning, loading, evaluating, tables).
+        images_per_second: Images encoded per second of evaluating (None: none encoded).
+        seconds_evaluating: Seconds this session's cells spent evaluating (`CellResult.seconds`,
+            summed; None: no cell evaluated).
+        seconds_setup: Seconds this session spent loading models and building what their cells
+            need (canvases, classifiers), summed over models and processes (None: no cell evaluated).
+    """
     info.complete = True
     info.n_records = n_records
     info.n_skipped = n_skipped
     info.finished = rundir.get_timestamp()
     info.seconds_total_this_session = round(seconds, 3)
     info.images_per_second = images_per_second
+    info.seconds_evaluating_this_session = None if seconds_evaluating is None else round(seconds_evaluating, 3)
+    info.seconds_setup_this_session = None if seconds_setup is None else round(seconds_setup, 3)

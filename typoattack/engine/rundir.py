@@ -67,8 +67,14 @@ class RunInfo:
         chunks_done: Cells committed so far.
         complete: True once every cell is committed and the tables are written.
         models: Per model: name, pretrained, backend and what its cells and the task reported.
-        n_records, n_skipped, finished, seconds_total_this_session, images_per_second: Totals,
-            set when the run completes.
+        n_records, n_skipped, finished, seconds_total_this_session: Totals, set when the run completes.
+        images_per_second: Images encoded per second of evaluating cells this session (the cells'
+            `CellResult.seconds`, summed over processes: with Ray, the rate of one worker), without
+            loading models and building classifiers; None when no image was encoded.
+        seconds_evaluating_this_session: Those seconds of evaluating cells (None: no cell evaluated).
+        seconds_setup_this_session: Seconds this session's processes spent loading models and
+            preparing what their cells need (canvases, classifiers and defences), summed over models
+            and processes (the models' `seconds` entries but `evaluate`; None: no cell evaluated).
         merged_from: For a merged run, what each shard folder did.
         extra: The task's own entries (vocabulary, dataset, colours, clean accuracy, ...).
     """
@@ -93,6 +99,8 @@ class RunInfo:
     finished: str | None = None
     seconds_total_this_session: float | None = None
     images_per_second: float | None = None
+    seconds_evaluating_this_session: float | None = None
+    seconds_setup_this_session: float | None = None
     merged_from: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -184,6 +192,7 @@ _RUN_FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "n_items": (int,), "chunks_total": (int,), "chunks_done": (int,), "complete": (bool,), "models": (list,),
     "n_records": (int, type(None)), "n_skipped": (int, type(None)), "finished": (str, type(None)),
     "seconds_total_this_session": (*_NUMBER, type(None)), "images_per_second": (*_NUMBER, type(None)),
+    "seconds_evaluating_this_session": (*_NUMBER, type(None)), "seconds_setup_this_session": (*_NUMBER, type(None)),
     "merged_from": (list, type(None)),
 }
 """The JSON type of each run.json field `RunInfo` reads (checked before a run is trusted)."""

@@ -8,7 +8,8 @@ import contextlib
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -270,8 +271,9 @@ def create_model(spec: ModelSpec, device: torch.device, precision: Precision,
         pretrained = None
     elif kind == "shipped":  # loaded as a checkpoint file, the way users' own files are
         pretrained = str(get_shipped_weights_path(spec.name, str(spec.pretrained)))
+    quiet = _drop_log_records(_RANDOM_WEIGHTS_WARNING) if kind == "seed" else contextlib.nullcontext()
     try:
-        with hub.hub_offline_if_unreachable(), torch.random.fork_rng(devices=[]):
+        with hub.hub_offline_if_unreachable(), torch.random.fork_rng(devices=[]), quiet:
             if kind == "seed":
                 torch.manual_seed(int(str(spec.pretrained)[len(SEED_PREFIX):]))
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -396,6 +398,27 @@ class OpenClipBackend(Backend):
 
     def get_version(self) -> str:
         return str(open_clip.__version__)
+
+
+_RANDOM_WEIGHTS_WARNING = "No pretrained weights loaded"
+"""How open_clip's warning about a model initialised at random begins (logged on the root logger); seed:N asks
+for random weights, and the CLI says so in its own words."""
+
+
+@contextlib.contextmanager
+def _drop_log_records(prefix: str) -> Iterator[None]:
+    """Within the block, records logged on the root logger (as open_clip logs) whose message begins with
+    `prefix` are dropped; every other record passes."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def _first_line(e: BaseException) -> str:

@@ -11,7 +11,7 @@ towers) raise ConfigError.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,13 @@ from open_clip.transformer import text_global_pool
 
 from typoattack.errors import ConfigError
 
-if TYPE_CHECKING:
-    from typoattack.backends.open_clip.model import OpenClipModel
+
+class TextTowerModel(Protocol):
+    """What Defense-Prefix uses of a loaded model (a `model.OpenClipModel`)."""
+
+    model: torch.nn.Module
+    tokenizer: Callable[..., torch.Tensor]
+    device: torch.device
 
 _TEXT_PARTS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
 _CLASSES_PER_CALL = 100
@@ -51,7 +56,7 @@ def get_star_token(tokenizer: Callable[..., torch.Tensor]) -> int:
     return body[0]
 
 
-def embed_prompts(loaded: OpenClipModel, texts: Sequence[str], prefix: torch.Tensor | None
+def embed_prompts(loaded: TextTowerModel, texts: Sequence[str], prefix: torch.Tensor | None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens and token embeddings of prompts, with the `*` position replaced by `prefix`.
 
@@ -100,7 +105,7 @@ def encode_text_embeddings(model: torch.nn.Module, tokens: torch.Tensor, embeds:
     return F.normalize(x, dim=-1)
 
 
-def build_prefix_classifier(loaded: OpenClipModel, classnames: Sequence[str], vector: torch.Tensor, prompt: str,
+def build_prefix_classifier(loaded: TextTowerModel, classnames: Sequence[str], vector: torch.Tensor, prompt: str,
                             progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """The zero-shot classifier of Defense-Prefix prompts `prompt.format(name)` (one `*` each).
 

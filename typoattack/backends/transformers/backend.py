@@ -3,13 +3,12 @@ protocol (check, geometry and weights id without loading; loading with SDPA atte
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
 from typoattack.backends.base import Backend, InputGeometry, check_precision
 from typoattack.backends.transformers.families import Family, get_family, list_family_names, read_model_config
 from typoattack.backends.transformers.geometry import create_input_geometry, load_image_processor
+from typoattack.backends.transformers.library import get_transformers_version, quiet_loading, require_transformers
 from typoattack.backends.transformers.model import BACKEND_NAME, TransformersModel
 from typoattack.backends.transformers.weights import (
     WEIGHTS_HELP,
@@ -22,12 +21,6 @@ from typoattack.errors import ConfigError, WeightsError
 
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model", "vocab.txt")
-
-
-def require_transformers() -> None:
-    """Raise ConfigError when the transformers package is not installed."""
-    if importlib.util.find_spec("transformers") is None:
-        raise ConfigError("--backend transformers needs the transformers package: pip install transformers")
 
 
 class TransformersBackend(Backend):
@@ -109,11 +102,7 @@ class TransformersBackend(Backend):
 
     def get_version(self) -> str:
         """transformers' version ("" when it is not installed)."""
-        if importlib.util.find_spec("transformers") is None:
-            return ""
-        import transformers
-
-        return str(transformers.__version__)
+        return get_transformers_version()
 
 
 def load_module(folder: ModelFolder, family: Family, spec: ModelSpec) -> torch.nn.Module:
@@ -124,27 +113,22 @@ def load_module(folder: ModelFolder, family: Family, spec: ModelSpec) -> torch.n
             or of another shape (transformers would only warn and initialise them at random).
     """
     import transformers
-    from transformers.utils import logging as hf_logging
 
     cls = getattr(transformers, family.class_name)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # the CLI shows its own progress
     try:
-        if is_untrained(spec.pretrained):
-            config = transformers.AutoConfig.from_pretrained(str(folder.path), local_files_only=True)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(str(spec.pretrained)[len(SEED_PREFIX):]))
-                return _with_attention(lambda impl: cls._from_config(config, attn_implementation=impl,
-                                                                     dtype=torch.float32))
-        model, info = _with_attention(lambda impl: cls.from_pretrained(
-            str(folder.path), attn_implementation=impl, dtype=torch.float32, local_files_only=True,
-            output_loading_info=True))
+        with quiet_loading():  # the CLI shows its own progress
+            if is_untrained(spec.pretrained):
+                config = transformers.AutoConfig.from_pretrained(str(folder.path), local_files_only=True)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(str(spec.pretrained)[len(SEED_PREFIX):]))
+                    return _with_attention(lambda impl: cls._from_config(config, attn_implementation=impl,
+                                                                         dtype=torch.float32))
+            model, info = _with_attention(lambda impl: cls.from_pretrained(
+                str(folder.path), attn_implementation=impl, dtype=torch.float32, local_files_only=True,
+                output_loading_info=True))
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WeightsError(f"cannot load {family.class_name} from {folder.where}: {first[:300]}; {WEIGHTS_HELP}") from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     missing = list(info.get("missing_keys", [])) + [str(k) for k in info.get("mismatched_keys", [])]
     if missing:
         raise WeightsError(f"the weights in {folder.where} do not fill a {family.class_name}: {len(missing)} tensors are "

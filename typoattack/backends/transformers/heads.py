@@ -21,17 +21,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from typoattack.backends.base import Head, HeadRecord
-from typoattack.backends.transformers.families import VisionKind
+from typoattack.backends.transformers.families import Family, VisionKind
+from typoattack.config.types import ModelSpec
 from typoattack.errors import ConfigError
 
-if TYPE_CHECKING:
-    from typoattack.backends.transformers.model import TransformersModel
+
+class VisionTowerModel(Protocol):
+    """What head ablation reads of a loaded model (a `model.TransformersModel`)."""
+
+    spec: ModelSpec
+    model: nn.Module
+    model_family: Family
+
+    @property
+    def family(self) -> str:
+        """A short description of the architecture for messages."""
+        ...
 
 
 class TowerHeadRecord(HeadRecord):
@@ -46,7 +57,7 @@ class TowerHeadRecord(HeadRecord):
         self.weights: torch.Tensor | None = None
 
 
-def get_attention_layers(zsm: TransformersModel) -> list[nn.Module]:
+def get_attention_layers(zsm: VisionTowerModel) -> list[nn.Module]:
     """The self-attention module of every vision layer, checked to be splittable per head.
 
     Raises:
@@ -68,7 +79,7 @@ def get_attention_layers(zsm: TransformersModel) -> list[nn.Module]:
     return attentions
 
 
-def get_head_grid(zsm: TransformersModel) -> tuple[int, int]:
+def get_head_grid(zsm: VisionTowerModel) -> tuple[int, int]:
     """(layers, heads per layer) of the vision tower.
 
     Raises:
@@ -78,7 +89,7 @@ def get_head_grid(zsm: TransformersModel) -> tuple[int, int]:
     return len(attentions), int(attentions[0].num_heads)
 
 
-def get_patch_size(zsm: TransformersModel) -> int:
+def get_patch_size(zsm: VisionTowerModel) -> int:
     """Side in canvas pixels of one patch.
 
     Raises:
@@ -91,7 +102,7 @@ def get_patch_size(zsm: TransformersModel) -> int:
 
 
 @contextmanager
-def ablate_heads(zsm: TransformersModel, heads: Sequence[Head], record: bool = False
+def ablate_heads(zsm: VisionTowerModel, heads: Sequence[Head], record: bool = False
                  ) -> Iterator[list[HeadRecord]]:
     """Within the block, the vision tower runs with `heads` ((layer, head) pairs) ablated (see the
     module docstring). With `record`, every layer is hooked and the yielded records (one per

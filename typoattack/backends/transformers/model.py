@@ -13,8 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from typoattack.backends.base import Head, HeadRecord, InputGeometry, ZeroShotModel, get_autocast
+from typoattack.backends.transformers import heads as tower_heads
+from typoattack.backends.transformers import prefix as text_prefix
 from typoattack.backends.transformers.families import Family, get_pooled
 from typoattack.backends.transformers.geometry import NaflexCanvas
+from typoattack.backends.transformers.library import get_transformers_version
 from typoattack.backends.transformers.weights import ModelFolder
 from typoattack.config.types import ModelSpec, Precision
 from typoattack.errors import ConfigError, WeightsError
@@ -39,7 +42,7 @@ class TransformersModel(ZeroShotModel):
         self.model, self.geometry, self.device, self.precision = model, geometry, device, precision
         self.weights_id = weights_id
         self.logit_scale, self.logit_bias = get_logit_scale(model)
-        self.library_version = _get_transformers_version()
+        self.library_version = get_transformers_version()
         self.text_kwargs = get_text_kwargs(family, model)
         self._tokenizer: Any = None
         self._text_args = _get_named_parameters(model.get_text_features)
@@ -140,36 +143,26 @@ class TransformersModel(ZeroShotModel):
 
     def get_head_grid(self) -> tuple[int, int]:
         """(layers, heads per layer) of the vision tower (CLIP and SigLIP towers)."""
-        from typoattack.backends.transformers import heads
-
-        return heads.get_head_grid(self)
+        return tower_heads.get_head_grid(self)
 
     def ablate_heads(self, heads: Sequence[Head], record: bool = False
                      ) -> contextlib.AbstractContextManager[list[HeadRecord]]:
         """See `typoattack.backends.transformers.heads.ablate_heads` (CLIP: the class token's output
         of each head; SigLIP: the head's output at every position)."""
-        from typoattack.backends.transformers import heads as heads_module
-
-        return heads_module.ablate_heads(self, heads, record)
+        return tower_heads.ablate_heads(self, heads, record)
 
     def get_patch_size(self) -> int:
         """Side in canvas pixels of one vision patch."""
-        from typoattack.backends.transformers import heads
-
-        return heads.get_patch_size(self)
+        return tower_heads.get_patch_size(self)
 
     def get_text_width(self) -> int:
         """Width of the text tower's token embeddings (Defense-Prefix)."""
-        from typoattack.backends.transformers import prefix
-
-        return prefix.get_text_width(self)
+        return text_prefix.get_text_width(self)
 
     def build_prefix_classifier(self, classnames: Sequence[str], vector: torch.Tensor, prompt: str,
                                 progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """See `typoattack.backends.transformers.prefix.build_prefix_classifier`."""
-        from typoattack.backends.transformers import prefix
-
-        return prefix.build_prefix_classifier(self, classnames, vector, prompt, progress)
+        return text_prefix.build_prefix_classifier(self, classnames, vector, prompt, progress)
 
 
 def build_naflex_inputs(pixels: torch.Tensor, patch_size: int, max_num_patches: int,
@@ -205,12 +198,6 @@ def build_naflex_inputs(pixels: torch.Tensor, patch_size: int, max_num_patches: 
         values[i, :rows * cols] = patches.reshape(rows * cols, p * p * channels)
         mask[i, :rows * cols] = 1
     return values, mask, (sizes // p).to(pixels.device)
-
-
-def _get_transformers_version() -> str:
-    import transformers
-
-    return str(transformers.__version__)
 
 
 def get_logit_scale(model: torch.nn.Module) -> tuple[float, float]:

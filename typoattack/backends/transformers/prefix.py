@@ -10,17 +10,37 @@ original sentencepiece tokenizer strips punctuation, `*` included, and is refuse
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from typoattack.backends.transformers.families import get_pooled
+from typoattack.config.types import ModelSpec
 from typoattack.errors import ConfigError
 
-if TYPE_CHECKING:
-    from typoattack.backends.transformers.model import TransformersModel
+
+class TextTowerModel(Protocol):
+    """What Defense-Prefix uses of a loaded model (a `model.TransformersModel`)."""
+
+    spec: ModelSpec
+    model: nn.Module
+    device: torch.device
+
+    @property
+    def family(self) -> str:
+        """A short description of the architecture for messages."""
+        ...
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer."""
+        ...
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The text model's inputs for `texts` on `device`."""
+        ...
 
 _MARK = "*"
 _CLASSES_PER_CALL = 100
@@ -28,7 +48,7 @@ _CLASSES_PER_CALL = 100
 _BOUNDARY_MARKS = ("</w>", "\u2581", "\u0120")
 
 
-def get_token_embedding(zsm: TransformersModel) -> nn.Embedding:
+def get_token_embedding(zsm: TextTowerModel) -> nn.Embedding:
     """The text tower's token embedding.
 
     Raises:
@@ -41,7 +61,7 @@ def get_token_embedding(zsm: TransformersModel) -> nn.Embedding:
     return embedding
 
 
-def get_text_width(zsm: TransformersModel) -> int:
+def get_text_width(zsm: TextTowerModel) -> int:
     """D, the width of the text tower's token embeddings.
 
     Raises:
@@ -62,7 +82,7 @@ def get_mark_token_ids(tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
-def build_prefix_classifier(zsm: TransformersModel, classnames: Sequence[str], vector: torch.Tensor, prompt: str,
+def build_prefix_classifier(zsm: TextTowerModel, classnames: Sequence[str], vector: torch.Tensor, prompt: str,
                             progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """The zero-shot classifier of Defense-Prefix prompts, one prompt per class.
 

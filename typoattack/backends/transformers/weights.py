@@ -79,6 +79,9 @@ def resolve_model_folder(spec: ModelSpec, need_weights: bool = True, download: b
     cached = find_cached_snapshot(spec.name, revision, cache_dir)
     if cached is not None and (not need_weights or has_weights(cached.path)):
         return cached
+    if cached is None and is_open_clip_model_name(spec.name):
+        raise WeightsError(f"{spec.name} is an open_clip model name; drop --backend transformers (or pass "
+                           "--backend open_clip)")
     import huggingface_hub.constants as hub_constants
 
     if download and not hub_constants.HF_HUB_OFFLINE and hub.is_hub_reachable():
@@ -86,6 +89,20 @@ def resolve_model_folder(spec: ModelSpec, need_weights: bool = True, download: b
     what = "its weights are" if cached is not None else "it is"
     raise WeightsError(f"{spec.name}{'@' + revision if revision else ''}: {what} not in the Hugging Face cache "
                        f"and huggingface.co cannot be reached; {WEIGHTS_HELP}")
+
+
+def is_open_clip_model_name(name: str) -> bool:
+    """True when `name` is one of open_clip's model names (e.g. ViT-B-32), typoattack's own configs
+    included: a name the user meant for the open_clip backend. Imports open_clip (asked only of a
+    name that is neither a folder nor cached; a Hub id `ORG/NAME` is never one)."""
+    from typoattack.backends.registry import get_backend
+
+    if "/" in name:
+        return False
+    try:
+        return name in get_backend("open_clip").list_models()
+    except Exception:  # a broken open_clip install must not hide the error this hint adds to
+        return False
 
 
 def check_pretrained(spec: ModelSpec) -> None:

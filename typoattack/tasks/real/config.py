@@ -4,19 +4,18 @@ the frozen config of a run (YAML < flags). Imports no model code and reads no da
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from dataclasses import replace as replace_option
 from pathlib import Path
 from typing import Any
 
 from typoattack.config.common import (
-    IMAGE_SET_KEYS, RUN_KEYS, ImageSetSettings, check_keys, check_templates, load_config, parse_image_set,
-    parse_run_settings,
+    DATA_OPTIONS, ImageSetSettings, build_data_field, check_templates, load_config,
 )
-from typoattack.config.datasets import DATASET_FLAG, DATASET_KEYS, REAL_DEFAULT_SPLIT, RealDatasetSettings, parse_dataset
-from typoattack.config.parsing import as_enum
-from typoattack.config.types import LabelSet, Protocol, RealDataset
+from typoattack.config.datasets import DATASET_FLAG, REAL_DEFAULT_SPLIT, RealDatasetSettings
+from typoattack.config.options import Option, Panel, option, options
+from typoattack.config.types import DataSpec, LabelSet, Protocol, RealDataset
 from typoattack.errors import ConfigError
-
 
 DEFAULT_TEMPLATES = "dataset"
 """The `templates` value that picks each dataset's own prompt (`get_default_templates`)."""
@@ -24,7 +23,6 @@ PHOTO_OF_A = ("a photo of a {}.",)
 PHOTO_OF = ("a photo of {}.",)
 PREFIX_PHOTO_OF_A = "a photo of a * {}."
 PREFIX_PHOTO_OF = "a photo of * {}."
-REAL_KEYS = (*RUN_KEYS, *IMAGE_SET_KEYS, *DATASET_KEYS, "protocol", "label_set")
 
 
 def get_default_templates(dataset: RealDataset, protocol: Protocol) -> tuple[str, ...] | str:
@@ -60,14 +58,52 @@ class RealConfig(ImageSetSettings, RealDatasetSettings):
             annotations' labels and words, or the annotations' only).
     """
 
-    protocol: Protocol = Protocol.UNION
-    label_set: LabelSet = LabelSet.DATASET
+    COMMAND = "real"
+    SUMMARY = ("Classify real photos with typographic attacks (SCAM, RTA-100, PAINT, Disentangling, a folder) "
+               "zero-shot.")
+
+    data: DataSpec = field(metadata=options(
+        replace_option(DATA_OPTIONS[0], help="Dataset folder, or hf:NAME for SCAM (a Hub name, a local dataset "
+                                                  "folder or a save_to_disk folder)."),
+        replace_option(DATA_OPTIONS[2], default=REAL_DEFAULT_SPLIT),
+        build=build_data_field))
+    limit: int | None = field(default=None, metadata=option(
+        panel=Panel.DATA, metavar="N", default="all",
+        help="Use a fixed, seeded subset of N photos (a SCAM photo brings all its variants)."))
+    templates: str = field(default=DEFAULT_TEMPLATES, metadata=option(
+        panel=Panel.MODEL, metavar="NAME|PATH",
+        help="dataset (each dataset's own prompt), openai (80), simple (7), photo (1), family, or a YAML file "
+             "of templates."))
+    protocol: Protocol = field(default=Protocol.UNION, metadata=option(
+        panel=Panel.DATA, metavar="union|binary",
+        help="union: argmax over all object labels and attack words; binary: object vs its attack word."))
+    label_set: LabelSet = field(default=LabelSet.DATASET, metadata=option(
+        panel=Panel.DATA, metavar="dataset|annotations",
+        help="Classes of the union protocol: the dataset's own class list (Disentangling's classes.json) with the "
+             "annotations' labels and words, or the annotations' only."))
 
     def __post_init__(self) -> None:
         if self.dataset is None:
             raise ConfigError(f"no dataset given; pass {DATASET_FLAG} or set `dataset` in the config")
         super().__post_init__()
         check_templates(self.templates, (DEFAULT_TEMPLATES,))
+
+    @classmethod
+    def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields; the dataset and its folder are required."""
+        for key, flag in (("dataset", DATASET_FLAG), ("data", "--data PATH|hf:NAME")):
+            if raw.get(key) is None:
+                raise ConfigError(f"no {key} given; pass {flag} or set `{key}` in the config")
+        return super().parse_mapping(raw)
+
+    @classmethod
+    def get_default_split(cls, raw: Mapping[str, Any]) -> str:
+        """SCAM on the Hub has only `train`."""
+        return REAL_DEFAULT_SPLIT
+
+
+CONFIG = RealConfig
+"""The task's config class (the registry reads its options to build the command)."""
 
 
 def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
@@ -76,17 +112,7 @@ def build_real_config(raw: Mapping[str, Any]) -> RealConfig:
     Raises:
         ConfigError: A key is unknown, a value has the wrong type, or a required key is missing.
     """
-    check_keys(raw, REAL_KEYS, "real")
-    for key, flag in (("dataset", DATASET_FLAG), ("data", "--data PATH|hf:NAME")):
-        if raw.get(key) is None:
-            raise ConfigError(f"no {key} given; pass {flag} or set `{key}` in the config")
-    return RealConfig(
-        **parse_run_settings(raw),
-        **parse_image_set(raw, REAL_DEFAULT_SPLIT, DEFAULT_TEMPLATES),
-        dataset=parse_dataset(raw),
-        protocol=as_enum("protocol", Protocol, raw.get("protocol", "union")),
-        label_set=as_enum("label_set", LabelSet, raw.get("label_set", LabelSet.DATASET.value)),
-    )
+    return RealConfig.from_mapping(raw)
 
 
 def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RealConfig:
@@ -96,4 +122,4 @@ def load_real_config(path: str | Path | None, overrides: Mapping[str, Any] | Non
         path: The YAML file, or None for the flags alone.
         overrides: Settings keyed as in the YAML file; None values are ignored.
     """
-    return load_config(path, overrides, build_real_config)
+    return load_config(path, overrides, RealConfig)

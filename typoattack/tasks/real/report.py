@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from typoattack.config.parsing import DEFAULT_BACKEND
 from typoattack.analysis.query import RecordSet, quote_name
 from typoattack.engine.rundir import RunInfo, open_run_records
 from typoattack.engine.task import ReportPart
@@ -23,9 +24,9 @@ from typoattack.tasks.real.tables import (
     build_real_leaderboard, check_unique_photos, query_summary, real_records_sql, write_real_tables,
 )
 from typoattack.analysis.figure_style import get_colors, plain_text, save_figure, truncate_label, plt
-from typoattack.analysis.report import (
-    ReportBlock, add_optional_figure, build_table_block, format_markdown_table, list_run_blocks, write_report_pages,
-)
+from typoattack.analysis.report import add_optional_figure
+from typoattack.analysis.report_page import ReportBlock, build_table_block, format_markdown_table, write_report_pages
+from typoattack.analysis.report_sections import list_run_blocks
 from typoattack.config.types import get_model_warnings
 
 SUMMARY_HEADER = ["model", "pretrained", "defence", "dataset", "protocol", "variant", "n", "object acc [95% CI]",
@@ -257,7 +258,7 @@ def collect_real_examples(records: RecordSet, info: dict[str, Any], n: int = EXA
 
     config = info["config"]
     first = config["models"][0]
-    spec = ModelSpec(first["name"], first.get("pretrained"), first.get("backend", "open_clip"))
+    spec = ModelSpec(first["name"], first.get("pretrained"), first.get("backend", DEFAULT_BACKEND))
     transform = get_backend(spec.backend).get_geometry(spec).transform
     source = open_real_dataset(RealDataset(config["dataset"]), config["data"]["source"], config["data"]["hf_split"])
     index = {item.image_id: i for i, item in enumerate(source.items)}

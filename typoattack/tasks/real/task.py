@@ -24,9 +24,8 @@ from typoattack.config.common import resolve_chunk_size
 from typoattack.config.parsing import load_templates
 from typoattack.data.real_datasets import RealSource, open_real_dataset, select_photos
 from typoattack.defences.apply import BatchEncoder
-from typoattack.engine.cells import Cell, CellResult
-from typoattack.engine.rundir import RunInfo, get_cell_id
-from typoattack.engine.run import get_context_key
+from typoattack.engine.cells import Cell, CellResult, cut_cells
+from typoattack.engine.rundir import RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
@@ -99,12 +98,7 @@ class RealTask(TaskBase, name="real", title="real typographic-attack photos", re
         fingerprint = build_fingerprint(cfg, [templates, vocabulary], [
             [it.image_id, it.object_label, it.attack_word, it.variant, it.photo_id]
             for it in (source.items[i] for i in indices)])
-        cells, chunk_size = [], resolve_chunk_size(cfg.chunk_size, len(cfg.defences)).items
-        for m_index, spec in enumerate(cfg.models):
-            key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, len(indices), chunk_size)):
-                chunk = tuple(indices[start:start + chunk_size])
-                cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk, len(chunk), key))
+        cells = cut_cells(self.name, cfg, tuple(indices), resolve_chunk_size(cfg.chunk_size, len(cfg.defences)).items)
         info = {"dataset": {"name": cfg.dataset.value, "source": source.description, "n_items": len(source.items),
                             "vocabulary_size": len(vocabulary), "label_set": cfg.label_set.value,
                             "n_classes_file": len(source.classes), "notes": source.notes},

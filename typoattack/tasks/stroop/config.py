@@ -4,18 +4,19 @@ loader and the parsing of a stroop run config (YAML < CLI flags)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from typoattack.attack.stroop import Colour, ColourSet
-from typoattack.config.common import RUN_KEYS, RunSettings, check_keys, load_config, parse_run_settings
+from typoattack.config.common import RunSettings, load_config
+from typoattack.config.options import Option, Panel, option, options
 from typoattack.config.parsing import (
-    SAMPLE_DATA, as_int, as_list, as_str, check_distinct, has_one_placeholder, load_yaml_mapping, parse_color,
+    SAMPLE_DATA, as_list, as_str, check_distinct, has_one_placeholder, load_yaml_mapping, parse_color,
     resolve_builtin_yaml, resolve_data_source, resolve_font_path, resolve_path,
 )
-from typoattack.config.types import format_color
-from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT
+from typoattack.config.types import ModelSpec, format_color
+from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT, DEMO_MODEL, DEMO_PRETRAINED
 from typoattack.errors import ConfigError, suggest
 
 COLOURS_DIR = CONFIGS_DIR / "colours"
@@ -24,11 +25,19 @@ DEFAULT_PROMPT = "my favorite word, written in the color {}"
 DEFAULT_NEUTRAL_WORD = "example"
 MAX_VARIANTS = 10_000
 
-STROOP_KEYS = (*RUN_KEYS, "colours", "prompt", "neutral_word", "font", "background", "background_data",
-               "background_limit", "variants")
 STROOP_CONFIGS_DIR = CONFIGS_DIR / "stroop"
 _COLOUR_FILE_KEYS = ("name", "description", "source", "colours")
 _COLOUR_KEYS = ("name", "rgb", "word")
+ATTACK, DATA = Panel.ATTACK, Panel.DATA
+
+
+def _build_backgrounds(raw: Mapping[str, Any], cls: type) -> tuple[tuple[int, int, int], ...]:
+    # Photo backgrounds replace the default white one; colours given as well are kept.
+    backgrounds_raw = raw.get("background", [] if raw.get("background_data") else "white")
+    # A list of three integers is one colour; any other list is several.
+    if isinstance(backgrounds_raw, list) and not (backgrounds_raw and all(isinstance(v, int) for v in backgrounds_raw)):
+        return tuple(parse_color("background", b) for b in backgrounds_raw)
+    return (parse_color("background", backgrounds_raw),)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,14 +56,38 @@ class StroopConfig(RunSettings):
         variants: Renderings per (ink, word, font, background): 0 is centred, the others jittered.
     """
 
-    colours: str = str(COLOURS_DIR / f"{DEFAULT_COLOURS}.yaml")
-    prompts: tuple[str, ...] = (DEFAULT_PROMPT,)
-    neutral_word: str = DEFAULT_NEUTRAL_WORD
-    fonts: tuple[str, ...] = (str(DEFAULT_FONT),)
-    backgrounds: tuple[tuple[int, int, int], ...] = ((255, 255, 255),)
-    background_data: str | None = None
-    background_limit: int = 8
-    variants: int = 1
+    COMMAND = "stroop"
+    SUMMARY = "Goh et al.'s Stroop test: colour words in ink colours, classified zero-shot among the colours."
+    BUILTIN_DIR = STROOP_CONFIGS_DIR
+
+    seed: int = field(default=0, metadata=option(
+        panel=ATTACK, metavar="INT", help="Seed of the size and position jitter."))
+    colours: str = field(default=str(COLOURS_DIR / f"{DEFAULT_COLOURS}.yaml"), metadata=option(
+        panel=ATTACK, metavar="PATH|NAME", default=DEFAULT_COLOURS,
+        parse=lambda v: resolve_colours_path(as_str("colours", v)),
+        help="Colour set: a YAML file of names and RGB values, or a built-in name."))
+    prompts: tuple[str, ...] = field(default=(DEFAULT_PROMPT,), metadata=option(
+        "prompt", panel=Panel.MODEL, metavar="TEXT", parse=lambda v: as_str("prompt", v).replace("{c}", "{}"),
+        help="Zero-shot template with {} for the colour name; repeat for several (averaged)."))
+    neutral_word: str = field(default=DEFAULT_NEUTRAL_WORD, metadata=option(
+        panel=ATTACK, metavar="TEXT", help="Word of the neutral condition (names no colour)."))
+    fonts: tuple[str, ...] = field(default=(str(DEFAULT_FONT),), metadata=option(
+        "font", panel=ATTACK, metavar="PATH", default=DEFAULT_FONT.name,
+        parse=lambda v: resolve_font_path(as_str("font", v)),
+        help="Font file (.ttf/.otf) or a file name in fonts/; repeat for several."))
+    backgrounds: tuple[tuple[int, int, int], ...] = field(default=((255, 255, 255),), metadata=options(
+        Option("background", panel=ATTACK, metavar="COLOUR", repeat=True, default="white",
+               help="Background colour: name or #rrggbb; repeat for several."),
+        build=_build_backgrounds))
+    background_data: str | None = field(default=None, metadata=option(
+        panel=DATA, metavar="PATH|hf:NAME", parse=lambda v: _as_data_source(as_str("background_data", v), None),
+        help="Photos as backgrounds too (replacing the default white): image folder with labels.csv, ImageNet-val "
+             "folder, hf:NAME or sample."))
+    background_limit: int = field(default=8, metadata=option(
+        panel=DATA, metavar="N", help="Number of background photos (seeded, class-balanced)."))
+    variants: int = field(default=1, metadata=option(
+        panel=ATTACK, metavar="N",
+        help="Renderings per stimulus (variant 0 centred, the others with seeded size and position jitter)."))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,6 +107,25 @@ class StroopConfig(RunSettings):
             raise ConfigError(f"background_limit must be a positive number of images, got {self.background_limit}")
         if not 1 <= self.variants <= MAX_VARIANTS:
             raise ConfigError(f"variants must be 1-{MAX_VARIANTS} renderings per stimulus, got {self.variants}")
+
+    @classmethod
+    def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields, with the demo model when no model is given (the test needs no weights to show)."""
+        values = super().parse_mapping(raw)
+        if not values["models"]:
+            values["models"] = (ModelSpec(DEMO_MODEL, DEMO_PRETRAINED),)
+        return values
+
+    @classmethod
+    def resolve_paths(cls, raw: dict[str, Any], base: Path) -> None:
+        """The shared paths, then the background photos, colour set and fonts (built-in names stay)."""
+        super().resolve_paths(raw, base)
+        if isinstance(raw.get("background_data"), str):
+            raw["background_data"] = _as_data_source(raw["background_data"], base)
+        if isinstance(raw.get("colours"), str):
+            raw["colours"] = resolve_colours_path(raw["colours"], base)
+        if raw.get("font") is not None:
+            raw["font"] = [resolve_font_path(f, base) if isinstance(f, str) else f for f in as_list(raw["font"])]
 
     @property
     def background_colours(self) -> list[str]:
@@ -150,44 +202,17 @@ def load_colours(path: str | Path) -> ColourSet:
     return ColourSet(as_str("name", doc.get("name", Path(path).stem)), tuple(colours), str(path))
 
 
-def build_stroop_config(raw: Mapping[str, Any], base: Path | None = None) -> StroopConfig:
+CONFIG = StroopConfig
+"""The task's config class (the registry reads its options to build the command)."""
+
+
+def build_stroop_config(raw: Mapping[str, Any]) -> StroopConfig:
     """Validate a mapping of Stroop settings (YAML keys) and build a StroopConfig.
 
     Raises:
         ConfigError: A key is unknown, a value has the wrong type or is out of range.
     """
-    check_keys(raw, STROOP_KEYS, "stroop")
-    fonts = [resolve_font_path(as_str("font", f), base) for f in as_list(raw["font"])] if raw.get("font") else [
-        str(DEFAULT_FONT)]
-    prompts = [as_str("prompt", p).replace("{c}", "{}") for p in as_list(raw.get("prompt", DEFAULT_PROMPT))]
-    background_data = raw.get("background_data")
-    # Photo backgrounds replace the default white one; colours given as well are kept.
-    backgrounds_raw = raw.get("background", [] if background_data else "white")
-    # A list of three integers is one colour; any other list is several.
-    if isinstance(backgrounds_raw, list) and not (backgrounds_raw and all(isinstance(v, int) for v in backgrounds_raw)):
-        backgrounds = [parse_color("background", b) for b in backgrounds_raw]
-    else:
-        backgrounds = [parse_color("background", backgrounds_raw)]
-    return StroopConfig(
-        **parse_run_settings(raw, demo_by_default=True),
-        colours=resolve_colours_path(as_str("colours", raw.get("colours", DEFAULT_COLOURS)), base),
-        prompts=tuple(prompts),
-        neutral_word=as_str("neutral_word", raw.get("neutral_word", DEFAULT_NEUTRAL_WORD)),
-        fonts=tuple(fonts),
-        backgrounds=tuple(backgrounds),
-        background_data=None if background_data is None else _as_data_source(as_str("background_data", background_data), base),
-        background_limit=as_int("background_limit", raw.get("background_limit", 8)),
-        variants=as_int("variants", raw.get("variants", 1)),
-    )
-
-
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    if isinstance(raw.get("background_data"), str):
-        raw["background_data"] = _as_data_source(raw["background_data"], base)
-    if isinstance(raw.get("colours"), str):
-        raw["colours"] = resolve_colours_path(raw["colours"], base)
-    if raw.get("font") is not None:
-        raw["font"] = [resolve_font_path(f, base) if isinstance(f, str) else f for f in as_list(raw["font"])]
+    return StroopConfig.from_mapping(raw)
 
 
 def load_stroop_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> StroopConfig:
@@ -198,5 +223,4 @@ def load_stroop_config(path: str | Path | None, overrides: Mapping[str, Any] | N
         overrides: Settings keyed as in the YAML file; None values are ignored. Relative paths
             are taken relative to the working directory.
     """
-    return load_config(path, overrides, build_stroop_config, builtin_dir=STROOP_CONFIGS_DIR,
-                       resolve_paths=_resolve_paths)
+    return load_config(path, overrides, StroopConfig)

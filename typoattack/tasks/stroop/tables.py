@@ -25,9 +25,8 @@ from typoattack.analysis.figure_style import plain_text, save_figure, truncate_l
 from typoattack.analysis.labels import format_percent, format_value, get_model_label, is_missing
 from typoattack.analysis.metrics import wilson_interval
 from typoattack.analysis.query import RecordSet, quote_literal, quote_name
-from typoattack.analysis.report import (
-    ReportBlock, build_table_block, list_run_blocks, write_report_pages,
-)
+from typoattack.analysis.report_page import ReportBlock, build_table_block, write_report_pages
+from typoattack.analysis.report_sections import list_run_blocks
 from typoattack.attack.stroop import IMAGE_BACKGROUND_PREFIX
 from typoattack.config.types import get_model_warnings
 from typoattack.errors import OutputError

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from typoattack.config.parsing import DEFAULT_BACKEND
 from typoattack.analysis.query import RecordSet, open_records, quote_name
 from typoattack.analysis.report import add_optional_figure
 from typoattack.attack.stroop import (
@@ -29,11 +30,10 @@ from typoattack.config.common import resolve_chunk_size
 from typoattack.config.types import DataSpec, ModelSpec, format_color
 from typoattack.data.sources import ImageSource, open_image_source, select_subset
 from typoattack.defences.apply import BatchEncoder, resolve_batch_size
-from typoattack.engine.cells import Cell, CellResult
+from typoattack.engine.cells import Cell, CellResult, cut_cells
 from typoattack.engine.rundir import (
-    RECORD_DEFAULTS, RECORDS_FILE, RunInfo, check_whole_run, get_cell_id, open_run_records,
+    RECORD_DEFAULTS, RECORDS_FILE, RunInfo, check_whole_run, open_run_records,
 )
-from typoattack.engine.run import get_context_key
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import DataError, OutputError
 from typoattack.files import write_csv
@@ -135,13 +135,8 @@ class StroopTask(TaskBase, name="stroop", title="the Stroop test", report_stem="
         check_models(cfg)
         fingerprint = build_fingerprint(cfg, [(c.name, c.rgb, c.as_word) for c in colours.colours])
         inputs = StroopInputs(colours, tuple(stimuli), tuple(indices))
-        cells, chunk_size = [], resolve_chunk_size(cfg.chunk_size, 1).items
-        for m_index, spec in enumerate(cfg.models):
-            key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, len(stimuli), chunk_size)):
-                chunk = tuple(range(start, min(start + chunk_size, len(stimuli))))
-                cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk, len(chunk),
-                                  key, inputs))
+        cells = cut_cells(self.name, cfg, tuple(range(len(stimuli))), resolve_chunk_size(cfg.chunk_size, 1).items,
+                          shared=lambda m_index: inputs)
         backgrounds = cfg.background_colours + [IMAGE_BACKGROUND_PREFIX + source.items[i].image_id
                                                 for i in indices] if source else cfg.background_colours
         info = {"colours": {"name": colours.name, "path": colours.path,
@@ -223,17 +218,29 @@ class StroopTask(TaskBase, name="stroop", title="the Stroop test", report_stem="
         return summary
 
     def show_summary(self, summary: pd.DataFrame, info: RunInfo | None, full: bool = False) -> list[Any]:
+        """A heading, then per model a table titled with its name (as eval's summary: a long name
+        wraps in the title instead of being cut in a column)."""
+        from rich import box
         from rich.table import Table
+        from rich.text import Text
 
+        from typoattack.analysis.labels import get_model_label
         from typoattack.tasks.stroop.tables import build_stroop_summary_cells
 
         header, cells = build_stroop_summary_cells(summary)
-        table = Table(title="Stroop test: share read as the ink vs as the written word")
-        for col in header:
-            table.add_column(col, justify="right" if col in ("n",) or "[" in col else "left")
-        for row in cells:
-            table.add_row(*row)
-        return [table]
+        by_model: dict[tuple[str, str], list[list[str]]] = {}
+        for row in cells:  # header[:2] is model, pretrained
+            by_model.setdefault((row[0], row[1]), []).append(row[2:])
+        out: list[Any] = [Text("Stroop test: share read as the ink vs as the written word", style="bold")]
+        for (model, pretrained), rows in by_model.items():
+            table = Table(title=Text(get_model_label(model, pretrained), style="bold"), title_justify="left",
+                          box=box.SIMPLE_HEAD, pad_edge=False)
+            for col in header[2:]:
+                table.add_column(col, justify="right" if col in ("n",) or "[" in col else "left", overflow="fold")
+            for row in rows:
+                table.add_row(*row)
+            out.append(table)
+        return out
 
     def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,
                      notes: Sequence[str], progress: ProgressReporter) -> ReportPart:
@@ -272,7 +279,7 @@ def collect_stroop_examples(rows: pd.DataFrame, info: dict[str, Any],
 
         source = open_image_source(DataSpec(config["background_data"]))
         index = [i for i, item in enumerate(source.items) if IMAGE_BACKGROUND_PREFIX + item.image_id == background]
-        spec = ModelSpec(model["name"], model["pretrained"], model.get("backend", "open_clip"))
+        spec = ModelSpec(model["name"], model["pretrained"], model.get("backend", DEFAULT_BACKEND))
         transform = get_backend(spec.backend).get_geometry(spec).transform
         backgrounds = load_background_canvases(source, index, transform)
     examples = []

@@ -8,22 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from typoattack.config.attack import (
-    ATTACK_ALIASES, ATTACK_KEYS, AttackSettings, build_styles, check_attack_spellings, parse_attack_settings,
-    resolve_attack_paths,
-)
-from typoattack.config.common import (
-    IMAGE_SET_KEYS, RUN_KEYS, ImageSetSettings, check_keys, check_templates, load_config, parse_image_set,
-    parse_run_settings,
-)
+from typoattack.config.attack import AttackSettings, build_styles
+from typoattack.config.common import ImageSetSettings, check_templates, load_config
 from typoattack.config.defences import add_prefix_baseline
-from typoattack.constants import SAMPLE_DIR
-from typoattack.errors import ConfigError
+from typoattack.config.options import list_keys
+from typoattack.config.types import ModelSpec
+from typoattack.constants import CONFIGS_DIR, DEMO_MODEL, DEMO_PRETRAINED, SAMPLE_DIR
 
-__all__ = ["SYNTHETIC_KEYS", "SyntheticConfig", "build_styles", "build_synthetic_config", "load_synthetic_config"]
-
-SYNTHETIC_KEYS = (*RUN_KEYS, *IMAGE_SET_KEYS, *ATTACK_KEYS)
-DEFAULT_TEMPLATES = "openai"
+__all__ = ["CONFIG", "SYNTHETIC_KEYS", "SyntheticConfig", "build_styles", "build_synthetic_config",
+           "load_synthetic_config"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,9 +24,32 @@ class SyntheticConfig(AttackSettings, ImageSetSettings):
     """Everything that determines the records of an `eval` run (written to run.json next to them):
     the run, the images with their templates and defences, and the attack sweep."""
 
+    COMMAND = "eval"
+    SUMMARY = "Render attack words on images, classify them zero-shot, and write per-word and confusion tables."
+    BUILTIN_DIR = CONFIGS_DIR
+    TABLE_HELP = ("What the terminal shows at the end: a few rows per model (the full table is per_word.md), "
+                  "or every word.")
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_templates(self.templates)
+
+    @classmethod
+    def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The shared fields, with the prefix baseline beside a prefix defence, and the demo model on
+        the shipped sample when no model is given."""
+        values = super().parse_mapping(raw)
+        # A prefix defence is compared with its own single prompt without the token: evaluate that too.
+        values["defences"] = add_prefix_baseline(values["defences"])
+        # The shipped sample needs no weights either: without --model it shows the pipeline on the demo model.
+        if not values["models"] and values["data"].source == str(SAMPLE_DIR):
+            values["models"] = (ModelSpec(DEMO_MODEL, DEMO_PRETRAINED),)
+        return values
+
+
+CONFIG = SyntheticConfig
+"""The task's config class (the registry reads its options to build the command)."""
+SYNTHETIC_KEYS = list_keys(SyntheticConfig)
 
 
 def build_synthetic_config(raw: Mapping[str, Any]) -> SyntheticConfig:
@@ -43,16 +59,7 @@ def build_synthetic_config(raw: Mapping[str, Any]) -> SyntheticConfig:
     Raises:
         ConfigError: A key is unknown, a value has the wrong type or is out of range.
     """
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"a run config must be a mapping of keys to values, got {type(raw).__name__}")
-    check_keys(raw, SYNTHETIC_KEYS, "eval")
-    check_attack_spellings(raw)
-    image_set = parse_image_set(raw, "validation", DEFAULT_TEMPLATES)
-    # A prefix defence is compared with its own single prompt without the token: evaluate that too.
-    image_set["defences"] = add_prefix_baseline(image_set["defences"])
-    # The shipped sample needs no weights either: without --model it shows the pipeline on the demo model.
-    run = parse_run_settings(raw, demo_by_default=image_set["data"].source == str(SAMPLE_DIR))
-    return SyntheticConfig(**run, **image_set, **parse_attack_settings(raw))
+    return SyntheticConfig.from_mapping(raw)
 
 
 def load_synthetic_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> SyntheticConfig:
@@ -63,5 +70,4 @@ def load_synthetic_config(path: str | Path | None, overrides: Mapping[str, Any] 
         path: The YAML file or built-in name (ci, paper, sweep-fraction), or None for the flags alone.
         overrides: Settings keyed as in the YAML file; None values are ignored.
     """
-    return load_config(path, overrides, build_synthetic_config, resolve_paths=resolve_attack_paths,
-                       aliases=ATTACK_ALIASES)
+    return load_config(path, overrides, SyntheticConfig)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from typoattack.config.parsing import DEFAULT_BACKEND
 from typoattack.analysis import plots
 from typoattack.analysis.examples import (
     EXAMPLE_MAX_CONDITIONS, format_condition, select_example_conditions, select_example_images,
@@ -21,9 +22,11 @@ from typoattack.analysis.metrics import (
 )
 from typoattack.analysis.query import RecordSet, quote_literal, quote_name
 from typoattack.analysis.report import (
-    CONFUSION_PARQUET, PER_WORD_CSV, EvalTables, ReportBlock, add_optional_figure, format_leaderboard_markdown,
-    has_several_defences, list_confusion_blocks, write_report, write_tables,
+    CONFUSION_PARQUET, PER_WORD_CSV, EvalTables, add_optional_figure, write_report, write_tables,
 )
+from typoattack.analysis.report_page import ReportBlock
+from typoattack.analysis.report_sections import list_confusion_blocks
+from typoattack.analysis.table_cells import format_leaderboard_markdown, has_several_defences
 from typoattack.analysis.tables import ConfusionTables
 from typoattack.attack.render import apply_attack
 from typoattack.attack.solver import create_attack_mask
@@ -75,7 +78,7 @@ def collect_examples(records: RecordSet, info: dict[str, Any], per_word: pd.Data
 
     config = info["config"]
     first = config["models"][0]
-    spec = ModelSpec(first["name"], first.get("pretrained"), first.get("backend", "open_clip"))
+    spec = ModelSpec(first["name"], first.get("pretrained"), first.get("backend", DEFAULT_BACKEND))
     geometry = get_backend(spec.backend).get_geometry(spec)
     transform, size = geometry.transform, geometry.size
     source = open_image_source(DataSpec(**config["data"]))

@@ -22,16 +22,16 @@ import pandas as pd
 from typoattack.analysis.query import RecordSet
 from typoattack.analysis.report import summarize_clean, write_tables
 from typoattack.attack.masks import MaskInfo
-from typoattack.attack.render import AttackMask, check_glyphs
+from typoattack.attack.render import check_glyphs
+from typoattack.attack.solver import UnreachableFractionError
 from typoattack.config.common import resolve_chunk_size
 from typoattack.config.defences import PREFIX_BASELINE
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import list_class_names
 from typoattack.data.sources import open_image_source, select_subset
 from typoattack.data.vocab import load_vocab
-from typoattack.engine.cells import Cell, CellResult
-from typoattack.engine.rundir import SKIPPED_CSV, RunInfo, get_cell_id
-from typoattack.engine.run import get_context_key
+from typoattack.engine.cells import Cell, CellResult, cut_cells
+from typoattack.engine.rundir import SKIPPED_CSV, RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
@@ -46,15 +46,6 @@ if TYPE_CHECKING:
 # that writing tables (`merge`) or a report of eval runs loads no model library.
 
 OUTPUT_FILES = ("per_word.csv", "per_word.md", "confusion.csv", "confusion.parquet")
-
-
-def solve_masks(cfg: SyntheticConfig, conditions: Sequence[Condition], canvas_size: tuple[int, int],
-                progress: ProgressReporter | None = None) -> dict[Condition, AttackMask]:
-    """The text mask of every condition at one canvas size, unpacked (`solve_condition_masks`
-    keeps them packed)."""
-    from typoattack.tasks.shared import solve_condition_masks
-
-    return dict(zip(conditions, solve_condition_masks(cfg, conditions, canvas_size, progress)))
 
 
 def build_mask_info(conditions: Sequence[Condition], infos: Sequence[MaskInfo]) -> list[dict[str, Any]]:
@@ -101,16 +92,19 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         sizes = [get_backend(spec.backend).get_input_size(spec) for spec in cfg.models]
         t0 = time.perf_counter()
         # Only the masks' infos stay: the pixels are in the cache, for the cells.
-        mask_infos = {size: solve_condition_masks(cfg, conditions, size, progress).infos
-                      for size in dict.fromkeys(sizes) if size}
+        try:
+            mask_infos = {size: solve_condition_masks(cfg, conditions, size, progress).infos
+                          for size in dict.fromkeys(sizes) if size}
+        except UnreachableFractionError as e:  # the canvas is the model's input
+            raise e.with_fix("a model with a larger input (--model)") from None
         seconds_masks = time.perf_counter() - t0
         indices = select_subset(source.items, cfg.limit, cfg.seed)
         fingerprint = build_fingerprint(cfg, [(w.text, w.target_index) for w in vocab.words], templates,
                                         [source.items[i].image_id for i in indices])
-        cells, models = [], []
+        models = []
         n_jobs_per_image = 1 + len(conditions)
         chunk_size = resolve_chunk_size(cfg.chunk_size, n_jobs_per_image * len(cfg.defences))
-        for m_index, spec in enumerate(cfg.models):
+        for spec in cfg.models:
             geometry = get_backend(spec.backend).get_geometry(spec)
             canvases = prepare_canvases(source, indices, geometry.transform, geometry.key, geometry.size,
                                         cfg.cache_dir, workers=cfg.workers,
@@ -119,18 +113,15 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
             if not canvases.valid.any():
                 raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
                                 f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
-            # Cells are cut over every selected image, fixed by the fingerprint's image list: an image
-            # that does not decode is skipped in its own cell (and listed in its chunk), so no other
-            # image moves to another cell when one stops decoding between two runs.
-            rows = np.arange(len(indices))
-            key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, rows.size, chunk_size.items)):
-                chunk = rows[start:start + chunk_size.items]
-                cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk,
-                                  int(chunk.size) * n_jobs_per_image, key, tuple(indices)))
             models.append({"input_size": list(geometry.size), "transform": geometry.key, "canvas_cache": canvases.path,
                            **({"masks": build_mask_info(conditions, mask_infos[geometry.size])}
                               if geometry.size in mask_infos else {})})
+        # Cells are cut over every selected image (rows of the canvas cache), fixed by the fingerprint's
+        # image list: an image that does not decode is skipped in its own cell (and listed in its chunk),
+        # so no other image moves to another cell when one stops decoding between two runs.
+        image_list = tuple(indices)
+        cells = cut_cells(self.name, cfg, np.arange(len(indices)), chunk_size.items, jobs_per_item=n_jobs_per_image,
+                          shared=lambda m_index: image_list)
         info = {"vocab": {"name": vocab.name, "path": vocab.path,
                           "words": [{"text": w.text, "target_index": w.target_index,
                                      "target_name": list_class_names()[w.target_index]} for w in vocab.words]},
@@ -173,7 +164,7 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
     def evaluate_cell(self, context: SyntheticContext, cell: Cell, advance: Callable[[int], None]) -> CellResult:
         import torch
 
-        from typoattack.tasks.synthetic.evaluate import evaluate_shard
+        from typoattack.tasks.sweep import evaluate_shard
 
         cfg: SyntheticConfig = cell.config
         t0 = time.perf_counter()
@@ -207,9 +198,13 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
             from typoattack.analysis.report import build_rich_tables
 
             return list(build_rich_tables(summary))
+        from typoattack.analysis.report import PER_WORD_CSV
         from typoattack.analysis.summary import build_summary
 
-        where = f"{info.config['out']}/per_word.md" if info and info.config.get("out") else "per_word.md"
+        if info is None:  # a report over runs: the report folder holds the per-word table of them all
+            where = f"{PER_WORD_CSV} in the report folder"
+        else:
+            where = f"{info.config['out']}/per_word.md" if info.config.get("out") else "per_word.md"
         return [*build_summary(summary), f"Every word: {where} (or --table full)"]
 
     def write_report(self, run_dirs: Sequence[Path], infos: Sequence[RunInfo], out: Path, stem: str,

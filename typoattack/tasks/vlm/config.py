@@ -6,18 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as replace_option
 from pathlib import Path
 from typing import Any
 
-from typoattack.config.attack import (
-    ATTACK_ALIASES, ATTACK_KEYS, AttackSettings, check_attack_spellings, parse_attack_settings, resolve_attack_paths,
-)
-from typoattack.config.common import (
-    DATA_KEYS, RUN_KEYS, check_keys, load_config, parse_data_settings, parse_run_settings,
-)
-from typoattack.config.datasets import DATASET_KEYS, REAL_DEFAULT_SPLIT, RealDatasetSettings, parse_dataset
-from typoattack.config.parsing import as_bool, as_enum, as_int, as_list, as_str, resolve_path
-from typoattack.config.types import ModelSpec
+from typoattack.config.attack import ATTACK_KEYS, AttackSettings
+from typoattack.config.common import DATA_OPTIONS, RunSettings, build_data_field, load_config
+from typoattack.config.datasets import REAL_DEFAULT_SPLIT, RealDatasetSettings
+from typoattack.config.options import Option, Panel, option, options
+from typoattack.config.parsing import as_batch_size, as_int, as_list, as_str, resolve_path
+from typoattack.config.types import DataSpec, ModelSpec, Precision, RealDataset
 from typoattack.errors import ConfigError
 from typoattack.files import expand_path
 from typoattack.tasks.vlm.answers import Scoring
@@ -26,11 +24,16 @@ from typoattack.tasks.vlm.prompts import DEFAULT_PROMPT_IDS, AnswerStyle, Option
 VLM_BACKEND = "transformers"
 """The `backend` of every vlm model spec (the library its models load with; run.json `versions`)."""
 MIN_IMAGE_SIZE = 16
-VLM_RUN_KEYS = tuple(k for k in RUN_KEYS if k not in ("pretrained", "backend", "compile"))
-VLM_OWN_KEYS = ("prompt", "prompts", "order", "scoring", "answer", "max_new_tokens", "image_size",
-                "trust_remote_code")
-VLM_KEYS = (*VLM_RUN_KEYS, *DATA_KEYS, *DATASET_KEYS, *ATTACK_KEYS, *VLM_OWN_KEYS)
 _NO_SPEED = {"fingerprint": False}
+QUESTIONS, DATA = Panel.QUESTIONS, Panel.DATA
+
+
+def _build_models(raw: Mapping[str, Any], cls: type) -> tuple[ModelSpec, ...]:
+    return parse_vlm_models(raw)
+
+
+def _as_image_size(value: Any) -> int | None:
+    return None if value == "auto" else as_int("image_size", value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,17 +49,66 @@ class VlmConfig(AttackSettings, RealDatasetSettings):
         answer: The answer texts whose probabilities make an option's score (likelihood scoring).
         max_new_tokens: Most tokens generated per answer (generate scoring).
         image_size: Side of the square canvas the images are drawn on and handed to the processor (None: each
-            model's default, `backends.transformers_vlm.get_default_canvas_size`).
+            model's default, from its chat backend).
         trust_remote_code: Let models run their repository's own code.
     """
 
-    question_prompts: tuple[str, ...] = DEFAULT_PROMPT_IDS
-    order: OptionOrder = OptionOrder.BOTH
-    scoring: Scoring = Scoring.LIKELIHOOD
-    answer: AnswerStyle = AnswerStyle.LETTER
-    max_new_tokens: int = 16
-    image_size: int | None = None
-    trust_remote_code: bool = field(default=False, metadata=_NO_SPEED)
+    COMMAND = "vlm"
+    SUMMARY = "Ask vision-language chat models SCAM's two-option question about synthetic attacks or a real dataset."
+    TABLE_HELP = ("What the terminal shows at the end: the answer shares per prompt and condition, or every column "
+                  "with the 95% intervals.")
+
+    models: tuple[ModelSpec, ...] = field(metadata=options(
+        Option("model", aliases=("models",), panel=Panel.MODEL, metavar="ID|PATH", repeat=True,
+               help="Vision-language chat model: a Hub id in the Hugging Face cache (ORG/NAME) or a "
+                    "save_pretrained folder; repeat for several."),
+        build=_build_models))
+    # A chat model is not compiled: no option (and no `compile` key).
+    compile: bool = field(default=False, metadata={"fingerprint": False})
+    batch_size: int | None = field(default=None, metadata=option(
+        panel=Panel.EXECUTION, metavar="INT|auto", type=str, default="auto", parse=as_batch_size, metadata=_NO_SPEED,
+        help="Questions per forward pass (auto: 8; halved on CUDA out-of-memory)."))
+    precision: Precision = field(default=Precision.FP32, metadata=option(
+        panel=Panel.EXECUTION, metavar="fp32|bf16|fp16",
+        help="The dtype the model is loaded and run in (fp16 on CUDA only)."))
+    dataset: RealDataset | None = field(default=None, metadata=option(
+        panel=DATA, metavar="FORMAT",
+        help="Ask about the photos of a real dataset (scam, rta100, paint, disentangle, folder; its text already "
+             "on them) instead of drawing attacks on --data."))
+    data: DataSpec = field(metadata=options(
+        replace_option(DATA_OPTIONS[0], help="ImageNet-val folder, image folder with labels.csv, hf:NAME or sample; "
+                                             "with --dataset, the dataset's folder (or hf:NAME for SCAM)."),
+        DATA_OPTIONS[1],
+        replace_option(DATA_OPTIONS[2], default=f"{DATA_OPTIONS[2].default} ({REAL_DEFAULT_SPLIT} with --dataset)"),
+        *DATA_OPTIONS[3:],
+        build=build_data_field))
+    limit: int | None = field(default=None, metadata=option(
+        panel=DATA, metavar="N", default="all",
+        help="Use a fixed, seeded subset of N images (as eval selects them; photos with --dataset)."))
+    question_prompts: tuple[str, ...] = field(default=DEFAULT_PROMPT_IDS, metadata=option(
+        "prompt", aliases=("prompts",), panel=QUESTIONS, metavar="ID|PATH", parse=lambda v: _as_prompt(v),
+        help="SCAM's prompt 1-7 (5 and 7 warn about text), an id from a prompts file, or a YAML file of prompts "
+             "(id, text with {a} and {b}, safe); repeat for several."))
+    order: OptionOrder = field(default=OptionOrder.BOTH, metadata=option(
+        panel=QUESTIONS, metavar="ORDER",
+        help="Option orders asked: object-first (the true object as (a)), attack-first, or both for every image."))
+    scoring: Scoring = field(default=Scoring.LIKELIHOOD, metadata=option(
+        panel=QUESTIONS, metavar="NAME",
+        help="likelihood: the option whose answer is more probable (every image answered); generate: a greedy "
+             "answer read by SCAM's parser (unreadable: unclear)."))
+    answer: AnswerStyle = field(default=AnswerStyle.LETTER, metadata=option(
+        panel=QUESTIONS, metavar="STYLE",
+        help="Answer texts scored per option (likelihood): letter (a, A, (a, (A), letter-label ('(a) label') "
+             "or label."))
+    max_new_tokens: int = field(default=16, metadata=option(
+        panel=QUESTIONS, metavar="INT", help="Longest generated answer (generate)."))
+    image_size: int | None = field(default=None, metadata=option(
+        panel=Panel.MODEL, metavar="INT", type=int, default="the model's input size", parse=_as_image_size,
+        help="Side of the square canvas the images are drawn on (the processor's tile for one that keeps the "
+             "aspect ratio)."))
+    trust_remote_code: bool = field(default=False, metadata=option(
+        panel=Panel.MODEL, metavar=" ", metadata=_NO_SPEED,
+        help="Let a model run Python code from its repository (never without this flag)."))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,6 +120,35 @@ class VlmConfig(AttackSettings, RealDatasetSettings):
             raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
             raise ConfigError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {self.image_size}")
+
+    @classmethod
+    def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields; a real dataset takes no synthetic attack settings."""
+        dataset = raw.get("dataset")
+        given = [k for k in ATTACK_KEYS if k in raw]
+        if dataset is not None and given:
+            name = getattr(dataset, "value", dataset)
+            raise ConfigError(f"`{given[0]}` sets a synthetic attack, but --dataset {name} reads photos whose "
+                              "text is already on them; drop it, or drop --dataset to draw attacks on --data")
+        return super().parse_mapping(raw)
+
+    @classmethod
+    def get_default_split(cls, raw: Mapping[str, Any]) -> str:
+        """A real dataset's split (SCAM on the Hub has only `train`), else ImageNet's."""
+        return REAL_DEFAULT_SPLIT if raw.get("dataset") is not None else super().get_default_split(raw)
+
+    @classmethod
+    def resolve_paths(cls, raw: dict[str, Any], base: Path) -> None:
+        """The shared and attack paths, then prompt files."""
+        super().resolve_paths(raw, base)
+        for key in ("prompt", "prompts"):
+            if key in raw:
+                raw[key] = [resolve_path(p, base) if isinstance(p, str) and is_prompts_file(p) else p
+                            for p in as_list(raw[key])]
+
+
+CONFIG = VlmConfig
+"""The task's config class (the registry reads its options to build the command)."""
 
 
 def parse_vlm_models(raw: Mapping[str, Any]) -> tuple[ModelSpec, ...]:
@@ -104,46 +185,13 @@ def build_vlm_config(raw: Mapping[str, Any]) -> VlmConfig:
         ConfigError: A key is unknown, a value has the wrong type or is out of range, attack settings are
             given for a real dataset, or no model or data is given.
     """
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"a run config must be a mapping of keys to values, got {type(raw).__name__}")
-    check_keys(raw, VLM_KEYS, "vlm")
-    if "prompt" in raw and "prompts" in raw:
-        raise ConfigError("give `prompt` or `prompts`, not both")
-    check_attack_spellings(raw)
-    dataset = parse_dataset(raw)
-    given = [k for k in ATTACK_KEYS if k in raw]
-    if dataset is not None and given:
-        raise ConfigError(f"`{given[0]}` sets a synthetic attack, but --dataset {dataset.value} reads photos whose "
-                          "text is already on them; drop it, or drop --dataset to draw attacks on --data")
-    data = parse_data_settings(raw, REAL_DEFAULT_SPLIT if dataset is not None else "validation")
-    run = {**parse_run_settings({k: v for k, v in raw.items() if k not in ("model", "models")}),
-           "models": parse_vlm_models(raw)}
-    image_size = raw.get("image_size")
-    return VlmConfig(
-        **run, **data, dataset=dataset, **parse_attack_settings(raw),
-        question_prompts=tuple(_as_prompt(p)
-                               for p in as_list(raw.get("prompts", raw.get("prompt", DEFAULT_PROMPT_IDS)))),
-        order=as_enum("order", OptionOrder, raw.get("order", OptionOrder.BOTH.value)),
-        scoring=as_enum("scoring", Scoring, raw.get("scoring", Scoring.LIKELIHOOD.value)),
-        answer=as_enum("answer", AnswerStyle, raw.get("answer", AnswerStyle.LETTER.value)),
-        max_new_tokens=as_int("max_new_tokens", raw.get("max_new_tokens", 16)),
-        image_size=None if image_size is None or image_size == "auto" else as_int("image_size", image_size),
-        trust_remote_code=as_bool("trust_remote_code", raw.get("trust_remote_code", False)),
-    )
+    return VlmConfig.from_mapping(raw)
 
 
 def _as_prompt(value: Any) -> str:
     """A `--prompt` value: an id as written (numbers as text), a prompts file as an absolute path."""
     text = str(value).strip() if isinstance(value, int) and not isinstance(value, bool) else as_str("prompt", value)
     return str(Path(resolve_path(text, None)).resolve()) if is_prompts_file(text) else text.strip()
-
-
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    resolve_attack_paths(raw, base)
-    for key in ("prompt", "prompts"):
-        if key in raw:
-            raw[key] = [resolve_path(p, base) if isinstance(p, str) and is_prompts_file(p) else p
-                        for p in as_list(raw[key])]
 
 
 def load_vlm_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> VlmConfig:
@@ -154,5 +202,4 @@ def load_vlm_config(path: str | Path | None, overrides: Mapping[str, Any] | None
         path: The YAML file, or None for the flags alone.
         overrides: Settings keyed as in the YAML file; None values are ignored.
     """
-    return load_config(path, overrides, build_vlm_config, resolve_paths=_resolve_paths,
-                       aliases={**ATTACK_ALIASES, "prompt": "prompts"})
+    return load_config(path, overrides, VlmConfig)

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from typoattack.attack.render import AttackMask, apply_attack
-from typoattack.backends.transformers_vlm import VisionLanguageModel
+from typoattack.backends.base import ChatModel
 from typoattack.constants import CLEAN_PLACEMENT, CLEAN_WORD
 from typoattack.data.canvases import CanvasSet
 from typoattack.data.real_datasets import RealSource
@@ -143,7 +143,7 @@ class BatchSize:
         self.size = size
 
 
-def ask_jobs(model: VisionLanguageModel, jobs: Sequence[ImageJob], draw: Callable[[ImageJob], Drawn],
+def ask_jobs(model: ChatModel, jobs: Sequence[ImageJob], draw: Callable[[ImageJob], Drawn],
              questioning: Questioning, batch: BatchSize, base: dict[str, Any], extra_columns: Sequence[str],
              advance: Callable[[int], None]) -> tuple[pd.DataFrame, dict[str, str]]:
     """Ask every job under every prompt and order, drawing images as their batch fills.
@@ -197,7 +197,7 @@ def ask_jobs(model: VisionLanguageModel, jobs: Sequence[ImageJob], draw: Callabl
     return frame.astype({c: t for c, t in _DTYPES.items() if c in columns}), skipped
 
 
-def _answer(model: VisionLanguageModel, pending: list[Question], questioning: Questioning,
+def _answer(model: ChatModel, pending: list[Question], questioning: Questioning,
             batch: BatchSize) -> list[dict[str, Any]]:
     """choice, logp_object, logp_attack and answer of each pending question; on CUDA out-of-memory the
     questions are answered in halves and the batch size stays halved."""
@@ -212,7 +212,7 @@ def _answer(model: VisionLanguageModel, pending: list[Question], questioning: Qu
         return _answer(model, pending[:half], questioning, batch) + _answer(model, pending[half:], questioning, batch)
 
 
-def _answer_batch(model: VisionLanguageModel, pending: list[Question],
+def _answer_batch(model: ChatModel, pending: list[Question],
                   questioning: Questioning) -> list[dict[str, Any]]:
     images = [q.image for q in pending]
     questions = [q.text for q in pending]

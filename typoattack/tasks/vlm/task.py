@@ -23,8 +23,9 @@ import pandas as pd
 
 from typoattack.analysis.query import RecordSet
 from typoattack.attack.render import check_glyphs
-from typoattack.backends.base import InputGeometry, check_precision, resolve_device
-from typoattack.backends.registry import get_backend
+from typoattack.attack.solver import UnreachableFractionError
+from typoattack.backends.base import ChatModel, InputGeometry, check_precision, resolve_device
+from typoattack.backends.registry import get_chat_backend
 from typoattack.config.common import resolve_chunk_size
 from typoattack.config.types import Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
@@ -32,30 +33,25 @@ from typoattack.data.classes import list_class_names
 from typoattack.data.real_datasets import RealSource, open_real_dataset, select_photos
 from typoattack.data.sources import open_image_source, select_subset
 from typoattack.data.vocab import load_vocab
-from typoattack.engine.cells import Cell, CellResult
-from typoattack.engine.rundir import SKIPPED_CSV, RunInfo, get_cell_id
-from typoattack.engine.run import get_context_key
+from typoattack.engine.cells import Cell, CellResult, cut_cells
+from typoattack.engine.rundir import SKIPPED_CSV, RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import ConfigError, DataError
 from typoattack.progress import ProgressReporter
 from typoattack.records import Condition, list_conditions
 from typoattack.tasks.shared import build_fingerprint, describe_run_device, get_backend_versions, solve_condition_masks
-from typoattack.tasks.vlm.config import VlmConfig, load_vlm_config
+from typoattack.tasks.vlm.config import VLM_BACKEND, VlmConfig, load_vlm_config
 from typoattack.tasks.vlm.prompts import (
     AnswerStyle, OptionOrder, PromptTemplate, build_answer_texts, list_orders, resolve_prompts,
 )
 from typoattack.tasks.vlm.tables import PER_WORD_CSV, SUMMARY_CSV, write_vlm_tables
 
 if TYPE_CHECKING:
-    from typoattack.backends.transformers_vlm import VisionLanguageModel
     from typoattack.tasks.vlm.evaluate import BatchSize, Drawn, ImageJob
 
 DEFAULT_BATCH_SIZE = 8
 """Questions per forward pass when --batch-size is auto (a 7B model with hundreds of image tokens per question
 fits this on one GPU; CUDA out-of-memory halves it)."""
-OPEN_CLIP = "open_clip"
-"""The backend whose default canvas transform (bicubic resize of the shortest side, centre crop) makes the
-canvases: eval's canvases of an open_clip model of that input size."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,7 @@ class VlmContext:
     """A loaded model with what drawing its jobs needs.
 
     Attributes:
-        model: The `VisionLanguageModel`.
+        model: The loaded chat model (`backends.base.ChatModel`).
         draw: Draws one job's image (`evaluate.draw_synthetic` or `evaluate.draw_photo`, bound).
         canvases: The canvas cache (synthetic input), else None.
         conditions: The attack conditions (synthetic input), else empty.
@@ -88,7 +84,7 @@ class VlmContext:
         info: The model's run.json entries.
     """
 
-    model: VisionLanguageModel
+    model: ChatModel
     draw: Callable[[ImageJob], Drawn]
     canvases: CanvasSet | None
     conditions: list[Condition]
@@ -97,8 +93,9 @@ class VlmContext:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def get_canvas_geometry(size: tuple[int, int]) -> InputGeometry:
-    """The canvas transform of a square canvas: open_clip's default eval resize and crop at that size.
+def get_canvas_geometry(size: tuple[int, int], backend: str = VLM_BACKEND) -> InputGeometry:
+    """The canvas transform of a square canvas, as the chat backend draws its models' canvases
+    (`ChatBackend.get_canvas_geometry`).
 
     Raises:
         ConfigError: The size is not square.
@@ -106,7 +103,7 @@ def get_canvas_geometry(size: tuple[int, int]) -> InputGeometry:
     if size[0] != size[1]:
         raise ConfigError(f"the model's input is {size[0]}x{size[1]}, not square; pass --image-size N for a square "
                           "canvas")
-    return get_backend(OPEN_CLIP).get_default_geometry(size[0])
+    return get_chat_backend(backend).get_canvas_geometry(size[0])
 
 
 def check_vlm_models(cfg: VlmConfig) -> list[dict[str, Any]]:
@@ -119,15 +116,14 @@ def check_vlm_models(cfg: VlmConfig) -> list[dict[str, Any]]:
 
     Raises:
         ConfigError: An unknown device, a precision the device cannot run, a model this backend cannot run
-            or that needs --trust-remote-code, or a model without a size to go by and no --image-size.
+            or that needs --trust-remote-code, or a model without a size to go by and no --image-size; the
+            backend's library is not installed.
         WeightsError: A model's files are missing or unreadable.
     """
-    from typoattack.backends.transformers_vlm import check_vision_language_model
-
     check_precision(cfg.precision, resolve_device(cfg.device))
     entries = []
     for spec in cfg.models:
-        facts = check_vision_language_model(spec.name, cfg.trust_remote_code)
+        facts = get_chat_backend(spec.backend).check_model(spec.name, cfg.trust_remote_code)
         if cfg.image_size is not None:
             size, how = (cfg.image_size, cfg.image_size), "--image-size"
         elif facts.canvas_size is not None:
@@ -177,8 +173,11 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         sizes = [tuple(m["canvas_size"]) for m in models]
         t0 = time.perf_counter()
         # Only the masks' infos stay: the pixels are in the cache, for the cells.
-        mask_infos = {size: solve_condition_masks(cfg, conditions, size, progress).infos
-                      for size in dict.fromkeys(sizes)}
+        try:
+            mask_infos = {size: solve_condition_masks(cfg, conditions, size, progress).infos
+                          for size in dict.fromkeys(sizes)}
+        except UnreachableFractionError as e:
+            raise e.with_fix("a larger canvas (--image-size)") from None
         seconds_masks = time.perf_counter() - t0
         canvas_sets = {}
         for size in dict.fromkeys(sizes):
@@ -188,25 +187,20 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
                                                      f"Canvases {size[0]}x{size[1]}", len(indices), "images"))
         per_image = _count_questions(trues, conditions) * len(prompts) * len(list_orders(cfg.order))
         chunk_size = resolve_chunk_size(cfg.chunk_size, int(per_image.max(initial=1)))
-        cells = []
-        for m_index, (spec, size) in enumerate(zip(cfg.models, sizes)):
+        for m_index, size in enumerate(sizes):
             canvases = canvas_sets[size]
             if not canvases.valid.any():
                 raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
                                 f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
-            # Cells are cut over every selected image (as eval's): an image that does not decode is
-            # skipped in its own cell, and no other image changes cell when one stops decoding.
-            rows = np.arange(len(indices))
-            inputs = VlmInputs(prompts, size, tuple(indices))
-            key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, rows.size, chunk_size.items)):
-                chunk = rows[start:start + chunk_size.items]
-                cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, tuple(map(int, chunk)),
-                                  int(per_image[chunk].sum()), key, inputs))
             models[m_index].update(canvas_cache=canvases.path,
                                    masks=[{"word": c.word, "fraction": c.fraction, "placement": c.placement.value,
                                            "font_size": mask.font_size, "mask_coverage": round(mask.coverage, 6)}
                                           for c, mask in zip(conditions, mask_infos[size])])
+        # Cells are cut over every selected image (rows of the canvas cache, as eval's): an image that does
+        # not decode is skipped in its own cell, and no other image changes cell when one stops decoding.
+        image_list = tuple(indices)
+        cells = cut_cells(self.name, cfg, tuple(range(len(indices))), chunk_size.items, jobs_per_item=per_image,
+                          shared=lambda m_index: VlmInputs(prompts, sizes[m_index], image_list))
         fingerprint = build_fingerprint(cfg, _describe_models(models), _describe_prompts(prompts),
                                         [(w.text, w.target_index) for w in vocab.words],
                                         [source.items[i].image_id for i in indices])
@@ -222,14 +216,8 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         models = check_vlm_models(cfg)
         per_photo = len(prompts) * len(list_orders(cfg.order))
         chunk_size = resolve_chunk_size(cfg.chunk_size, per_photo)
-        cells = []
-        for m_index, (spec, model) in enumerate(zip(cfg.models, models)):
-            inputs = VlmInputs(prompts, tuple(model["canvas_size"]))
-            key = get_context_key(self.name, cfg, m_index)
-            for s_index, start in enumerate(range(0, len(indices), chunk_size.items)):
-                chunk = tuple(indices[start:start + chunk_size.items])
-                cells.append(Cell(get_cell_id(m_index, spec, s_index), self.name, cfg, m_index, chunk,
-                                  len(chunk) * per_photo, key, inputs))
+        cells = cut_cells(self.name, cfg, tuple(indices), chunk_size.items, jobs_per_item=per_photo,
+                          shared=lambda m_index: VlmInputs(prompts, tuple(models[m_index]["canvas_size"])))
         items = [[it.image_id, it.object_label, it.attack_word, it.variant, it.photo_id]
                  for it in (source.items[i] for i in indices)]
         fingerprint = build_fingerprint(cfg, _describe_models(models), _describe_prompts(prompts), items)
@@ -243,7 +231,6 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
     def create_context(self, cell: Cell, progress: ProgressReporter) -> VlmContext:
         """Load the cell's model on its device, and the canvases and masks (synthetic input: from the caches
         the plan filled, or filled here on another node) or the dataset (real input)."""
-        from typoattack.backends.transformers_vlm import create_vision_language_model
         from typoattack.tasks.vlm.evaluate import BatchSize, draw_photo, draw_synthetic
 
         cfg: VlmConfig = cell.config
@@ -252,9 +239,9 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         device = resolve_device(cfg.device)
         progress.log(f"Loading {spec.label} on {device}")
         t0 = time.perf_counter()
-        model = create_vision_language_model(spec.name, device, cfg.precision, cfg.trust_remote_code)
+        model = get_chat_backend(spec.backend).load(spec.name, device, cfg.precision, cfg.trust_remote_code)
         load_seconds = time.perf_counter() - t0
-        geometry = get_canvas_geometry(inputs.canvas_size)
+        geometry = get_canvas_geometry(inputs.canvas_size, spec.backend)
         batch = BatchSize(cfg.batch_size or DEFAULT_BATCH_SIZE)
         info = {"weights_id": model.weights_id, "family": model.family, "canvas_size": list(inputs.canvas_size),
                 "batch_size": batch.size, "seconds": {"load_model": round(load_seconds, 3)}}

@@ -1,54 +1,36 @@
 """Vision-language chat models on `transformers` (AutoModelForImageTextToText + AutoProcessor + chat
-template): loading from a save_pretrained folder or the Hugging Face cache, option log-likelihoods from
-one forward pass over the shared prompt, and greedy answers.
-
-What each family's processor does to the uint8 canvas it receives (the canvas is handed over unchanged):
-
-| family | processor | native_image_size |
-|---|---|---|
-| llava (1.5) | CLIP: shortest edge resized to `size` (bicubic), centre crop to `crop_size`; a square canvas of the crop size passes unresized | crop_size, e.g. (336, 336) |
-| llava_next | any-res: the grid resolution that best fits the aspect is chosen among `image_grid_pinpoints`, the canvas resized into it keeping aspect and padded, cut into tiles, plus a resized global view | None |
-| llava_onevision | as llava_next (SigLIP, 384 tiles) | None |
-| qwen2_vl, qwen2_5_vl | resized (keeping aspect) so each side is a multiple of patch x merge size (28) and the area lies within min/max pixels; no crop, no pad | None |
-| idefics3, smolvlm | longest edge resized to `size`, split into square tiles of `max_image_size` plus a global view; keeps aspect | None |
-| paligemma | resized to its fixed square (224, 448 or 896), aspect not kept | (h, w) of `size` |
-| gemma3 | resized to 896 x 896, aspect not kept (pan-and-scan off) | (896, 896) |
-
-The canvas a task draws on (`get_default_canvas_size`) is the native size where there is one; a processor
-that keeps the aspect ratio gets a square of its tile (llava_next / llava_onevision: `crop_size` or `size`,
-e.g. 336 / 384; idefics3 / smolvlm: `max_image_size`, e.g. 364 / 512), and Qwen2-VL, which has no tile, a
-square of 448 (16 x 16 merged patches of 28) rounded down to its patch x merge size and kept within its
-min / max pixels: sizes each processor takes without upsampling a tile.
+template) behind the `ChatBackend` protocol (`TransformersChatBackend`, the vlm task's models): loading
+from a save_pretrained folder or the Hugging Face cache (`chat_files`), option log-likelihoods from one
+forward pass over the shared prompt, and greedy answers. The canvas handed to a processor is drawn
+with open_clip's default eval transform at the canvas size (`get_canvas_geometry`), so that eval and
+vlm share the canvas cache; each processor's own resizing is described in `chat_files`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from typoattack.backends.base import ChatBackend, ChatModelFacts, InputGeometry, check_precision
+from typoattack.backends.transformers.chat_files import (
+    VLM_FEATURE, check_vision_language_model, describe_load_error, get_native_image_size, load_processor,
+)
+from typoattack.backends.transformers.library import get_transformers_version, quiet_loading, require_transformers
 from typoattack.config.types import Precision
-from typoattack.errors import ConfigError, WeightsError
+from typoattack.errors import ConfigError
 
-TESTED_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm",
-                   "paligemma", "gemma3")
-"""model_type values this backend is written and documented for; other AutoModelForImageTextToText models load
-too, through the same generic path."""
-_PROMPT_ONLY_FAMILIES = ("paligemma",)
-"""Families without a chat template whose processor builds the prompt itself (image tokens, BOS, newline)."""
+CHAT_BACKEND_NAME = "transformers"
+CANVAS_BACKEND = "open_clip"
+"""The zero-shot backend whose default eval transform (bicubic resize of the shortest side, centre crop) draws the
+canvases: eval's canvases of an open_clip model of that input size."""
 _DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
-_SUPPLY_HELP = ("pass a folder written by save_pretrained (config.json, weights, processor and tokenizer files), "
-                "or download the model into the Hugging Face cache on a machine with network access "
-                "(`hf download ORG/NAME`) and copy the cache (HF_HOME) here")
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,7 +43,7 @@ class VisionLanguageModel:
         weights_id: `ORG/NAME@COMMIT` for a Hub model, `folder:SHA256` (content hash of the folder's files) for a
             folder; changes whenever the weights, config or processor change.
         native_image_size: (height, width) of the model's own fixed input, or None when its processor keeps the
-            aspect ratio (tiles, dynamic resolution); see the module docstring.
+            aspect ratio (tiles, dynamic resolution); see `chat_files`.
         device: Where the model runs.
         precision: Weights and activations dtype (the model is loaded in it; log-softmax runs in float32).
         model: The AutoModelForImageTextToText model in eval mode.
@@ -277,222 +259,52 @@ def create_vision_language_model(name: str, device: torch.device, precision: Pre
     Raises:
         WeightsError: The folder or the cached model is missing, or its files cannot be loaded.
         ConfigError: The model is not a vision-language model this backend can run, needs
-            `--trust-remote-code`, or fp16 is asked for on a CPU.
+            `--trust-remote-code`, fp16 is asked for on a CPU, or transformers is not installed
+            (MissingExtraError).
     """
+    require_transformers(VLM_FEATURE)
     from transformers import AutoModelForImageTextToText
 
-    if precision is Precision.FP16 and device.type != "cuda":
-        raise ConfigError("precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
-    folder, weights_id, family, processor = _load_processor(name, trust_remote_code)
+    check_precision(precision, device)
+    folder, weights_id, family, processor = load_processor(name, trust_remote_code)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=_DTYPES[precision],
-                                                            trust_remote_code=trust_remote_code)
+        with quiet_loading():  # no "Loading weights" bar: the CLI shows its own progress
+            model = AutoModelForImageTextToText.from_pretrained(folder, dtype=_DTYPES[precision],
+                                                                trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise _load_error(name, "weights", exc) from None
+        raise describe_load_error(name, "weights", exc) from None
     model = model.to(device).eval()
     return VisionLanguageModel(name=name, family=family, weights_id=weights_id,
                                native_image_size=get_native_image_size(processor.image_processor), device=device,
                                precision=precision, model=model, processor=processor)
 
 
-@dataclass(frozen=True)
-class ModelFacts:
-    """What a vision-language model's files say before its weights load (`check_vision_language_model`).
+class TransformersChatBackend(ChatBackend):
+    """The vlm task's models: any AutoModelForImageTextToText model with a processor and chat template (the
+    families of `chat_files.TESTED_FAMILIES` are the ones written and tested for), from a save_pretrained
+    folder or the Hugging Face cache, offline."""
 
-    Attributes:
-        weights_id: As `VisionLanguageModel.weights_id`.
-        family: The config's model_type.
-        native_image_size: (height, width) of the model's fixed input, or None (`get_native_image_size`).
-        canvas_size: The default square canvas (`get_default_canvas_size`), or None when the processor
-            gives no size to go by.
-    """
+    name = CHAT_BACKEND_NAME
 
-    weights_id: str
-    family: str
-    native_image_size: tuple[int, int] | None
-    canvas_size: tuple[int, int] | None
+    def check_model(self, name: str, trust_remote_code: bool = False) -> ChatModelFacts:
+        """See `chat_files.check_vision_language_model`."""
+        return check_vision_language_model(name, trust_remote_code)
 
+    def load(self, name: str, device: torch.device, precision: Precision,
+             trust_remote_code: bool = False) -> VisionLanguageModel:
+        """See `create_vision_language_model`."""
+        return create_vision_language_model(name, device, precision, trust_remote_code)
 
-def check_vision_language_model(name: str, trust_remote_code: bool = False) -> ModelFacts:
-    """Check that a model can be loaded by this backend and read its input sizes, without loading its weights
-    (the folder or cached snapshot, its config, its processor and chat template).
+    def get_canvas_geometry(self, size: int) -> InputGeometry:
+        """open_clip's default eval transform at `size` (bicubic resize of the shortest side, centre crop): the
+        canvases of eval for an open_clip model of that input size, shared with it through the canvas cache."""
+        from typoattack.backends.registry import get_backend
 
-    Raises:
-        WeightsError: The folder or the cached model, or its processor, tokenizer or chat template, is missing.
-        ConfigError: The model is not a vision-language model this backend can run, or needs
-            `--trust-remote-code`.
-    """
-    _, weights_id, family, processor = _load_processor(name, trust_remote_code)
-    return ModelFacts(weights_id, family, get_native_image_size(processor.image_processor),
-                      get_default_canvas_size(processor.image_processor))
+        return get_backend(CANVAS_BACKEND).get_default_geometry(size)
 
-
-def _load_processor(name: str, trust_remote_code: bool) -> tuple[Path, str, str, Any]:
-    """(folder, weights id, family, AutoProcessor) of a model, its config, processor and chat template checked.
-
-    Raises:
-        WeightsError, ConfigError: As `create_vision_language_model`.
-    """
-    from transformers import AutoProcessor
-
-    folder, weights_id = resolve_model_folder(name)
-    family = check_model_config(name, folder, trust_remote_code)
-    try:
-        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise _load_error(name, "processor", exc) from None
-    if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
-        raise WeightsError(f"{name}: no image processor and tokenizer found (processor_config.json or "
-                           f"preprocessor_config.json, tokenizer files); {_SUPPLY_HELP}")
-    if getattr(processor, "chat_template", None) is None and family not in _PROMPT_ONLY_FAMILIES:
-        raise WeightsError(f"{name}: the processor has no chat template (chat_template.jinja or chat_template.json); "
-                           "copy the model's template into the folder")
-    return folder, weights_id, family, processor
-
-
-def resolve_model_folder(name: str) -> tuple[Path, str]:
-    """The local folder of a model name and the id of its weights.
-
-    A name that is an existing folder is used as it is (weights id: a hash of its files' content); any
-    other name is a Hub id looked up in the Hugging Face cache, offline (weights id: `ID@COMMIT`).
-
-    Raises:
-        WeightsError: A path that does not exist, or a Hub id not in the cache.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path.resolve(), f"folder:{hash_folder(path)}"
-    if path.exists():
-        raise WeightsError(f"model {name}: is a file; pass the folder that save_pretrained wrote")
-    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-    if looks_like_path:
-        raise WeightsError(f"model folder {name} does not exist; {_SUPPLY_HELP}")
-    try:
-        snapshot = Path(snapshot_download(repo_id=name, local_files_only=True))
-    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
-        raise WeightsError(f"model {name}: no such folder and not in the Hugging Face cache (offline); "
-                           f"{_SUPPLY_HELP}") from None
-    return snapshot, f"{name}@{snapshot.name}"
-
-
-def hash_folder(folder: Path) -> str:
-    """SHA-256 (first 16 hex digits) of every file's relative path and bytes in a folder, hidden entries
-    (such as the Hub client's `.cache`) excluded."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    for path in files:
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            while block := handle.read(1 << 23):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
-
-
-def check_model_config(name: str, folder: Path, trust_remote_code: bool) -> str:
-    """The model family (config model_type) of a folder, after checking this backend can run it.
-
-    Raises:
-        WeightsError: No readable config.json.
-        ConfigError: The model needs its own code and `trust_remote_code` is off, or it is not an
-            image-text-to-text model.
-    """
-    from transformers import AutoConfig
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    config_file = folder / "config.json"
-    try:
-        raw = json.loads(config_file.read_text())
-    except (OSError, ValueError):
-        raise WeightsError(f"model {name}: no readable config.json in {folder}; {_SUPPLY_HELP}") from None
-    model_type = raw.get("model_type", "")
-    auto_map = raw.get("auto_map") or {}
-    if model_type not in CONFIG_MAPPING:
-        if not auto_map:
-            raise ConfigError(f"model {name}: model_type {model_type!r} is unknown to transformers; it is not a "
-                              "vision-language model this backend can load")
-        if not trust_remote_code:
-            raise ConfigError(f"model {name} runs its own code from the repository (auto_map in config.json); "
-                              "pass --trust-remote-code if you trust it")
-        if "AutoModelForImageTextToText" not in auto_map:
-            classes = ", ".join(sorted(auto_map))
-            raise ConfigError(f"model {name}: its code registers {classes}, not AutoModelForImageTextToText; "
-                              "this backend cannot run it")
-        return model_type
-    config_class = type(AutoConfig.for_model(model_type)).__name__
-    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        raise ConfigError(f"model {name}: {config_class} ({model_type}) is not an image-text-to-text model "
-                          f"(AutoModelForImageTextToText); supported families: {', '.join(TESTED_FAMILIES)}")
-    return model_type
-
-
-def get_native_image_size(image_processor: Any) -> tuple[int, int] | None:
-    """(height, width) the image processor turns every image into, or None when it keeps the aspect ratio
-    (any-res tiles, image splitting, dynamic resolution, shortest-edge resize without a crop)."""
-    if getattr(image_processor, "image_grid_pinpoints", None) or getattr(image_processor, "do_image_splitting", False) \
-            or getattr(image_processor, "do_pan_and_scan", False):
-        return None
-    if getattr(image_processor, "do_center_crop", False):
-        crop = _size_fields(getattr(image_processor, "crop_size", None))
-        if "height" in crop and "width" in crop:
-            return int(crop["height"]), int(crop["width"])
-    size = _size_fields(getattr(image_processor, "size", None))
-    if getattr(image_processor, "do_resize", True) and "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    return None
-
-
-QWEN_CANVAS_SIDE = 448
-"""Side of the default canvas of a dynamic-resolution processor without tiles (Qwen2-VL)."""
-
-
-def get_default_canvas_size(image_processor: Any) -> tuple[int, int] | None:
-    """(height, width) of the canvas a task draws for a model: its native size where the processor has one,
-    else a square of its tile, else (dynamic resolution: Qwen2-VL) QWEN_CANVAS_SIDE rounded down to a
-    multiple of patch x merge size within the processor's pixel bounds; None when the processor gives no
-    size (the user must choose one). See the module docstring."""
-    native = get_native_image_size(image_processor)
-    if native is not None:
-        return native
-    size = _size_fields(getattr(image_processor, "size", None))
-    if getattr(image_processor, "image_grid_pinpoints", None):
-        crop = _size_fields(getattr(image_processor, "crop_size", None))
-        side = crop.get("height") or size.get("height") or size.get("shortest_edge")
-    elif getattr(image_processor, "do_image_splitting", False):
-        side = _size_fields(getattr(image_processor, "max_image_size", None)).get("longest_edge")
-    elif getattr(image_processor, "patch_size", None) and getattr(image_processor, "merge_size", None):
-        factor = int(image_processor.patch_size) * int(image_processor.merge_size)
-        low = getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or factor * factor
-        high = getattr(image_processor, "max_pixels", None) or size.get("longest_edge") or QWEN_CANVAS_SIDE ** 2
-        side = min(QWEN_CANVAS_SIDE, int(high ** 0.5)) // factor * factor
-        side = max(side, -(-int(low ** 0.5) // factor) * factor)
-    else:
-        side = size.get("height") or size.get("shortest_edge") or size.get("longest_edge")
-    return None if not side else (int(side), int(side))
-
-
-def _size_fields(size: Any) -> dict[str, Any]:
-    """The set fields of a processor size (a dict or a SizeDict)."""
-    if size is None:
-        return {}
-    if isinstance(size, dict):
-        return {k: v for k, v in size.items() if v is not None}
-    return {k: getattr(size, k) for k in ("height", "width", "shortest_edge", "longest_edge")
-            if getattr(size, k, None) is not None}
-
-
-def _load_error(name: str, part: str, exc: Exception) -> Exception:
-    """One-line error for a processor or model that failed to load."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "trust_remote_code" in str(exc):
-        return ConfigError(f"model {name}: its {part} runs code from the repository; pass --trust-remote-code "
-                           "if you trust it")
-    return WeightsError(f"model {name}: cannot load its {part} ({text[:200]}); {_SUPPLY_HELP}")
+    def get_version(self) -> str:
+        """transformers' version ("" when it is not installed)."""
+        return get_transformers_version()
 
 
 def _to_pil(image: np.ndarray) -> Image.Image:

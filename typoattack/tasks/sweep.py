@@ -1,5 +1,6 @@
 """The evaluation loop of synthetic attacks: attacked canvases in batches on the model's device ->
-logits -> records.
+logits -> records (shared by `eval`, whose cells it evaluates, and `find-heads`, whose search measures
+accuracy with it).
 
 Jobs run condition by condition (clean first), so a batch holds few conditions and each mask is
 blended onto many canvases at once; the next batch is read from the canvas cache while this one
