@@ -24,7 +24,8 @@ runner = CliRunner()
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "help"
 COMMANDS = [*list_task_names(), "prepare", "render", "report", "models", "merge"]
 REQUIRED = {"eval": {"data": "sample"}, "real": {"dataset": "folder", "data": "/data/photos", "model": "RN50", "pretrained": "openai"}, "stroop": {},
-            "vlm": {"model": "org/chat-model", "data": "sample"}, "find-heads": {"data": "sample"}}
+            "vlm": {"model": "org/chat-model", "data": "sample"}, "find-heads": {"data": "sample"},
+            "threshold": {"data": "sample"}}
 """What each task needs beside its defaults."""
 DESCRIBED = {"all", "DATA/labels.csv", "the model's input size", "RAY_ADDRESS, else a local cluster",
              "1000, fewer past 1 M records", "validation (train with --dataset)"}

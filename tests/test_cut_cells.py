@@ -152,7 +152,8 @@ def test_vlm_synthetic_cells_are_those_of_the_old_loop(monkeypatch, cache_dir, t
     indices = select_subset(source.items, cfg.limit, cfg.seed)
     trues = np.array([source.items[i].true_index for i in indices], dtype=np.int64)
     prompts = resolve_prompts(cfg.question_prompts)
-    per_image = (_count_questions(trues, list_conditions(cfg, load_vocab(cfg.vocab))) * len(prompts)
+    ids = [source.items[i].image_id for i in indices]
+    per_image = (_count_questions(trues, list_conditions(cfg, load_vocab(cfg.vocab)), ids, cfg.seed) * len(prompts)
                  * len(list_orders(cfg.order)))
     assert len(set(per_image.tolist())) > 1 or 252 not in trues.tolist()
     size = resolve_chunk_size(cfg.chunk_size, int(per_image.max(initial=1)))

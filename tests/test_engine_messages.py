@@ -70,7 +70,8 @@ def test_images_per_second_counts_the_evaluation_and_setup_apart(one_cell_run) -
     assert model["images_encoded_this_session"] == 4 * 3  # each image clean and under 2 words
     evaluating = info.seconds_evaluating_this_session
     assert evaluating is not None and 0 < evaluating == pytest.approx(model["seconds"]["evaluate"], abs=2e-3)
-    assert info.images_per_second == pytest.approx(12 / evaluating, rel=0.01, abs=0.1)
+    # run.json rounds seconds to milliseconds: a cell of a few milliseconds moves the rate by that much.
+    assert info.images_per_second == pytest.approx(12 / evaluating, rel=0.01 + 1e-3 / evaluating, abs=0.1)
     setup = {k: v for k, v in model["seconds"].items() if k != "evaluate"}
     assert {"load_model", "classifier"} <= set(setup)
     assert info.seconds_setup_this_session == pytest.approx(sum(setup.values()), abs=5e-3)

@@ -131,7 +131,8 @@ BAD_VOCABS = {
     "empty": ("name: x\nwords: []\n", "has no words"),
     "duplicate": ("words:\n  - {text: pizza, target: pizza}\n  - {text: pizza, target: 963}\n", "appears twice"),
     "no-class": ("words:\n  - {text: cash, target: piggy bnak}\n", "Did you mean 'piggy bank'"),
-    "glyph": ("words:\n  - {text: 猫, target: Siamese cat}\n", "no glyph for '猫'"),
+    # U+0378 is unassigned: no font of any machine draws it (a CJK word would find fonts-noto-cjk where it is installed).
+    "glyph": ("words:\n  - {text: \"\\u0378\", target: Siamese cat}\n", "no installed font covers"),
 }
 
 

@@ -36,8 +36,9 @@ CSV_STEP = 1e-6
 within FLOAT_TOLERANCE can print up to one such step further apart."""
 
 
-VARIANTS = [*list_task_names(), "eval+transformers"]
-"""Every task, and eval once more with a model of the second backend (a tiny Hugging Face CLIPModel folder)."""
+VARIANTS = [*list_task_names(), "eval+transformers", "eval+classes"]
+"""Every task, eval once more with a model of the second backend (a tiny Hugging Face CLIPModel folder), and eval
+on a class set of ten names (an hf: dataset's ClassLabel) with Defense-Prefix's random-class protocol."""
 
 
 def _task(variant: str) -> str:
@@ -53,6 +54,11 @@ def _args(task: str, data: dict[str, Path], cache_dir: Path) -> list[str]:
         return ["eval", "--data", "sample", "--backend", "transformers", "--model", str(data["hf-clip"]),
                 "--limit", "12", "--chunk-size", "4", "--vocab", "goh2021", "--fraction", "0.1", "--placement",
                 "center", "--templates", "simple", *common]
+    if task == "eval+classes":  # one other class's name per image, drawn on (seed, image id)
+        return ["eval", "--data", f"hf:{data['hf-ten']}", "--hf-split", "train", "--hf-image-column", "img",
+                "--hf-label-column", "fine_label", "--classes", "hf", "--vocab", "random-class", "--model",
+                "typoattack-reader-tiny", "--pretrained", "ci500", "--limit", "16", "--chunk-size", "4",
+                "--fraction", "0.1", "--fraction", "0.2", "--placement", "center", "--templates", "dataset", *common]
     if task == "real":
         return ["real", "--dataset", "rta100", "--data", str(data["rta100"]), "--model", TINY_MODEL,
                 "--pretrained", "seed:0", "--chunk-size", "3", *common]
@@ -65,11 +71,15 @@ def _args(task: str, data: dict[str, Path], cache_dir: Path) -> list[str]:
         models = [a for seed in ("seed:0", "seed:1", "seed:2") for a in ("--model", TINY_MODEL, "--pretrained", seed)]
         return ["find-heads", "--data", "sample", *models, "--limit", "16", "--seed", "1", "--vocab",
                 str(data["two-words"]), "--fraction", "0.1", "--templates", "photo", *common]
+    if task == "threshold":
+        return ["threshold", "--data", "sample", "--limit", "12", "--chunk-size", "4", "--vocab", str(data["two-words"]),
+                "--placement", "center", "--templates", "simple", "--grid", "3", "--steps", "3", *common]
     raise AssertionError(f"the task contract has no small run for task {task!r}; add one to _args")
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
+    from class_sets_builders import build_hf_class_dataset
     from hf_builders import build_clip_folder
     from vlm_builders import save_tiny_llava
 
@@ -77,7 +87,8 @@ def data(tmp_path_factory) -> dict[str, Path]:
     vocab = root / "two-words.yaml"
     vocab.write_text("name: two\nwords:\n  - {text: pizza, target: pizza}\n  - {text: iPod, target: iPod}\n")
     return {"rta100": make_named_folder(root / "rta100"), "hf-clip": build_clip_folder(root / "hf-clip"),
-            "tiny-llava": save_tiny_llava(root / "tiny-llava"), "two-words": vocab}
+            "tiny-llava": save_tiny_llava(root / "tiny-llava"), "two-words": vocab,
+            "hf-ten": build_hf_class_dataset(root)}
 
 
 class _Runs(dict):

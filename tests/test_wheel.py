@@ -59,7 +59,9 @@ def test_wheel_holds_fonts_configs_vocabularies_images_and_weights(installed) ->
                  "configs/sweep-fraction.yaml", "configs/vocab/goh2021.yaml", "configs/vocab/imagenet-classes.yaml",
                  "imagenet-sample/labels.csv", "imagenet-sample/README.md", "imagenet_synsets.txt",
                  "imagenet_lemmas.txt", "model_configs/typoattack-reader-tiny.json",
-                 "weights/typoattack-reader-tiny.safetensors"):
+                 "weights/typoattack-reader-tiny.safetensors", "class_sets/clip_prompts.json",
+                 "class_sets/README.md", "babel/babel_imagenet.json.gz", "babel/zeroshot_templates.json",
+                 "babel/README.md", "babel/LICENSE-clip_benchmark.txt"):
         assert (assets / path).is_file(), path
     assert len(list((assets / "imagenet-sample").glob("*.JPEG"))) == 500
 

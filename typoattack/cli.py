@@ -276,7 +276,8 @@ def _render(word: str, image: str, fraction: float, placement: Placement, output
         (style,) = build_styles({k: v for k, v in style_options.items() if v is not None})
         cover, mask = run_render(word, image, fraction, placement, style, size, seed, output)
     console.print(f"{output}: {word!r} {placement.value} on {size}x{size}, requested fraction {fraction:g}, "
-                  f"measured pixel cover {cover:.4f} (font size {mask.font_size:.2f}px)")
+                  f"measured pixel cover {cover:.4f} (font size {mask.font_size:.2f}px"
+                  f"{'' if mask.style.font == style.font else f', font {Path(mask.style.font).name}'})")
 
 
 def _style_parameters() -> list[inspect.Parameter]:

@@ -11,6 +11,7 @@ Nothing here imports model code.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -56,13 +57,28 @@ def get_record_dtypes() -> dict[str, Any]:
 @dataclass(frozen=True)
 class Condition:
     """One attack condition: a word aimed at a class, drawn at a pixel fraction with a placement
-    and a text style."""
+    and a text style.
+
+    `text` is set on the conditions of the pseudo-word `random-class` (`word`): one per class, its
+    name drawn, aimed at that class; each image is shown under one of them (`select_condition_images`).
+    """
 
     word: str
     target_index: int
     fraction: float
     placement: Placement
     style: RenderStyle
+    text: str = ""
+
+    @property
+    def drawn_text(self) -> str:
+        """The text drawn on the image: `text` when set, else the word."""
+        return self.text or self.word
+
+    @property
+    def per_image(self) -> bool:
+        """True for a condition of a pseudo-word: shown to the images whose drawn class it is, not to all."""
+        return bool(self.text)
 
     def to_columns(self) -> dict[str, Any]:
         """The condition's values keyed by CONDITION_COLUMNS, as records store them (the font by
@@ -119,9 +135,61 @@ class AttackSweep(Protocol):
 
 
 def list_conditions(cfg: AttackSweep, vocab: Vocabulary) -> list[Condition]:
-    """The product of placements x fractions x styles x words, in a fixed order."""
+    """The product of placements x fractions x styles x words, in a fixed order (a pseudo-word's
+    vocabulary: one condition per text, each named by the pseudo-word; see `select_condition_images`)."""
+    if vocab.pseudo_word:
+        return [Condition(vocab.pseudo_word, w.target_index, f, p, st, w.text)
+                for p, f, st, w in itertools.product(cfg.placements, cfg.fractions, cfg.styles, vocab.words)]
     return [Condition(w.text, w.target_index, f, p, st)
             for p, f, st, w in itertools.product(cfg.placements, cfg.fractions, cfg.styles, vocab.words)]
+
+
+def draw_other_class(seed: int, image_id: str, true_index: int, targets: Sequence[int]) -> int:
+    """The class a pseudo-word shows on one image: one of `targets` other than `true_index`, drawn from a
+    generator keyed on (seed, image id) alone, so it does not depend on batch, chunk, shard or executor
+    (nor on the fraction, placement or style: an image shows the same class under each).
+
+    Args:
+        seed: The run's seed.
+        image_id: The image.
+        true_index: Its class (never drawn).
+        targets: The classes to draw from, sorted (every class of the set).
+    """
+    others = [t for t in targets if t != true_index]
+    if not others:
+        raise ValueError(f"no class other than {true_index} to draw")
+    digest = hashlib.blake2b(f"{seed}\0{image_id}".encode("utf-8"), digest_size=16, person=b"random-class").digest()
+    rng = np.random.default_rng([int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")])
+    return others[int(rng.integers(len(others)))]
+
+
+def select_condition_images(conditions: Sequence[Condition], image_ids: Sequence[str], true_index: Sequence[int],
+                            seed: int) -> np.ndarray:
+    """Which image is shown under which condition: bool [n_conditions, n_images].
+
+    Every image under every condition, but a pseudo-word's (`Condition.per_image`): of the conditions of
+    one pseudo-word, fraction, placement and style (one per class), an image is shown under the one
+    whose target `draw_other_class` drew for it.
+    """
+    shown = np.ones((len(conditions), len(image_ids)), dtype=bool)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for k, c in enumerate(conditions):
+        if c.per_image:
+            groups.setdefault((c.word, c.fraction, c.placement, c.style), []).append(k)
+    for members in groups.values():
+        targets = sorted({conditions[k].target_index for k in members})
+        drawn = np.array([draw_other_class(seed, i, int(t), targets) for i, t in zip(image_ids, true_index)],
+                         dtype=np.int64)
+        for k in members:
+            shown[k] = drawn == conditions[k].target_index
+    return shown
+
+
+def count_image_conditions(conditions: Sequence[Condition]) -> int:
+    """The conditions each image is shown under (`select_condition_images`): every condition but those
+    of a pseudo-word, which count once per (word, fraction, placement, style)."""
+    return (sum(1 for c in conditions if not c.per_image)
+            + len({(c.word, c.fraction, c.placement, c.style) for c in conditions if c.per_image}))
 
 
 def build_records(spec: ModelSpec, image_ids: Sequence[str], true_index: np.ndarray, conditions: Sequence[Condition],

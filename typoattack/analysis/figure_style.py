@@ -192,6 +192,36 @@ def plain_text() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def fallback_fonts(paths: Sequence[str | Path]) -> Iterator[None]:
+    """Figures drawn inside fall back to the fonts `paths` (after the default) for characters the
+    default font lacks: the fonts `--font auto` chose for words in other scripts, so a Hangul word is
+    drawn in the labels, not as boxes. Nothing changes without paths."""
+    import logging
+
+    from matplotlib import font_manager
+
+    names = []
+    for path in dict.fromkeys(str(p) for p in paths):
+        if not any(f.fname == path for f in font_manager.fontManager.ttflist):
+            try:
+                font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue
+        names += [f.name for f in font_manager.fontManager.ttflist if f.fname == path][:1]
+    if not names:
+        yield
+        return
+    quiet = logging.getLogger("matplotlib.font_manager")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "failed to find font weight normal" for a bold-only fallback
+    try:
+        with matplotlib.rc_context({"font.family": [*plt.rcParams["font.family"], *dict.fromkeys(names)]}):
+            yield
+    finally:
+        quiet.setLevel(level)
+
+
 def get_colors(n: int) -> list[Any]:
     """`n` distinguishable colours (tab10, tab20 beyond 10, repeating beyond 20)."""
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")

@@ -9,10 +9,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from typoattack.constants import CLEAN_WORD
+from typoattack.constants import CLEAN_WORD, RANDOM_CLASS_WORD
 from typoattack.config.defences import get_baseline
 from typoattack.records import CONDITION_COLUMNS, DEFENCE_COLUMN, MODEL_COLUMNS, NO_DEFENCE, STYLE_COLUMNS
 
+PSEUDO_TARGET = -1
+"""The target_index of the pseudo-word `random-class`'s per-word row (its images were each shown another class)."""
+PSEUDO_TARGET_NAME = "another class per image"
+"""Its target_name."""
 # A per-word row is one condition of one model under one defence; style columns join the key when
 # records carry them.
 CONDITION_KEYS = [*MODEL_COLUMNS, DEFENCE_COLUMN, *(c for c in CONDITION_COLUMNS if c not in STYLE_COLUMNS)]
@@ -102,9 +106,19 @@ def get_condition_keys(columns: Sequence[str]) -> list[str]:
     return CONDITION_KEYS + [c for c in STYLE_COLUMNS if c in columns]
 
 
-def count_outcomes(records: pd.DataFrame) -> pd.DataFrame:
+def get_target_key(words: pd.Series, targets: pd.Series) -> pd.Series:
+    """The target a per-word row is keyed by: the record's, but PSEUDO_TARGET for the pseudo-word
+    `random-class` (its records carry the class each image was shown; its row counts them together)."""
+    return targets.where(words != RANDOM_CLASS_WORD, PSEUDO_TARGET).astype(np.int64)
+
+
+def count_outcomes(records: pd.DataFrame, by_target: bool = False) -> pd.DataFrame:
     """OUTCOME_COUNT_COLUMNS per condition (`get_condition_keys`) of in-memory records: the pandas
     reference of the query in `typoattack.analysis.tables`.
+
+    Args:
+        records: The records.
+        by_target: Count the pseudo-word per target it drew (else one row: `get_target_key`).
 
     Raises:
         ValueError: An attacked record has no clean record of the same model, defence and image.
@@ -116,6 +130,7 @@ def count_outcomes(records: pd.DataFrame) -> pd.DataFrame:
     t, c, a, y = att["target_index"], att["clean_pred"], att["pred_index"], att["true_index"]
     frame = pd.DataFrame({
         **{k: att[k] for k in keys},
+        **({} if by_target else {"target_index": get_target_key(att["word"], t)}),
         "pixel_cover_sum": att["pixel_cover"].astype(np.float64),
         "n_images": 1,
         "n_clean_correct": (c == y).astype(np.int64),
@@ -154,7 +169,8 @@ def finish_per_word_table(counts: pd.DataFrame, class_names: Sequence[str]) -> p
     with np.errstate(invalid="ignore", divide="ignore"):
         out["flip_rate"] = np.where(clean_correct > 0, out["n_flipped"].to_numpy(dtype=np.float64) / clean_correct,
                                     np.nan)
-    out["target_name"] = [class_names[int(i)] for i in out["target_index"]]
+    out["target_name"] = [class_names[int(i)] if i != PSEUDO_TARGET else PSEUDO_TARGET_NAME
+                          for i in out["target_index"]]
     out["target_index"] = out["target_index"].astype(np.int64)
     out["fraction"] = out["fraction"].astype(np.float64)
     out = out.sort_values(["model", "pretrained", DEFENCE_COLUMN, "placement", "fraction", *style, "word"],

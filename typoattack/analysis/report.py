@@ -17,7 +17,7 @@ import pandas as pd
 from rich.table import Table
 
 from typoattack.analysis.metrics import LEADERBOARD_RULE, build_defence_table, finish_per_word_table
-from typoattack.analysis.query import RecordSet
+from typoattack.analysis.query import RecordSet, quote_literal
 from typoattack.analysis.report_page import ReportBlock, build_table_block, write_report_pages
 from typoattack.analysis.report_sections import (
     NO_CONDITIONS, list_model_warnings, list_per_word_blocks, list_run_blocks,
@@ -26,12 +26,15 @@ from typoattack.analysis.table_cells import (
     build_defence_cells, build_leaderboard_cells, format_per_word_markdown, has_several_defences,
 )
 from typoattack.analysis.tables import query_clean_table, query_outcome_counts, write_confusion
+from typoattack.constants import CLEAN_WORD, RANDOM_CLASS_WORD
 from typoattack.errors import TypoAttackError
 from typoattack.files import write_csv, write_text_atomic
 
 
 PER_WORD_CSV = "per_word.csv"
 PER_WORD_MD = "per_word.md"
+PER_TARGET_CSV = "per_target.csv"
+"""The pseudo-word `random-class` per class it showed (its per-word rows, keyed by the drawn target)."""
 CONFUSION_CSV = "confusion.csv"
 CONFUSION_PARQUET = "confusion.parquet"
 
@@ -73,14 +76,37 @@ class EvalTables:
     confusion: dict[str, Any]
 
 
-def write_tables(records: RecordSet, out_dir: str | Path, class_names: Sequence[str]) -> EvalTables:
+def format_classes_line(classes: str) -> str:
+    """The line that names a run's class set above its tables and in its report."""
+    return f"Classes: {classes}"
+
+
+def write_tables(records: RecordSet, out_dir: str | Path, class_names: Sequence[str],
+                 classes: str | None = None) -> EvalTables:
     """Compute per_word.csv/.md, confusion.parquet and confusion.csv from the records (out-of-core
-    queries, `typoattack.analysis.tables`) and write them."""
+    queries, `typoattack.analysis.tables`) and write them; with the pseudo-word `random-class`, also
+    per_target.csv (its rows per class drawn).
+
+    Args:
+        records: The run's records.
+        out_dir: The run folder.
+        class_names: The run's class names, by class index.
+        classes: The class set in words ("cifar100 (100 classes)"), written above per_word.md's table;
+            None (ImageNet): nothing is added, so those tables are as they were before class sets.
+    """
     out_dir = Path(out_dir)
     counts = query_outcome_counts(records)
     per_word = finish_per_word_table(counts, class_names)
     write_csv(per_word, out_dir / PER_WORD_CSV)
-    write_text_atomic(out_dir / PER_WORD_MD, format_per_word_markdown(per_word))
+    lead = f"{format_classes_line(classes)}\n\n" if classes else ""
+    write_text_atomic(out_dir / PER_WORD_MD, lead + format_per_word_markdown(per_word))
+    if records.count(f"word = {quote_literal(RANDOM_CLASS_WORD)}"):
+        per_target = finish_per_word_table(
+            query_outcome_counts(records, f"word IN ({quote_literal(RANDOM_CLASS_WORD)}, {quote_literal(CLEAN_WORD)})",
+                                 by_target=True), class_names)
+        write_csv(per_target, out_dir / PER_TARGET_CSV)
+    else:
+        (out_dir / PER_TARGET_CSV).unlink(missing_ok=True)
     confusion = write_confusion(records, out_dir / CONFUSION_PARQUET, out_dir / CONFUSION_CSV)
     return EvalTables(per_word, counts, confusion)
 

@@ -30,7 +30,7 @@ def build_per_word_cells(per_word: pd.DataFrame) -> tuple[list[str], list[list[s
         f = {k: ("n/a" if pd.isna(r[k]) else f"{100 * r[k]:.1f}%") for k in _PER_WORD_PERCENT}
         ci = f"{100 * r['asr_ci_low']:.1f}–{100 * r['asr_ci_high']:.1f}"
         cells.append([
-            str(r["model"]), str(r["pretrained"]), f"`{r['word']}`", f"{r['target_name']} ({r['target_index']})",
+            str(r["model"]), str(r["pretrained"]), f"`{r['word']}`", format_target(r),
             f"{r['fraction']:g}", str(r["placement"]), str(r["n_images"]), f["pixel_cover_mean"],
             f["clean_top1"], f["attacked_top1"], f"{f['asr']} [{ci}]", f["already_target"],
             f["changed_away"], f["neither"], f["flip_rate"],
@@ -45,6 +45,12 @@ def build_per_word_cells(per_word: pd.DataFrame) -> tuple[list[str], list[list[s
 def has_several_defences(table: pd.DataFrame) -> bool:
     """True when the table holds more than one defence (its tables then show the defence column)."""
     return "defence" in table.columns and table["defence"].nunique() > 1
+
+
+def format_target(row: Any) -> str:
+    """A per-word row's target: `name (index)`; the pseudo-word `random-class`'s by its name alone."""
+    index = int(row["target_index"])
+    return str(row["target_name"]) if index < 0 else f"{row['target_name']} ({index})"
 
 
 def format_per_word_markdown(per_word: pd.DataFrame) -> str:
@@ -99,7 +105,7 @@ def build_ranking_cells(ranking: pd.DataFrame) -> tuple[list[str], list[list[str
         ci = f"{100 * r['asr_ci_low']:.1f}–{100 * r['asr_ci_high']:.1f}"
         cells.append([str(r["model"]), "" if is_missing(r["pretrained"]) else str(r["pretrained"]),
                       f"{r['fraction']:g}", placement, str(r["group"]), f"{r['rank']} / {r['n_words']}",
-                      f"`{r['word']}`", f"{r['target_name']} ({r['target_index']})", str(r["n_images"]),
+                      f"`{r['word']}`", format_target(r), str(r["n_images"]),
                       f"{format_percent(r['asr'])} [{ci}]"])
     return list(RANKING_HEADER), cells
 

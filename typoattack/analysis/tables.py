@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from typoattack.analysis.metrics import (
-    CONFUSION_COLUMNS, HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS,
+    PSEUDO_TARGET, CONFUSION_COLUMNS, HEATMAP_MIN_IMAGES, HEATMAP_MIN_SHARE, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS,
     TOP_CONFUSIONS_PER_WORD, finish_per_word_table, get_condition_keys, get_confusion_condition_keys,
     rank_top_confusions,
 )
 from typoattack.analysis.query import RecordSet, quote_literal, quote_name
-from typoattack.constants import CLEAN_WORD
+from typoattack.constants import CLEAN_WORD, RANDOM_CLASS_WORD
 
 PIXEL_COVER_SCALE = 10**12
 """pixel_cover is summed in fixed point (units of 1e-12), so the sum does not depend on the order
@@ -73,13 +73,15 @@ def _with_clean_sql(where: str = "true", columns: Sequence[str] | None = None) -
             f"WHERE r.word <> {_CLEAN}")
 
 
-def query_outcome_counts(records: RecordSet, where: str = "true") -> pd.DataFrame:
+def query_outcome_counts(records: RecordSet, where: str = "true", by_target: bool = False) -> pd.DataFrame:
     """OUTCOME_COUNT_COLUMNS per condition, computed by one aggregate over the records (the query
     form of `metrics.count_outcomes`).
 
     Args:
         records: The run's records.
         where: A SQL condition on the records' columns (default: all).
+        by_target: Count the pseudo-word `random-class` per target it drew (else one condition,
+            target PSEUDO_TARGET: `metrics.get_target_key`).
 
     Raises:
         ValueError: Two clean rows of one image, or an attacked record without its clean record.
@@ -87,7 +89,12 @@ def query_outcome_counts(records: RecordSet, where: str = "true") -> pd.DataFram
     check_clean_rows(records, where)
     keys = get_condition_keys(records.columns)
     c, a, y, t = "clean_pred", "pred_index", "true_index", "target_index"
-    sql = (f"SELECT {_names(keys)}, count(*) AS n_images, "
+    # The pseudo-word's records carry the class each image was shown; its row counts them all together.
+    target_key = (t if by_target else f"CASE WHEN word = {quote_literal(RANDOM_CLASS_WORD)} THEN {PSEUDO_TARGET} "
+                  f"ELSE {t} END")
+    group = ", ".join("_target_key" if k == t else quote_name(k) for k in keys)
+    select = ", ".join(f"{target_key} AS _target_key" if k == t else quote_name(k) for k in keys)
+    sql = (f"SELECT {select}, count(*) AS n_images, "
            f"sum(CAST(round(pixel_cover * {PIXEL_COVER_SCALE}) AS HUGEINT)) AS pixel_cover_fixed, "
            f"count(*) FILTER (WHERE {c} = {y}) AS n_clean_correct, "
            f"count(*) FILTER (WHERE {a} = {y}) AS n_attacked_correct, "
@@ -98,8 +105,8 @@ def query_outcome_counts(records: RecordSet, where: str = "true") -> pd.DataFram
            f"count(*) FILTER (WHERE {c} = {y} AND {a} <> {y}) AS n_flipped, "
            f"count(*) FILTER (WHERE {c} IS NULL) AS n_no_clean "
            f"FROM ({_with_clean_sql(where, [*keys, 'pixel_cover', 'true_index', 'pred_index', 'image_id'])}) "
-           f"GROUP BY {_names(keys)} ORDER BY {_names(keys)}")  # in key order, as `metrics.count_outcomes`
-    counts = records.frame(sql)
+           f"GROUP BY {group} ORDER BY {group}")  # in key order, as `metrics.count_outcomes`
+    counts = records.frame(sql).rename(columns={"_target_key": t})
     if counts["n_no_clean"].sum() > 0:
         image = records.scalar(f"SELECT image_id FROM ({_with_clean_sql(where)}) WHERE clean_pred IS NULL LIMIT 1")
         raise ValueError(f"attacked record of image {image!r} has no clean record")
@@ -110,9 +117,10 @@ def query_outcome_counts(records: RecordSet, where: str = "true") -> pd.DataFram
     return counts[keys + OUTCOME_COUNT_COLUMNS]
 
 
-def query_per_word_table(records: RecordSet, class_names: Sequence[str], where: str = "true") -> pd.DataFrame:
+def query_per_word_table(records: RecordSet, class_names: Sequence[str], where: str = "true",
+                         by_target: bool = False) -> pd.DataFrame:
     """The per-word table (`metrics.build_per_word_table`) of the records, out of core."""
-    return finish_per_word_table(query_outcome_counts(records, where), class_names)
+    return finish_per_word_table(query_outcome_counts(records, where, by_target), class_names)
 
 
 CONFUSION_PART_ROWS = 500_000

@@ -8,6 +8,7 @@ and composited onto any number of canvases, only inside its bounding box.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -128,8 +129,25 @@ def _font_codepoints(font_path: str) -> frozenset[int]:
         raise RenderError(f"cannot read font {font_path}: {e}") from None
 
 
+def needs_complex_layout(word: str) -> bool:
+    """Whether `word` is drawn right only with complex text layout (Pillow's raqm: bidi, shaping): a
+    right-to-left character (Hebrew, Arabic, ...) or a combining mark (Devanagari, Thai, accents written
+    apart, ...)."""
+    return any(unicodedata.bidirectional(ch) in ("R", "AL") or unicodedata.category(ch).startswith("M")
+               for ch in word)
+
+
+@lru_cache(maxsize=1)
+def has_raqm() -> bool:
+    """Whether Pillow lays text out with raqm (FriBiDi and HarfBuzz), as it does by default when it can."""
+    from PIL import features
+
+    return bool(features.check("raqm"))
+
+
 def check_glyphs(word: str, font_path: str) -> None:
-    """Raise RenderError naming the characters of `word` that the font cannot draw."""
+    """Raise RenderError naming the characters of `word` that the font cannot draw, or when the word
+    needs complex layout (right-to-left, combining marks) and this Pillow has no raqm."""
     if not word or not word.strip():
         raise RenderError("the attack word is empty")
     if any(ch in word for ch in "\n\r\t"):
@@ -139,7 +157,14 @@ def check_glyphs(word: str, font_path: str) -> None:
     if missing:
         shown = ", ".join(f"{ch!r} (U+{ord(ch):04X})" for ch in missing)
         raise RenderError(
-            f"font {font_path} has no glyph for {shown} in {word!r}; choose a font that covers them"
+            f"font {font_path} has no glyph for {shown} in {word!r}; choose a font that covers them "
+            "(--font auto finds one)"
+        )
+    if needs_complex_layout(word) and not has_raqm():
+        raise RenderError(
+            f"{word!r} needs complex text layout (right-to-left text or combining marks), and this Pillow has no "
+            "raqm (PIL.features.check('raqm') is False): install libraqm (apt install libraqm0) or use a Pillow "
+            "built with it"
         )
 
 

@@ -23,6 +23,15 @@ def _build_styles(raw: Mapping[str, Any], cls: type) -> tuple[RenderStyle, ...]:
     return build_styles(raw)
 
 
+def _build_vocab(raw: Mapping[str, Any], cls: type) -> str | tuple[str, ...]:
+    """One vocabulary as its resolved name or path (the value runs before `--vocab` took several
+    had, so their fingerprint stays), several as a tuple of them in order."""
+    given = raw.get("vocab")
+    values = [resolve_vocab_path(as_str("vocab", v)) for v in as_list("goh2021" if given is None else given)]
+    check_distinct("vocab", tuple(values), "give a vocabulary such as goh2021")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 STYLE_OPTIONS = (
     Option("font", panel=ATTACK, metavar="PATH", repeat=True, default=DEFAULT_FONT.name,
            help="Font file (.ttf/.otf) or a file name in fonts/; repeat for several."),
@@ -42,15 +51,18 @@ class AttackSettings(RunSettings):
     """A sweep of synthetic attacks.
 
     Attributes:
-        vocab: The vocabulary YAML file.
+        vocab: The vocabulary: a YAML file, `babel:LANG` (or a name made from the class set); several
+            (a tuple) combine their words.
         fractions: Pixel fractions in (0, 1), each the share of canvas pixels the text changes.
         placements: Where the word is drawn.
         styles: Text styles (font, fill, outline, width, opacity).
     """
 
-    vocab: str = field(default="goh2021", metadata=option(
-        panel=ATTACK, metavar="PATH|NAME", parse=lambda v: resolve_vocab_path(as_str("vocab", v)),
-        help="Vocabulary YAML, or a built-in name (goh2021, imagenet-classes)."))
+    vocab: str | tuple[str, ...] = field(default="goh2021", metadata=options(
+        Option("vocab", panel=ATTACK, metavar="PATH|NAME", repeat=True, default="goh2021",
+               help="Vocabulary YAML, a built-in name (goh2021, imagenet-classes), babel:LANG, or classes / "
+                    "random-class (the class set's names); repeat to combine."),
+        build=_build_vocab))
     fractions: tuple[float, ...] = field(default=(0.07,), metadata=option(
         "fraction", aliases=("fractions",), panel=ATTACK, metavar="FLOAT",
         help="Pixel fraction in (0, 1); repeat for several."))
@@ -112,5 +124,7 @@ def resolve_attack_paths(raw: dict[str, Any], base: Path) -> None:
     (built-in vocabulary and font names stay as written)."""
     if isinstance(raw.get("vocab"), str):
         raw["vocab"] = resolve_vocab_path(raw["vocab"], base)
+    elif isinstance(raw.get("vocab"), list):
+        raw["vocab"] = [resolve_vocab_path(v, base) if isinstance(v, str) else v for v in raw["vocab"]]
     if raw.get("font") is not None:
         raw["font"] = [resolve_font_path(f, base) if isinstance(f, str) else f for f in as_list(raw["font"])]

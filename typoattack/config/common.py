@@ -189,15 +189,20 @@ class RunSettings:
         return _to_plain(dataclasses.asdict(self))
 
     def fingerprint(self) -> str:
-        """JSON of the settings that determine the records (every field not marked as a speed setting).
+        """JSON of the settings that determine the records (every field not marked as a speed setting;
+        a field marked `{"fingerprint_omit_default": True}` only when its value is not its default).
 
         An unset `chunk_size` reads as DEFAULT_CHUNK_SIZE, the value it stood for before cells were
         sized by their records, so those runs keep their fingerprint (and resume). Where the rule
         makes cells smaller (many conditions), the run shares the fingerprint of `chunk_size: 1000`;
         resuming one from the other's folder matches chunks by their items and recomputes the others.
         """
-        speed = {f.name for f in dataclasses.fields(self) if f.metadata.get("fingerprint") is False}
-        doc = {k: v for k, v in self.to_dict().items() if k not in speed}
+        fields = dataclasses.fields(self)
+        omitted = {f.name for f in fields if f.metadata.get("fingerprint") is False}
+        # A setting added after runs were made enters only when set: those runs keep their fingerprint.
+        omitted |= {f.name for f in fields
+                  if f.metadata.get("fingerprint_omit_default") and getattr(self, f.name) == f.default}
+        doc = {k: v for k, v in self.to_dict().items() if k not in omitted}
         if doc["chunk_size"] is None:
             doc["chunk_size"] = DEFAULT_CHUNK_SIZE
         return json.dumps(doc, sort_keys=True)
@@ -291,7 +296,7 @@ class ZeroShotSettings(RunSettings):
     templates: str = field(default="openai", metadata=option(
         panel=Panel.MODEL, metavar="NAME|PATH",
         help="Zero-shot templates: openai (80), simple (7), photo (1), family (each model family's own), "
-             "or a YAML file of templates."))
+             "dataset (the class set's own), or a YAML file of templates."))
     defences: tuple[str, ...] = field(default=("none",), metadata=options(
         Option("defence", aliases=("defences",), panel=Panel.DEFENCES, metavar="DEFENCE", repeat=True, default="none",
                help="none, heads:L.H,L.H, heads:@FILE, prefix:PATH or templates:NAME|FILE; repeat for several."),

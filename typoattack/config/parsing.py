@@ -14,7 +14,7 @@ import yaml
 from PIL import ImageColor
 
 from typoattack.config.types import DataSpec, ModelSpec, ShardSpec, is_untrained
-from typoattack.constants import CONFIGS_DIR, FONTS_DIR, SAMPLE_DIR, VOCAB_DIR
+from typoattack.constants import AUTO_FONT, BABEL_PREFIX, CLASSES_VOCAB, CONFIGS_DIR, FONTS_DIR, RANDOM_CLASS_WORD, SAMPLE_DIR, VOCAB_DIR
 from typoattack.errors import ConfigError, suggest
 from typoattack.files import expand_path
 
@@ -132,7 +132,9 @@ def resolve_path(value: str, base: Path | None) -> str:
 
 
 def resolve_font_path(value: str, base: Path | None = None) -> str:
-    """Resolve a font given as a path or as a file name shipped in fonts/."""
+    """Resolve a font given as a path or as a file name shipped in fonts/ (`auto` stays as written)."""
+    if value == AUTO_FONT:
+        return value
     path = Path(resolve_path(value, base))
     if not path.exists() and (FONTS_DIR / value).is_file():
         return str(FONTS_DIR / value)
@@ -175,11 +177,17 @@ def resolve_config_path(value: str | Path, folder: Path | None = CONFIGS_DIR) ->
 
 
 def resolve_vocab_path(value: str, base: Path | None = None) -> str:
-    """Resolve a vocabulary given as a path or as the name of a built-in one (goh2021, imagenet-classes).
+    """Resolve a vocabulary given as a path or as the name of a built-in one (goh2021, imagenet-classes);
+    `classes` and `random-class` (made from the run's class set) stay as written, `babel:LANG` with LANG
+    in lower case.
 
     Raises:
         ConfigError: A name that is no built-in vocabulary (the message lists them).
     """
+    if value in (CLASSES_VOCAB, RANDOM_CLASS_WORD):
+        return value
+    if value.lower().startswith(BABEL_PREFIX):  # Babel-ImageNet's class names in a language (data.babel)
+        return BABEL_PREFIX + value[len(BABEL_PREFIX):].strip().lower()
     return resolve_builtin_yaml(value, VOCAB_DIR, "vocabulary", base)
 
 

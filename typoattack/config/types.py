@@ -11,7 +11,7 @@ from enum import Enum
 from pathlib import Path
 from collections.abc import Iterable
 
-from typoattack.constants import DEFAULT_FONT, DEMO_MODEL, FONTS_DIR
+from typoattack.constants import AUTO_FONT, DEFAULT_FONT, DEMO_MODEL, FONTS_DIR
 from typoattack.errors import ConfigError
 
 SEED_PREFIX = "seed:"
@@ -148,20 +148,34 @@ class AttackWord:
 
     Attributes:
         text: The text drawn on the image.
-        target_index: ImageNet class index 0-999 the attack tries to force.
+        target_index: Index of the class (in the run's class set) the attack tries to force.
+        language: The word's language (an ISO 639-1 code): `en` unless its vocabulary says another
+            (`language:` in the YAML file; `babel:LANG`).
     """
 
     text: str
     target_index: int
+    language: str = "en"
 
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """A named list of attack words, loaded from a YAML file in configs/vocab/."""
+    """A named list of attack words, loaded from a YAML file in configs/vocab/ (or made from a class set).
+
+    Attributes:
+        name: Its name (run.json).
+        words: The words, each aimed at a class.
+        path: The YAML file; empty for a vocabulary made from the class set.
+        pseudo_word: Empty: every word is a condition of its own. Else the words are the texts of ONE
+            condition named `pseudo_word` (`random-class`): each image is shown one of them, drawn per image.
+        notes: What was left out and why (`babel:LANG`: the classes the language lacks), for run.json.
+    """
 
     name: str
     words: tuple[AttackWord, ...]
     path: str = ""
+    pseudo_word: str = ""
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,7 +226,8 @@ class RenderStyle:
     """How the attack text looks.
 
     Attributes:
-        font: Path of a TrueType/OpenType font file.
+        font: Path of a TrueType/OpenType font file, or `auto` (per word, the first font that covers
+            it: `typoattack.data.fonts`, resolved before a word is drawn).
         fill: Text colour, RGB 0-255.
         outline: Outline colour, RGB 0-255.
         outline_width: Outline width in canvas pixels (0 = no outline).
@@ -226,7 +241,7 @@ class RenderStyle:
     opacity: float = 1.0
 
     def __post_init__(self) -> None:
-        if not Path(self.font).is_file():
+        if self.font != AUTO_FONT and not Path(self.font).is_file():
             raise ConfigError(
                 f"font file {self.font} does not exist; give a .ttf/.otf path or a file name in {FONTS_DIR}"
             )

@@ -21,6 +21,8 @@ from typoattack.errors import DataError
 from typoattack.files import expand_path
 from typoattack.hub import hub_offline_if_unreachable
 
+IMAGENET = "imagenet"
+"""The default class set's name (`config.classes.IMAGENET_CLASSES`)."""
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -30,7 +32,7 @@ class ImageItem:
 
     Attributes:
         image_id: Stable identifier (relative path, or `split/row` for Hugging Face datasets).
-        true_index: ImageNet class index 0-999.
+        true_index: Index of its class in the run's class set (ImageNet: 0-999).
     """
 
     image_id: str
@@ -155,7 +157,14 @@ def _open_class_folders(root: Path) -> FileSource:
     return FileSource(root, files, labels, f"folder:{root}")
 
 
-def _open_labels_csv(root: Path, labels_path: Path) -> FileSource:
+def _describe_range(n_classes: int, classes: str) -> str:
+    """The class indices of a class set in words, for messages ("an integer 0-999")."""
+    return "an integer 0-999" if classes == IMAGENET and n_classes == NUM_CLASSES else (
+        f"a class index 0-{n_classes - 1} of class set {classes} ({n_classes} classes)")
+
+
+def _open_labels_csv(root: Path, labels_path: Path, n_classes: int = NUM_CLASSES,
+                     classes: str = IMAGENET) -> FileSource:
     try:
         table = pd.read_csv(labels_path)
     except Exception as e:
@@ -172,9 +181,10 @@ def _open_labels_csv(root: Path, labels_path: Path) -> FileSource:
     if dup:
         raise DataError(f"labels CSV {labels_path} lists {len(dup)} file(s) twice, e.g. {dup[0]!r}")
     labels = pd.to_numeric(table["class_index"], errors="coerce")
-    bad = table["file"][labels.isna() | (labels % 1 != 0) | (labels < 0) | (labels >= NUM_CLASSES)].astype(str).tolist()
+    bad = table["file"][labels.isna() | (labels % 1 != 0) | (labels < 0) | (labels >= n_classes)].astype(str).tolist()
     if bad:
-        raise DataError(f"labels CSV {labels_path}: class_index of {bad[0]!r} (and {len(bad) - 1} more) is not an integer 0-999")
+        raise DataError(f"labels CSV {labels_path}: class_index of {bad[0]!r} (and {len(bad) - 1} more) is not "
+                        f"{_describe_range(n_classes, classes)}")
     absent = [f for f in files if not (root / f).is_file()]
     if absent:
         raise DataError(
@@ -183,7 +193,12 @@ def _open_labels_csv(root: Path, labels_path: Path) -> FileSource:
     return FileSource(root, files, labels.astype(int).tolist(), f"csv:{labels_path.resolve()}")
 
 
-def _open_hf(spec: DataSpec) -> HFSource:
+def _load_hf(spec: DataSpec) -> Any:
+    """The split of the `hf:` dataset `spec` names, with its image and label columns checked.
+
+    Raises:
+        DataError: No such dataset, split or column.
+    """
     import datasets
 
     name = spec.source[len("hf:"):]
@@ -214,11 +229,37 @@ def _open_hf(spec: DataSpec) -> HFSource:
                 f"dataset {name!r} has no {what} column {col!r}; columns: {ds.column_names} "
                 f"(set hf_{what}_column)"
             )
+    return ds
+
+
+def read_hf_class_names(spec: DataSpec) -> tuple[str, ...]:
+    """The class names of an `hf:` dataset's label column (its `datasets.ClassLabel` feature), in label order.
+
+    Raises:
+        DataError: The source is not `hf:`, cannot be loaded, or its label column is not a ClassLabel.
+    """
+    import datasets
+
+    if not spec.source.startswith("hf:"):
+        raise DataError(f"--classes hf reads the class names of an hf: dataset's label column; --data {spec.source} "
+                        "is not one (give --classes NAME or a file of names)")
+    feature = _load_hf(spec).features[spec.hf_label_column]
+    if not isinstance(feature, datasets.ClassLabel) or not feature.names:
+        raise DataError(f"--classes hf: label column {spec.hf_label_column!r} of {spec.source} is {feature}, not a "
+                        "ClassLabel with names; give --classes NAME or a file of names")
+    return tuple(str(n) for n in feature.names)
+
+
+def _open_hf(spec: DataSpec, n_classes: int = NUM_CLASSES, classes: str = IMAGENET) -> HFSource:
+    name = spec.source[len("hf:"):]
+    ds = _load_hf(spec)
     labels = ds[spec.hf_label_column]
     bad = [y for y in labels
-           if isinstance(y, bool) or not isinstance(y, (int, np.integer)) or not 0 <= int(y) < NUM_CLASSES]
+           if isinstance(y, bool) or not isinstance(y, (int, np.integer)) or not 0 <= int(y) < n_classes]
     if bad:
-        raise DataError(f"dataset {name!r}: label column {spec.hf_label_column!r} holds {bad[0]!r}, not an ImageNet index 0-999")
+        what = ("an ImageNet index 0-999" if classes == IMAGENET and n_classes == NUM_CLASSES
+                else _describe_range(n_classes, classes))
+        raise DataError(f"dataset {name!r}: label column {spec.hf_label_column!r} holds {bad[0]!r}, not {what}")
     fingerprint = getattr(ds, "_fingerprint", "")
     return HFSource(ds, spec.hf_image_column, spec.hf_label_column,
                     f"hf:{name}:{spec.hf_split}:{fingerprint}", spec.hf_split)
@@ -255,14 +296,19 @@ def resolve_image_path(value: str) -> Path:
     return found[0]
 
 
-def open_image_source(spec: DataSpec) -> ImageSource:
-    """Open the data source a DataSpec names.
+def open_image_source(spec: DataSpec, n_classes: int = NUM_CLASSES, classes: str = IMAGENET) -> ImageSource:
+    """Open the data source a DataSpec names, its labels indices into a class set.
+
+    Args:
+        spec: The source.
+        n_classes: Classes of the run's class set: labels are 0..n_classes-1.
+        classes: The class set's name (messages; WordNet-id folders are ImageNet's alone).
 
     Raises:
-        DataError: The path does not exist, or the layout or labels are invalid.
+        DataError: The path does not exist, the layout or labels are invalid, or a label is outside the set.
     """
     if spec.source.startswith("hf:"):
-        return _open_hf(spec)
+        return _open_hf(spec, n_classes, classes)
     root = Path(spec.source)
     if not root.exists():
         raise DataError(f"data path {root} does not exist")
@@ -272,7 +318,11 @@ def open_image_source(spec: DataSpec) -> ImageSource:
     if spec.labels and not labels.is_file():
         raise DataError(f"labels CSV {labels} does not exist")
     if labels.is_file():
-        return _open_labels_csv(root, labels)
+        return _open_labels_csv(root, labels, n_classes, classes)
+    if classes != IMAGENET:
+        raise DataError(f"{root} has no labels CSV ({labels.name}): a folder of WordNet-id sub-folders is read only "
+                        f"with --classes imagenet; for class set {classes}, give a labels CSV with `file` and "
+                        "`class_index` (--labels)")
     return _open_class_folders(root)
 
 

@@ -20,6 +20,7 @@ _TASKS: dict[str, str] = {
     "stroop": "typoattack.tasks.stroop",
     "vlm": "typoattack.tasks.vlm",
     "find-heads": "typoattack.tasks.heads",
+    "threshold": "typoattack.tasks.threshold",
 }
 _LOADED: dict[str, Task] = {}
 

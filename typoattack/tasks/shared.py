@@ -16,6 +16,7 @@ import torch
 from typoattack.attack.masks import MaskRequest, MaskSet, create_attack_masks
 from typoattack.backends.base import ZeroShotModel, check_precision, describe_device, get_classifier, resolve_device
 from typoattack.backends.registry import get_backend
+from typoattack.config.classes import DATASET_TEMPLATES
 from typoattack.config.common import ImageSetSettings, RunSettings
 from typoattack.config.parsing import load_templates
 from typoattack.config.types import FAMILY_TEMPLATES, ModelSpec
@@ -23,6 +24,7 @@ from typoattack.defences.apply import BatchEncoder, build_defence_set, check_def
 from typoattack.defences.prefix import PREFIX_PROMPT
 from typoattack.files import expand_path, get_content_digest
 from typoattack.progress import ProgressReporter
+from typoattack.data.class_sets import ClassSet
 from typoattack.records import Condition
 
 
@@ -85,16 +87,19 @@ def solve_condition_masks(cfg: RunSettings, conditions: Sequence[Condition], can
     Raises:
         RenderError: A condition's mask cannot be drawn.
     """
-    requests = [MaskRequest(c.word, c.fraction, c.placement, c.style, canvas_size) for c in conditions]
+    requests = [MaskRequest(c.drawn_text, c.fraction, c.placement, c.style, canvas_size) for c in conditions]
     advance = progress.start(f"Text masks {canvas_size[0]}x{canvas_size[1]}", len(requests), "masks") if progress else None
     return create_attack_masks(requests, cfg.cache_dir, workers=cfg.workers, advance=advance)
 
 
-def get_templates(name: str, spec: ModelSpec) -> tuple[str, ...]:
-    """The zero-shot templates `name` means for model `spec`: a built-in set or file, or with
-    `family` the templates its family recommends (open_clip's `openai` set when it has none)."""
+def get_templates(name: str, spec: ModelSpec, classes: ClassSet | None = None) -> tuple[str, ...]:
+    """The zero-shot templates `name` means for model `spec`: a built-in set or file, with
+    `family` the templates its family recommends (open_clip's `openai` set when it has none), with
+    `dataset` the class set's own (`openai` for ImageNet, an `hf:` dataset's names or a names file)."""
     if name == FAMILY_TEMPLATES:
         return get_backend(spec.backend).get_default_templates(spec) or load_templates("openai")
+    if name == DATASET_TEMPLATES:
+        return (classes.templates if classes is not None else None) or load_templates("openai")
     return load_templates(name)
 
 

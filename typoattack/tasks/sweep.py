@@ -22,7 +22,7 @@ from typoattack.backends.base import ZeroShotModel
 from typoattack.constants import TOP_K
 from typoattack.data.canvases import CanvasSet
 from typoattack.defences.apply import BatchEncoder
-from typoattack.records import Condition, build_records
+from typoattack.records import Condition, build_records, select_condition_images
 
 
 def evaluate_shard(loaded: ZeroShotModel, encoder: BatchEncoder, canvases: CanvasSet, rows: np.ndarray,
@@ -44,15 +44,17 @@ def evaluate_shard(loaded: ZeroShotModel, encoder: BatchEncoder, canvases: Canva
 
     Returns:
         The records of the rows (RECORD_COLUMNS), image by image, then defence by defence (in
-        config order), clean first.
+        config order), clean first. An image is shown under the conditions `select_condition_images`
+        picks for it (every one, but a pseudo-word's: one per image).
     """
-    n_rows, n_cond = len(rows), 1 + len(conditions)
-    job_cond = np.repeat(np.arange(n_cond), n_rows)  # 0 = clean, k = conditions[k - 1]
-    job_pos = np.tile(np.arange(n_rows), n_cond)  # position of the job's image in `rows`
+    n_rows = len(rows)
     ids = [canvases.items[int(r)].image_id for r in rows]
     trues = np.array([canvases.items[int(r)].true_index for r in rows], dtype=np.int64)
+    shown = np.vstack([np.ones((1, n_rows), dtype=bool), select_condition_images(conditions, ids, trues, seed)])
+    job_cond, job_pos = np.nonzero(shown)  # condition-major: 0 = clean, k = conditions[k - 1]; image position
     targets = np.array([-1] + [c.target_index for c in conditions], dtype=np.int64)
-    offsets = [None] + [get_offsets(dm.mask, ids, seed) for dm in device_masks]
+    # Random stamp positions of the images each condition is shown to (the others' rows are never read).
+    offsets = [None] + [_get_shown_offsets(device_masks, k, ids, shown[k + 1], seed) for k in range(len(conditions))]
     covers = np.zeros(len(job_cond), np.float64)
     labels = encoder.defences.labels
     outcomes: list[list[dict[str, np.ndarray]]] = [[] for _ in labels]
@@ -68,12 +70,31 @@ def evaluate_shard(loaded: ZeroShotModel, encoder: BatchEncoder, canvases: Canva
               for d in range(len(labels))]
     if len(frames) == 1:
         return frames[0]
-    # Each frame is image-major with n_cond rows per image: interleave them image by image.
+    # Each frame is image-major with the same rows per image: interleave them image by image.
     n = len(frames[0])
+    image = np.sort(job_pos)  # each frame's image position, row by row
     defence = np.repeat(np.arange(len(frames)), n)
     row = np.tile(np.arange(n), len(frames))
-    order = np.lexsort((row % n_cond, defence, row // n_cond))
+    order = np.lexsort((row, defence, np.tile(image, len(frames))))
     return pd.concat(frames, ignore_index=True).iloc[order].reset_index(drop=True)
+
+
+def _get_shown_offsets(device_masks: Sequence[DeviceMask], k: int, ids: Sequence[str], shown: np.ndarray,
+                       seed: int) -> np.ndarray | None:
+    """int [n, copies, 2] random-placement stamp offsets of condition k for the images it is shown to (zeros
+    for the others); None for a fixed placement. A condition shown to no image is not bound to the device."""
+    if not shown.any():
+        return None
+    mask = device_masks[k].mask
+    picked = np.flatnonzero(shown)
+    if len(picked) == len(ids):
+        return get_offsets(mask, list(ids), seed)
+    some = get_offsets(mask, [ids[int(i)] for i in picked], seed)
+    if some is None:
+        return None
+    out = np.zeros((len(ids), *some.shape[1:]), dtype=some.dtype)
+    out[picked] = some
+    return out
 
 
 def _iter_batches(canvases: CanvasSet, rows: np.ndarray, job_pos: np.ndarray, batch_size: int,

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from typoattack.config.attack import AttackSettings
+from typoattack.config.classes import DATASET_TEMPLATES, ClassSetSettings
 from typoattack.config.common import ImageSetSettings, check_templates, load_config
 from typoattack.config.options import Panel, option
 from typoattack.config.parsing import as_str
 from typoattack.config.types import ModelSpec
-from typoattack.constants import CONFIGS_DIR, DEMO_MODEL, DEMO_PRETRAINED, SAMPLE_DIR
+from typoattack.constants import CONFIGS_DIR, DEMO_MODEL, DEMO_PRETRAINED, RANDOM_CLASS_WORD, SAMPLE_DIR
 from typoattack.errors import ConfigError
 from typoattack.files import expand_path
 
@@ -26,7 +27,7 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True, kw_only=True)
-class FindHeadsConfig(AttackSettings, ImageSetSettings):
+class FindHeadsConfig(AttackSettings, ClassSetSettings, ImageSetSettings):
     """Everything that determines the search of a `find-heads` run (written to run.json): the run, the
     images with their templates, and the attack sweep the heads are chosen against. `defences`,
     `chunk_size` and `compile` keep their defaults and have no option (see IGNORED_EVAL_KEYS)."""
@@ -52,7 +53,10 @@ class FindHeadsConfig(AttackSettings, ImageSetSettings):
                               "model) with heads.yaml inside it; pass a folder, e.g. "
                               f"--out {Path(self.out).with_suffix('')}, and use --defence heads:@FOLDER/heads.yaml")
         super().__post_init__()
-        check_templates(self.templates)
+        check_templates(self.templates, (DATASET_TEMPLATES,))
+        if self.vocab == RANDOM_CLASS_WORD:
+            raise ConfigError(f"find-heads chooses heads against fixed words; --vocab {RANDOM_CLASS_WORD} draws one "
+                              f"per image (use --vocab classes, or a vocabulary file)")
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> FindHeadsConfig:

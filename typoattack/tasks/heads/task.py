@@ -26,9 +26,11 @@ from rich.text import Text
 from typoattack.analysis.query import RecordSet
 from typoattack.attack.render import check_glyphs
 from typoattack.data.canvases import CanvasSet, prepare_canvases
-from typoattack.data.classes import list_class_names
+from typoattack.data.babel import get_class_language, get_classifier_texts
+from typoattack.data.class_sets import load_class_set
+from typoattack.data.fonts import get_fingerprint_fonts, resolve_fonts
 from typoattack.data.sources import open_image_source, select_subset
-from typoattack.data.vocab import load_vocab
+from typoattack.data.vocab import load_attack_vocab
 from typoattack.defences.find_heads import (
     MAX_CLEAN_DROP, MAX_REJECTED, MIN_GAIN, Accuracy, Head, measure_accuracy, score_heads, search_heads, split_images,
 )
@@ -83,14 +85,18 @@ class FindHeadsTask(TaskBase, name="find-heads", title="attention heads chosen f
             solve_condition_masks,
         )
 
-        source = open_image_source(cfg.data)
-        vocab = load_vocab(cfg.vocab)
-        templates = [get_templates(cfg.templates, spec) for spec in cfg.models]
-        for style in cfg.styles:
-            for word in vocab.words:
-                check_glyphs(word.text, style.font)
+        classes = load_class_set(cfg.classes, cfg.data)
+        source = open_image_source(cfg.data, len(classes.names), classes.label)
+        vocab = load_attack_vocab(cfg.vocab, classes)
+        templates = [get_templates(cfg.templates, spec, classes) for spec in cfg.models]
+        language = get_class_language(cfg.class_language, classes)  # None: the class set's own names
+        if language is not None:  # --class-language: the language's templates (or the bare name)
+            templates = [language.choose_templates(t, cfg.templates) for t in templates]
+        # Each word's font (`--font auto`, or the default's fallback for a word it cannot draw), then its glyphs.
+        conditions, fonts = resolve_fonts(list_conditions(cfg, vocab))
+        for text, font in dict.fromkeys((c.drawn_text, c.style.font) for c in conditions):
+            check_glyphs(text, font)
         check_models(cfg)
-        conditions = list_conditions(cfg, vocab)
         t0 = time.perf_counter()
         for size in dict.fromkeys(get_backend(spec.backend).get_input_size(spec) for spec in cfg.models):
             if size:  # solved once here (cached); the cells read them from the cache
@@ -98,7 +104,9 @@ class FindHeadsTask(TaskBase, name="find-heads", title="attention heads chosen f
         seconds_masks = time.perf_counter() - t0
         indices = select_subset(source.items, cfg.limit, cfg.seed)
         fingerprint = build_fingerprint(cfg, [(w.text, w.target_index) for w in vocab.words], templates,
-                                        [source.items[i].image_id for i in indices], {"score": SCORE, "rule": RULE})
+                                        [source.items[i].image_id for i in indices], {"score": SCORE, "rule": RULE},
+                                        *([] if classes.is_imagenet else [{"classes": list(classes.names)}]),
+                                        *([{"fonts": get_fingerprint_fonts(fonts)}] if fonts else []))
         models, decoded = [], {}
         for spec in cfg.models:
             geometry = get_backend(spec.backend).get_geometry(spec)
@@ -117,8 +125,11 @@ class FindHeadsTask(TaskBase, name="find-heads", title="attention heads chosen f
         # One cell per model, over every selected image (the search splits the ones that decode).
         items = tuple(int(i) for i in indices)
         cells = cut_cells(self.name, cfg, items, len(items))
-        info = {"vocab": {"name": vocab.name, "path": vocab.path}, "n_conditions": len(conditions),
-                "templates": {"name": cfg.templates, "count": len(templates[0])}, "score": SCORE, "rule": RULE}
+        info = {"classes": classes.to_info(), "vocab": {"name": vocab.name, "path": vocab.path},
+                "n_conditions": len(conditions),
+                "templates": {"name": cfg.templates, "count": len(templates[0])}, "score": SCORE, "rule": RULE,
+                **({"fonts": fonts} if fonts else {}),
+                **({"class_language": language.describe(templates[0])} if language else {})}
         return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models,
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
@@ -138,18 +149,20 @@ class FindHeadsTask(TaskBase, name="find-heads", title="attention heads chosen f
         cfg: FindHeadsConfig = cell.config
         model, load_seconds = load_model(cfg, cell.model_index, progress)
         model.get_head_grid()  # fails early for towers that cannot be split per head
-        conditions = list_conditions(cfg, load_vocab(cfg.vocab))
+        classes = load_class_set(cfg.classes, cfg.data)
+        conditions = resolve_fonts(list_conditions(cfg, load_attack_vocab(cfg.vocab, classes)))[0]
         masks = solve_condition_masks(cfg, conditions, model.canvas_size)
         device_masks = [upload_mask(mask, model.device) for mask in masks]
         t0 = time.perf_counter()
         g = model.geometry
-        canvases = prepare_canvases(open_image_source(cfg.data), list(cell.items), g.transform, g.key, g.size,
-                                    cfg.cache_dir, workers=cfg.workers)
+        canvases = prepare_canvases(open_image_source(cfg.data, len(classes.names), classes.label), list(cell.items),
+                                    g.transform, g.key, g.size, cfg.cache_dir, workers=cfg.workers)
         canvas_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        classes = list_class_names()
-        classifier, cached = get_classifier(model, classes, get_templates(cfg.templates, model.spec), cfg.cache_dir,
-                                            progress=progress.start("Classifier", len(classes), "classes"))
+        names, templates = get_classifier_texts(cfg.class_language, classes,  # --class-language
+                                                get_templates(cfg.templates, model.spec, classes), cfg.templates)
+        classifier, cached = get_classifier(model, names, templates, cfg.cache_dir,
+                                            progress=progress.start("Classifier", len(names), "classes"))
         batch_size = resolve_batch_size(cfg.batch_size, model.device)
         info = {"weights_id": model.weights_id, "input_size": list(model.canvas_size), "transform": g.key,
                 "classifier_from_cache": cached, "batch_size": batch_size,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from typoattack.config.attack import AttackSettings, build_styles
+from typoattack.config.classes import DATASET_TEMPLATES, ClassSetSettings
 from typoattack.config.common import ImageSetSettings, check_templates, load_config
 from typoattack.config.defences import add_prefix_baseline
 from typoattack.config.options import list_keys
@@ -20,9 +21,9 @@ __all__ = ["CONFIG", "SYNTHETIC_KEYS", "SyntheticConfig", "build_styles", "build
 
 
 @dataclass(frozen=True, kw_only=True)
-class SyntheticConfig(AttackSettings, ImageSetSettings):
+class SyntheticConfig(AttackSettings, ClassSetSettings, ImageSetSettings):
     """Everything that determines the records of an `eval` run (written to run.json next to them):
-    the run, the images with their templates and defences, and the attack sweep."""
+    the run, the images with their class set, templates and defences, and the attack sweep."""
 
     COMMAND = "eval"
     SUMMARY = "Render attack words on images, classify them zero-shot, and write per-word and confusion tables."
@@ -32,7 +33,7 @@ class SyntheticConfig(AttackSettings, ImageSetSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_templates(self.templates)
+        check_templates(self.templates, (DATASET_TEMPLATES,))
 
     @classmethod
     def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ parsing of the config, open_clip's canvas transform, the mask solver and composi
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 from typoattack.attack.render import AttackMask, apply_attack
 from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import Placement, RenderStyle, check_fraction
+from typoattack.data.fonts import resolve_font
 from typoattack.data.sources import load_rgb, resolve_image_path
 from typoattack.errors import ConfigError, DataError, OutputError
 
@@ -42,6 +44,8 @@ def run_render(word: str, image: str, fraction: float, placement: Placement, sty
         raise DataError(f"cannot read image {path}: {e}") from None
     geometry = get_backend(DEFAULT_BACKEND).get_default_geometry(size)
     canvas = np.asarray(geometry.transform(img), dtype=np.uint8)
+    # `--font auto` (and the default font, for a word it cannot draw): the first font that covers the word.
+    style = dataclasses.replace(style, font=resolve_font(word, style.font))
     mask = create_attack_mask(word, fraction, placement, style, geometry.size)
     attacked, cover = apply_attack(canvas, mask, path.name, seed)
     try:

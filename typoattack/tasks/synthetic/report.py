@@ -20,9 +20,14 @@ from typoattack.analysis.metrics import (
     MANY_WORDS, MODEL_DEFENCE_KEYS, OUTCOME_COUNT_COLUMNS, build_leaderboard, count_words, finish_per_word_table,
     get_condition_keys, rank_words,
 )
+from typoattack.analysis.languages import (
+    list_class_language_notes, list_language_blocks, write_per_target_language,
+)
+from typoattack.analysis.figure_style import fallback_fonts
 from typoattack.analysis.query import RecordSet, quote_literal, quote_name
+from typoattack.analysis.metrics import PSEUDO_TARGET
 from typoattack.analysis.report import (
-    CONFUSION_PARQUET, PER_WORD_CSV, EvalTables, add_optional_figure, write_report, write_tables,
+    CONFUSION_PARQUET, PER_WORD_CSV, EvalTables, add_optional_figure, format_classes_line, write_report, write_tables,
 )
 from typoattack.analysis.report_page import ReportBlock
 from typoattack.analysis.report_sections import list_confusion_blocks
@@ -30,9 +35,10 @@ from typoattack.analysis.table_cells import format_leaderboard_markdown, has_sev
 from typoattack.analysis.tables import ConfusionTables
 from typoattack.attack.render import apply_attack
 from typoattack.attack.solver import create_attack_mask
-from typoattack.config.types import DataSpec, ModelSpec, RenderStyle
-from typoattack.constants import CLEAN_WORD
-from typoattack.data.classes import IMAGENET_CLASSNAMES
+from typoattack.config.types import DataSpec, ModelSpec
+from typoattack.constants import CLEAN_WORD, RANDOM_CLASS_WORD
+from typoattack.data.class_sets import ClassSet
+from typoattack.data.fonts import read_run_styles
 from typoattack.data.sources import open_image_source
 from typoattack.errors import OutputError
 from typoattack.engine.rundir import RunInfo, open_run_records
@@ -81,17 +87,20 @@ def collect_examples(records: RecordSet, info: dict[str, Any], per_word: pd.Data
     spec = ModelSpec(first["name"], first.get("pretrained"), first.get("backend", DEFAULT_BACKEND))
     geometry = get_backend(spec.backend).get_geometry(spec)
     transform, size = geometry.transform, geometry.size
-    source = open_image_source(DataSpec(**config["data"]))
+    classes = ClassSet.from_info(info.get("classes"))
+    names = classes.names
+    source = open_image_source(DataSpec(**config["data"]), len(names), classes.label)
     index = {item.image_id: i for i, item in enumerate(source.items)}
     seed = int(config["seed"])
-    styles = [RenderStyle(font=st["font"], fill=tuple(st["fill"]), outline=tuple(st["outline"]),
-                          outline_width=st["outline_width"], opacity=st["opacity"]) for st in config["styles"]]
+    styles = read_run_styles(info)  # the config's, and each with the fonts `--font auto` chose
     mine = (f"{where} AND model = {quote_literal(spec.name)} AND pretrained = {quote_literal(spec.pretrained or '')}")
     clean = records.frame(f"SELECT image_id, pred_index FROM records WHERE {mine} AND word = {quote_literal(CLEAN_WORD)}"
                           ).set_index("image_id")["pred_index"]
     style_columns = [c for c in STYLE_COLUMNS if c in per_word.columns]
     model_rows = per_word[(per_word["model"] == spec.name) & (per_word["pretrained"] == (spec.pretrained or ""))]
     varying = list_varying_styles(model_rows)
+    if "font" in varying and model_rows.groupby("word")["font"].nunique().max() == 1:
+        varying.remove("font")  # each word's own font (`--font auto`): not a condition, so not a column
     in_table = set(model_rows["word"])
     vocab = [str(w["text"]) for w in info.get("vocab", {}).get("words", [])]  # the run's order of words
     present = [w for w in dict.fromkeys([*vocab, *model_rows["word"]]) if w in in_table]
@@ -107,39 +116,64 @@ def collect_examples(records: RecordSet, info: dict[str, Any], per_word: pd.Data
         candidates = set.intersection(*(set(b.index) for b in by_condition)) if by_condition else set()
         chosen = select_example_images(sorted(candidates), word, seed, images_per_word, used)
         used.update(chosen)
-        masks = [create_attack_mask(c.word, c.fraction, c.placement, c.style, size)
-                 for c in (Condition.from_row(shown.iloc[k], styles) for k in range(len(shown)))]
+        conditions = [Condition.from_row(shown.iloc[k], styles) for k in range(len(shown))]
+        # A pseudo-word's image shows the class it drew (its record's target): masks by (condition, text).
+        masks = {(k, c.word): create_attack_mask(c.word, c.fraction, c.placement, c.style, size)
+                 for k, c in enumerate(conditions) if c.word != RANDOM_CLASS_WORD}
         for image_id in chosen:
             canvas = np.asarray(transform(source.open_image(index[image_id])), dtype=np.uint8)
-            for k, (mask, cells) in enumerate(zip(masks, by_condition)):
+            for k, cells in enumerate(by_condition):
                 r = cells.loc[image_id]
-                image, _ = apply_attack(canvas, mask, image_id, seed)
+                c = conditions[k]
+                text = names[int(r["target_index"])] if c.word == RANDOM_CLASS_WORD else c.word
+                if (k, text) not in masks:
+                    masks[k, text] = create_attack_mask(text, c.fraction, c.placement, c.style, size)
+                image, _ = apply_attack(canvas, masks[k, text], image_id, seed)
                 examples.append({"word": word, "image_id": image_id, "condition": format_condition(shown.iloc[k], varying),
                                  "image": image, "clean_image": canvas,
-                                 "true_name": IMAGENET_CLASSNAMES[int(r["true_index"])],
-                                 "clean_pred": IMAGENET_CLASSNAMES[int(clean[image_id])],
-                                 "attacked_pred": IMAGENET_CLASSNAMES[int(r["pred_index"])],
-                                 "target_name": IMAGENET_CLASSNAMES[int(r["target_index"])]})
+                                 "true_name": names[int(r["true_index"])],
+                                 "clean_pred": names[int(clean[image_id])],
+                                 "attacked_pred": names[int(r["pred_index"])],
+                                 "target_name": names[int(r["target_index"])]})
     return examples
 
 
 def _read_condition(records: RecordSet, where: str, condition: pd.Series, style_columns: list[str]) -> pd.DataFrame:
-    """image_id, true_index, pred_index and target_index of the records of one condition."""
-    tests = [f"{quote_name(c)} = ?" for c in ["word", "target_index", "fraction", "placement", *style_columns]]
-    values = [condition[c].item() if hasattr(condition[c], "item") else condition[c]
-              for c in ["word", "target_index", "fraction", "placement", *style_columns]]
+    """image_id, true_index, pred_index and target_index of the records of one condition (the pseudo-word's
+    whatever class each image drew)."""
+    columns = ["word", "target_index", "fraction", "placement", *style_columns]
+    if condition["word"] == RANDOM_CLASS_WORD:
+        columns.remove("target_index")
+    tests = [f"{quote_name(c)} = ?" for c in columns]
+    values = [condition[c].item() if hasattr(condition[c], "item") else condition[c] for c in columns]
     return records.frame(f"SELECT image_id, true_index, pred_index, target_index FROM records WHERE {where} AND "
                          + " AND ".join(tests), values)
+
+
+def get_run_classes(infos: list[RunInfo]) -> ClassSet:
+    """The class set of the runs (run.json `classes`; ImageNet for runs made before class sets).
+
+    Raises:
+        OutputError: The runs classify into different class sets (their tables name different classes).
+    """
+    sets = [ClassSet.from_info(info.extra.get("classes")) for info in infos]
+    if len({(c.names, c.label) for c in sets}) > 1:
+        listed = ", ".join(dict.fromkeys(c.describe() for c in sets))
+        raise OutputError(f"the runs classify into different class sets ({listed}); report each class set's runs "
+                          "on their own")
+    return sets[0]
 
 
 def _write_run_tables(dirs: list[Path], infos: list[RunInfo]) -> list[EvalTables]:
     """Rewrite each run's tables from its records (out of core); each run must have attacked records."""
     tables = []
     for d, info in zip(dirs, infos):
+        classes = ClassSet.from_info(info.extra.get("classes"))
         with open_run_records(d, info) as records:
             if records.count(f"word <> {quote_literal(CLEAN_WORD)}") == 0:
                 raise OutputError(f"the run in {d} has no attacked records; nothing to report")
-            tables.append(write_tables(records, d, IMAGENET_CLASSNAMES))
+            tables.append(write_tables(records, d, classes.names, None if classes.is_imagenet else classes.describe()))
+        write_per_target_language(tables[-1].per_word, [info.extra], d)  # only when the words mix languages
     return tables
 
 
@@ -169,14 +203,14 @@ def _check_distinct_runs(dirs: list[Path], infos: list[RunInfo], tables: list[Ev
                                       "models or settings")
 
 
-def _combine_per_word(tables: list[EvalTables]) -> pd.DataFrame:
+def _combine_per_word(tables: list[EvalTables], class_names: tuple[str, ...]) -> pd.DataFrame:
     """The per-word table over several runs: their outcome counts added per condition."""
     if len(tables) == 1:
         return tables[0].per_word
     counts = pd.concat([t.counts for t in tables], ignore_index=True)  # small: one row per condition
     keys = get_condition_keys(list(counts.columns))
     summed = counts.groupby(keys, sort=True, dropna=False)[OUTCOME_COUNT_COLUMNS].sum().reset_index()
-    return finish_per_word_table(summed, IMAGENET_CLASSNAMES)
+    return finish_per_word_table(summed, class_names)
 
 
 def select_figure_words(per_word: pd.DataFrame, limit: int) -> list[str] | None:
@@ -229,7 +263,8 @@ def _plot_figures(per_word: pd.DataFrame, out: Path) -> tuple[list[Path], list[s
     return figures, notes
 
 
-def write_confusions(confusion_files: list[Path], per_word: pd.DataFrame, out: Path) -> list[ReportBlock]:
+def write_confusions(confusion_files: list[Path], per_word: pd.DataFrame, out: Path,
+                     class_names: tuple[str, ...] | None = None) -> list[ReportBlock]:
     """Write top_confusions.csv (every model, defence and word; class names beside the indices) and
     the heatmaps of the words that qualify (`metrics.select_heatmap_words`, at most
     CONFUSION_MAX_WORDS, of the shown defence); return the report's "Top confusions" section.
@@ -241,6 +276,7 @@ def write_confusions(confusion_files: list[Path], per_word: pd.DataFrame, out: P
     The heatmap of a word is `confusion_<slug>.png`, with the slug of `files.build_word_slugs` over
     all the table's words (sorted), so a word's file name does not depend on which words qualify.
     """
+    class_names = class_names if class_names is not None else ClassSet.from_info(None).names
     defence = get_shown_defence(per_word)
     with ConfusionTables(confusion_files) as tables:
         every = tables.top_confusions()
@@ -251,7 +287,7 @@ def write_confusions(confusion_files: list[Path], per_word: pd.DataFrame, out: P
     names = {"true_name": every["true_index"], "pred_name": every["pred_index"]}
     for column, indices in names.items():
         every.insert(every.columns.get_loc(str(indices.name)) + 1, column,
-                     [IMAGENET_CLASSNAMES[int(i)] for i in indices])
+                     [class_names[int(i)] for i in indices])
     write_csv(every, out / TOP_CONFUSIONS_CSV)
     notes = []
     if has_several_defences(per_word):
@@ -261,18 +297,27 @@ def write_confusions(confusion_files: list[Path], per_word: pd.DataFrame, out: P
     if chosen is not None:
         top = top[top["word"].isin(chosen)]
         notes.append(f"The {len(chosen)} words with the highest mean ASR only.")
-    targets = {str(w): int(t) for w, t in zip(per_word["word"], per_word["target_index"])}
+    targets = {str(w): int(t) for w, t in zip(per_word["word"], per_word["target_index"]) if t != PSEUDO_TARGET}
     slugs = build_word_slugs(sorted(set(map(str, per_word["word"]))))
     heatmaps: dict[str, Path] = {}
     for word in sorted(heatmap_words):
         heatmaps[word] = out / f"confusion_{slugs[word]}.png"
-        plots.plot_confusion(word_cells[word], word, IMAGENET_CLASSNAMES, heatmaps[word],
-                             target_index=targets.get(word))
-    return list_confusion_blocks(top, IMAGENET_CLASSNAMES, targets, heatmaps, notes)
+        plots.plot_confusion(word_cells[word], word, class_names, heatmaps[word], target_index=targets.get(word))
+    return list_confusion_blocks(top, class_names, targets, heatmaps, notes)
 
 
 def write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, stem: str, notes: list[str],
                            progress: ProgressReporter | None = None, examples_per_word: int = 1) -> ReportPart:
+    """`_write_synthetic_report`, its figures falling back to the fonts `--font auto` chose (run.json
+    `fonts`) for words the default font cannot draw."""
+    chosen = [d["font"] for info in infos for d in (info.extra.get("fonts") or {}).get("words", [])
+              if Path(d["font"]).is_file()]
+    with fallback_fonts(chosen):
+        return _write_synthetic_report(dirs, infos, out, stem, notes, progress, examples_per_word)
+
+
+def _write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, stem: str, notes: list[str],
+                            progress: ProgressReporter | None = None, examples_per_word: int = 1) -> ReportPart:
     """Recompute each `eval` run's tables from its records, then write plots, a leaderboard, the top
     confusions and a self-contained report page over all the runs.
 
@@ -295,12 +340,18 @@ def write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, st
             and condition.
     """
     progress = progress or NullProgress()
+    classes = get_run_classes(infos)
     tables = _write_run_tables(dirs, infos)
     _check_distinct_runs(dirs, infos, tables)
     out.mkdir(parents=True, exist_ok=True)
-    per_word = _combine_per_word(tables)
+    per_word = _combine_per_word(tables, classes.names)
+    if not classes.is_imagenet:
+        notes = [f"{format_classes_line(classes.describe())}: the labels, the classifier and the targets are this "
+                 f"class set's ({classes.source}).", *notes]
     figures, figure_notes = _plot_figures(per_word, out)
     raw_infos = [i.to_dict() for i in infos]
+    languages = write_per_target_language(per_word, raw_infos, out)  # words in several languages: side by side
+    notes = [*notes, *list_class_language_notes(raw_infos)]
     first = tables[0].per_word
     shown = f"defence = {quote_literal(get_shown_defence(first))}"
 
@@ -309,7 +360,7 @@ def write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, st
             return collect_examples(records, raw_infos[0], first[first[DEFENCE_COLUMN] == get_shown_defence(first)],
                                     select_figure_words(per_word, EXAMPLE_MAX_WORDS), examples_per_word, where=shown)
 
-    confusions = write_confusions([d / CONFUSION_PARQUET for d in dirs], per_word, out)
+    confusions = write_confusions([d / CONFUSION_PARQUET for d in dirs], per_word, out, classes.names)
     add_optional_figure(figures, out / "examples.png", examples, plots.plot_examples, progress.log,
                         "the source images")
     leaderboard = build_leaderboard(per_word)
@@ -317,5 +368,5 @@ def write_synthetic_report(dirs: list[Path], infos: list[RunInfo], out: Path, st
     write_text_atomic(out / "leaderboard.md", format_leaderboard_markdown(leaderboard))
     write_csv(per_word, out / PER_WORD_CSV)
     _, html_path = write_report(out, per_word, leaderboard, figures, raw_infos, notes=[*notes, *figure_notes],
-                                stem=stem, sections=confusions)
+                                stem=stem, sections=[*confusions, *list_language_blocks(languages)])
     return ReportPart(html_path, per_word)

@@ -1,5 +1,5 @@
 """`typoattack eval` as a task: words of a vocabulary drawn on labelled images at controlled pixel
-fractions, classified zero-shot over the 1000 ImageNet classes.
+fractions, classified zero-shot over the run's class set (`--classes`: the 1000 ImageNet classes by default).
 
 Plan: validate cheaply (data source, vocabulary, templates, glyphs, device, weights), solve the
 text masks once (cached), decode the images once into the canvas cache of each model's input
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from typoattack.analysis.languages import PER_TARGET_LANGUAGE_CSV, write_per_target_language
 from typoattack.analysis.query import RecordSet
 from typoattack.analysis.report import summarize_clean, write_tables
 from typoattack.attack.masks import MaskInfo
@@ -27,15 +28,17 @@ from typoattack.attack.solver import UnreachableFractionError
 from typoattack.config.common import resolve_chunk_size
 from typoattack.config.defences import PREFIX_BASELINE
 from typoattack.data.canvases import CanvasSet, prepare_canvases
-from typoattack.data.classes import list_class_names
+from typoattack.data.babel import get_class_language, get_classifier_texts
+from typoattack.data.class_sets import ClassSet, load_class_set
+from typoattack.data.fonts import get_fingerprint_fonts, resolve_fonts
 from typoattack.data.sources import open_image_source, select_subset
-from typoattack.data.vocab import load_vocab
+from typoattack.data.vocab import load_attack_vocab
 from typoattack.engine.cells import Cell, CellResult, cut_cells
 from typoattack.engine.rundir import SKIPPED_CSV, RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
-from typoattack.records import Condition, get_record_dtypes, list_conditions
+from typoattack.records import Condition, count_image_conditions, get_record_dtypes, list_conditions
 from typoattack.tasks.synthetic.config import SyntheticConfig, load_synthetic_config
 
 if TYPE_CHECKING:
@@ -45,14 +48,15 @@ if TYPE_CHECKING:
 # The model side (torch, the backends, tasks.shared) is imported where a run plans or evaluates, so
 # that writing tables (`merge`) or a report of eval runs loads no model library.
 
-OUTPUT_FILES = ("per_word.csv", "per_word.md", "confusion.csv", "confusion.parquet")
+OUTPUT_FILES = ("per_word.csv", "per_word.md", "confusion.csv", "confusion.parquet", "per_target.csv",
+                PER_TARGET_LANGUAGE_CSV)
 
 
 def build_mask_info(conditions: Sequence[Condition], infos: Sequence[MaskInfo]) -> list[dict[str, Any]]:
     """The `masks` entry of a model in run.json: each condition (with `infos[k]` its mask's) with
     its solved font size, the stamps' sub-pixel phases, the number of random stamps and the coverage."""
     keys = ("word", "fraction", "placement", "font", "fill", "outline")
-    return [{**{k: c.to_columns()[k] for k in keys},
+    return [{**{k: c.to_columns()[k] for k in keys}, **({"text": c.text} if c.text else {}),
              "font_size": m.font_size, "phases": list(m.phases), "copies": m.copies,
              "mask_coverage": round(m.coverage, 6)} for c, m in zip(conditions, infos, strict=True)]
 
@@ -81,14 +85,18 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
             solve_condition_masks,
         )
 
-        source = open_image_source(cfg.data)
-        vocab = load_vocab(cfg.vocab)
-        templates = [get_templates(cfg.templates, spec) for spec in cfg.models]
-        for style in cfg.styles:
-            for word in vocab.words:
-                check_glyphs(word.text, style.font)
+        classes = load_class_set(cfg.classes, cfg.data)
+        source = open_image_source(cfg.data, len(classes.names), classes.label)
+        vocab = load_attack_vocab(cfg.vocab, classes)
+        templates = [get_templates(cfg.templates, spec, classes) for spec in cfg.models]
+        language = get_class_language(cfg.class_language, classes)  # None: the class set's own names
+        if language is not None:  # --class-language: the language's templates (or the bare name)
+            templates = [language.choose_templates(t, cfg.templates) for t in templates]
+        # Each word's font (`--font auto`, or the default's fallback for a word it cannot draw), then its glyphs.
+        conditions, fonts = resolve_fonts(list_conditions(cfg, vocab))
+        for text, font in dict.fromkeys((c.drawn_text, c.style.font) for c in conditions):
+            check_glyphs(text, font)
         check_models(cfg)
-        conditions = list_conditions(cfg, vocab)
         sizes = [get_backend(spec.backend).get_input_size(spec) for spec in cfg.models]
         t0 = time.perf_counter()
         # Only the masks' infos stay: the pixels are in the cache, for the cells.
@@ -99,10 +107,13 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
             raise e.with_fix("a model with a larger input (--model)") from None
         seconds_masks = time.perf_counter() - t0
         indices = select_subset(source.items, cfg.limit, cfg.seed)
+        # The class set's names enter the fingerprint when they are not ImageNet's (those runs keep theirs).
         fingerprint = build_fingerprint(cfg, [(w.text, w.target_index) for w in vocab.words], templates,
-                                        [source.items[i].image_id for i in indices])
+                                        [source.items[i].image_id for i in indices],
+                                        *([] if classes.is_imagenet else [{"classes": list(classes.names)}]),
+                                        *([{"fonts": get_fingerprint_fonts(fonts)}] if fonts else []))
         models = []
-        n_jobs_per_image = 1 + len(conditions)
+        n_jobs_per_image = 1 + count_image_conditions(conditions)
         chunk_size = resolve_chunk_size(cfg.chunk_size, n_jobs_per_image * len(cfg.defences))
         for spec in cfg.models:
             geometry = get_backend(spec.backend).get_geometry(spec)
@@ -122,14 +133,21 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         image_list = tuple(indices)
         cells = cut_cells(self.name, cfg, np.arange(len(indices)), chunk_size.items, jobs_per_item=n_jobs_per_image,
                           shared=lambda m_index: image_list)
-        info = {"vocab": {"name": vocab.name, "path": vocab.path,
+        info = {"classes": classes.to_info(),
+                "vocab": {"name": vocab.name, "path": vocab.path,
+                          **({"pseudo_word": vocab.pseudo_word} if vocab.pseudo_word else {}),
                           "words": [{"text": w.text, "target_index": w.target_index,
-                                     "target_name": list_class_names()[w.target_index]} for w in vocab.words]},
+                                     "target_name": classes.names[w.target_index], "language": w.language}
+                                    for w in vocab.words],
+                          **({"notes": list(vocab.notes)} if vocab.notes else {})},
                 "templates": {"name": cfg.templates, "count": len(templates[0])},
+                **({"fonts": fonts} if fonts else {}),
+                **({"class_language": language.describe(templates[0])} if language else {}),
                 "chunk_size": chunk_size.to_info("images")}
         notes = ([f"Prefix defences are compared with {PREFIX_BASELINE}, their own single prompt without the "
                   "learned token, which the run evaluates too."]
                  if PREFIX_BASELINE in cfg.defences and len(cfg.defences) > 1 else [])
+        notes += [*vocab.notes, *([language.describe_line(templates[0])] if language else [])]
         return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, {}, notes,
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
@@ -146,16 +164,19 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
 
         cfg: SyntheticConfig = cell.config
         model, load_seconds = load_model(cfg, cell.model_index, progress)
-        conditions = list_conditions(cfg, load_vocab(cfg.vocab))
+        classes = load_class_set(cfg.classes, cfg.data)
+        conditions = resolve_fonts(list_conditions(cfg, load_attack_vocab(cfg.vocab, classes)))[0]
         masks = solve_condition_masks(cfg, conditions, model.canvas_size)  # cached by the plan: no second bar
         device_masks = DeviceMasks(masks, model.device)
         t0 = time.perf_counter()
         g = model.geometry
-        canvases = prepare_canvases(open_image_source(cfg.data), list(cell.shared), g.transform, g.key, g.size,
-                                    cfg.cache_dir, workers=cfg.workers)  # filled by the plan (on this node)
+        canvases = prepare_canvases(open_image_source(cfg.data, len(classes.names), classes.label), list(cell.shared),
+                                    g.transform, g.key, g.size, cfg.cache_dir,
+                                    workers=cfg.workers)  # filled by the plan (on this node)
         canvas_seconds = time.perf_counter() - t0
-        encoder, info = create_encoder(model, cfg, list_class_names(), get_templates(cfg.templates, model.spec), progress,
-                                       "classes")
+        names, templates = get_classifier_texts(cfg.class_language, classes,  # --class-language
+                                                get_templates(cfg.templates, model.spec, classes), cfg.templates)
+        encoder, info = create_encoder(model, cfg, names, templates, progress, "classes")
         info.update(masks=build_mask_info(conditions, masks.infos),
                     seconds={"load_model": round(load_seconds, 3), "canvases": round(canvas_seconds, 3),
                              **info["seconds"]})
@@ -175,7 +196,7 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         skipped = {canvases.items[r].image_id: reasons.get(canvases.items[r].image_id, "could not be decoded")
                    for r in items[~valid]}
         if skipped:
-            advance(len(skipped) * (1 + len(context.conditions)))
+            advance(len(skipped) * (1 + count_image_conditions(context.conditions)))
         if not valid.any():
             frame = pd.DataFrame({c: pd.Series(dtype=t) for c, t in get_record_dtypes().items()})
         else:
@@ -188,7 +209,9 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
                           len(frame) // len(cfg.defences))
 
     def write_tables(self, records: RecordSet, out: Path, info: RunInfo) -> pd.DataFrame:
-        tables = write_tables(records, out, list_class_names())
+        classes = ClassSet.from_info(info.extra.get("classes"))
+        tables = write_tables(records, out, classes.names, None if classes.is_imagenet else classes.describe())
+        write_per_target_language(tables.per_word, [info.extra], out)  # only when the words mix languages
         info.extra["clean"] = summarize_clean(records)
         info.extra["confusion"] = tables.confusion
         return tables.per_word

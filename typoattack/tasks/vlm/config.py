@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from typoattack.config.attack import ATTACK_KEYS, AttackSettings
+from typoattack.config.classes import ClassSetSettings
 from typoattack.config.common import DATA_OPTIONS, RunSettings, build_data_field, load_config
 from typoattack.config.datasets import REAL_DEFAULT_SPLIT, RealDatasetSettings
 from typoattack.config.options import Option, Panel, option, options
@@ -37,7 +38,7 @@ def _as_image_size(value: Any) -> int | None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class VlmConfig(AttackSettings, RealDatasetSettings):
+class VlmConfig(AttackSettings, ClassSetSettings, RealDatasetSettings):
     """Everything that determines the records of a `typoattack vlm` run (written to run.json): the run,
     the input (synthetic attacks on `data` when `dataset` is None, else that real dataset), and the questions.
 
@@ -125,7 +126,7 @@ class VlmConfig(AttackSettings, RealDatasetSettings):
     def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
         """The fields; a real dataset takes no synthetic attack settings."""
         dataset = raw.get("dataset")
-        given = [k for k in ATTACK_KEYS if k in raw]
+        given = [k for k in (*ATTACK_KEYS, "classes", "class_language") if k in raw]
         if dataset is not None and given:
             name = getattr(dataset, "value", dataset)
             raise ConfigError(f"`{given[0]}` sets a synthetic attack, but --dataset {name} reads photos whose "

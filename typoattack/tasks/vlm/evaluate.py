@@ -19,7 +19,7 @@ from typoattack.constants import CLEAN_PLACEMENT, CLEAN_WORD
 from typoattack.data.canvases import CanvasSet
 from typoattack.data.real_datasets import RealSource
 from typoattack.errors import DataError
-from typoattack.records import CONDITION_DTYPES, Condition
+from typoattack.records import CONDITION_DTYPES, Condition, select_condition_images
 from typoattack.tasks.vlm.answers import Scoring, choose_options, parse_answer, reduce_forms
 from typoattack.tasks.vlm.prompts import AnswerStyle, OptionOrder, PromptTemplate, build_answer_texts, build_question
 from typoattack.tasks.vlm.tables import VLM_RECORD_COLUMNS
@@ -77,15 +77,19 @@ Drawn = tuple[np.ndarray, float] | str
 
 
 def list_synthetic_jobs(canvases: CanvasSet, rows: Iterable[int], conditions: Sequence[Condition],
-                        class_names: Sequence[str]) -> list[ImageJob]:
+                        class_names: Sequence[str], seed: int = 0) -> list[ImageJob]:
     """The jobs of canvas-cache rows, image by image: the clean control once per distinct target of the
-    conditions (its options: the image's class and that target), then every condition. A target that is the
-    image's own class is not asked (its two options would be the same).
+    conditions the image is shown under (its options: the image's class and that target), then those
+    conditions (every one, but a pseudo-word's: the one `select_condition_images` draws for the image with
+    `seed`). A target that is the image's own class is not asked (its two options would be the same).
     """
-    targets = list(dict.fromkeys(c.target_index for c in conditions))
+    rows = [int(r) for r in rows]
+    items = [canvases.items[r] for r in rows]
+    shown = select_condition_images(conditions, [it.image_id for it in items], [it.true_index for it in items], seed)
     jobs = []
-    for row in rows:
-        item = canvases.items[int(row)]
+    for j, (row, item) in enumerate(zip(rows, items)):
+        mine = np.flatnonzero(shown[:, j]).tolist()
+        targets = list(dict.fromkeys(conditions[k].target_index for k in mine))
         obj = class_names[item.true_index]
         for target in targets:
             if target != item.true_index:
@@ -93,7 +97,8 @@ def list_synthetic_jobs(canvases: CanvasSet, rows: Iterable[int], conditions: Se
                            "placement": CLEAN_PLACEMENT, "font": "", "fill": "", "outline": "", "outline_width": -1,
                            "opacity": math.nan}
                 jobs.append(ImageJob(item.image_id, obj, class_names[target], columns, int(row)))
-        for k, condition in enumerate(conditions):
+        for k in mine:
+            condition = conditions[k]
             if condition.target_index != item.true_index:
                 columns = {"true_index": item.true_index, **condition.to_columns()}
                 jobs.append(ImageJob(item.image_id, obj, class_names[condition.target_index], columns, int(row), k))

@@ -23,8 +23,9 @@ from typoattack.analysis.report_page import ReportBlock, build_table_block
 from typoattack.attack.render import apply_attack
 from typoattack.attack.solver import create_attack_mask
 from typoattack.backends.registry import get_chat_backend
-from typoattack.config.types import DataSpec, RenderStyle
-from typoattack.constants import CLEAN_WORD
+from typoattack.config.types import DataSpec
+from typoattack.constants import CLEAN_WORD, NUM_CLASSES, RANDOM_CLASS_WORD
+from typoattack.data.fonts import read_run_styles
 from typoattack.data.sources import open_image_source
 from typoattack.errors import DataError
 from typoattack.records import STYLE_COLUMNS, Condition
@@ -203,11 +204,12 @@ def render_examples(questions: Sequence[ExampleQuestion], info: dict[str, Any]) 
     size = tuple(int(s) for s in models[0]["canvas_size"])
     # The task's canvas (`task.get_canvas_geometry`): open_clip's default eval transform at the canvas size.
     transform = get_chat_backend(VLM_BACKEND).get_canvas_geometry(size[0]).transform
-    source = open_image_source(DataSpec(**config["data"]))
+    classes = info.get("classes") or {}
+    source = open_image_source(DataSpec(**config["data"]), int(classes.get("n_classes", NUM_CLASSES)),
+                               str(classes.get("label", "imagenet")))
     index = {item.image_id: i for i, item in enumerate(source.items)}
     seed = int(config["seed"])
-    styles = [RenderStyle(font=st["font"], fill=tuple(st["fill"]), outline=tuple(st["outline"]),
-                          outline_width=st["outline_width"], opacity=st["opacity"]) for st in config.get("styles", [])]
+    styles = read_run_styles(info)  # the config's, and each with the fonts `--font auto` chose
     varying = list_varying_styles(pd.DataFrame([c for q in questions for c, _ in q.attacked]))
     examples = []
     for q in questions:
@@ -219,7 +221,9 @@ def render_examples(questions: Sequence[ExampleQuestion], info: dict[str, Any]) 
             raise DataError(f"image {q.image_id}: {e}") from None
         for condition, record in q.attacked:
             c = Condition.from_row(condition, styles)
-            image, _ = apply_attack(canvas, create_attack_mask(c.word, c.fraction, c.placement, c.style, size),
+            # The pseudo-word `random-class` drew a class per image: its text is the attack option's.
+            text = str(record["attack_label"]) if c.word == RANDOM_CLASS_WORD else c.word
+            image, _ = apply_attack(canvas, create_attack_mask(text, c.fraction, c.placement, c.style, size),
                                     q.image_id, seed)
             examples.append({"word": q.word, "image_id": q.image_id, "condition": format_condition(condition, varying),
                              "image": image, "clean_image": canvas, "true_name": str(record["object_label"]),

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from typoattack.analysis.metrics import wilson_interval
+from typoattack.analysis.metrics import PSEUDO_TARGET, PSEUDO_TARGET_NAME, get_target_key, wilson_interval
 from typoattack.analysis.query import RecordSet, list_record_files, quote_literal, quote_name
-from typoattack.constants import CLEAN_WORD
+from typoattack.constants import CLEAN_WORD, RANDOM_CLASS_WORD
 from typoattack.records import STYLE_COLUMNS
 from typoattack.tasks.vlm.answers import Choice
 from typoattack.tasks.vlm.prompts import OptionOrder
@@ -177,7 +177,8 @@ def count_word_outcomes(records: pd.DataFrame) -> pd.DataFrame:
     """
     keys = [*GROUP_KEYS, *SYNTHETIC_WORD_KEYS]
     attacked = records[records["word"] != CLEAN_WORD]
-    counts = count_choices(attacked, SYNTHETIC_WORD_KEYS)
+    counts = count_choices(attacked.assign(target_index=get_target_key(attacked["word"], attacked["target_index"])),
+                           SYNTHETIC_WORD_KEYS)
     if attacked.empty:
         return counts.reindex(columns=[*counts.columns, *PAIR_COUNT_COLUMNS])
     clean = records.loc[records["word"] == CLEAN_WORD, [*PAIR_KEYS, "choice"]]
@@ -187,6 +188,10 @@ def count_word_outcomes(records: pd.DataFrame) -> pd.DataFrame:
     was_attack = (pairs["clean_choice"] == Choice.ATTACK.value) & paired
     pairs = pairs.assign(paired=paired.astype(np.int64), clean_attack=was_attack.astype(np.int64),
                          hit=(paired & ~was_attack & (pairs["choice"] == Choice.ATTACK.value)).astype(np.int64))
+    # The pseudo-word `random-class` is one row: each image was paired with its own class's control above.
+    pseudo = pairs["word"] == RANDOM_CLASS_WORD
+    pairs = pairs.assign(target_index=get_target_key(pairs["word"], pairs["target_index"]),
+                         attack_label=pairs["attack_label"].where(~pseudo, PSEUDO_TARGET_NAME))
     extra = pairs.groupby(keys, sort=False, dropna=False).agg(
         target_name=("attack_label", "first"), pixel_cover_mean=("pixel_cover", "mean"), n_pairs=("paired", "sum"),
         n_clean_attack=("clean_attack", "sum"), n_hit=("hit", "sum")).reset_index()
@@ -342,9 +347,17 @@ def query_word_counts(records: RecordSet) -> pd.DataFrame:
     on = " AND ".join(f"a.{quote_name(k)} {equal} c.{quote_name(k)}" for k in PAIR_KEYS)
     cover = "a.pixel_cover"
     has_cover = f"{cover} IS NOT NULL AND NOT isnan({cover})"
-    sql = (f"SELECT {', '.join(f'a.{quote_name(k)} AS {quote_name(k)}' for k in keys)}, {_choice_counts('a')}, "
+    # The pseudo-word `random-class` is one row (target PSEUDO_TARGET); each record is paired with the control
+    # of the class its image was shown.
+    pseudo = f"a.word = {quote_literal(RANDOM_CLASS_WORD)}"
+    target = f"CASE WHEN {pseudo} THEN {PSEUDO_TARGET} ELSE a.target_index END"
+    select = ", ".join(f"{target} AS target_index" if k == "target_index" else f"a.{quote_name(k)} AS {quote_name(k)}"
+                       for k in keys)
+    group = ", ".join(target if k == "target_index" else f"a.{quote_name(k)}" for k in keys)
+    sql = (f"SELECT {select}, {_choice_counts('a')}, "
            f"min(a._at) AS _first, "
-           f"arg_min(a.attack_label, a._at) FILTER (WHERE a.attack_label IS NOT NULL) AS target_name, "
+           f"CASE WHEN bool_or({pseudo}) THEN {quote_literal(PSEUDO_TARGET_NAME)} ELSE "
+           f"arg_min(a.attack_label, a._at) FILTER (WHERE a.attack_label IS NOT NULL) END AS target_name, "
            f"sum(CAST(round({cover} * {PIXEL_COVER_SCALE}) AS HUGEINT)) FILTER (WHERE {has_cover}) AS cover_fixed, "
            f"count(*) FILTER (WHERE {has_cover}) AS n_cover, "
            f"count(*) FILTER (WHERE c.clean_choice IS NOT NULL) AS n_pairs, "
@@ -353,7 +366,7 @@ def query_word_counts(records: RecordSet) -> pd.DataFrame:
            f"AND a.choice = {attack}) AS n_hit "
            f"FROM {ordered_records_sql(records)} a LEFT JOIN (SELECT {_names(PAIR_KEYS)}, choice AS clean_choice "
            f"FROM records WHERE word = {clean}) c ON {on} WHERE a.word IS DISTINCT FROM {clean} "
-           f"GROUP BY {_names(keys, 'a')} ORDER BY _first")
+           f"GROUP BY {group} ORDER BY _first")
     frame = records.frame(sql)
     with np.errstate(invalid="ignore", divide="ignore"):
         frame["pixel_cover_mean"] = (frame["cover_fixed"].to_numpy(dtype=np.float64) / PIXEL_COVER_SCALE

@@ -29,16 +29,18 @@ from typoattack.backends.registry import get_chat_backend
 from typoattack.config.common import resolve_chunk_size
 from typoattack.config.types import Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
-from typoattack.data.classes import list_class_names
+from typoattack.data.babel import get_class_language
+from typoattack.data.fonts import get_fingerprint_fonts, resolve_fonts
+from typoattack.data.class_sets import load_class_set
 from typoattack.data.real_datasets import RealSource, open_real_dataset, select_photos
 from typoattack.data.sources import open_image_source, select_subset
-from typoattack.data.vocab import load_vocab
+from typoattack.data.vocab import load_attack_vocab
 from typoattack.engine.cells import Cell, CellResult, cut_cells
 from typoattack.engine.rundir import SKIPPED_CSV, RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import ConfigError, DataError
 from typoattack.progress import ProgressReporter
-from typoattack.records import Condition, list_conditions
+from typoattack.records import Condition, list_conditions, select_condition_images
 from typoattack.tasks.shared import build_fingerprint, describe_run_device, get_backend_versions, solve_condition_masks
 from typoattack.tasks.vlm.config import VLM_BACKEND, VlmConfig, load_vlm_config
 from typoattack.tasks.vlm.prompts import (
@@ -82,6 +84,7 @@ class VlmContext:
         source: The dataset (real input), else None.
         batch: Questions per forward pass (`evaluate.BatchSize`).
         info: The model's run.json entries.
+        class_names: The class set's names (synthetic input: the options), else empty.
     """
 
     model: ChatModel
@@ -91,6 +94,7 @@ class VlmContext:
     source: RealSource | None
     batch: BatchSize
     info: dict[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()
 
 
 def get_canvas_geometry(size: tuple[int, int], backend: str = VLM_BACKEND) -> InputGeometry:
@@ -158,15 +162,18 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         return self._plan_real(cfg, prompts)
 
     def _plan_synthetic(self, cfg: VlmConfig, prompts: tuple[PromptTemplate, ...], progress: ProgressReporter) -> Plan:
-        source = open_image_source(cfg.data)
-        vocab = load_vocab(cfg.vocab)
-        for style in cfg.styles:
-            for word in vocab.words:
-                check_glyphs(word.text, style.font)
+        classes = load_class_set(cfg.classes, cfg.data)
+        source = open_image_source(cfg.data, len(classes.names), classes.label)
+        vocab = load_attack_vocab(cfg.vocab, classes)
+        # Each word's font (`--font auto`, or the default's fallback for a word it cannot draw), then its glyphs.
+        conditions, fonts = resolve_fonts(list_conditions(cfg, vocab))
+        for text, font in dict.fromkeys((c.drawn_text, c.style.font) for c in conditions):
+            check_glyphs(text, font)
         models = check_vlm_models(cfg)
-        conditions = list_conditions(cfg, vocab)
         indices = select_subset(source.items, cfg.limit, cfg.seed)
-        names = list_class_names()
+        # The options: the image's class and the word's target, as the class set names them (in --class-language).
+        language = get_class_language(cfg.class_language, classes)
+        names = language.names if language is not None else classes.names
         trues = np.array([source.items[i].true_index for i in indices], dtype=np.int64)
         check_answer_labels(cfg.answer, [(names[t], names[c.target_index]) for t in set(trues.tolist())
                                          for c in conditions if c.target_index != t])
@@ -185,7 +192,8 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
             canvas_sets[size] = prepare_canvases(source, indices, geometry.transform, geometry.key, size, cfg.cache_dir,
                                                  workers=cfg.workers, progress=progress.start(
                                                      f"Canvases {size[0]}x{size[1]}", len(indices), "images"))
-        per_image = _count_questions(trues, conditions) * len(prompts) * len(list_orders(cfg.order))
+        ids = [source.items[i].image_id for i in indices]
+        per_image = _count_questions(trues, conditions, ids, cfg.seed) * len(prompts) * len(list_orders(cfg.order))
         chunk_size = resolve_chunk_size(cfg.chunk_size, int(per_image.max(initial=1)))
         for m_index, size in enumerate(sizes):
             canvases = canvas_sets[size]
@@ -203,10 +211,17 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
                           shared=lambda m_index: VlmInputs(prompts, sizes[m_index], image_list))
         fingerprint = build_fingerprint(cfg, _describe_models(models), _describe_prompts(prompts),
                                         [(w.text, w.target_index) for w in vocab.words],
-                                        [source.items[i].image_id for i in indices])
-        info = {"vocab": _describe_vocab(vocab, names), "prompts": _describe_prompts(prompts),
+                                        [source.items[i].image_id for i in indices],
+                                        *([] if classes.is_imagenet else [{"classes": list(classes.names)}]),
+                                        *([{"fonts": get_fingerprint_fonts(fonts)}] if fonts else []))
+        info = {"classes": classes.to_info(), "vocab": _describe_vocab(vocab, names),
+                **({"fonts": fonts} if fonts else {}),
+                **({"class_language": {"language": language.language, "names_in_language":
+                                       len(names) - language.n_english, "names_in_english": language.n_english}}
+                   if language is not None else {}),
+                "prompts": _describe_prompts(prompts),
                 "orders": [o.value for o in list_orders(cfg.order)], "chunk_size": chunk_size.to_info("images")}
-        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, {},
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, {}, list(vocab.notes),
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
     def _plan_real(self, cfg: VlmConfig, prompts: tuple[PromptTemplate, ...]) -> Plan:
@@ -249,12 +264,15 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
             source = open_real_dataset(cfg.dataset, cfg.data.source, cfg.data.hf_split)
             return VlmContext(model, functools.partial(draw_photo, source, geometry.transform), None, [], source,
                               batch, info)
-        conditions = list_conditions(cfg, load_vocab(cfg.vocab))
+        classes = load_class_set(cfg.classes, cfg.data)
+        conditions = resolve_fonts(list_conditions(cfg, load_attack_vocab(cfg.vocab, classes)))[0]
         masks = solve_condition_masks(cfg, conditions, inputs.canvas_size)
-        canvases = prepare_canvases(open_image_source(cfg.data), list(inputs.indices), geometry.transform, geometry.key,
-                                    inputs.canvas_size, cfg.cache_dir, workers=cfg.workers)
+        language = get_class_language(cfg.class_language, classes)  # --class-language: the options' names
+        canvases = prepare_canvases(open_image_source(cfg.data, len(classes.names), classes.label),
+                                    list(inputs.indices), geometry.transform, geometry.key, inputs.canvas_size,
+                                    cfg.cache_dir, workers=cfg.workers)
         return VlmContext(model, functools.partial(draw_synthetic, canvases, masks, cfg.seed), canvases, conditions,
-                          None, batch, info)
+                          None, batch, info, language.names if language is not None else classes.names)
 
     def evaluate_cell(self, context: VlmContext, cell: Cell, advance: Callable[[int], None]) -> CellResult:
         import torch
@@ -271,7 +289,7 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
             reasons = dict(canvases.skipped)
             undecoded = {canvases.items[r].image_id: reasons.get(canvases.items[r].image_id, "could not be decoded")
                          for r in cell.items if not canvases.valid[r]}
-            jobs = list_synthetic_jobs(canvases, tuple(rows), context.conditions, list_class_names())
+            jobs = list_synthetic_jobs(canvases, tuple(rows), context.conditions, context.class_names, cfg.seed)
             columns = SYNTHETIC_COLUMNS
         else:
             jobs = list_photo_jobs(context.source, cell.items, cfg.dataset.value)
@@ -306,12 +324,16 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         return write_vlm_report_page(run_dirs, infos, out, stem, notes, progress)
 
 
-def _count_questions(trues: np.ndarray, conditions: Sequence[Condition]) -> np.ndarray:
+def _count_questions(trues: np.ndarray, conditions: Sequence[Condition], image_ids: Sequence[str],
+                     seed: int) -> np.ndarray:
     """int64 [n]: images (clean controls and attacked) each selected image is shown as (a target that is the
-    image's own class is not asked)."""
-    targets = np.array(list(dict.fromkeys(c.target_index for c in conditions)), dtype=np.int64)
+    image's own class is not asked; a pseudo-word's conditions only where `select_condition_images` shows them)."""
+    shown = select_condition_images(conditions, image_ids, trues, seed)  # [n_conditions, n]
     per_condition = np.array([c.target_index for c in conditions], dtype=np.int64)
-    return ((trues[:, None] != targets[None, :]).sum(axis=1) + (trues[:, None] != per_condition[None, :]).sum(axis=1))
+    attacked = ((trues[None, :] != per_condition[:, None]) & shown).sum(axis=0)
+    targets = list(dict.fromkeys(per_condition.tolist()))
+    clean = sum(((trues != t) & shown[per_condition == t].any(axis=0)).astype(np.int64) for t in targets)
+    return np.asarray(attacked + clean, dtype=np.int64)
 
 
 def _describe_models(models: Sequence[dict[str, Any]]) -> list[tuple[Any, Any]]:
