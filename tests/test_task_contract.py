@@ -36,7 +36,7 @@ CSV_STEP = 1e-6
 within FLOAT_TOLERANCE can print up to one such step further apart."""
 
 
-VARIANTS = [*list_task_names(), "eval+transformers", "eval+classes"]
+VARIANTS = [*list_task_names(), "eval+transformers", "eval+classes", "vlm+classes"]
 """Every task, eval once more with a model of the second backend (a tiny Hugging Face CLIPModel folder), and eval
 on a class set of ten names (an hf: dataset's ClassLabel) with Defense-Prefix's random-class protocol."""
 
@@ -59,6 +59,11 @@ def _args(task: str, data: dict[str, Path], cache_dir: Path) -> list[str]:
                 "--hf-label-column", "fine_label", "--classes", "hf", "--vocab", "random-class", "--model",
                 "typoattack-reader-tiny", "--pretrained", "ci500", "--limit", "16", "--chunk-size", "4",
                 "--fraction", "0.1", "--fraction", "0.2", "--placement", "center", "--templates", "dataset", *common]
+    if task == "vlm+classes":  # the question's options are the class set's names
+        return ["vlm", "--data", f"hf:{data['hf-ten']}", "--hf-split", "train", "--hf-image-column", "img",
+                "--hf-label-column", "fine_label", "--classes", "hf", "--vocab", "random-class", "--model",
+                str(data["tiny-llava"]), "--limit", "6", "--chunk-size", "2", "--fraction", "0.2", "--placement",
+                "center", *common]
     if task == "real":
         return ["real", "--dataset", "rta100", "--data", str(data["rta100"]), "--model", TINY_MODEL,
                 "--pretrained", "seed:0", "--chunk-size", "3", *common]
