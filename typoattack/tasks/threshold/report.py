@@ -1,6 +1,6 @@
 """The terminal summary and the report page of `typoattack threshold` runs (no model code): the
 leaderboard by median pixel fraction to flip, Distill's sentence per model and word ("half of the images
-flip to *pizza* by 3.1% of the pixels (95% CI 2.8-3.4%)"), the share of non-monotone pairs, the robustness
+flip to “pizza” by 3.1% of the pixels (95% CI 2.8-3.4%)"), the share of non-monotone pairs, the robustness
 curve (one line per model, log x-axis) and a histogram of thresholds per word."""
 
 from __future__ import annotations
@@ -73,13 +73,14 @@ def _non_monotone(row: dict[str, Any]) -> str:
 
 
 def describe_threshold(row: dict[str, Any], outcome: str, word: str | None = None) -> str:
-    """Distill's sentence for one row of a table: for a word, "half of the 500 images flip to *pizza* by
+    """Distill's sentence for one row of a table: for a word, "half of the 500 images flip to “pizza” by
     3.1% of the pixels (95% CI 2.8–3.4%)"; pooled over words (`word` None), the same of (image, word)
     pairs; or what holds instead when fewer than half change by the largest fraction searched."""
     n = int(row[f"{outcome}_n"])
     if word is not None:
         who = "images" if outcome == "target" else "correctly classified images"
-        what = f"flip to *{word}*" if outcome == "target" else f"leave their class with *{word}*"
+        # Quotes, not Markdown's *...*: the sentence goes into report.html as escaped text too.
+        what = f"flip to “{word}”" if outcome == "target" else f"leave their class with “{word}”"
     else:
         who = "(image, word) pairs" if outcome == "target" else "(image, word) pairs of correctly classified images"
         what = "flip to the word's target" if outcome == "target" else "leave the true class"
