@@ -13,7 +13,7 @@ from typoattack.config.common import (
     DATA_OPTIONS, ImageSetSettings, build_data_field, check_templates, load_config,
 )
 from typoattack.config.datasets import DATASET_FLAG, REAL_DEFAULT_SPLIT, RealDatasetSettings
-from typoattack.config.options import Option, Panel, option, options
+from typoattack.config.options import Panel, option, options
 from typoattack.config.types import DataSpec, LabelSet, Protocol, RealDataset
 from typoattack.errors import ConfigError
 

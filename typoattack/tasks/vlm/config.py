@@ -12,7 +12,7 @@ from typing import Any
 
 from typoattack.config.attack import ATTACK_KEYS, AttackSettings
 from typoattack.config.classes import ClassSetSettings
-from typoattack.config.common import DATA_OPTIONS, RunSettings, build_data_field, load_config
+from typoattack.config.common import DATA_OPTIONS, build_data_field, load_config
 from typoattack.config.datasets import REAL_DEFAULT_SPLIT, RealDatasetSettings
 from typoattack.config.options import Option, Panel, option, options
 from typoattack.config.parsing import as_batch_size, as_int, as_list, as_str, resolve_path
