@@ -44,7 +44,7 @@ GRID, STEPS = 5, 8
 def sweep_fractions(placement: str, max_fraction: float) -> np.ndarray:
     """13 log-spaced fractions from the smallest every goh2021 word reaches at 224 px to `max_fraction`."""
     cfg = load_threshold_config(None, {"data": str(SAMPLE_DIR), "placement": [placement], "max_fraction": max_fraction})
-    ranges = find_series_ranges(list_series(cfg, load_threshold_vocab("goh2021")), cfg.min_fraction,
+    ranges = find_series_ranges(list_series(cfg, load_threshold_vocab(cfg.vocab)), cfg.min_fraction,
                                 max_fraction, (224, 224))
     lo = max(r.lo for r in ranges if r.lo is not None)
     return np.geomspace(lo, max_fraction, N_SWEEP)
@@ -102,7 +102,9 @@ def compare(search: pd.DataFrame, sweep: pd.DataFrame, fractions: np.ndarray) ->
     mono = merged["monotone"].to_numpy()
     outside = mono & ~agree
     both = mono & reached & (k >= 0)
+    strict = mono & ~flicker  # monotone at every fraction the sweep or the search evaluated
     return {"pairs": len(merged), "monotone": int(mono.sum()), "within": float(agree[mono].mean()),
+            "monotone_strict": int(strict.sum()), "within_strict": float(agree[strict].mean()),
             "outside": int(outside.sum()), "flicker": int((outside & flicker).sum()),
             "lower": int((outside & reached & (merged["f"].to_numpy() < f_sweep)).sum()),
             "reached": int(both.sum()), "within_reached": float(agree[both].mean()) if both.any() else float("nan"),
@@ -161,7 +163,9 @@ def main() -> None:
           f"{stats['reached']:,} of them reached by both: {100 * stats['within_reached']:.1f}% within one step, largest "
           f"difference {stats['max_diff_steps']:.2f} sweep steps. Outside one step: {stats['outside']:,}, "
           f"{stats['lower']:,} of them below the sweep's threshold; {stats['flicker']:,} flip back between two sweep "
-          f"fractions (seen by the search). Non-monotone: {100 * stats['non_monotone_sweep']:.1f}% on the sweep, "
+          f"fractions (seen by the search). On the {stats['monotone_strict']:,} monotone at every fraction either "
+          f"evaluated: {100 * stats['within_strict']:.1f}% within one step. "
+          f"Non-monotone: {100 * stats['non_monotone_sweep']:.1f}% on the sweep, "
           f"{100 * stats['non_monotone_grid']:.1f}% on the search's grid.)")
     if args.keep:
         print(f"run folders: {work}")
