@@ -29,7 +29,7 @@ from typoattack.config.parsing import (
 from typoattack.config.types import (
     BUILTIN_TEMPLATES, FAMILY_TEMPLATES, DataSpec, Executor, ModelSpec, Precision, ShardSpec, get_model_warnings,
 )
-from typoattack.constants import DEFAULT_CACHE_DIR, DEMO_MODEL, DEMO_PRETRAINED
+from typoattack.constants import DEFAULT_CACHE_DIR, DEMO_MODEL, DEMO_PRETRAINED, SAMPLE_DIR
 from typoattack.errors import ConfigError, suggest
 from typoattack.files import expand_path
 
@@ -96,6 +96,9 @@ class RunSettings:
     SUMMARY: ClassVar[str] = ""
     BUILTIN_DIR: ClassVar[Path | None] = None
     TABLE_HELP: ClassVar[str | None] = None
+    DEMO_BY_DEFAULT: ClassVar[Literal["", "sample", "always"]] = ""
+    """Without a model: "" is an error; "sample" runs the demo model (`DEMO_MODEL`, a toy that shows the
+    pipeline) on the shipped sample (`--data sample`, which needs no weights either); "always" runs it."""
 
     models: tuple[ModelSpec, ...] = field(metadata=options(*MODEL_OPTIONS, build=_build_models))
     seed: int = field(default=0, metadata=option(
@@ -159,7 +162,12 @@ class RunSettings:
         if not isinstance(raw, Mapping):
             raise ConfigError(f"a run config must be a mapping of keys to values, got {type(raw).__name__}")
         check_keys(raw, list_keys(cls), cls.COMMAND)
-        return cls(**cls.parse_mapping(raw))
+        values = cls.parse_mapping(raw)
+        data = values.get("data")
+        if not values["models"] and (cls.DEMO_BY_DEFAULT == "always" or (
+                cls.DEMO_BY_DEFAULT == "sample" and data is not None and data.source == str(SAMPLE_DIR))):
+            values["models"] = (ModelSpec(DEMO_MODEL, DEMO_PRETRAINED),)
+        return cls(**values)
 
     @classmethod
     def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,12 @@ class CanvasSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     path: str = ""
 
+    def list_skipped(self, rows: Sequence[int] | np.ndarray) -> dict[str, str]:
+        """image_id -> why, for each of `rows` (indices into `items`) that could not be decoded."""
+        reasons = dict(self.skipped)
+        return {self.items[int(r)].image_id: reasons.get(self.items[int(r)].image_id, "could not be decoded")
+                for r in rows if not self.valid[int(r)]}
+
 
 class _DecodeDataset:
     def __init__(self, source: ImageSource, indices: Sequence[int], transform: CanvasTransform) -> None:

@@ -1,6 +1,6 @@
 """What the zero-shot tasks share beneath the engine: checking models before a run, loading one in a
-cell's context, building its classifier with the run's defences, the run fingerprint, and the text
-masks of a sweep's conditions."""
+cell's context, building its classifier with the run's defences, the run fingerprint, the words and
+text masks of a sweep's conditions, and the canvases of the selected images."""
 
 from __future__ import annotations
 
@@ -8,24 +8,91 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from typoattack.attack.masks import MaskRequest, MaskSet, create_attack_masks
-from typoattack.backends.base import ZeroShotModel, check_precision, describe_device, get_classifier, resolve_device
+from typoattack.attack.render import check_glyphs
+from typoattack.backends.base import (
+    InputGeometry, ZeroShotModel, check_precision, describe_device, get_classifier, resolve_device,
+)
 from typoattack.backends.registry import get_backend
 from typoattack.config.classes import DATASET_TEMPLATES
 from typoattack.config.common import ImageSetSettings, RunSettings
 from typoattack.config.parsing import load_templates
-from typoattack.config.types import FAMILY_TEMPLATES, ModelSpec
+from typoattack.config.attack import AttackSettings
+from typoattack.config.types import FAMILY_TEMPLATES, ModelSpec, Vocabulary
+from typoattack.data.canvases import CanvasSet, prepare_canvases
+from typoattack.data.class_sets import ClassSet, load_class_set
+from typoattack.data.fonts import resolve_fonts
+from typoattack.data.sources import ImageSource, open_image_source
+from typoattack.data.vocab import load_attack_vocab
 from typoattack.defences.apply import BatchEncoder, build_defence_set, check_defences, resolve_batch_size
 from typoattack.defences.prefix import PREFIX_PROMPT
+from typoattack.engine.rundir import SKIPPED_CSV
+from typoattack.errors import DataError
 from typoattack.files import expand_path, get_content_digest
 from typoattack.progress import ProgressReporter
-from typoattack.data.class_sets import ClassSet
-from typoattack.records import Condition
+from typoattack.records import Condition, list_conditions
+
+
+@dataclass(frozen=True)
+class SweepWords:
+    """What a sweep of synthetic attacks draws, read and checked before any model loads.
+
+    Attributes:
+        classes: The run's class set (`--classes`).
+        source: The labelled images (labels are indices into `classes`).
+        vocab: The attack words, their targets resolved against `classes`.
+        conditions: Every condition of the sweep, each with the font that draws its text.
+        fonts: The fonts chosen per word (`data.fonts.resolve_fonts`; None when every word takes its own).
+    """
+
+    classes: ClassSet
+    source: ImageSource
+    vocab: Vocabulary
+    conditions: list[Condition]
+    fonts: dict[str, Any] | None
+
+
+def read_sweep_words(cfg: AttackSettings, check: bool = True) -> SweepWords:
+    """The class set, images, vocabulary and conditions of a sweep config (an `AttackSettings` that is
+    also a `ClassSetSettings` and a `DataSettings`: eval, vlm, find-heads), cheapest first; `check`: also that each condition's font draws every glyph of its text (the plan;
+    a cell's context reads what the plan checked).
+
+    Raises:
+        TypoAttackError: The class set, data, vocabulary or a font is unusable (one line).
+    """
+    classes = load_class_set(cfg.classes, cfg.data)
+    source = open_image_source(cfg.data, len(classes.names), classes.label)
+    vocab = load_attack_vocab(cfg.vocab, classes)
+    # Each word's font (`--font auto`, or the default's fallback for a word it cannot draw), then its glyphs.
+    conditions, fonts = resolve_fonts(list_conditions(cfg, vocab))
+    if check:
+        for text, font in dict.fromkeys((c.drawn_text, c.style.font) for c in conditions):
+            check_glyphs(text, font)
+    return SweepWords(classes, source, vocab, conditions, fonts)
+
+
+def decode_canvases(cfg: RunSettings, source: ImageSource, indices: Sequence[int], geometry: InputGeometry,
+                    progress: ProgressReporter, check: bool = True) -> CanvasSet:
+    """The selected images' canvases at one input geometry, from the canvas cache (decoded into it, with
+    a progress bar, on first use); `check`: that at least one decodes (a task with another rule checks
+    its own).
+
+    Raises:
+        DataError: None of the images decodes.
+    """
+    canvases = prepare_canvases(source, indices, geometry.transform, geometry.key, geometry.size, cfg.cache_dir,
+                                workers=cfg.workers, progress=progress.start(
+                                    f"Canvases {geometry.size[0]}x{geometry.size[1]}", len(indices), "images"))
+    if check and not canvases.valid.any():
+        raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
+                        f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
+    return canvases
 
 
 def check_models(cfg: RunSettings) -> torch.device:

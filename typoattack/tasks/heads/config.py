@@ -14,8 +14,7 @@ from typoattack.config.classes import DATASET_TEMPLATES, ClassSetSettings
 from typoattack.config.common import ImageSetSettings, check_templates, load_config
 from typoattack.config.options import Panel, option
 from typoattack.config.parsing import as_str
-from typoattack.config.types import ModelSpec
-from typoattack.constants import CONFIGS_DIR, DEMO_MODEL, DEMO_PRETRAINED, RANDOM_CLASS_WORD, SAMPLE_DIR
+from typoattack.constants import CONFIGS_DIR, RANDOM_CLASS_WORD
 from typoattack.errors import ConfigError
 from typoattack.files import expand_path
 
@@ -36,6 +35,7 @@ class FindHeadsConfig(AttackSettings, ClassSetSettings, ImageSetSettings):
     SUMMARY = ("Choose vision attention heads to ablate: score heads by class-token attention on the drawn text, "
                "keep them greedily on a seeded half of the images, report on the other half; write heads.yaml.")
     BUILTIN_DIR = CONFIGS_DIR
+    DEMO_BY_DEFAULT = "sample"
 
     out: str | None = field(default=None, metadata=option(
         panel=Panel.RUN, metavar="PATH", short="-o", parse=lambda v: str(expand_path(as_str("out", v))),
@@ -73,14 +73,6 @@ class FindHeadsConfig(AttackSettings, ClassSetSettings, ImageSetSettings):
         for key in IGNORED_EVAL_KEYS:
             raw.pop(key, None)
         super().resolve_paths(raw, base)
-
-    @classmethod
-    def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """The shared fields, with the demo model on the shipped sample when no model is given (as eval)."""
-        values = super().parse_mapping(raw)
-        if not values["models"] and values["data"].source == str(SAMPLE_DIR):
-            values["models"] = (ModelSpec(DEMO_MODEL, DEMO_PRETRAINED),)
-        return values
 
 
 CONFIG = FindHeadsConfig

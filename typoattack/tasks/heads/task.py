@@ -24,13 +24,10 @@ import pandas as pd
 from rich.text import Text
 
 from typoattack.analysis.query import RecordSet
-from typoattack.attack.render import check_glyphs
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.babel import get_class_language, get_classifier_texts
-from typoattack.data.class_sets import load_class_set
-from typoattack.data.fonts import get_fingerprint_fonts, resolve_fonts
-from typoattack.data.sources import open_image_source, select_subset
-from typoattack.data.vocab import load_attack_vocab
+from typoattack.data.fonts import get_fingerprint_fonts
+from typoattack.data.sources import select_subset
 from typoattack.defences.find_heads import (
     MAX_CLEAN_DROP, MAX_REJECTED, MIN_GAIN, Accuracy, Head, measure_accuracy, score_heads, search_heads, split_images,
 )
@@ -39,7 +36,7 @@ from typoattack.engine.rundir import SKIPPED_CSV, RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
-from typoattack.records import Condition, list_conditions
+from typoattack.records import Condition
 from typoattack.tasks.heads.config import FindHeadsConfig, load_find_heads_config
 from typoattack.tasks.heads.tables import OUTPUT_FILES, build_search_records, write_heads_tables
 
@@ -81,21 +78,17 @@ class FindHeadsTask(TaskBase, name="find-heads", title="attention heads chosen f
     def plan(self, cfg: FindHeadsConfig, progress: ProgressReporter) -> Plan:
         from typoattack.backends.registry import get_backend
         from typoattack.tasks.shared import (
-            build_fingerprint, check_models, describe_run_device, get_backend_versions, get_templates,
-            solve_condition_masks,
+            build_fingerprint, check_models, decode_canvases, describe_run_device, get_backend_versions,
+            get_templates, read_sweep_words, solve_condition_masks,
         )
 
-        classes = load_class_set(cfg.classes, cfg.data)
-        source = open_image_source(cfg.data, len(classes.names), classes.label)
-        vocab = load_attack_vocab(cfg.vocab, classes)
+        words = read_sweep_words(cfg)
+        classes, source, vocab, conditions, fonts = (words.classes, words.source, words.vocab, words.conditions,
+                                                     words.fonts)
         templates = [get_templates(cfg.templates, spec, classes) for spec in cfg.models]
         language = get_class_language(cfg.class_language, classes)  # None: the class set's own names
         if language is not None:  # --class-language: the language's templates (or the bare name)
             templates = [language.choose_templates(t, cfg.templates) for t in templates]
-        # Each word's font (`--font auto`, or the default's fallback for a word it cannot draw), then its glyphs.
-        conditions, fonts = resolve_fonts(list_conditions(cfg, vocab))
-        for text, font in dict.fromkeys((c.drawn_text, c.style.font) for c in conditions):
-            check_glyphs(text, font)
         check_models(cfg)
         t0 = time.perf_counter()
         for size in dict.fromkeys(get_backend(spec.backend).get_input_size(spec) for spec in cfg.models):
@@ -111,10 +104,8 @@ class FindHeadsTask(TaskBase, name="find-heads", title="attention heads chosen f
         for spec in cfg.models:
             geometry = get_backend(spec.backend).get_geometry(spec)
             if (geometry.key, geometry.size) not in decoded:  # models of one input geometry share their canvases
-                decoded[geometry.key, geometry.size] = prepare_canvases(
-                    source, indices, geometry.transform, geometry.key, geometry.size, cfg.cache_dir,
-                    workers=cfg.workers,
-                    progress=progress.start(f"Canvases {geometry.size[0]}x{geometry.size[1]}", len(indices), "images"))
+                decoded[geometry.key, geometry.size] = decode_canvases(cfg, source, indices, geometry, progress,
+                                                                       check=False)  # at least 2: below
             canvases = decoded[geometry.key, geometry.size]
             n_valid = int(canvases.valid.sum())
             if n_valid < 2:
@@ -144,18 +135,18 @@ class FindHeadsTask(TaskBase, name="find-heads", title="attention heads chosen f
         from typoattack.attack.compose import upload_mask
         from typoattack.backends.base import get_classifier
         from typoattack.defences.apply import resolve_batch_size
-        from typoattack.tasks.shared import get_templates, load_model, solve_condition_masks
+        from typoattack.tasks.shared import get_templates, load_model, read_sweep_words, solve_condition_masks
 
         cfg: FindHeadsConfig = cell.config
         model, load_seconds = load_model(cfg, cell.model_index, progress)
         model.get_head_grid()  # fails early for towers that cannot be split per head
-        classes = load_class_set(cfg.classes, cfg.data)
-        conditions = resolve_fonts(list_conditions(cfg, load_attack_vocab(cfg.vocab, classes)))[0]
+        words = read_sweep_words(cfg, check=False)
+        classes, conditions = words.classes, words.conditions
         masks = solve_condition_masks(cfg, conditions, model.canvas_size)
         device_masks = [upload_mask(mask, model.device) for mask in masks]
         t0 = time.perf_counter()
         g = model.geometry
-        canvases = prepare_canvases(open_image_source(cfg.data, len(classes.names), classes.label), list(cell.items),
+        canvases = prepare_canvases(words.source, list(cell.items),
                                     g.transform, g.key, g.size, cfg.cache_dir, workers=cfg.workers)
         canvas_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -176,9 +167,7 @@ class FindHeadsTask(TaskBase, name="find-heads", title="attention heads chosen f
         cfg: FindHeadsConfig = cell.config
         t0 = time.perf_counter()
         model, canvases = context.model, context.canvases
-        reasons = dict(canvases.skipped)
-        skipped = {canvases.items[int(r)].image_id: reasons.get(canvases.items[int(r)].image_id, "could not be decoded")
-                   for r in np.flatnonzero(~canvases.valid)}
+        skipped = canvases.list_skipped(range(len(canvases.items)))
         selection, heldout = split_images(np.flatnonzero(canvases.valid), cfg.seed)
         layers, heads = model.get_head_grid()
         scores = score_heads(model, canvases, selection, context.device_masks, cfg.seed,

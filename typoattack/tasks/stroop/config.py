@@ -15,8 +15,8 @@ from typoattack.config.parsing import (
     SAMPLE_DATA, as_list, as_str, check_distinct, has_one_placeholder, load_yaml_mapping, parse_color,
     resolve_builtin_yaml, resolve_data_source, resolve_font_path, resolve_path,
 )
-from typoattack.config.types import ModelSpec, format_color
-from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT, DEMO_MODEL, DEMO_PRETRAINED
+from typoattack.config.types import format_color
+from typoattack.constants import CONFIGS_DIR, DEFAULT_FONT
 from typoattack.errors import ConfigError, suggest
 
 COLOURS_DIR = CONFIGS_DIR / "colours"
@@ -59,6 +59,7 @@ class StroopConfig(RunSettings):
     COMMAND = "stroop"
     SUMMARY = "Goh et al.'s Stroop test: colour words in ink colours, classified zero-shot among the colours."
     BUILTIN_DIR = STROOP_CONFIGS_DIR
+    DEMO_BY_DEFAULT = "always"
 
     seed: int = field(default=0, metadata=option(
         panel=ATTACK, metavar="INT", help="Seed of the size and position jitter."))
@@ -107,14 +108,6 @@ class StroopConfig(RunSettings):
             raise ConfigError(f"background_limit must be a positive number of images, got {self.background_limit}")
         if not 1 <= self.variants <= MAX_VARIANTS:
             raise ConfigError(f"variants must be 1-{MAX_VARIANTS} renderings per stimulus, got {self.variants}")
-
-    @classmethod
-    def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """The fields, with the demo model when no model is given (the test needs no weights to show)."""
-        values = super().parse_mapping(raw)
-        if not values["models"]:
-            values["models"] = (ModelSpec(DEMO_MODEL, DEMO_PRETRAINED),)
-        return values
 
     @classmethod
     def resolve_paths(cls, raw: dict[str, Any], base: Path) -> None:

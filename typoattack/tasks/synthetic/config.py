@@ -13,8 +13,7 @@ from typoattack.config.classes import DATASET_TEMPLATES, ClassSetSettings
 from typoattack.config.common import ImageSetSettings, check_templates, load_config
 from typoattack.config.defences import add_prefix_baseline
 from typoattack.config.options import list_keys
-from typoattack.config.types import ModelSpec
-from typoattack.constants import CONFIGS_DIR, DEMO_MODEL, DEMO_PRETRAINED, SAMPLE_DIR
+from typoattack.constants import CONFIGS_DIR
 
 __all__ = ["CONFIG", "SYNTHETIC_KEYS", "SyntheticConfig", "build_styles", "build_synthetic_config",
            "load_synthetic_config"]
@@ -28,6 +27,7 @@ class SyntheticConfig(AttackSettings, ClassSetSettings, ImageSetSettings):
     COMMAND = "eval"
     SUMMARY = "Render attack words on images, classify them zero-shot, and write per-word and confusion tables."
     BUILTIN_DIR = CONFIGS_DIR
+    DEMO_BY_DEFAULT = "sample"
     TABLE_HELP = ("What the terminal shows at the end: a few rows per model (the full table is per_word.md), "
                   "or every word.")
 
@@ -37,14 +37,10 @@ class SyntheticConfig(AttackSettings, ClassSetSettings, ImageSetSettings):
 
     @classmethod
     def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """The shared fields, with the prefix baseline beside a prefix defence, and the demo model on
-        the shipped sample when no model is given."""
+        """The shared fields, with the prefix baseline beside a prefix defence."""
         values = super().parse_mapping(raw)
         # A prefix defence is compared with its own single prompt without the token: evaluate that too.
         values["defences"] = add_prefix_baseline(values["defences"])
-        # The shipped sample needs no weights either: without --model it shows the pipeline on the demo model.
-        if not values["models"] and values["data"].source == str(SAMPLE_DIR):
-            values["models"] = (ModelSpec(DEMO_MODEL, DEMO_PRETRAINED),)
         return values
 
 

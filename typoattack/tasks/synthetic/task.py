@@ -23,22 +23,19 @@ from typoattack.analysis.languages import PER_TARGET_LANGUAGE_CSV, write_per_tar
 from typoattack.analysis.query import RecordSet
 from typoattack.analysis.report import summarize_clean, write_tables
 from typoattack.attack.masks import MaskInfo
-from typoattack.attack.render import check_glyphs
 from typoattack.attack.solver import UnreachableFractionError
 from typoattack.config.common import resolve_chunk_size
 from typoattack.config.defences import PREFIX_BASELINE
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.babel import get_class_language, get_classifier_texts
-from typoattack.data.class_sets import ClassSet, load_class_set
-from typoattack.data.fonts import get_fingerprint_fonts, resolve_fonts
-from typoattack.data.sources import open_image_source, select_subset
-from typoattack.data.vocab import load_attack_vocab
+from typoattack.data.class_sets import ClassSet
+from typoattack.data.fonts import get_fingerprint_fonts
+from typoattack.data.sources import select_subset
 from typoattack.engine.cells import Cell, CellResult, cut_cells
-from typoattack.engine.rundir import SKIPPED_CSV, RunInfo
+from typoattack.engine.rundir import RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
-from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
-from typoattack.records import Condition, count_image_conditions, get_record_dtypes, list_conditions
+from typoattack.records import Condition, count_image_conditions, get_record_dtypes
 from typoattack.tasks.synthetic.config import SyntheticConfig, load_synthetic_config
 
 if TYPE_CHECKING:
@@ -81,21 +78,17 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
     def plan(self, cfg: SyntheticConfig, progress: ProgressReporter) -> Plan:
         from typoattack.backends.registry import get_backend
         from typoattack.tasks.shared import (
-            build_fingerprint, check_models, describe_run_device, get_backend_versions, get_templates,
-            solve_condition_masks,
+            build_fingerprint, check_models, decode_canvases, describe_run_device, get_backend_versions,
+            get_templates, read_sweep_words, solve_condition_masks,
         )
 
-        classes = load_class_set(cfg.classes, cfg.data)
-        source = open_image_source(cfg.data, len(classes.names), classes.label)
-        vocab = load_attack_vocab(cfg.vocab, classes)
+        words = read_sweep_words(cfg)
+        classes, source, vocab, conditions, fonts = (words.classes, words.source, words.vocab, words.conditions,
+                                                     words.fonts)
         templates = [get_templates(cfg.templates, spec, classes) for spec in cfg.models]
         language = get_class_language(cfg.class_language, classes)  # None: the class set's own names
         if language is not None:  # --class-language: the language's templates (or the bare name)
             templates = [language.choose_templates(t, cfg.templates) for t in templates]
-        # Each word's font (`--font auto`, or the default's fallback for a word it cannot draw), then its glyphs.
-        conditions, fonts = resolve_fonts(list_conditions(cfg, vocab))
-        for text, font in dict.fromkeys((c.drawn_text, c.style.font) for c in conditions):
-            check_glyphs(text, font)
         check_models(cfg)
         sizes = [get_backend(spec.backend).get_input_size(spec) for spec in cfg.models]
         t0 = time.perf_counter()
@@ -117,13 +110,7 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         chunk_size = resolve_chunk_size(cfg.chunk_size, n_jobs_per_image * len(cfg.defences))
         for spec in cfg.models:
             geometry = get_backend(spec.backend).get_geometry(spec)
-            canvases = prepare_canvases(source, indices, geometry.transform, geometry.key, geometry.size,
-                                        cfg.cache_dir, workers=cfg.workers,
-                                        progress=progress.start(f"Canvases {geometry.size[0]}x{geometry.size[1]}",
-                                                                len(indices), "images"))
-            if not canvases.valid.any():
-                raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
-                                f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
+            canvases = decode_canvases(cfg, source, indices, geometry, progress)
             models.append({"input_size": list(geometry.size), "transform": geometry.key, "canvas_cache": canvases.path,
                            **({"masks": build_mask_info(conditions, mask_infos[geometry.size])}
                               if geometry.size in mask_infos else {})})
@@ -160,17 +147,19 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
             ConfigError: A defence does not fit the model (heads of a ResNet, a prefix of another width).
         """
         from typoattack.attack.compose import DeviceMasks
-        from typoattack.tasks.shared import create_encoder, get_templates, load_model, solve_condition_masks
+        from typoattack.tasks.shared import (
+            create_encoder, get_templates, load_model, read_sweep_words, solve_condition_masks,
+        )
 
         cfg: SyntheticConfig = cell.config
         model, load_seconds = load_model(cfg, cell.model_index, progress)
-        classes = load_class_set(cfg.classes, cfg.data)
-        conditions = resolve_fonts(list_conditions(cfg, load_attack_vocab(cfg.vocab, classes)))[0]
+        words = read_sweep_words(cfg, check=False)
+        classes, conditions = words.classes, words.conditions
         masks = solve_condition_masks(cfg, conditions, model.canvas_size)  # cached by the plan: no second bar
         device_masks = DeviceMasks(masks, model.device)
         t0 = time.perf_counter()
         g = model.geometry
-        canvases = prepare_canvases(open_image_source(cfg.data, len(classes.names), classes.label), list(cell.shared),
+        canvases = prepare_canvases(words.source, list(cell.shared),
                                     g.transform, g.key, g.size, cfg.cache_dir,
                                     workers=cfg.workers)  # filled by the plan (on this node)
         canvas_seconds = time.perf_counter() - t0
@@ -192,9 +181,7 @@ class SyntheticTask(TaskBase, name="eval", title="synthetic attacks on labelled 
         canvases = context.canvases
         items = np.asarray(cell.items, dtype=np.int64)
         valid = canvases.valid[items]
-        reasons = dict(canvases.skipped)
-        skipped = {canvases.items[r].image_id: reasons.get(canvases.items[r].image_id, "could not be decoded")
-                   for r in items[~valid]}
+        skipped = canvases.list_skipped(items)
         if skipped:
             advance(len(skipped) * (1 + count_image_conditions(context.conditions)))
         if not valid.any():

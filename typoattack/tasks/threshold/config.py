@@ -13,8 +13,8 @@ from typoattack.config.attack import AttackSettings
 from typoattack.config.common import ImageSetSettings, check_templates, load_config
 from typoattack.config.defences import add_prefix_baseline
 from typoattack.config.options import Panel, option
-from typoattack.config.types import ModelSpec, check_fraction
-from typoattack.constants import CONFIGS_DIR, DEMO_MODEL, DEMO_PRETRAINED, SAMPLE_DIR
+from typoattack.config.types import check_fraction
+from typoattack.constants import CONFIGS_DIR
 from typoattack.errors import ConfigError
 
 __all__ = ["CONFIG", "IGNORED_EVAL_KEYS", "MAX_GRID", "MAX_STEPS", "ThresholdConfig", "load_threshold_config"]
@@ -48,6 +48,7 @@ class ThresholdConfig(AttackSettings, ImageSetSettings):
     SUMMARY = ("Search, per image and word, the smallest pixel fraction that changes the prediction: to the "
                "word's target class (f_target) and away from the true class (f_flip).")
     BUILTIN_DIR = CONFIGS_DIR
+    DEMO_BY_DEFAULT = "sample"
     TABLE_HELP = ("What the terminal shows at the end: the leaderboard (the full table is "
                   "per_word_threshold.csv), or every word.")
 
@@ -97,12 +98,9 @@ class ThresholdConfig(AttackSettings, ImageSetSettings):
 
     @classmethod
     def parse_mapping(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """The shared fields, with the prefix baseline beside a prefix defence (as eval), and the demo model
-        on the shipped sample when no model is given."""
+        """The shared fields, with the prefix baseline beside a prefix defence (as eval)."""
         values = super().parse_mapping(raw)
         values["defences"] = add_prefix_baseline(values["defences"])
-        if not values["models"] and values["data"].source == str(SAMPLE_DIR):
-            values["models"] = (ModelSpec(DEMO_MODEL, DEMO_PRETRAINED),)
         return values
 
 

@@ -27,9 +27,8 @@ from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.classes import list_class_names
 from typoattack.data.sources import open_image_source, select_subset
 from typoattack.engine.cells import Cell, CellResult, cut_cells
-from typoattack.engine.rundir import SKIPPED_CSV, RunInfo
+from typoattack.engine.rundir import RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
-from typoattack.errors import DataError
 from typoattack.progress import ProgressReporter
 from typoattack.tasks.threshold.config import ThresholdConfig, load_threshold_config
 from typoattack.tasks.threshold.masks import (
@@ -89,7 +88,8 @@ class ThresholdTask(TaskBase, name="threshold", title="the smallest pixel fracti
     def plan(self, cfg: ThresholdConfig, progress: ProgressReporter) -> Plan:
         from typoattack.backends.registry import get_backend
         from typoattack.tasks.shared import (
-            build_fingerprint, check_models, describe_run_device, get_backend_versions, get_templates,
+            build_fingerprint, check_models, decode_canvases, describe_run_device, get_backend_versions,
+            get_templates,
         )
 
         source = open_image_source(cfg.data)
@@ -115,13 +115,7 @@ class ThresholdTask(TaskBase, name="threshold", title="the smallest pixel fracti
         chunk_size = resolve_chunk_size(cfg.chunk_size, records_per_image)
         for spec in cfg.models:
             geometry = get_backend(spec.backend).get_geometry(spec)
-            canvases = prepare_canvases(source, indices, geometry.transform, geometry.key, geometry.size,
-                                        cfg.cache_dir, workers=cfg.workers,
-                                        progress=progress.start(f"Canvases {geometry.size[0]}x{geometry.size[1]}",
-                                                                len(indices), "images"))
-            if not canvases.valid.any():
-                raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
-                                f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
+            canvases = decode_canvases(cfg, source, indices, geometry, progress)
             entry: dict[str, Any] = {"input_size": list(geometry.size), "transform": geometry.key,
                                      "canvas_cache": canvases.path}
             if geometry.size in ranges:
@@ -178,9 +172,7 @@ class ThresholdTask(TaskBase, name="threshold", title="the smallest pixel fracti
         canvases = context.canvases
         items = np.asarray(cell.items, dtype=np.int64)
         valid = canvases.valid[items]
-        reasons = dict(canvases.skipped)
-        skipped = {canvases.items[r].image_id: reasons.get(canvases.items[r].image_id, "could not be decoded")
-                   for r in items[~valid]}
+        skipped = canvases.list_skipped(items)
         if skipped:
             advance(len(skipped) * (1 + len(context.series) * (cfg.grid + cfg.steps)))
         rows = items[valid]

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from typoattack.analysis.query import RecordSet
-from typoattack.attack.render import check_glyphs
 from typoattack.attack.solver import UnreachableFractionError
 from typoattack.backends.base import ChatModel, InputGeometry, check_precision, resolve_device
 from typoattack.backends.registry import get_chat_backend
@@ -30,18 +29,19 @@ from typoattack.config.common import resolve_chunk_size
 from typoattack.config.types import Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.babel import get_class_language
-from typoattack.data.fonts import get_fingerprint_fonts, resolve_fonts
-from typoattack.data.class_sets import load_class_set
+from typoattack.data.fonts import get_fingerprint_fonts
 from typoattack.data.real_datasets import RealSource, open_real_dataset, select_photos
-from typoattack.data.sources import open_image_source, select_subset
-from typoattack.data.vocab import load_attack_vocab
+from typoattack.data.sources import select_subset
 from typoattack.engine.cells import Cell, CellResult, cut_cells
 from typoattack.engine.rundir import SKIPPED_CSV, RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
 from typoattack.errors import ConfigError, DataError
 from typoattack.progress import ProgressReporter
-from typoattack.records import Condition, list_conditions, select_condition_images
-from typoattack.tasks.shared import build_fingerprint, describe_run_device, get_backend_versions, solve_condition_masks
+from typoattack.records import Condition, select_condition_images
+from typoattack.tasks.shared import (
+    build_fingerprint, decode_canvases, describe_run_device, get_backend_versions, read_sweep_words,
+    solve_condition_masks,
+)
 from typoattack.tasks.vlm.config import VLM_BACKEND, VlmConfig, load_vlm_config
 from typoattack.tasks.vlm.prompts import (
     AnswerStyle, OptionOrder, PromptTemplate, build_answer_texts, list_orders, resolve_prompts,
@@ -162,13 +162,9 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         return self._plan_real(cfg, prompts)
 
     def _plan_synthetic(self, cfg: VlmConfig, prompts: tuple[PromptTemplate, ...], progress: ProgressReporter) -> Plan:
-        classes = load_class_set(cfg.classes, cfg.data)
-        source = open_image_source(cfg.data, len(classes.names), classes.label)
-        vocab = load_attack_vocab(cfg.vocab, classes)
-        # Each word's font (`--font auto`, or the default's fallback for a word it cannot draw), then its glyphs.
-        conditions, fonts = resolve_fonts(list_conditions(cfg, vocab))
-        for text, font in dict.fromkeys((c.drawn_text, c.style.font) for c in conditions):
-            check_glyphs(text, font)
+        words = read_sweep_words(cfg)
+        classes, source, vocab, conditions, fonts = (words.classes, words.source, words.vocab, words.conditions,
+                                                     words.fonts)
         models = check_vlm_models(cfg)
         indices = select_subset(source.items, cfg.limit, cfg.seed)
         # The options: the image's class and the word's target, as the class set names them (in --class-language).
@@ -188,18 +184,12 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         seconds_masks = time.perf_counter() - t0
         canvas_sets = {}
         for size in dict.fromkeys(sizes):
-            geometry = get_canvas_geometry(size)
-            canvas_sets[size] = prepare_canvases(source, indices, geometry.transform, geometry.key, size, cfg.cache_dir,
-                                                 workers=cfg.workers, progress=progress.start(
-                                                     f"Canvases {size[0]}x{size[1]}", len(indices), "images"))
+            canvas_sets[size] = decode_canvases(cfg, source, indices, get_canvas_geometry(size), progress)
         ids = [source.items[i].image_id for i in indices]
         per_image = _count_questions(trues, conditions, ids, cfg.seed) * len(prompts) * len(list_orders(cfg.order))
         chunk_size = resolve_chunk_size(cfg.chunk_size, int(per_image.max(initial=1)))
         for m_index, size in enumerate(sizes):
             canvases = canvas_sets[size]
-            if not canvases.valid.any():
-                raise DataError(f"none of the {len(indices)} images could be decoded (see {SKIPPED_CSV} reasons: "
-                                f"{canvases.skipped[0][1] if canvases.skipped else 'unknown'})")
             models[m_index].update(canvas_cache=canvases.path,
                                    masks=[{"word": c.word, "fraction": c.fraction, "placement": c.placement.value,
                                            "font_size": mask.font_size, "mask_coverage": round(mask.coverage, 6)}
@@ -264,13 +254,12 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
             source = open_real_dataset(cfg.dataset, cfg.data.source, cfg.data.hf_split)
             return VlmContext(model, functools.partial(draw_photo, source, geometry.transform), None, [], source,
                               batch, info)
-        classes = load_class_set(cfg.classes, cfg.data)
-        conditions = resolve_fonts(list_conditions(cfg, load_attack_vocab(cfg.vocab, classes)))[0]
+        words = read_sweep_words(cfg, check=False)
+        classes, conditions = words.classes, words.conditions
         masks = solve_condition_masks(cfg, conditions, inputs.canvas_size)
         language = get_class_language(cfg.class_language, classes)  # --class-language: the options' names
-        canvases = prepare_canvases(open_image_source(cfg.data, len(classes.names), classes.label),
-                                    list(inputs.indices), geometry.transform, geometry.key, inputs.canvas_size,
-                                    cfg.cache_dir, workers=cfg.workers)
+        canvases = prepare_canvases(words.source, list(inputs.indices), geometry.transform, geometry.key,
+                                    inputs.canvas_size, cfg.cache_dir, workers=cfg.workers)
         return VlmContext(model, functools.partial(draw_synthetic, canvases, masks, cfg.seed), canvases, conditions,
                           None, batch, info, language.names if language is not None else classes.names)
 
@@ -286,9 +275,7 @@ class VlmTask(TaskBase, name="vlm", title="vision-language models asked which en
         if context.canvases is not None:
             canvases = context.canvases
             rows = [r for r in cell.items if canvases.valid[r]]
-            reasons = dict(canvases.skipped)
-            undecoded = {canvases.items[r].image_id: reasons.get(canvases.items[r].image_id, "could not be decoded")
-                         for r in cell.items if not canvases.valid[r]}
+            undecoded = canvases.list_skipped(cell.items)
             jobs = list_synthetic_jobs(canvases, tuple(rows), context.conditions, context.class_names, cfg.seed)
             columns = SYNTHETIC_COLUMNS
         else:
