@@ -46,6 +46,10 @@ bench: $(STAMP) ## Run the pipeline benchmark (tiny model, 500 shipped images, 9
 bench-masks: $(STAMP) ## Time the text-mask solver over the 1000 ImageNet class names (paper8 and random)
 	$(BIN)/python benchmarks/masks.py
 
+.PHONY: bench-threshold
+bench-threshold: $(STAMP) ## threshold (grid 5 + 8 steps) against a 13-fraction eval sweep: time and agreement (500 shipped images)
+	$(BIN)/python benchmarks/threshold.py
+
 .PHONY: bench-executors
 bench-executors: $(STAMP) ## Wall time of the CI config locally, on a local Ray cluster and as 2 shards + merge
 	$(BIN)/python benchmarks/executors.py

@@ -1,5 +1,5 @@
 """Threshold search against a fixed sweep: `typoattack threshold` (grid 5 + 8 bisection steps) and `typoattack
-eval` over 13 log-spaced fractions, on the demo model and the shipped images, the goh2021 words, paper8.
+eval` over 13 log-spaced fractions, on the demo model and the 500 shipped images, the goh2021 words, paper8.
 
 The sweep's fractions are 13 log-spaced points from the smallest fraction every word can be drawn at (paper8
 cannot go below about 0.005 at 224 px) to 0.25, and the search runs on the same range, so its 5 grid points
@@ -10,7 +10,12 @@ log(sweep step). Pairs are "monotone" when the outcome, once reached on the swee
 sweep fraction. Both commands run in this process, each from an empty mask cache (canvases and classifier
 cached beforehand) and again with its masks cached; the line the issue asks for uses the cold runs.
 
-    python benchmarks/threshold.py [--limit 100] [--workers 2]
+The search needs a mask per lattice point it visits (at most 1,025 per word and placement, whatever the
+number of images) where the sweep needs 13, and one canvas per visit where the sweep needs 13 per pair:
+the fewer the images, the more the masks weigh (`--limit 100`). `--model`/`--pretrained` run it on
+another model (a model that reads flickers less with the font size; see benchmarks/README.md).
+
+    python benchmarks/threshold.py [--limit 500] [--workers 2] [--model M --pretrained P --device cuda]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from typoattack.backends.registry import get_backend  # noqa: E402
 from typoattack.constants import DEMO_MODEL, DEMO_PRETRAINED, SAMPLE_DIR  # noqa: E402
 from typoattack.engine.run import run_task  # noqa: E402
 from typoattack.tasks.registry import get_task  # noqa: E402
@@ -41,11 +47,14 @@ N_SWEEP = 13
 GRID, STEPS = 5, 8
 
 
-def sweep_fractions(placement: str, max_fraction: float) -> np.ndarray:
-    """13 log-spaced fractions from the smallest every goh2021 word reaches at 224 px to `max_fraction`."""
-    cfg = load_threshold_config(None, {"data": str(SAMPLE_DIR), "placement": [placement], "max_fraction": max_fraction})
+def sweep_fractions(common: dict, max_fraction: float) -> np.ndarray:
+    """13 log-spaced fractions from the smallest every word of the run reaches on the model's canvas to
+    `max_fraction`."""
+    cfg = load_threshold_config(None, {**common, "max_fraction": max_fraction})
+    spec = cfg.models[0]
+    size = get_backend(spec.backend).get_input_size(spec) or (224, 224)
     ranges = find_series_ranges(list_series(cfg, load_threshold_vocab(cfg.vocab)), cfg.min_fraction,
-                                max_fraction, (224, 224))
+                                max_fraction, size)
     lo = max(r.lo for r in ranges if r.lo is not None)
     return np.geomspace(lo, max_fraction, N_SWEEP)
 
@@ -114,17 +123,20 @@ def compare(search: pd.DataFrame, sweep: pd.DataFrame, fractions: np.ndarray) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=100, help="Shipped images (500: all).")
+    parser.add_argument("--limit", type=int, default=500, help="Shipped images (default: all 500).")
     parser.add_argument("--placement", default="paper8")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--model", default=DEMO_MODEL)
+    parser.add_argument("--pretrained", default=DEMO_PRETRAINED)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--keep", action="store_true", help="Keep the run folders (printed).")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="typoattack-threshold-"))
     cache = work / "cache"
-    fractions = sweep_fractions(args.placement, 0.25)
-    common = {"model": DEMO_MODEL, "pretrained": DEMO_PRETRAINED, "data": str(SAMPLE_DIR), "limit": args.limit,
-              "vocab": "goh2021", "placement": [args.placement], "device": "cpu", "workers": args.workers,
+    common = {"model": args.model, "pretrained": args.pretrained, "data": str(SAMPLE_DIR), "limit": args.limit,
+              "vocab": "goh2021", "placement": [args.placement], "device": args.device, "workers": args.workers,
               "cache_dir": str(cache)}
+    fractions = sweep_fractions(common, 0.25)
     eval_cfg = load_synthetic_config(None, {**common, "fractions": [float(f) for f in fractions],
                                             "out": str(work / "eval")})
     threshold_cfg = load_threshold_config(None, {**common, "min_fraction": float(fractions[0]), "max_fraction": 0.25,
@@ -132,8 +144,8 @@ def main() -> None:
     # Canvases and the classifier first, so both commands start from the same caches.
     run_task(get_task("eval"), load_synthetic_config(None, {**common, "fractions": [0.1], "out": str(work / "warmup")}),
              overwrite=True)
-    print(f"demo model ({DEMO_MODEL}/{DEMO_PRETRAINED}), {args.limit} shipped images x 9 goh2021 words, {args.placement}, "
-          f"cpu, {args.workers} workers; sweep {N_SWEEP} fractions {fractions[0]:.4f}..{fractions[-1]:.2f} "
+    print(f"{args.model}/{args.pretrained}, {args.limit} shipped images x 9 goh2021 words, {args.placement}, "
+          f"{args.device}, {args.workers} workers; sweep {N_SWEEP} fractions {fractions[0]:.4f}..{fractions[-1]:.2f} "
           f"(step x{fractions[1] / fractions[0]:.3f}); threshold grid {GRID} + {STEPS} steps on the same range")
     times: dict[tuple[str, str], float] = {}
     results = {}

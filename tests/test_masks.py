@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +14,9 @@ from typoattack.attack import masks as masks_module
 from typoattack.config.types import Placement, RenderStyle
 from typoattack.constants import DEFAULT_FONT
 from typoattack.errors import RenderError
-from typoattack.attack.masks import MaskRequest, create_attack_masks, get_mask_key, load_mask
+from typoattack.attack.masks import (
+    MaskPool, MaskRequest, create_attack_masks, decode_mask, get_mask_key, load_mask, start_attack_masks,
+)
 from typoattack.attack.solver import create_attack_mask
 
 SIZE = (224, 224)
@@ -91,6 +96,52 @@ def test_worker_processes_give_the_same_masks(tmp_path) -> None:
     parallel = create_attack_masks(requests, None, workers=2)
     for request, mask in zip(requests, parallel):
         _same(mask, create_attack_mask(request.word, request.fraction, request.placement, request.style, SIZE))
+
+
+_SOLVED_DIR = "TYPOATTACK_TEST_SOLVED_DIR"
+
+
+def _solve_and_mark(request: MaskRequest):
+    """masks._solve that leaves a file for each mask it solves (in a worker: fork inherits the patch)."""
+    out = _ORIGINAL_SOLVE(request)
+    marks = os.environ[_SOLVED_DIR]
+    with open(os.path.join(marks, f"{os.getpid()}-{request.word}-{request.placement.value}"), "w"):
+        pass
+    return out
+
+
+_ORIGINAL_SOLVE = masks_module._solve
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="workers inherit the patch by fork")
+def test_a_pool_solves_ahead_of_the_reader_and_serves_later_calls(tmp_path, monkeypatch) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv(_SOLVED_DIR, str(marks))
+    monkeypatch.setattr(masks_module, "_solve", _solve_and_mark)
+    requests = [MaskRequest(f"word{i}", 0.07, p, STYLE, SIZE) for i in range(10) for p in (Placement.PAPER8, Placement.RANDOM)]
+    assert len(requests) >= masks_module._PARALLEL_MIN
+    with MaskPool(2) as pool:
+        entries = start_attack_masks(requests, tmp_path, pool)
+        # Nothing read yet, and the workers solve every mask.
+        deadline = time.monotonic() + 120
+        while len(list(marks.iterdir())) < len(requests) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        solved = list(marks.iterdir())
+        assert len(solved) == len(requests)
+        assert {f.name.split("-")[0] for f in solved} != {str(os.getpid())}, "solved in the caller's process"
+        assert list((tmp_path / "masks").glob("*.npz")) == []  # cached as they are read
+        executor = pool._pool
+        for request, (data, info) in zip(requests, entries, strict=True):
+            _same(decode_mask(data, request.style),
+                  create_attack_mask(request.word, request.fraction, request.placement, request.style, SIZE))
+            assert info.font_size == decode_mask(data, request.style).font_size
+        assert len(list((tmp_path / "masks").glob("*.npz"))) == len(requests)
+        # A later call with missing masks runs on the same workers.
+        more = [MaskRequest(f"more{i}", 0.05, Placement.PAPER8, STYLE, SIZE) for i in range(masks_module._PARALLEL_MIN)]
+        create_attack_masks(more, tmp_path, pool)
+        assert pool._pool is executor
+    assert pool._pool is None
 
 
 def test_render_errors_pass_through(tmp_path) -> None:

@@ -707,6 +707,72 @@ def test_pick_phases_finds_the_closest_sum() -> None:
     assert sum(counts[p] for p in solver._pick_phases(counts, 8, 10_000)) == 8 * 61
 
 
+def _pick_phases_reference(counts: list[int], n: int, target: float) -> tuple[int, ...]:
+    """The solver's phase picking as first written: a dict of sums, overwritten in lexicographic order."""
+    sums: dict[int, tuple[int, ...]] = {0: ()}
+    for _ in range(n):
+        sums = {total + counts[p]: chosen + (p,)
+                for total, chosen in sums.items() for p in range(len(counts)) if not chosen or p >= chosen[-1]}
+    return sums[min(sums, key=lambda total: (abs(total - target), total))]
+
+
+def test_pick_phases_keeps_the_choice_cached_masks_were_solved_with() -> None:
+    # Of the multisets with the closest sum, the same one as before it was vectorized: a mask solved
+    # today equals the one in a cache filled before.
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        n_phases, n = int(rng.choice([1, 3, 16])), int(rng.choice([1, 2, 8]))
+        low, spread = int(rng.integers(0, 400)), int(rng.choice([0, 2, 9, 150]))
+        counts = [int(c) for c in rng.integers(low, low + spread + 1, n_phases)]
+        if rng.random() < 0.2:
+            counts[int(rng.integers(n_phases))] = solver._NEVER
+        target = float(rng.uniform(0, 1.2 * n * (low + spread)))
+        if rng.random() < 0.3:
+            target = float(round(target))
+        assert solver._pick_phases(counts, n, target) == _pick_phases_reference(counts, n, target)
+
+
+def _draw_stamp_reference(word: str, font_path: str, size: float, outline_width: int, phase: int,
+                          fill_only: bool) -> np.ndarray:
+    """One stamp layer drawn at its own sub-pixel offset, as the renderer did before it drew each size
+    once for all phases (uncropped, before the alpha floor)."""
+    from PIL import ImageDraw, ImageFont
+
+    s = render._supersample(size)
+    py, px = render._phase_offset(phase, s)
+    font = ImageFont.truetype(font_path, size=size * s)
+    stroke = outline_width * s
+    left, top, right, bottom = font.getbbox(word, stroke_width=stroke)
+    w = -(-(max(right - left, 1) + s) // s) * s
+    h = -(-(max(bottom - top, 1) + s) // s) * s
+    layer = Image.new("L", (w, h), 0)
+    extra = {} if fill_only else {"stroke_width": stroke, "stroke_fill": 255}
+    ImageDraw.Draw(layer).text((px - left, py - top), word, font=font, fill=255, **extra)
+    return np.asarray(layer.reduce(s), dtype=np.float32) / 255.0
+
+
+@pytest.mark.parametrize("size", [2.5, 13.37, 63.9, 64.0, 100.25, 127.99, 128.0, 190.0])
+def test_each_phase_is_the_drawing_at_its_offset(size: float) -> None:
+    # The renderer draws a size once and cuts each phase's layer out of it: pixel for pixel the layer
+    # drawn at that phase's offset, at each supersampling factor (4, 2, 1), with and without outline.
+    from typoattack.constants import ALPHA_FLOOR, DEFAULT_FONT
+
+    for word, outline in (("Tjy,", 0), ("pizza", 2), ("W", 1)):
+        for phase in range(render._PHASES):
+            outline_a, crop = render._draw_stamp(word, str(DEFAULT_FONT), size, outline, phase, False)
+            fill_a, fill_crop = render._draw_stamp(word, str(DEFAULT_FONT), size, outline, phase, True)
+            expected = _draw_stamp_reference(word, str(DEFAULT_FONT), size, outline, phase, False)
+            expected[expected < ALPHA_FLOOR] = 0.0
+            assert expected.any() and fill_crop == crop
+            np.testing.assert_array_equal(expected[crop], outline_a)
+            rows, cols = np.flatnonzero(expected.any(axis=1)), np.flatnonzero(expected.any(axis=0))
+            assert crop == (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            fill = np.minimum(_draw_stamp_reference(word, str(DEFAULT_FONT), size, outline, phase, True),
+                              np.where(expected > 0, expected, 0.0))
+            fill[fill < ALPHA_FLOOR] = 0.0
+            np.testing.assert_array_equal(fill[crop], fill_a)
+
+
 @pytest.mark.parametrize("placement", [Placement.PAPER8, Placement.RANDOM])
 def test_fast_solver_meets_one_percent_on_class_names(placement) -> None:
     """On 60 ImageNet class names at 0.07, every mask is within 4% and at least 95% within 1%,

@@ -305,6 +305,33 @@ def test_one_blend_per_batch_equals_eval_compositing(placement, style) -> None:
         assert torch.equal(expected, mine) and got.tolist() == changed
 
 
+def test_pass_masks_come_in_order_block_by_block_and_an_unhittable_fraction_at_the_nearest(tmp_path,
+                                                                                           monkeypatch) -> None:
+    from typoattack.attack import masks as masks_module
+    from typoattack.attack.masks import MaskPool, MaskRequest
+    from typoattack.attack.solver import UnreachableFractionError
+    from typoattack.tasks.threshold.masks import iter_masks
+
+    solve = masks_module._solve
+
+    def coverage_jumps_over_0_04(request):
+        if request.fraction == 0.04:
+            raise UnreachableFractionError("no size hits it", 0.04, "nearest", 0.0413)
+        return solve(request)
+
+    monkeypatch.setattr(masks_module, "_solve", coverage_jumps_over_0_04)
+    requested = (0.02, 0.03, 0.04, 0.05, 0.06)
+    requests = [MaskRequest("pizza", f, Placement.PAPER8, RenderStyle(), (128, 128)) for f in requested]
+    with MaskPool(0) as pool:
+        got = list(iter_masks(requests, str(tmp_path), pool, block=2))
+    assert [m.fraction for m in got] == [0.02, 0.03, 0.0413, 0.05, 0.06]
+    for m in got:
+        expected = create_attack_mask("pizza", m.fraction, Placement.PAPER8, RenderStyle(), (128, 128))
+        assert (m.font_size, m.coverage, m.phases) == (expected.font_size, expected.coverage, expected.phases)
+        np.testing.assert_array_equal(m.layers.outline_alpha, expected.layers.outline_alpha)
+    assert len(list((tmp_path / "masks").glob("*.npz"))) == 5
+
+
 def test_the_run_json_states_the_search(tmp_path, cache_dir) -> None:
     out = tmp_path / "run"
     result = runner.invoke(app, ["threshold", *DEMO, "--limit", "2", "--grid", "2", "--steps", "1", "--vocab",

@@ -237,29 +237,99 @@ def _solve(request: MaskRequest) -> tuple[bytes, MaskInfo]:
     return encode_mask(mask), MaskInfo.of(mask)
 
 
+class MaskPool:
+    """Processes that solve missing masks, started by the first call that needs them and kept for later
+    calls until `close` (or the end of a `with` block): a caller that asks for masks many times (each pass
+    of the threshold search) starts them once.
+
+    Args:
+        workers: Processes (0 or 1: every mask is solved in the caller's process).
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, requests: Sequence[MaskRequest]) -> Iterator[tuple[bytes, MaskInfo]]:
+        """`_solve` of each request, in order; on the workers when there are enough requests."""
+        if len(requests) < _PARALLEL_MIN or self.workers <= 1:
+            return map(_solve, requests)
+        if self._pool is None:
+            # fork starts a worker in milliseconds (spawn re-imports the caller's modules, torch
+            # included, for seconds); workers only draw text with PIL and numpy, never torch, so the
+            # caller's thread pools that fork does not copy are never used there.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(method),
+                                             initializer=die_with_parent)
+        return self._pool.map(_solve, requests, chunksize=max(1, min(8, len(requests) // (4 * self.workers))))
+
+    def close(self) -> None:
+        """Stop the workers (a later `map` starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> MaskPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 def _solve_all(requests: Sequence[MaskRequest], workers: int) -> Iterator[tuple[bytes, MaskInfo]]:
-    """`_solve` of each request, in order, on `workers` processes when there are enough of them."""
-    if len(requests) < _PARALLEL_MIN or workers <= 1:
-        yield from map(_solve, requests)
-        return
-    # fork starts a worker in milliseconds (spawn re-imports the caller's modules, torch
-    # included, for seconds); workers only draw text with PIL and numpy, never torch, so the
-    # caller's thread pools that fork does not copy are never used there.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=min(workers, len(requests)), mp_context=context,
-                             initializer=die_with_parent) as pool:
-        yield from pool.map(_solve, requests, chunksize=8)
+    """`_solve` of each request, in order, on `workers` processes started for them (and stopped after)."""
+    with MaskPool(min(workers, len(requests))) as pool:
+        yield from pool.map(requests)
 
 
-def create_attack_masks(requests: Sequence[MaskRequest], cache_dir: str | Path | None = None, workers: int = 0,
+def start_attack_masks(requests: Sequence[MaskRequest], cache_dir: str | Path | None = None,
+                       workers: int | MaskPool = 0) -> Iterator[tuple[bytes, MaskInfo]]:
+    """Start making the masks of `requests`: read the cache now, and on a `MaskPool` hand every missing mask
+    to the workers now; the returned iterator gives each mask's (`encode_mask` bytes, info) in order, as
+    it is solved, and caches it. So a caller can work on the first masks while the workers solve the
+    rest.
+
+    Args:
+        requests: The masks wanted.
+        cache_dir: Cache root (masks go to `cache_dir/masks/`); None solves without caching.
+        workers: Processes that solve missing masks (0 or 1: in this process, as the iterator is read),
+            or a running `MaskPool`.
+
+    Raises (from the iterator):
+        RenderError: A mask cannot be drawn as asked (at that mask).
+        OutputError: The cache cannot be written.
+    """
+    folder = Path(cache_dir).expanduser() / MASKS_SUBDIR if cache_dir is not None else None
+    paths = [folder / f"{get_mask_key(r)}.npz" if folder is not None else None for r in requests]
+    found = [_read_file(path) if path is not None else None for path in paths]
+    missing = [requests[i] for i, entry in enumerate(found) if entry is None]
+    # On a pool every missing mask is submitted now, not when the iterator reaches it.
+    solved = workers.map(missing) if isinstance(workers, MaskPool) else _solve_all(missing, workers)
+
+    def entries() -> Iterator[tuple[bytes, MaskInfo]]:
+        for entry, path in zip(found, paths, strict=True):
+            if entry is None:
+                entry = next(solved)
+                if path is not None:
+                    try:
+                        _write_file(entry[0], path)
+                    except OSError as e:
+                        raise OutputError(describe_write_error(e, path.parent, "the mask cache")) from None
+            yield entry
+
+    return entries()
+
+
+def create_attack_masks(requests: Sequence[MaskRequest], cache_dir: str | Path | None = None,
+                        workers: int | MaskPool = 0,
                         advance: Callable[[int], None] | None = None) -> MaskSet:
     """Masks for `requests`, in order: from the cache where present, else solved and cached.
 
     Args:
         requests: The masks wanted.
         cache_dir: Cache root (masks go to `cache_dir/masks/`); None solves without caching.
-        workers: Processes that solve missing masks (0 or 1: in this process).
+        workers: Processes that solve missing masks (0 or 1: in this process), or a `MaskPool` to solve
+            them on (kept running for the caller's next call).
         advance: Called with the number of masks done as they complete.
 
     Returns:
@@ -269,22 +339,8 @@ def create_attack_masks(requests: Sequence[MaskRequest], cache_dir: str | Path |
         RenderError: A mask cannot be drawn as asked (first such request in order).
     """
     advance = advance or (lambda n: None)
-    folder = Path(cache_dir).expanduser() / MASKS_SUBDIR if cache_dir is not None else None
-    paths = [folder / f"{get_mask_key(r)}.npz" if folder is not None else None for r in requests]
-    found: list[tuple[bytes, MaskInfo] | None] = []
-    for path in paths:
-        found.append(_read_file(path) if path is not None else None)
-        if found[-1] is not None:
-            advance(1)
-    missing = [i for i, entry in enumerate(found) if entry is None]
-    for i, solved in zip(missing, _solve_all([requests[i] for i in missing], workers), strict=True):
-        path = paths[i]
-        if path is not None:
-            try:
-                _write_file(solved[0], path)
-            except OSError as e:
-                raise OutputError(describe_write_error(e, path.parent, "the mask cache")) from None
-        found[i] = solved
+    entries = []
+    for entry in start_attack_masks(requests, cache_dir, workers):
+        entries.append(entry)
         advance(1)
-    entries = [entry for entry in found if entry is not None]
     return MaskSet([data for data, _ in entries], [info for _, info in entries], [r.style for r in requests])

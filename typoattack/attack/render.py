@@ -183,6 +183,38 @@ def _phase_offset(phase: int, s: int) -> tuple[int, int]:
     return phase % s, (phase // s) % s
 
 
+@lru_cache(maxsize=64)
+def _draw_supersampled(word: str, font_path: str, size: float, outline_width: int,
+                       fill_only: bool) -> tuple[Image.Image, int, int, int]:
+    """Draw one stamp's layer supersampled, once for all its sub-pixel phases.
+
+    FreeType draws text at integer coordinates as the same bitmap translated, so a phase's layer is
+    a window of one drawing made with a margin of `s` pixels above and to the left: the window at
+    (s - py, s - px) of this image is what drawing at (px, py) in an h x w layer draws, pixel for pixel.
+
+    Returns:
+        (uint8 "L" image [h + s, w + s] drawn at (s - left, s - top), h, w, s): the phase layers' size
+        h x w (multiples of s) and the supersampling factor s.
+    """
+    s = _supersample(size)
+    try:
+        font = ImageFont.truetype(font_path, size=size * s)
+    except OSError as e:
+        raise RenderError(f"cannot open font {font_path}: {e}") from None
+    stroke = outline_width * s
+    left, top, right, bottom = font.getbbox(word, stroke_width=stroke)
+    # Pad to a multiple of the supersampling factor so reduce() keeps every pixel.
+    w = -(-(max(right - left, 1) + s) // s) * s
+    h = -(-(max(bottom - top, 1) + s) // s) * s
+    layer = Image.new("L", (w + s, h + s), 0)
+    if fill_only:
+        ImageDraw.Draw(layer).text((s - left, s - top), word, font=font, fill=255)
+    else:
+        ImageDraw.Draw(layer).text((s - left, s - top), word, font=font, fill=255, stroke_width=stroke,
+                                   stroke_fill=255)
+    return layer, h, w, s
+
+
 # The solver draws a word at a few dozen (size, phase) pairs and comes back to them while it solves
 # that one mask: a few hundred entries give every hit a larger cache gives, and a batch of
 # thousands of masks keeps tens of MB of stamps in memory, not half a GB.
@@ -196,29 +228,15 @@ def _draw_stamp(word: str, font_path: str, size: float, outline_width: int, phas
         outline layer's drawn pixels). Both layers of one stamp share the canvas geometry, so the
         outline's crop applies to the fill too.
     """
-    s = _supersample(size)
+    drawn, h, w, s = _draw_supersampled(word, font_path, size, outline_width, fill_only)
     py, px = _phase_offset(phase, s)
-    try:
-        font = ImageFont.truetype(font_path, size=size * s)
-    except OSError as e:
-        raise RenderError(f"cannot open font {font_path}: {e}") from None
-    stroke = outline_width * s
-    left, top, right, bottom = font.getbbox(word, stroke_width=stroke)
-    # Pad to a multiple of the supersampling factor so reduce() keeps every pixel.
-    w = -(-(max(right - left, 1) + s) // s) * s
-    h = -(-(max(bottom - top, 1) + s) // s) * s
-    layer = Image.new("L", (w, h), 0)
+    layer = drawn.crop((s - px, s - py, s - px + w, s - py + h))
+    alpha = np.asarray(layer.reduce(s), dtype=np.float32) / 255.0
     if fill_only:
-        ImageDraw.Draw(layer).text((px - left, py - top), word, font=font, fill=255)
-        alpha = np.asarray(layer.reduce(s), dtype=np.float32) / 255.0
         outline_a, crop = _draw_stamp(word, font_path, size, outline_width, phase, False)
         full = np.zeros_like(alpha)
         full[crop] = outline_a
         alpha = np.minimum(alpha, full)
-    else:
-        ImageDraw.Draw(layer).text((px - left, py - top), word, font=font, fill=255, stroke_width=stroke,
-                                   stroke_fill=255)
-        alpha = np.asarray(layer.reduce(s), dtype=np.float32) / 255.0
     alpha[alpha < ALPHA_FLOOR] = 0.0
     if fill_only:
         return alpha[crop], crop

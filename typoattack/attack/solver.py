@@ -174,18 +174,36 @@ def _secant(cov: Callable[[float], float], fraction: float, size: float, tol: fl
 
 
 def _pick_phases(counts: Sequence[int], n: int, target: float) -> tuple[int, ...]:
-    """The n stamp phases (a multiset, sorted) whose pixel counts sum closest to `target`.
+    """The n stamp phases (a multiset, sorted) whose pixel counts sum closest to `target` (the smaller sum
+    on a tie).
 
     Args:
         counts: Drawn pixels of one stamp at each phase 0-15 (same size).
         n: Number of stamps.
         target: Wanted total of drawn pixels.
     """
-    sums: dict[int, tuple[int, ...]] = {0: ()}
+    # Every sum reachable with sorted phases, grown one stamp at a time. Of the multisets with the same
+    # sum, each round keeps the last in lexicographic order (chosen so far, next phase): the choice a
+    # dict of sums overwritten in that order keeps, and which the masks cached before this was
+    # vectorized were solved with.
+    c = np.asarray(counts, dtype=np.int64)
+    P = len(c)
+    totals = np.zeros(1, dtype=np.int64)
+    chosen = np.zeros((1, 0), dtype=np.int64)
+    last = np.full(1, -1, dtype=np.int64)
     for _ in range(n):
-        sums = {total + counts[p]: chosen + (p,)
-                for total, chosen in sums.items() for p in range(len(counts)) if not chosen or p >= chosen[-1]}
-    return sums[min(sums, key=lambda total: (abs(total - target), total))]
+        rows, phases = np.nonzero(np.arange(P)[None, :] >= last[:, None])  # row-major: lexicographic order
+        new = totals[rows] + c[phases]
+        keys, first = np.unique(new, return_index=True)
+        _, from_end = np.unique(new[::-1], return_index=True)
+        latest = len(new) - 1 - from_end  # the last (row, phase) of each sum, in `keys` order
+        order = np.argsort(first, kind="stable")  # sums in order of their first appearance
+        keys, latest = keys[order], latest[order]
+        totals, last = keys, phases[latest]
+        chosen = np.concatenate([chosen[rows[latest]], last[:, None]], axis=1)
+    distance = np.abs(totals.astype(np.float64) - target)
+    best = np.lexsort((totals, distance))[0]
+    return tuple(int(p) for p in chosen[best])
 
 
 def _largest_fitting_size(word: str, style: RenderStyle, size: float, height: int, width: int) -> float | None:

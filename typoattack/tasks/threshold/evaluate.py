@@ -24,18 +24,19 @@ import numpy as np
 import torch
 
 from typoattack.attack.compose import get_offsets
+from typoattack.attack.masks import MaskPool
 from typoattack.attack.render import AttackMask
 from typoattack.backends.base import ZeroShotModel
 from typoattack.config.types import Placement
 from typoattack.data.canvases import CanvasSet
 from typoattack.defences.apply import BatchEncoder
 from typoattack.tasks.sweep import summarize_logits
-from typoattack.tasks.threshold.masks import Series, get_mask_requests, solve_masks
+from typoattack.tasks.threshold.masks import Series, get_mask_requests, iter_masks
 from typoattack.tasks.threshold.search import CLEAN, SeriesRange
 
 MASK_BLOCK = 2048
-"""Masks held at once in a pass (unpacked on demand): a pass over many series and images works through its
-jobs block by block."""
+"""Masks a pass hands to the solver at once (the next block goes when the pass starts on one: at most two are
+held, packed): a pass over many series and images works through its jobs block by block."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class PassEvaluator:
         n_intervals: Lattice intervals of every series.
         seed: The run's seed (keys the random placement).
         batch_size: Canvases per encoder batch.
-        cache_dir: The mask cache; workers: processes that solve missing masks.
+        cache_dir: The mask cache; workers: the processes that solve missing masks, started once for every pass.
         n_encoded: Canvases encoded so far.
     """
 
@@ -160,7 +161,7 @@ class PassEvaluator:
     seed: int
     batch_size: int
     cache_dir: str | None
-    workers: int
+    workers: MaskPool
     n_encoded: int = 0
     image_ids: list[str] = field(default_factory=list)
 
@@ -177,7 +178,7 @@ class PassEvaluator:
         pred = np.full((len(image), n_def), -1, dtype=np.int64)
         cover = np.zeros(len(image), dtype=np.float64)
         # Jobs mask by mask (clean ones first, mask -1), a mask's canvases in image order; batches run across
-        # masks, and the masks are solved (or read from the cache) MASK_BLOCK at a time as the batches reach them.
+        # masks, while the workers solve the masks the next batches need (read from the cache where there).
         attacked = series != CLEAN
         keys, inverse = np.unique(np.stack([series[attacked], lattice[attacked]], axis=1).reshape(-1, 2), axis=0,
                                   return_inverse=True)
@@ -185,8 +186,11 @@ class PassEvaluator:
         mask_of[attacked] = inverse.reshape(-1)
         order = np.lexsort((image, mask_of))
         size = self.model.canvas_size
-        blocks: dict[int, Sequence[AttackMask]] = {}
+        masks = iter_masks(get_mask_requests(self.series, self.ranges, self.n_intervals,
+                                             [(int(s), int(j)) for s, j in keys], size),
+                           self.cache_dir, self.workers, MASK_BLOCK)
         unpacked: dict[int, tuple[AttackMask, MaskPixels]] = {}
+        n_read = 0
         starts = list(range(0, len(order), self.batch_size))
         # A worker thread reads the next batch's canvases while this one is drawn and encoded (as eval's loop;
         # on the 2-core CPU the encoder also ran 1.7x faster with it than without).
@@ -201,8 +205,6 @@ class PassEvaluator:
                 first = int(batch_mask[0])
                 for k in [k for k in unpacked if k < first]:  # jobs are mask by mask: done with these
                     del unpacked[k]
-                for block in [k for k in blocks if (k + 1) * MASK_BLOCK <= first]:
-                    del blocks[block]
                 drawn: list[MaskPixels | None] = []
                 offsets: list[np.ndarray | None] = []
                 for i, k in zip(image[batch].tolist(), batch_mask.tolist()):
@@ -210,15 +212,10 @@ class PassEvaluator:
                         drawn.append(None)
                         offsets.append(None)
                         continue
-                    if k not in unpacked:
-                        block = k // MASK_BLOCK
-                        if block not in blocks:
-                            keys_block = keys[block * MASK_BLOCK:(block + 1) * MASK_BLOCK]
-                            requests = get_mask_requests(self.series, self.ranges, self.n_intervals,
-                                                         [(int(s), int(j)) for s, j in keys_block], size)
-                            blocks[block] = solve_masks(requests, self.cache_dir, self.workers)
-                        mask = blocks[block][k - block * MASK_BLOCK]
-                        unpacked[k] = (mask, MaskPixels.of(mask))
+                    while n_read <= k:  # masks come in key order, as the jobs use them
+                        mask = next(masks)
+                        unpacked[n_read] = (mask, MaskPixels.of(mask))
+                        n_read += 1
                     mask, px = unpacked[k]
                     drawn.append(px)
                     offsets.append(get_offsets(mask, [self.image_ids[i]], self.seed)[0] if px.random else None)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from typoattack.attack.masks import MaskRequest, create_attack_masks
+from typoattack.attack.masks import MaskPool, MaskRequest, create_attack_masks, decode_mask, start_attack_masks
 from typoattack.attack.render import AttackMask
 from typoattack.attack.solver import UnreachableFractionError, create_attack_mask
 from typoattack.config.types import Placement, RenderStyle, Vocabulary
@@ -146,11 +146,12 @@ def get_mask_requests(series: Sequence[Series], ranges: Sequence[SeriesRange], n
     return requests
 
 
-def solve_masks(requests: Sequence[MaskRequest], cache_dir: str | None, workers: int,
+def solve_masks(requests: Sequence[MaskRequest], cache_dir: str | None, workers: int | MaskPool,
                 advance: Callable[[int], None] | None = None) -> Sequence[AttackMask]:
-    """The masks of `requests`, in order, from the mask cache or solved on `workers` processes. A lattice
-    fraction no font size hits within the solver's tolerance (coverage jumps over it; rare, at the
-    smallest fractions) is drawn at the nearest fraction the solver reaches: its measured cover says so.
+    """The masks of `requests`, in order, from the mask cache or solved on `workers` processes (or a running
+    `MaskPool`). A lattice fraction no font size hits within the solver's tolerance (coverage jumps over
+    it; rare, at the smallest fractions) is drawn at the nearest fraction the solver reaches: its measured
+    cover says so.
 
     Raises:
         RenderError: A mask cannot be drawn at all.
@@ -166,3 +167,33 @@ def solve_masks(requests: Sequence[MaskRequest], cache_dir: str | None, workers:
         except UnreachableFractionError as e:
             masks.append(create_attack_masks([replace(request, fraction=e.limit)], cache_dir)[0])
     return masks
+
+
+def iter_masks(requests: Sequence[MaskRequest], cache_dir: str | None, pool: MaskPool,
+               block: int) -> Iterator[AttackMask]:
+    """The masks of `requests`, in order, as `solve_masks` makes them, while the pool solves ahead: the
+    missing masks of `block` requests at a time go to the workers, the next block's as soon as the
+    caller starts on a block's first mask; so at most two blocks of masks are held, and the caller
+    composites and encodes the first masks of a pass while the workers solve the rest.
+
+    Raises:
+        RenderError: A mask cannot be drawn at all.
+    """
+    starts = list(range(0, len(requests), block))
+    first = start_attack_masks(requests[:block], cache_dir, pool) if starts else None  # submitted now
+
+    def masks() -> Iterator[AttackMask]:
+        pending = first
+        for n, b in enumerate(starts):
+            current, part = pending, requests[b:b + block]
+            pending = (start_attack_masks(requests[b + block:b + 2 * block], cache_dir, pool)
+                       if n + 1 < len(starts) else None)
+            done = 0
+            try:
+                for data, _ in current:
+                    yield decode_mask(data, part[done].style)
+                    done += 1
+            except UnreachableFractionError:  # the rest of the block one by one, as solve_masks does
+                yield from solve_masks(part[done:], cache_dir, pool)
+
+    return masks()

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from typoattack.analysis.query import RecordSet
+from typoattack.attack.masks import MaskPool
 from typoattack.attack.render import check_glyphs
 from typoattack.config.common import resolve_chunk_size
 from typoattack.data.canvases import CanvasSet, prepare_canvases
@@ -180,11 +181,11 @@ class ThresholdTask(TaskBase, name="threshold", title="the smallest pixel fracti
         if not len(rows):
             frame = empty_threshold_records()
         else:
+            pool = MaskPool(cfg.workers)
             evaluator = PassEvaluator(context.model, context.encoder, canvases, rows, context.series, context.ranges,
-                                      cfg.n_intervals, cfg.seed, context.info["batch_size"], cfg.cache_dir,
-                                      cfg.workers)
+                                      cfg.n_intervals, cfg.seed, context.info["batch_size"], cfg.cache_dir, pool)
             trues = np.array([canvases.items[int(r)].true_index for r in rows], dtype=np.int64)
-            with torch.inference_mode():
+            with pool, torch.inference_mode():
                 result = search_thresholds(trues, np.array([s.target_index for s in context.series], dtype=np.int64),
                                            context.ranges, len(context.encoder.defences.labels), cfg.grid, cfg.steps,
                                            evaluator, advance)
