@@ -41,7 +41,8 @@ from typoattack.engine.run import run_task  # noqa: E402
 from typoattack.tasks.registry import get_task  # noqa: E402
 from typoattack.tasks.synthetic.config import load_synthetic_config  # noqa: E402
 from typoattack.tasks.threshold.config import load_threshold_config  # noqa: E402
-from typoattack.tasks.threshold.masks import find_series_ranges, list_series, load_threshold_vocab  # noqa: E402
+from typoattack.tasks.threshold.masks import find_series_ranges, list_series  # noqa: E402
+from typoattack.tasks.threshold.task import read_threshold_words  # noqa: E402
 
 N_SWEEP = 13
 GRID, STEPS = 5, 8
@@ -53,7 +54,7 @@ def sweep_fractions(common: dict, max_fraction: float) -> np.ndarray:
     cfg = load_threshold_config(None, {**common, "max_fraction": max_fraction})
     spec = cfg.models[0]
     size = get_backend(spec.backend).get_input_size(spec) or (224, 224)
-    ranges = find_series_ranges(list_series(cfg, load_threshold_vocab(cfg.vocab)), cfg.min_fraction,
+    ranges = find_series_ranges(list_series(cfg, read_threshold_words(cfg)[2]), cfg.min_fraction,
                                 max_fraction, size)
     lo = max(r.lo for r in ranges if r.lo is not None)
     return np.geomspace(lo, max_fraction, N_SWEEP)

@@ -324,6 +324,46 @@ def test_a_report_over_two_class_sets_is_refused(names_folder, tmp_path, cache_d
     assert report.exit_code != 0 and "different class sets" in report.output
 
 
+def test_threshold_searches_over_the_class_set_and_its_report_names_it(names_folder, tmp_path, cache_dir) -> None:
+    images, labels, names = names_folder
+    base = ["threshold", "--data", str(images), "--labels", str(labels), "--limit", "10", "--grid", "3",
+            "--steps", "2", "--placement", "center", "--templates", "photo", "--cache-dir", str(cache_dir), *DEMO]
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*base, "--classes", str(names), "--vocab", "classes", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "run.json").read_text())
+    assert info["classes"]["names"] == list(TEN_NAMES)
+    assert [(w["text"], w["target_index"], w["target_name"]) for w in info["vocab"]["words"]] == \
+        [(name, k, name) for k, name in enumerate(TEN_NAMES)]
+    records = pd.read_parquet(out / "records.parquet")
+    assert len(records) == 10 * 10 and records["true_index"].between(0, 9).all()
+    # The classifier has the ten names only: every prediction is one of them.
+    for column in ("clean_pred", "target_pred_lo", "target_pred_hi", "flip_pred_lo", "flip_pred_hi"):
+        assert records[column].dropna().between(-1, 9).all(), column
+    assert (records["clean_pred"] >= 0).all()
+    # A pair whose clean prediction is its word's class does not count for f_target (clean_is_target).
+    same = records["clean_pred"] == records["target_index"]
+    assert (records.loc[same, "target_reason"] == "clean_is_target").all()
+    assert (records.loc[~same, "target_reason"] != "clean_is_target").all()
+    report = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert "Classes: names.txt (10 classes)" in (tmp_path / "report" / "report.md").read_text()
+    # ImageNet's classes: another fingerprint, and a report over both is refused.
+    imagenet = tmp_path / "imagenet"
+    result = runner.invoke(app, [*base, "--out", str(imagenet)])  # the labels as ImageNet indices, goh2021
+    assert result.exit_code == 0, result.output
+    assert json.loads((imagenet / "run.json").read_text())["fingerprint"] != info["fingerprint"]
+    both = runner.invoke(app, ["report", str(out), str(imagenet), "--out", str(tmp_path / "both")])
+    assert both.exit_code != 0 and "different class sets" in both.output
+
+
+def test_threshold_refuses_a_word_per_image(names_folder, tmp_path) -> None:
+    images, labels, names = names_folder
+    result = runner.invoke(app, ["threshold", "--data", str(images), "--labels", str(labels), "--classes", str(names),
+                                 "--vocab", RANDOM_CLASS_WORD, *DEMO, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "threshold searches the fraction per word" in result.output
+
+
 def test_vlm_options_come_from_the_class_set(names_folder, tmp_path, cache_dir) -> None:
     from vlm_builders import save_tiny_llava
 

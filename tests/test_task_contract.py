@@ -36,9 +36,9 @@ CSV_STEP = 1e-6
 within FLOAT_TOLERANCE can print up to one such step further apart."""
 
 
-VARIANTS = [*list_task_names(), "eval+transformers", "eval+classes", "vlm+classes"]
-"""Every task, eval once more with a model of the second backend (a tiny Hugging Face CLIPModel folder), and eval
-on a class set of ten names (an hf: dataset's ClassLabel) with Defense-Prefix's random-class protocol."""
+VARIANTS = [*list_task_names(), "eval+transformers", "eval+classes", "vlm+classes", "threshold+classes"]
+"""Every task, eval once more with a model of the second backend (a tiny Hugging Face CLIPModel folder), and eval,
+vlm and threshold on a class set of ten names (an hf: dataset's ClassLabel)."""
 
 
 def _task(variant: str) -> str:
@@ -64,6 +64,11 @@ def _args(task: str, data: dict[str, Path], cache_dir: Path) -> list[str]:
                 "--hf-label-column", "fine_label", "--classes", "hf", "--vocab", "random-class", "--model",
                 str(data["tiny-llava"]), "--limit", "6", "--chunk-size", "2", "--fraction", "0.2", "--placement",
                 "center", *common]
+    if task == "threshold+classes":  # the class set's names as the words, each aimed at its own class
+        return ["threshold", "--data", f"hf:{data['hf-ten']}", "--hf-split", "train", "--hf-image-column", "img",
+                "--hf-label-column", "fine_label", "--classes", "hf", "--vocab", "classes", "--model",
+                "typoattack-reader-tiny", "--pretrained", "ci500", "--limit", "9", "--chunk-size", "3", "--placement", "center", "--templates", "dataset", "--grid", "3", "--steps", "2",
+                *common]
     if task == "real":
         return ["real", "--dataset", "rta100", "--data", str(data["rta100"]), "--model", TINY_MODEL,
                 "--pretrained", "seed:0", "--chunk-size", "3", *common]

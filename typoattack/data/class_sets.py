@@ -23,7 +23,7 @@ from typoattack.config.parsing import read_yaml
 from typoattack.config.types import DataSpec
 from typoattack.data.classes import list_class_names, resolve_class
 from typoattack.data.sources import read_hf_class_names
-from typoattack.errors import ConfigError, suggest
+from typoattack.errors import ConfigError, OutputError, suggest
 
 __all__ = ["ClassSet", "get_imagenet_class_set", "load_class_set", "read_class_names_file"]
 
@@ -150,6 +150,21 @@ def read_class_names_file(path: str | Path) -> tuple[str, ...]:
     if not names:
         raise ConfigError(f"class names file {path} holds no class names")
     return tuple(str(n).strip() for n in names)
+
+
+def get_common_class_set(infos: Sequence[Mapping[str, Any] | None]) -> ClassSet:
+    """The one class set of several runs, from their run.json `classes` (`ClassSet.to_info`; None: ImageNet,
+    a run made before class sets).
+
+    Raises:
+        OutputError: The runs classify into different class sets (their numbers do not compare).
+    """
+    sets = [ClassSet.from_info(info) for info in infos]
+    if len({(c.names, c.label) for c in sets}) > 1:
+        listed = ", ".join(dict.fromkeys(c.describe() for c in sets))
+        raise OutputError(f"the runs classify into different class sets ({listed}); report each class set's runs "
+                          "on their own")
+    return sets[0]
 
 
 def load_class_set(value: str, data: DataSpec | None = None) -> ClassSet:

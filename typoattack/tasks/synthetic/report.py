@@ -37,7 +37,7 @@ from typoattack.attack.render import apply_attack
 from typoattack.attack.solver import create_attack_mask
 from typoattack.config.types import DataSpec, ModelSpec
 from typoattack.constants import CLEAN_WORD, RANDOM_CLASS_WORD
-from typoattack.data.class_sets import ClassSet
+from typoattack.data.class_sets import ClassSet, get_common_class_set
 from typoattack.data.fonts import read_run_styles
 from typoattack.data.sources import open_image_source
 from typoattack.errors import OutputError
@@ -156,12 +156,7 @@ def get_run_classes(infos: list[RunInfo]) -> ClassSet:
     Raises:
         OutputError: The runs classify into different class sets (their tables name different classes).
     """
-    sets = [ClassSet.from_info(info.extra.get("classes")) for info in infos]
-    if len({(c.names, c.label) for c in sets}) > 1:
-        listed = ", ".join(dict.fromkeys(c.describe() for c in sets))
-        raise OutputError(f"the runs classify into different class sets ({listed}); report each class set's runs "
-                          "on their own")
-    return sets[0]
+    return get_common_class_set([info.extra.get("classes") for info in infos])
 
 
 def _write_run_tables(dirs: list[Path], infos: list[RunInfo]) -> list[EvalTables]:

@@ -1,5 +1,5 @@
-"""Settings of `typoattack threshold`: eval's images, models, vocabulary, placements, text styles and
-defences, with the search over the pixel fraction in place of eval's fixed fractions (`--min-fraction`,
+"""Settings of `typoattack threshold`: eval's images with their class set, models, vocabulary, placements,
+text styles and defences, with the search over the pixel fraction in place of eval's fixed fractions (`--min-fraction`,
 `--max-fraction`, `--grid`, `--steps`)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from typoattack.config.attack import AttackSettings
+from typoattack.config.classes import DATASET_TEMPLATES, ClassSetSettings
 from typoattack.config.common import ImageSetSettings, check_templates, load_config
 from typoattack.config.defences import add_prefix_baseline
 from typoattack.config.options import Panel, option
@@ -30,9 +31,9 @@ MAX_GRID = 65
 
 
 @dataclass(frozen=True, kw_only=True)
-class ThresholdConfig(AttackSettings, ImageSetSettings):
+class ThresholdConfig(AttackSettings, ClassSetSettings, ImageSetSettings):
     """Everything that determines the records of a `threshold` run (written to run.json): the run, the
-    images with their templates and defences, the words, placements and styles, and the search.
+    images with their class set, templates and defences, the words, placements and styles, and the search.
 
     `fractions` has no option here: it is set to (min_fraction, max_fraction), the range searched
     before each word and placement clips it to what the canvas can draw.
@@ -82,7 +83,7 @@ class ThresholdConfig(AttackSettings, ImageSetSettings):
             raise ConfigError(f"--steps must be between 0 and {MAX_STEPS}, got {self.steps}")
         object.__setattr__(self, "fractions", (self.min_fraction, self.max_fraction))
         super().__post_init__()
-        check_templates(self.templates)
+        check_templates(self.templates, (DATASET_TEMPLATES,))
 
     @property
     def n_intervals(self) -> int:

@@ -20,7 +20,7 @@ from typoattack.attack.masks import MaskPool, MaskRequest, create_attack_masks, 
 from typoattack.attack.render import AttackMask
 from typoattack.attack.solver import UnreachableFractionError, create_attack_mask
 from typoattack.config.types import Placement, RenderStyle, Vocabulary
-from typoattack.data.class_sets import get_imagenet_class_set
+from typoattack.data.class_sets import ClassSet
 from typoattack.data.fonts import resolve_font
 from typoattack.data.vocab import load_attack_vocab
 from typoattack.errors import ConfigError
@@ -55,15 +55,15 @@ class Series:
                 **get_style_columns(self.style)}
 
 
-def load_threshold_vocab(value: str | Sequence[str]) -> Vocabulary:
-    """The run's vocabulary as eval reads it (a YAML file, a built-in name, `babel:LANG`, several combined),
-    its targets ImageNet classes.
+def load_threshold_vocab(value: str | Sequence[str], classes: ClassSet) -> Vocabulary:
+    """The run's vocabulary as eval reads it (a YAML file, a built-in name, `babel:LANG`, `classes`, several
+    combined), its targets classes of the run's class set.
 
     Raises:
         ConfigError: The vocabulary cannot be read, or it is a pseudo-word (`random-class`, one text per
             image: a threshold is searched per word).
     """
-    vocab = load_attack_vocab(value, get_imagenet_class_set())
+    vocab = load_attack_vocab(value, classes)
     if vocab.pseudo_word:
         raise ConfigError(f"--vocab {vocab.pseudo_word} draws another word on each image; threshold searches the "
                           "fraction per word: give words (e.g. --vocab classes for every class name)")

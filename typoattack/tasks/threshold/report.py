@@ -17,7 +17,9 @@ from typoattack.analysis.figure_style import get_colors, plain_text, plt, save_f
 from typoattack.analysis.labels import get_model_label, is_missing, list_varying_styles
 from typoattack.analysis.query import RecordSet, quote_literal
 from typoattack.analysis.report_page import ReportBlock, build_table_block, write_report_pages
+from typoattack.analysis.report import format_classes_line
 from typoattack.analysis.report_sections import list_run_blocks
+from typoattack.data.class_sets import get_common_class_set
 from typoattack.engine.rundir import RunInfo, open_run_records
 from typoattack.engine.task import ReportPart
 from typoattack.files import write_csv
@@ -256,8 +258,12 @@ def write_threshold_report(run_dirs: list[Path], infos: list[RunInfo], out: Path
     sentences, the figures and the per-word table into `out` (and the tables of all the runs together).
 
     Raises:
-        OutputError: A run is incomplete or a shard.
+        OutputError: A run is incomplete or a shard, or the runs classify into different class sets.
     """
+    classes = get_common_class_set([info.extra.get("classes") for info in infos])
+    if not classes.is_imagenet:
+        notes = [f"{format_classes_line(classes.describe())}: the labels, the classifier and the targets are this "
+                 f"class set's ({classes.source}).", *notes]
     out.mkdir(parents=True, exist_ok=True)
     boards, per_words, curves, hists = [], [], [], []
     for k, (run_dir, info) in enumerate(zip(run_dirs, infos)):

@@ -2,7 +2,7 @@
 fraction at which the zero-shot prediction becomes the word's target (f_target) and at which it leaves
 the true class (f_flip), found by a grid then a bisection in log space (`search`).
 
-Plan: validate cheaply (data source, vocabulary, templates, glyphs, device, weights), clip the searched
+Plan: validate cheaply (class set, data source, vocabulary, templates, glyphs, device, weights), clip the searched
 range of each series (word x placement x style) to what the model's canvas can draw and solve the grid's
 masks (cached), decode the images once into the canvas cache of each model's input geometry, and cut each
 model's images into cells of `chunk_size` images. A cell: its images' search, every series and defence at
@@ -24,9 +24,11 @@ from typoattack.analysis.query import RecordSet
 from typoattack.attack.masks import MaskPool
 from typoattack.attack.render import check_glyphs
 from typoattack.config.common import resolve_chunk_size
+from typoattack.config.types import Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
-from typoattack.data.classes import list_class_names
-from typoattack.data.sources import open_image_source, select_subset
+from typoattack.data.babel import get_class_language, get_classifier_texts
+from typoattack.data.class_sets import ClassSet, load_class_set
+from typoattack.data.sources import ImageSource, open_image_source, select_subset
 from typoattack.engine.cells import Cell, CellResult, cut_cells
 from typoattack.engine.rundir import RunInfo
 from typoattack.engine.task import Plan, ReportPart, TaskBase
@@ -70,6 +72,17 @@ def get_lattices(ranges: Sequence[SeriesRange], n_intervals: int) -> list[np.nda
             else np.zeros(0) for r in ranges]
 
 
+def read_threshold_words(cfg: ThresholdConfig) -> tuple[ClassSet, ImageSource, Vocabulary]:
+    """The run's class set, images (labelled in it) and vocabulary (its targets in it), cheapest first.
+
+    Raises:
+        TypoAttackError: The class set, data or vocabulary is unusable (one line).
+    """
+    classes = load_class_set(cfg.classes, cfg.data)
+    source = open_image_source(cfg.data, len(classes.names), classes.label)
+    return classes, source, load_threshold_vocab(cfg.vocab, classes)
+
+
 def solve_grid_masks(cfg: ThresholdConfig, series: Sequence[Series], ranges: Sequence[SeriesRange],
                      canvas_size: tuple[int, int], progress: ProgressReporter | None = None) -> None:
     """Solve (or find in the cache) the masks of every series' grid fractions, so that cells start encoding."""
@@ -93,9 +106,11 @@ class ThresholdTask(TaskBase, name="threshold", title="the smallest pixel fracti
             get_templates,
         )
 
-        source = open_image_source(cfg.data)
-        vocab = load_threshold_vocab(cfg.vocab)
-        templates = [get_templates(cfg.templates, spec) for spec in cfg.models]
+        classes, source, vocab = read_threshold_words(cfg)
+        templates = [get_templates(cfg.templates, spec, classes) for spec in cfg.models]
+        language = get_class_language(cfg.class_language, classes)  # None: the class set's own names
+        if language is not None:  # --class-language: the language's templates (or the bare name)
+            templates = [language.choose_templates(t, cfg.templates) for t in templates]
         series = list_series(cfg, vocab)
         for text, font in dict.fromkeys((s.word, s.style.font) for s in series):
             check_glyphs(text, font)
@@ -108,9 +123,11 @@ class ThresholdTask(TaskBase, name="threshold", title="the smallest pixel fracti
                 solve_grid_masks(cfg, series, ranges[size], size, progress)
         seconds_masks = time.perf_counter() - t0
         indices = select_subset(source.items, cfg.limit, cfg.seed)
+        # As eval: the class set's names enter the fingerprint when they are not ImageNet's.
         fingerprint = build_fingerprint(cfg, [(w.text, w.target_index) for w in vocab.words], templates,
                                         [source.items[i].image_id for i in indices], {"search": SEARCH},
-                                        {"fonts": [[s.word, Path(s.style.font).name] for s in series]})
+                                        {"fonts": [[s.word, Path(s.style.font).name] for s in series]},
+                                        *([] if classes.is_imagenet else [{"classes": list(classes.names)}]))
         models = []
         records_per_image = len(series) * len(cfg.defences)
         chunk_size = resolve_chunk_size(cfg.chunk_size, records_per_image)
@@ -128,14 +145,19 @@ class ThresholdTask(TaskBase, name="threshold", title="the smallest pixel fracti
         per_image = 1 + len(series) * (cfg.grid + cfg.steps)
         cells = cut_cells(self.name, cfg, np.arange(len(indices)), chunk_size.items, jobs_per_item=per_image,
                           shared=lambda m_index: image_list)
-        info = {"vocab": {"name": vocab.name, "path": vocab.path,
+        info = {"classes": classes.to_info(),
+                "vocab": {"name": vocab.name, "path": vocab.path,
                           "words": [{"text": w.text, "target_index": w.target_index,
-                                     "target_name": list_class_names()[w.target_index]} for w in vocab.words]},
+                                     "target_name": classes.names[w.target_index], "language": w.language}
+                                    for w in vocab.words],
+                          **({"notes": list(vocab.notes)} if vocab.notes else {})},
                 "templates": {"name": cfg.templates, "count": len(templates[0])},
+                **({"class_language": language.describe(templates[0])} if language else {}),
                 "search": {"method": SEARCH, "min_fraction": cfg.min_fraction, "max_fraction": cfg.max_fraction,
                            "grid": cfg.grid, "steps": cfg.steps, "lattice_intervals": cfg.n_intervals},
                 "chunk_size": chunk_size.to_info("images")}
-        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models,
+        notes = [*vocab.notes, *([language.describe_line(templates[0])] if language else [])]
+        return Plan(fingerprint, cells, describe_run_device(cfg), len(indices), info, models, {}, notes,
                     seconds={"masks": round(seconds_masks, 3)}, versions=get_backend_versions(cfg))
 
     def create_context(self, cell: Cell, progress: ProgressReporter) -> ThresholdContext:
@@ -149,15 +171,17 @@ class ThresholdTask(TaskBase, name="threshold", title="the smallest pixel fracti
 
         cfg: ThresholdConfig = cell.config
         model, load_seconds = load_model(cfg, cell.model_index, progress)
-        series = list_series(cfg, load_threshold_vocab(cfg.vocab))
+        classes, source, vocab = read_threshold_words(cfg)
+        series = list_series(cfg, vocab)
         ranges = find_series_ranges(series, cfg.min_fraction, cfg.max_fraction, model.canvas_size)
         t0 = time.perf_counter()
         g = model.geometry
-        canvases = prepare_canvases(open_image_source(cfg.data), list(cell.shared), g.transform, g.key, g.size,
-                                    cfg.cache_dir, workers=cfg.workers)
+        canvases = prepare_canvases(source, list(cell.shared), g.transform, g.key, g.size, cfg.cache_dir,
+                                    workers=cfg.workers)
         canvas_seconds = time.perf_counter() - t0
-        encoder, info = create_encoder(model, cfg, list_class_names(), get_templates(cfg.templates, model.spec),
-                                       progress, "classes")
+        names, templates = get_classifier_texts(cfg.class_language, classes,  # --class-language
+                                                get_templates(cfg.templates, model.spec, classes), cfg.templates)
+        encoder, info = create_encoder(model, cfg, names, templates, progress, "classes")
         info.update(ranges=describe_ranges(series, ranges),
                     seconds={"load_model": round(load_seconds, 3), "canvases": round(canvas_seconds, 3),
                              **info["seconds"]})
