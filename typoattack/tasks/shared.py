@@ -20,11 +20,12 @@ from typoattack.backends.base import (
     InputGeometry, ZeroShotModel, check_precision, describe_device, get_classifier, resolve_device,
 )
 from typoattack.backends.registry import get_backend
-from typoattack.config.classes import DATASET_TEMPLATES
+from typoattack.config.classes import DATASET_TEMPLATES, ClassSetSettings
 from typoattack.config.common import ImageSetSettings, RunSettings
 from typoattack.config.parsing import load_templates
 from typoattack.config.attack import AttackSettings
 from typoattack.config.types import FAMILY_TEMPLATES, ModelSpec, Vocabulary
+from typoattack.data.babel import ClassLanguage, get_class_language
 from typoattack.data.canvases import CanvasSet, prepare_canvases
 from typoattack.data.class_sets import ClassSet, load_class_set
 from typoattack.data.fonts import resolve_fonts
@@ -168,6 +169,21 @@ def get_templates(name: str, spec: ModelSpec, classes: ClassSet | None = None) -
     if name == DATASET_TEMPLATES:
         return (classes.templates if classes is not None else None) or load_templates("openai")
     return load_templates(name)
+
+
+def get_run_templates(cfg: ClassSetSettings, classes: ClassSet) -> tuple[list[tuple[str, ...]], ClassLanguage | None]:
+    """Each model's zero-shot templates as its classifier reads them (`--templates`; with `--class-language`
+    the language's templates, or the bare name) and the run's class language (None: the class set's own
+    names).
+
+    Raises:
+        ConfigError: The templates or the class language cannot be had for this class set.
+    """
+    templates = [get_templates(cfg.templates, spec, classes) for spec in cfg.models]
+    language = get_class_language(cfg.class_language, classes)
+    if language is not None:
+        templates = [language.choose_templates(t, cfg.templates) for t in templates]
+    return templates, language
 
 
 def load_model(cfg: RunSettings, model_index: int, progress: ProgressReporter) -> tuple[ZeroShotModel, float]:

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from typoattack.analysis.query import RecordSet
 from typoattack.data.canvases import CanvasSet, prepare_canvases
-from typoattack.data.babel import get_class_language, get_classifier_texts
+from typoattack.data.babel import get_classifier_texts
 from typoattack.data.fonts import get_fingerprint_fonts
 from typoattack.data.sources import select_subset
 from typoattack.defences.find_heads import (
@@ -79,16 +79,13 @@ class FindHeadsTask(TaskBase, name="find-heads", title="attention heads chosen f
         from typoattack.backends.registry import get_backend
         from typoattack.tasks.shared import (
             build_fingerprint, check_models, decode_canvases, describe_run_device, get_backend_versions,
-            get_templates, read_sweep_words, solve_condition_masks,
+            get_run_templates, read_sweep_words, solve_condition_masks,
         )
 
         words = read_sweep_words(cfg)
         classes, source, vocab, conditions, fonts = (words.classes, words.source, words.vocab, words.conditions,
                                                      words.fonts)
-        templates = [get_templates(cfg.templates, spec, classes) for spec in cfg.models]
-        language = get_class_language(cfg.class_language, classes)  # None: the class set's own names
-        if language is not None:  # --class-language: the language's templates (or the bare name)
-            templates = [language.choose_templates(t, cfg.templates) for t in templates]
+        templates, language = get_run_templates(cfg, classes)
         check_models(cfg)
         t0 = time.perf_counter()
         for size in dict.fromkeys(get_backend(spec.backend).get_input_size(spec) for spec in cfg.models):

@@ -26,7 +26,7 @@ from typoattack.attack.render import check_glyphs
 from typoattack.config.common import resolve_chunk_size
 from typoattack.config.types import Vocabulary
 from typoattack.data.canvases import CanvasSet, prepare_canvases
-from typoattack.data.babel import get_class_language, get_classifier_texts
+from typoattack.data.babel import get_classifier_texts
 from typoattack.data.class_sets import ClassSet, load_class_set
 from typoattack.data.sources import ImageSource, open_image_source, select_subset
 from typoattack.engine.cells import Cell, CellResult, cut_cells
@@ -103,14 +103,11 @@ class ThresholdTask(TaskBase, name="threshold", title="the smallest pixel fracti
         from typoattack.backends.registry import get_backend
         from typoattack.tasks.shared import (
             build_fingerprint, check_models, decode_canvases, describe_run_device, get_backend_versions,
-            get_templates,
+            get_run_templates,
         )
 
         classes, source, vocab = read_threshold_words(cfg)
-        templates = [get_templates(cfg.templates, spec, classes) for spec in cfg.models]
-        language = get_class_language(cfg.class_language, classes)  # None: the class set's own names
-        if language is not None:  # --class-language: the language's templates (or the bare name)
-            templates = [language.choose_templates(t, cfg.templates) for t in templates]
+        templates, language = get_run_templates(cfg, classes)
         series = list_series(cfg, vocab)
         for text, font in dict.fromkeys((s.word, s.style.font) for s in series):
             check_glyphs(text, font)
